@@ -1,0 +1,208 @@
+// Package config loads the daemon's and the operator commands' TOML
+// configuration. Every key has a default, so a missing default config file
+// means "all defaults" and the daemon starts with zero configuration.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the daemon and the operator commands look for their
+// configuration when --config is not given.
+const DefaultPath = "/etc/flyio-image-manager/config.toml"
+
+// Config is the whole configuration file.
+type Config struct {
+	// RootDir holds the metadata database and, for loopback pools, the
+	// pool's data and metadata files.
+	RootDir string `toml:"root_dir"`
+	// Address is the unix socket serving containerd's snapshots gRPC API.
+	Address string `toml:"address"`
+	// AdminAddress is the unix socket operator commands talk to.
+	AdminAddress string `toml:"admin_address"`
+
+	Pool        Pool        `toml:"pool"`
+	Snapshotter Snapshotter `toml:"snapshotter"`
+}
+
+// Pool configures the dm-thin pool.
+type Pool struct {
+	Name string `toml:"name"`
+	// DataDevice and MetadataDevice name real block devices. When both are
+	// empty the pool lives on loopback files under RootDir.
+	DataDevice     string `toml:"data_device"`
+	MetadataDevice string `toml:"metadata_device"`
+	DataFile       string `toml:"data_file"`
+	MetadataFile   string `toml:"metadata_file"`
+	DataSize       Size   `toml:"data_size"`
+	MetadataSize   Size   `toml:"metadata_size"`
+	// BlockSize is the thin-pool allocation unit. 128KiB, not 1MiB: large
+	// blocks make every first write to a snapshot copy a whole megabyte.
+	BlockSize Size `toml:"block_size"`
+	// LowWaterMark is in data blocks; the kernel raises an event below it.
+	LowWaterMark uint64 `toml:"low_water_mark"`
+}
+
+// Snapshotter configures how snapshots map onto thin devices.
+type Snapshotter struct {
+	// BaseSize is the filesystem size of a parentless snapshot unless the
+	// containerd.io/snapshot/max-size label asks for another.
+	BaseSize Size `toml:"base_size"`
+	// FSType is "ext4" or "xfs".
+	FSType string `toml:"fs_type"`
+	// MountType is "fs" (mount the filesystem) or "block" (hand the raw
+	// thin device to a microVM runtime such as Firecracker).
+	MountType string `toml:"mount_type"`
+}
+
+// Default returns the configuration used when no file is present.
+func Default() Config {
+	return Config{
+		RootDir:      "/var/lib/flyio-image-manager",
+		Address:      "/run/flyio-image-manager/snapshotter.sock",
+		AdminAddress: "/run/flyio-image-manager/admin.sock",
+		Pool: Pool{
+			Name:         "flyio-pool",
+			DataSize:     20 << 30,
+			MetadataSize: 1 << 30,
+			BlockSize:    128 << 10,
+			LowWaterMark: 32768,
+		},
+		Snapshotter: Snapshotter{
+			BaseSize:  10 << 30,
+			FSType:    "ext4",
+			MountType: "fs",
+		},
+	}
+}
+
+// Load reads path over the defaults. A missing file is only an error when
+// the caller named it explicitly (explicit=true): a missing default file
+// means all defaults.
+func Load(path string, explicit bool) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := decode(data, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	default:
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	cfg.fill()
+	return cfg, cfg.Validate()
+}
+
+// decode rejects unknown keys: a misspelt key silently ignored would leave
+// an operator running on a default they thought they had changed.
+func decode(data []byte, cfg *Config) error {
+	d := toml.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	err := d.Decode(cfg)
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		return fmt.Errorf("unknown key(s):\n%s", strict.String())
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		return fmt.Errorf("line %d column %d: %s", row, col, de.Error())
+	}
+	return err
+}
+
+// fill derives the values that depend on others.
+func (c *Config) fill() {
+	if c.Pool.DataDevice == "" && c.Pool.MetadataDevice == "" {
+		if c.Pool.DataFile == "" {
+			c.Pool.DataFile = filepath.Join(c.RootDir, "pool", "data")
+		}
+		if c.Pool.MetadataFile == "" {
+			c.Pool.MetadataFile = filepath.Join(c.RootDir, "pool", "metadata")
+		}
+	}
+}
+
+// Validate reports the first key whose value cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.RootDir == "" || !filepath.IsAbs(c.RootDir):
+		return fmt.Errorf("config: root_dir must be an absolute path, got %q", c.RootDir)
+	case c.Pool.Name == "" || strings.ContainsAny(c.Pool.Name, "/ \t\n"):
+		return fmt.Errorf("config: pool.name %q is not a valid device-mapper name", c.Pool.Name)
+	case (c.Pool.DataDevice == "") != (c.Pool.MetadataDevice == ""):
+		return fmt.Errorf("config: pool.data_device and pool.metadata_device must be set together")
+	case c.Pool.BlockSize < 64<<10 || c.Pool.BlockSize > 1<<30 || c.Pool.BlockSize%(64<<10) != 0:
+		return fmt.Errorf("config: pool.block_size %s must be a multiple of 64KiB between 64KiB and 1GiB", c.Pool.BlockSize)
+	case c.Pool.DataDevice == "" && c.Pool.DataSize < c.Pool.BlockSize:
+		return fmt.Errorf("config: pool.data_size %s is smaller than one block", c.Pool.DataSize)
+	case c.Pool.MetadataDevice == "" && c.Pool.MetadataSize < 2<<20:
+		return fmt.Errorf("config: pool.metadata_size %s is below the 2MiB the kernel needs", c.Pool.MetadataSize)
+	case c.Snapshotter.FSType != "ext4" && c.Snapshotter.FSType != "xfs":
+		return fmt.Errorf("config: snapshotter.fs_type %q: want ext4 or xfs", c.Snapshotter.FSType)
+	case c.Snapshotter.MountType != "fs" && c.Snapshotter.MountType != "block":
+		return fmt.Errorf("config: snapshotter.mount_type %q: want fs or block", c.Snapshotter.MountType)
+	case c.Snapshotter.BaseSize < 16<<20:
+		return fmt.Errorf("config: snapshotter.base_size %s is below 16MiB", c.Snapshotter.BaseSize)
+	}
+	return nil
+}
+
+// Size is a byte count written in TOML as an integer or a string with a
+// unit ("128KiB", "20GiB", "1GB").
+type Size int64
+
+// UnmarshalText accepts "512", "128KiB", "10GiB", "1GB", "1G".
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+// MarshalText writes the size in the largest exact binary unit.
+func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+func (s Size) String() string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	v, i := int64(s), 0
+	for v != 0 && v%1024 == 0 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return strconv.FormatInt(v, 10) + units[i]
+}
+
+// ParseSize parses a byte count with an optional unit. KiB/KB/K are all
+// 1024-based: operators write "1GB" and mean a gibibyte.
+func ParseSize(text string) (int64, error) {
+	t := strings.TrimSpace(text)
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	}
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || mult == 0 || f < 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 512, 128KiB, 20GiB)", text)
+	}
+	return int64(f * mult), nil
+}

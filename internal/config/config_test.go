@@ -1,0 +1,60 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestMissingDefaultFileMeansDefaults(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pool.BlockSize != 128<<10 || cfg.Pool.Name != "flyio-pool" || cfg.Pool.DataFile != "/var/lib/flyio-image-manager/pool/data" {
+		t.Fatalf("defaults: %+v", cfg.Pool)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {
+		t.Fatal("an explicitly named missing file must be an error")
+	}
+}
+
+func TestLoadSizesAndValidation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte(`root_dir = "/srv/fim"
+[pool]
+data_size = "2GiB"
+block_size = 262144
+[snapshotter]
+base_size = "1GB"
+`), 0o644)
+	cfg, err := Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pool.DataSize != 2<<30 || cfg.Pool.BlockSize != 256<<10 || cfg.Snapshotter.BaseSize != 1<<30 || cfg.Pool.MetadataFile != "/srv/fim/pool/metadata" {
+		t.Fatalf("loaded %+v", cfg)
+	}
+	os.WriteFile(path, []byte("[pool]\nblock_size = \"100KiB\"\n"), 0o644)
+	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "pool.block_size") {
+		t.Fatalf("bad block size: %v", err)
+	}
+	os.WriteFile(path, []byte("[pool]\nblok_size = 1\n"), 0o644)
+	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "blok_size") {
+		t.Fatalf("unknown key must be named: %v", err)
+	}
+}
+
+func TestExampleFileMatchesDefaults(t *testing.T) {
+	cfg, err := Load("../../config.toml.example", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Default()
+	def.fill()
+	if cfg.RootDir != def.RootDir || cfg.Pool != def.Pool || cfg.Snapshotter != def.Snapshotter || cfg.Address != def.Address {
+		t.Fatalf("config.toml.example drifted from the defaults:\n got %+v\nwant %+v", cfg, def)
+	}
+}
