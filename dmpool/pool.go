@@ -1,0 +1,580 @@
+// Package dmpool owns every device-mapper operation of the image
+// manager: it creates (or re-creates after a reboot) one dm-thin pool on
+// block devices or loop-backed files, and creates, snapshots, activates,
+// deactivates and deletes thin devices in it.
+//
+// It talks to /dev/mapper/control with ioctls and makes /dev/mapper
+// nodes itself; there is no dmsetup and no udev. Every error path leaves
+// no device suspended, and every error names the pool or device.
+package dmpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/internal/loopdev"
+)
+
+const (
+	sectorSize       = 512
+	defaultBlockSize = 128 << 10
+	minBlockSize     = 64 << 10
+	maxBlockSize     = 1 << 30
+	// metadataHeaderSize is what must be zero for the kernel to format
+	// fresh thin-pool metadata instead of reading it.
+	metadataHeaderSize = 4096
+	// thinSuperblockMagic sits at byte 32 of valid thin-pool metadata.
+	thinSuperblockMagic = 27022010
+)
+
+// Config describes the pool. Either both DataDevice and MetadataDevice
+// are set (real block devices) or both are empty and the pool lives in
+// DataFile/MetadataFile attached to loop devices.
+type Config struct {
+	// Name is the dm name of the pool, e.g. "flyio-pool".
+	Name string
+
+	DataDevice, MetadataDevice string
+
+	// DataFile and MetadataFile are created sparse with DataSize and
+	// MetadataSize bytes when missing. Existing files are used at their
+	// current size.
+	DataFile, MetadataFile string
+	DataSize, MetadataSize int64
+
+	// BlockSize is the pool allocation unit in bytes: default 128 KiB,
+	// a multiple of 64 KiB.
+	BlockSize uint32
+	// LowWaterMark in data blocks; the kernel raises an event below it.
+	LowWaterMark uint64
+
+	// QueueIfNoSpace makes writers block (up to the kernel's
+	// no_space_timeout) when data space runs out. The default is
+	// error_if_no_space: writers get EIO at once, nothing hangs.
+	QueueIfNoSpace bool
+
+	// FormatMetadataDevice allows zeroing the header of a real
+	// MetadataDevice that holds no thin-pool metadata. Files never need
+	// it: a new file is created zeroed and an existing one is never
+	// zeroed.
+	FormatMetadataDevice bool
+}
+
+// OpenResult says what Open did.
+type OpenResult string
+
+const (
+	// Found: the pool was active and its table verified.
+	Found OpenResult = "found"
+	// Recreated: the storage held pool metadata; the table was loaded
+	// again and all thin devices are kept.
+	Recreated OpenResult = "recreated"
+	// Created: a fresh, empty pool.
+	Created OpenResult = "created"
+)
+
+// Pool is an open dm-thin pool.
+type Pool struct {
+	cfg          Config
+	blockSectors uint32
+	// poolDev is "major:minor" of the pool device, the form thin tables
+	// use to refer to it.
+	poolDev string
+
+	// snapMu serialises suspend/create_snap/resume so two snapshots of
+	// one origin cannot resume it under each other.
+	snapMu sync.Mutex
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Name == "" || strings.ContainsRune(c.Name, '/') || len(c.Name) >= unix.DM_NAME_LEN {
+		return c, fmt.Errorf("pool name %q: must be 1..127 bytes without '/': %w", c.Name, errdefs.ErrInvalidArgument)
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = defaultBlockSize
+	}
+	if c.BlockSize%minBlockSize != 0 || c.BlockSize > maxBlockSize {
+		return c, fmt.Errorf("pool %q: block size %d is not a multiple of 64KiB up to 1GiB: %w", c.Name, c.BlockSize, errdefs.ErrInvalidArgument)
+	}
+	devs := c.DataDevice != "" || c.MetadataDevice != ""
+	if devs && (c.DataDevice == "" || c.MetadataDevice == "") {
+		return c, fmt.Errorf("pool %q: set both DataDevice and MetadataDevice: %w", c.Name, errdefs.ErrInvalidArgument)
+	}
+	if !devs && (c.DataFile == "" || c.MetadataFile == "") {
+		return c, fmt.Errorf("pool %q: set DataDevice/MetadataDevice or DataFile/MetadataFile: %w", c.Name, errdefs.ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+func (c Config) usesFiles() bool { return c.DataDevice == "" }
+
+func (c Config) features() []string {
+	f := []string{"skip_block_zeroing"}
+	if !c.QueueIfNoSpace {
+		f = append(f, "error_if_no_space")
+	}
+	return f
+}
+
+// Open makes the pool described by cfg available: it verifies an active
+// pool, or re-attaches the storage and reloads the table (after a
+// reboot), or creates a fresh pool.
+func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, "", err
+	}
+	p := &Pool{cfg: cfg, blockSectors: cfg.BlockSize / sectorSize}
+
+	info, err := GetDeviceInfo(cfg.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	if info.Exists && info.Active {
+		if err := p.verifyActive(info); err != nil {
+			return nil, "", err
+		}
+		return p, Found, nil
+	}
+
+	fresh, err := p.prepareStorage()
+	if err != nil {
+		return nil, "", err
+	}
+
+	meta, data, err := p.attach()
+	if err != nil {
+		return nil, "", err
+	}
+	// Until the dm table holds the loops open, these handles keep the
+	// autoclear loops alive.
+	defer meta.close()
+	defer data.close()
+
+	dataBytes, err := deviceSize(data.path)
+	if err != nil {
+		return nil, "", fmt.Errorf("pool %q: %w", cfg.Name, err)
+	}
+	dataSectors := uint64(dataBytes/sectorSize) / uint64(p.blockSectors) * uint64(p.blockSectors)
+	if dataSectors == 0 {
+		return nil, "", fmt.Errorf("pool %q: data device %s (%d bytes) is smaller than one %d byte block: %w",
+			cfg.Name, data.path, dataBytes, cfg.BlockSize, errdefs.ErrInvalidArgument)
+	}
+	table := []Target{{
+		Length: dataSectors,
+		Type:   "thin-pool",
+		Params: poolTable{
+			MetadataDev: devString(meta.major, meta.minor), DataDev: devString(data.major, data.minor),
+			BlockSectors: p.blockSectors, LowWaterMark: cfg.LowWaterMark, Features: cfg.features(),
+		}.String(),
+	}}
+
+	created := false
+	if !info.Exists {
+		if info, err = CreateDevice(cfg.Name); err != nil {
+			return nil, "", fmt.Errorf("pool %q: %w", cfg.Name, err)
+		}
+		created = true
+	}
+	// A device that exists without a live table is a leftover of a
+	// crash between create and resume: reuse it.
+	defer func() {
+		if retErr != nil && created {
+			if err := RemoveDevice(cfg.Name, false); err != nil {
+				log.G(ctx).WithError(err).Warnf("pool %q: cleanup after failed open", cfg.Name)
+			}
+		}
+	}()
+	if err := LoadTable(cfg.Name, table); err != nil {
+		return nil, "", fmt.Errorf("pool %q: %w", cfg.Name, err)
+	}
+	if err := Resume(cfg.Name); err != nil {
+		return nil, "", fmt.Errorf("pool %q: %w", cfg.Name, err)
+	}
+	if err := makeNode(cfg.Name, info.Dev); err != nil {
+		return nil, "", fmt.Errorf("pool %q: %w", cfg.Name, err)
+	}
+	p.poolDev = devString(info.Major, info.Minor)
+	res := Recreated
+	if fresh {
+		res = Created
+	}
+	log.G(ctx).WithField("pool", cfg.Name).Infof("device-mapper pool %s (%d data sectors, block %d bytes)", res, dataSectors, cfg.BlockSize)
+	return p, res, nil
+}
+
+// verifyActive checks that the live pool table uses the configured
+// storage and block size, and resumes a pool a crash left suspended.
+func (p *Pool) verifyActive(info DeviceInfo) error {
+	name := p.cfg.Name
+	ts, err := Table(name)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
+	}
+	pt, err := parsePoolTable(ts[0].Params)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	if pt.BlockSectors != p.blockSectors {
+		return fmt.Errorf("pool %q: active block size %d sectors, configured %d: %w", name, pt.BlockSectors, p.blockSectors, ErrMismatch)
+	}
+	if err := p.checkDev("metadata", pt.MetadataDev, p.cfg.MetadataDevice, p.cfg.MetadataFile); err != nil {
+		return err
+	}
+	if err := p.checkDev("data", pt.DataDev, p.cfg.DataDevice, p.cfg.DataFile); err != nil {
+		return err
+	}
+	if info.Suspended {
+		if err := Resume(name); err != nil {
+			return fmt.Errorf("pool %q was left suspended: %w", name, err)
+		}
+	}
+	if err := makeNode(name, info.Dev); err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	p.poolDev = devString(info.Major, info.Minor)
+	return nil
+}
+
+func (p *Pool) checkDev(role, actual, device, file string) error {
+	var maj, min uint32
+	if _, err := fmt.Sscanf(actual, "%d:%d", &maj, &min); err != nil {
+		return fmt.Errorf("pool %q: %s device %q in table: %w", p.cfg.Name, role, actual, ErrMismatch)
+	}
+	if device != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(device, &st); err != nil {
+			return fmt.Errorf("pool %q: %s device %s: %w", p.cfg.Name, role, device, err)
+		}
+		if unix.Major(uint64(st.Rdev)) != maj || unix.Minor(uint64(st.Rdev)) != min {
+			return fmt.Errorf("pool %q: active table uses %s device %s, configured %s (%d:%d): %w",
+				p.cfg.Name, role, actual, device, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)), ErrMismatch)
+		}
+		return nil
+	}
+	if !loopdev.SameFile(maj, min, file) {
+		return fmt.Errorf("pool %q: active table uses %s device %s backed by %q, configured file %s: %w",
+			p.cfg.Name, role, actual, loopdev.BackingFile(maj, min), file, ErrMismatch)
+	}
+	return nil
+}
+
+// prepareStorage creates missing files and decides, safely, whether
+// the metadata is fresh. A file is zeroed only when this call created
+// it; existing storage is never zeroed unless it is a real device, holds
+// no thin metadata, and FormatMetadataDevice allows it.
+func (p *Pool) prepareStorage() (fresh bool, _ error) {
+	name := p.cfg.Name
+	metaPath := p.cfg.MetadataDevice
+	if p.cfg.usesFiles() {
+		metaPath = p.cfg.MetadataFile
+		if _, err := createSparse(p.cfg.DataFile, p.cfg.DataSize); err != nil {
+			return false, fmt.Errorf("pool %q: data file: %w", name, err)
+		}
+		created, err := createSparse(p.cfg.MetadataFile, p.cfg.MetadataSize)
+		if err != nil {
+			return false, fmt.Errorf("pool %q: metadata file: %w", name, err)
+		}
+		if created {
+			if err := zeroHeader(metaPath); err != nil {
+				return false, fmt.Errorf("pool %q: %w", name, err)
+			}
+			return true, nil
+		}
+	}
+	hdr, err := readHeader(metaPath)
+	if err != nil {
+		return false, fmt.Errorf("pool %q: %w", name, err)
+	}
+	switch {
+	case hasThinMagic(hdr):
+		return false, nil
+	case allZero(hdr):
+		return true, nil // the kernel formats an all-zero header
+	case !p.cfg.usesFiles() && p.cfg.FormatMetadataDevice:
+		if err := zeroHeader(metaPath); err != nil {
+			return false, fmt.Errorf("pool %q: %w", name, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("pool %q: %s holds no thin-pool metadata and is not zeroed; refusing to format it: %w",
+		name, metaPath, ErrMismatch)
+}
+
+func createSparse(path string, size int64) (bool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if size <= 0 {
+		os.Remove(path)
+		return false, fmt.Errorf("create %s: size %d must be positive: %w", path, size, errdefs.ErrInvalidArgument)
+	}
+	if err := f.Truncate(size); err != nil {
+		os.Remove(path)
+		return false, fmt.Errorf("size %s to %d bytes: %w", path, size, err)
+	}
+	return true, f.Sync()
+}
+
+func readHeader(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read metadata header: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, metadataHeaderSize)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("read metadata header of %s: %w", path, err)
+	}
+	return b, nil
+}
+
+func zeroHeader(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("zero metadata header: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, metadataHeaderSize), 0); err != nil {
+		return fmt.Errorf("zero metadata header of %s: %w", path, err)
+	}
+	return f.Sync()
+}
+
+func hasThinMagic(hdr []byte) bool {
+	if len(hdr) < 40 {
+		return false
+	}
+	var m uint64
+	for i := 7; i >= 0; i-- {
+		m = m<<8 | uint64(hdr[32+i])
+	}
+	return m == thinSuperblockMagic
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// backing is one attached storage device.
+type backing struct {
+	path         string
+	major, minor uint32
+	loop         *loopdev.Device
+}
+
+func (b *backing) close() {
+	if b != nil && b.loop != nil {
+		b.loop.Close()
+	}
+}
+
+func (p *Pool) attach() (meta, data *backing, _ error) {
+	if !p.cfg.usesFiles() {
+		m, err := blockDev(p.cfg.MetadataDevice)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pool %q: metadata: %w", p.cfg.Name, err)
+		}
+		d, err := blockDev(p.cfg.DataDevice)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pool %q: data: %w", p.cfg.Name, err)
+		}
+		return m, d, nil
+	}
+	params := loopdev.Params{Direct: true, Autoclear: true}
+	ml, err := loopdev.Attach(p.cfg.MetadataFile, params)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pool %q: metadata: %w", p.cfg.Name, err)
+	}
+	dl, err := loopdev.Attach(p.cfg.DataFile, params)
+	if err != nil {
+		ml.Close()
+		return nil, nil, fmt.Errorf("pool %q: data: %w", p.cfg.Name, err)
+	}
+	return &backing{path: ml.Path, major: ml.Major, minor: ml.Minor, loop: ml},
+		&backing{path: dl.Path, major: dl.Major, minor: dl.Minor, loop: dl}, nil
+}
+
+func blockDev(path string) (*backing, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return nil, fmt.Errorf("%s is not a block device: %w", path, errdefs.ErrInvalidArgument)
+	}
+	return &backing{path: path, major: unix.Major(uint64(st.Rdev)), minor: unix.Minor(uint64(st.Rdev))}, nil
+}
+
+func deviceSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// Name is the dm name of the pool.
+func (p *Pool) Name() string { return p.cfg.Name }
+
+// DevicePath is /dev/mapper/<name> of the pool.
+func (p *Pool) DevicePath() string { return DevicePath(p.cfg.Name) }
+
+// BlockSize is the pool allocation unit in bytes.
+func (p *Pool) BlockSize() uint32 { return p.cfg.BlockSize }
+
+// Status returns the pool's kernel status.
+func (p *Pool) Status(ctx context.Context) (Status, error) {
+	ts, err := TargetStatus(p.cfg.Name)
+	if err != nil {
+		if isErrno(err, unix.ENXIO) {
+			return Status{}, fmt.Errorf("pool %q: %w: %w", p.cfg.Name, ErrPoolMissing, err)
+		}
+		return Status{}, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return Status{}, fmt.Errorf("pool %q: status %q is not a thin-pool's: %w", p.cfg.Name, tableString(ts), ErrPoolMissing)
+	}
+	s, err := parsePoolStatus(ts[0].Params)
+	if err != nil {
+		return Status{}, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+	}
+	s.DataBlockSize = uint64(p.cfg.BlockSize)
+	return s, nil
+}
+
+// checkWritable turns a pool that cannot take new devices into a clear
+// error. Messages still succeed on a pool that is out of data space, so
+// this is the only place that reports it before writes fail.
+func (p *Pool) checkWritable(ctx context.Context, what string) error {
+	s, err := p.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch {
+	case s.Fail:
+		return fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, ErrPoolFailed)
+	case s.ReadOnly || s.NeedsCheck:
+		return fmt.Errorf("pool %q: %s: %w (mode ro=%v needs_check=%v)", p.cfg.Name, what, ErrPoolReadOnly, s.ReadOnly, s.NeedsCheck)
+	case s.Full():
+		return fmt.Errorf("pool %q: %s: %w (data %d/%d blocks, metadata %d/%d blocks)", p.cfg.Name, what, ErrPoolFull,
+			s.UsedDataBlocks, s.TotalDataBlocks, s.UsedMetaBlocks, s.TotalMetaBlocks)
+	}
+	return nil
+}
+
+// Remove removes the pool table and detaches its loop devices; the
+// files are kept, so Open recreates the pool with its data. It fails
+// with ErrDeviceBusy while thin devices of the pool are active.
+func (p *Pool) Remove(ctx context.Context) error {
+	name := p.cfg.Name
+	active, err := p.ListActive(ctx)
+	if err != nil {
+		return err
+	}
+	if len(active) > 0 {
+		names := make([]string, len(active))
+		for i, a := range active {
+			names[i] = a.Name
+		}
+		return fmt.Errorf("pool %q: remove: thin devices %v still active: %w", name, names, ErrDeviceBusy)
+	}
+	info, err := GetDeviceInfo(name)
+	if err != nil {
+		return err
+	}
+	if !info.Exists {
+		removeNode(name)
+		return nil
+	}
+	var loops [][2]uint32
+	if ts, err := Table(name); err == nil && len(ts) == 1 && ts[0].Type == "thin-pool" {
+		if pt, err := parsePoolTable(ts[0].Params); err == nil {
+			for _, d := range []string{pt.MetadataDev, pt.DataDev} {
+				var maj, min uint32
+				if _, err := fmt.Sscanf(d, "%d:%d", &maj, &min); err == nil {
+					loops = append(loops, [2]uint32{maj, min})
+				}
+			}
+		}
+	}
+	if info.Suspended {
+		if err := Resume(name); err != nil {
+			return fmt.Errorf("pool %q: %w", name, err)
+		}
+	}
+	if err := removeWithRetry(ctx, name, false); err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	if p.cfg.usesFiles() {
+		// Autoclear detaches loops we attached; a loop someone else
+		// attached to our file has no autoclear, so clear it here.
+		for _, l := range loops {
+			for _, f := range []string{p.cfg.MetadataFile, p.cfg.DataFile} {
+				if loopdev.SameFile(l[0], l[1], f) {
+					if err := loopdev.Detach(fmt.Sprintf("/dev/loop%d", l[1])); err != nil {
+						log.G(ctx).WithError(err).Warnf("pool %q: detach loop of %s", name, f)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// removeWithRetry removes a device, retrying EBUSY briefly: a device
+// just unmounted or closed can stay open for a moment (e.g. while the
+// kernel releases a file system or a udev-less blkid probe ends).
+func removeWithRetry(ctx context.Context, name string, deferred bool) error {
+	const attempts = 20
+	delay := 10 * time.Millisecond
+	var err error
+	for i := 0; i < attempts; i++ {
+		err = RemoveDevice(name, deferred)
+		if err == nil || isErrno(err, unix.ENXIO) {
+			removeNode(name)
+			return nil
+		}
+		if !isErrno(err, unix.EBUSY) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove %q: %w: %w", name, ErrDeviceBusy, ctx.Err())
+		case <-time.After(delay):
+		}
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+	info, _ := GetDeviceInfo(name)
+	return fmt.Errorf("remove %q (open count %d): %w: %w", name, info.OpenCount, ErrDeviceBusy, err)
+}

@@ -1,0 +1,325 @@
+package dmpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+)
+
+// ActiveDevice is a thin device of the pool with a live table.
+type ActiveDevice struct {
+	Name string
+	ID   uint32
+	// Size in bytes.
+	Size       uint64
+	DevicePath string
+	Suspended  bool
+	OpenCount  int32
+}
+
+func checkID(pool string, id uint32) error {
+	if id > MaxDeviceID {
+		return fmt.Errorf("pool %q: thin id %d exceeds %d: %w", pool, id, MaxDeviceID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if name == "" || strings.ContainsRune(name, '/') || len(name) >= unix.DM_NAME_LEN || name == "." || name == ".." {
+		return fmt.Errorf("device name %q: must be 1..127 bytes without '/': %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// CreateThin creates empty thin device id. ErrDeviceExists means the
+// kernel already has that id: take the next one.
+func (p *Pool) CreateThin(ctx context.Context, id uint32) error {
+	if err := checkID(p.cfg.Name, id); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("create thin %d", id)
+	if err := p.checkWritable(ctx, what); err != nil {
+		return err
+	}
+	_, err := Message(p.cfg.Name, fmt.Sprintf("create_thin %d", id))
+	return mapMessageErr(p.cfg.Name, what, err)
+}
+
+// CreateSnapshot creates thin device id as a snapshot of originID. If
+// the origin is active it is suspended for the snapshot (so in-flight
+// writes cannot land in now-shared blocks) and always resumed, also
+// when the snapshot fails.
+func (p *Pool) CreateSnapshot(ctx context.Context, id, originID uint32) (retErr error) {
+	if err := checkID(p.cfg.Name, id); err != nil {
+		return err
+	}
+	if err := checkID(p.cfg.Name, originID); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("snapshot %d of %d", id, originID)
+	if err := p.checkWritable(ctx, what); err != nil {
+		return err
+	}
+
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+
+	active, err := p.ListActive(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var suspended []string
+	// Registered before suspending anything: every path out of this
+	// function resumes what it suspended.
+	defer func() {
+		for _, name := range suspended {
+			if err := resumeWithRetry(ctx, name); err != nil {
+				log.G(ctx).WithError(err).Errorf("pool %q: origin %q left suspended after %s", p.cfg.Name, name, what)
+				retErr = errors.Join(retErr, fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err))
+			}
+		}
+	}()
+	for _, a := range active {
+		if a.ID != originID || a.Suspended {
+			continue
+		}
+		if err := Suspend(a.Name); err != nil {
+			return fmt.Errorf("pool %q: %s: origin %w", p.cfg.Name, what, err)
+		}
+		suspended = append(suspended, a.Name)
+	}
+	_, err = Message(p.cfg.Name, fmt.Sprintf("create_snap %d %d", id, originID))
+	return mapMessageErr(p.cfg.Name, what, err)
+}
+
+func resumeWithRetry(ctx context.Context, name string) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = Resume(name); err == nil || isErrno(err, unix.ENXIO) {
+			return nil
+		}
+		time.Sleep(time.Duration(i+1) * 20 * time.Millisecond)
+	}
+	return err
+}
+
+// Activate makes thin device id available as /dev/mapper/<name> with
+// size bytes (a multiple of 512) and returns that path. Activating a
+// name that is already active with the same table is a no-op; with a
+// different table it is ErrDeviceExists.
+func (p *Pool) Activate(ctx context.Context, name string, id uint32, size uint64) (_ string, retErr error) {
+	if err := checkName(name); err != nil {
+		return "", err
+	}
+	if err := checkID(p.cfg.Name, id); err != nil {
+		return "", err
+	}
+	if size == 0 || size%sectorSize != 0 {
+		return "", fmt.Errorf("activate %q: size %d is not a positive multiple of 512: %w", name, size, errdefs.ErrInvalidArgument)
+	}
+	want := Target{Length: size / sectorSize, Type: "thin", Params: thinTable{PoolDev: p.poolDev, ID: id}.String()}
+
+	info, err := GetDeviceInfo(name)
+	if err != nil {
+		return "", err
+	}
+	if info.Exists && info.Active {
+		ts, err := Table(name)
+		if err != nil {
+			return "", err
+		}
+		if len(ts) != 1 || !sameThin(ts[0], want) {
+			return "", fmt.Errorf("activate %q as thin %d of pool %q: already active with table %q: %w",
+				name, id, p.cfg.Name, tableString(ts), ErrDeviceExists)
+		}
+		if info.Suspended {
+			if err := Resume(name); err != nil {
+				return "", err
+			}
+		}
+		if err := makeNode(name, info.Dev); err != nil {
+			return "", err
+		}
+		return DevicePath(name), nil
+	}
+
+	created := false
+	if !info.Exists {
+		info, err = CreateDevice(name)
+		if isErrno(err, unix.EEXIST) {
+			return "", fmt.Errorf("activate %q: %w: %w", name, ErrDeviceExists, err)
+		}
+		if err != nil {
+			return "", err
+		}
+		created = true
+	}
+	defer func() {
+		if retErr != nil && created {
+			if err := RemoveDevice(name, false); err != nil {
+				log.G(ctx).WithError(err).Warnf("activate %q: cleanup", name)
+			}
+		}
+	}()
+	if err := LoadTable(name, []Target{want}); err != nil {
+		if isErrno(err, unix.ENODATA) {
+			return "", fmt.Errorf("activate %q: thin %d is not in pool %q: %w: %w", name, id, p.cfg.Name, ErrNotFound, err)
+		}
+		if s, serr := p.Status(ctx); serr == nil && s.Fail {
+			return "", fmt.Errorf("activate %q: %w: %w", name, ErrPoolFailed, err)
+		}
+		return "", fmt.Errorf("activate thin %d of pool %q: %w", id, p.cfg.Name, err)
+	}
+	if err := Resume(name); err != nil {
+		return "", fmt.Errorf("activate thin %d of pool %q: %w", id, p.cfg.Name, err)
+	}
+	if err := makeNode(name, info.Dev); err != nil {
+		return "", err
+	}
+	return DevicePath(name), nil
+}
+
+func sameThin(have, want Target) bool {
+	if have.Type != want.Type || have.Start != want.Start || have.Length != want.Length {
+		return false
+	}
+	h, err1 := parseThinTable(have.Params)
+	w, err2 := parseThinTable(want.Params)
+	return err1 == nil && err2 == nil && h == w
+}
+
+// Deactivate removes the device name (resuming it first if a crash left
+// it suspended). EBUSY is retried briefly, then ErrDeviceBusy. A device
+// that does not exist is not an error.
+func (p *Pool) Deactivate(ctx context.Context, name string) error {
+	return p.deactivate(ctx, name, false)
+}
+
+// DeactivateDeferred is Deactivate, but a busy device is removed by the
+// kernel on its last close instead of failing.
+func (p *Pool) DeactivateDeferred(ctx context.Context, name string) error {
+	return p.deactivate(ctx, name, true)
+}
+
+func (p *Pool) deactivate(ctx context.Context, name string, deferred bool) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if name == p.cfg.Name {
+		return fmt.Errorf("deactivate %q: that is the pool itself: %w", name, errdefs.ErrInvalidArgument)
+	}
+	info, err := GetDeviceInfo(name)
+	if err != nil {
+		return err
+	}
+	if !info.Exists {
+		removeNode(name)
+		return nil
+	}
+	if info.Active {
+		ts, err := Table(name)
+		if err == nil && (len(ts) != 1 || ts[0].Type != "thin" || !p.owns(ts[0])) {
+			return fmt.Errorf("deactivate %q: not a thin device of pool %q (table %q): %w",
+				name, p.cfg.Name, tableString(ts), errdefs.ErrInvalidArgument)
+		}
+	}
+	if info.Suspended {
+		if err := Resume(name); err != nil && !isErrno(err, unix.ENXIO) {
+			return fmt.Errorf("deactivate: %w", err)
+		}
+	}
+	return removeWithRetry(ctx, name, deferred)
+}
+
+func (p *Pool) owns(t Target) bool {
+	tt, err := parseThinTable(t.Params)
+	return err == nil && tt.PoolDev == p.poolDev
+}
+
+// Delete removes thin device id from the pool and returns its blocks.
+// The device must not be active (ErrDeviceBusy otherwise); a missing id
+// is ErrNotFound.
+func (p *Pool) Delete(ctx context.Context, id uint32) error {
+	if err := checkID(p.cfg.Name, id); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("delete thin %d", id)
+	var err error
+	for i := 0; i < 5; i++ {
+		_, err = Message(p.cfg.Name, fmt.Sprintf("delete %d", id))
+		if !isErrno(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(time.Duration(i+1) * 20 * time.Millisecond)
+	}
+	return mapMessageErr(p.cfg.Name, what, err)
+}
+
+// ListActive returns the active thin devices of this pool.
+func (p *Pool) ListActive(ctx context.Context) ([]ActiveDevice, error) {
+	names, err := ListDevices()
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+	}
+	var out []ActiveDevice
+	for _, n := range names {
+		if n.Name == p.cfg.Name {
+			continue
+		}
+		ts, err := Table(n.Name)
+		if isErrno(err, unix.ENXIO) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+		}
+		if len(ts) != 1 || ts[0].Type != "thin" || !p.owns(ts[0]) {
+			continue
+		}
+		tt, _ := parseThinTable(ts[0].Params)
+		info, err := GetDeviceInfo(n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+		}
+		if !info.Exists {
+			continue
+		}
+		out = append(out, ActiveDevice{
+			Name: n.Name, ID: tt.ID, Size: ts[0].Length * sectorSize, DevicePath: DevicePath(n.Name),
+			Suspended: info.Suspended, OpenCount: info.OpenCount,
+		})
+	}
+	return out, nil
+}
+
+// ThinStatus reports how much of the active thin device name is mapped.
+func (p *Pool) ThinStatus(ctx context.Context, name string) (ThinStatus, error) {
+	ts, err := TargetStatus(name)
+	if isErrno(err, unix.ENXIO) {
+		return ThinStatus{}, fmt.Errorf("thin device %q: %w: %w", name, ErrNotFound, err)
+	}
+	if err != nil {
+		return ThinStatus{}, err
+	}
+	if len(ts) != 1 || ts[0].Type != "thin" {
+		return ThinStatus{}, fmt.Errorf("device %q is not a thin device (status %q): %w", name, tableString(ts), errdefs.ErrInvalidArgument)
+	}
+	s, err := parseThinStatus(ts[0].Params)
+	if err != nil {
+		return ThinStatus{}, fmt.Errorf("thin device %q: %w", name, err)
+	}
+	return s, nil
+}
+
+// SetTransactionID moves the pool's transaction id from old to new, so
+// callers can detect that metadata and pool diverged after a crash.
+func (p *Pool) SetTransactionID(ctx context.Context, old, new uint64) error {
+	_, err := Message(p.cfg.Name, fmt.Sprintf("set_transaction_id %d %d", old, new))
+	return mapMessageErr(p.cfg.Name, fmt.Sprintf("set transaction id %d -> %d", old, new), err)
+}
