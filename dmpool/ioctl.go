@@ -21,7 +21,7 @@ const (
 	controlPath = "/dev/mapper/control"
 	mapperDir   = "/dev/mapper"
 
-	headerSize = unix.SizeofDmIoctl     // 312
+	headerSize = unix.SizeofDmIoctl      // 312
 	specSize   = unix.SizeofDmTargetSpec // 40
 
 	// initialBufferSize fits the status of a few hundred devices; the
