@@ -1,0 +1,115 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+)
+
+// fakePool keeps thin ids and activations in memory, for fast tests of the
+// metadata logic. It proves nothing about device-mapper: the VM tests do.
+type fakePool struct {
+	mu     sync.Mutex
+	thins  map[uint32]uint64 // id -> mapped bytes
+	active map[string]uint32
+	fail   map[string]error // operation name -> error to return once
+}
+
+func newFakePool() *fakePool {
+	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{}}
+}
+
+func (p *fakePool) Name() string { return "fake" }
+
+func (p *fakePool) injected(op string) error {
+	if err, ok := p.fail[op]; ok {
+		delete(p.fail, op)
+		return err
+	}
+	return nil
+}
+
+func (p *fakePool) CreateThin(ctx context.Context, id uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("create"); err != nil {
+		return err
+	}
+	if _, ok := p.thins[id]; ok {
+		return fmt.Errorf("thin %d: %w", id, dmpool.ErrDeviceExists)
+	}
+	p.thins[id] = 0
+	return nil
+}
+
+func (p *fakePool) CreateSnapshot(ctx context.Context, id, origin uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("snapshot"); err != nil {
+		return err
+	}
+	if _, ok := p.thins[origin]; !ok {
+		return fmt.Errorf("origin %d: %w", origin, dmpool.ErrNotFound)
+	}
+	if _, ok := p.thins[id]; ok {
+		return fmt.Errorf("thin %d: %w", id, dmpool.ErrDeviceExists)
+	}
+	p.thins[id] = p.thins[origin]
+	return nil
+}
+
+func (p *fakePool) Activate(ctx context.Context, name string, id uint32, size uint64) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("activate"); err != nil {
+		return "", err
+	}
+	if _, ok := p.thins[id]; !ok {
+		return "", fmt.Errorf("thin %d: %w", id, dmpool.ErrNotFound)
+	}
+	p.active[name] = id
+	return "/dev/mapper/" + name, nil
+}
+
+func (p *fakePool) Deactivate(ctx context.Context, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("deactivate"); err != nil {
+		return err
+	}
+	if _, ok := p.active[name]; !ok {
+		return fmt.Errorf("%s: %w", name, dmpool.ErrNotFound)
+	}
+	delete(p.active, name)
+	return nil
+}
+
+func (p *fakePool) Delete(ctx context.Context, id uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("delete"); err != nil {
+		return err
+	}
+	if _, ok := p.thins[id]; !ok {
+		return fmt.Errorf("thin %d: %w", id, dmpool.ErrNotFound)
+	}
+	for _, a := range p.active {
+		if a == id {
+			return fmt.Errorf("thin %d: %w", id, dmpool.ErrDeviceBusy)
+		}
+	}
+	delete(p.thins, id)
+	return nil
+}
+
+func (p *fakePool) ThinStatus(ctx context.Context, name string) (dmpool.ThinStatus, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	id, ok := p.active[name]
+	if !ok {
+		return dmpool.ThinStatus{}, fmt.Errorf("%s: %w", name, dmpool.ErrNotFound)
+	}
+	return dmpool.ThinStatus{MappedBytes: p.thins[id]}, nil
+}

@@ -1,0 +1,153 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/filters"
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// Stat returns the info of snapshot key.
+func (s *Snapshotter) Stat(ctx context.Context, key string) (snapshots.Info, error) {
+	var info snapshots.Info
+	err := s.store.View(func(tx *metadata.Tx) error {
+		rec, err := tx.Snapshot(key)
+		if err != nil {
+			return err
+		}
+		info = rec.Info()
+		return nil
+	})
+	return info, err
+}
+
+// Update changes the labels of a snapshot: all of them, or only those
+// named by "labels.<key>" field paths.
+func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
+	var out snapshots.Info
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		rec, err := tx.Snapshot(info.Name)
+		if err != nil {
+			return err
+		}
+		if len(fieldpaths) == 0 {
+			rec.Labels = info.Labels
+		}
+		for _, path := range fieldpaths {
+			switch {
+			case path == "labels":
+				rec.Labels = info.Labels
+			case strings.HasPrefix(path, "labels."):
+				if rec.Labels == nil {
+					rec.Labels = map[string]string{}
+				}
+				// As core/snapshots/storage: a named label absent from
+				// info is set empty, not deleted.
+				k := strings.TrimPrefix(path, "labels.")
+				rec.Labels[k] = info.Labels[k]
+			default:
+				return fmt.Errorf("cannot update %q field on snapshot %q: %w", path, info.Name, errdefs.ErrInvalidArgument)
+			}
+		}
+		rec.Updated = time.Now().UTC()
+		if err := tx.PutSnapshot(rec); err != nil {
+			return err
+		}
+		out = rec.Info()
+		return nil
+	})
+	return out, err
+}
+
+// Usage reports the bytes the snapshot's device has mapped in the pool,
+// read from the thin target rather than by walking a directory tree. For a
+// committed snapshot the figure was recorded at Commit.
+func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
+	var rec *metadata.Snapshot
+	err := s.store.View(func(tx *metadata.Tx) (err error) {
+		rec, err = tx.Snapshot(key)
+		return err
+	})
+	if err != nil {
+		return snapshots.Usage{}, err
+	}
+	if rec.Kind == snapshots.KindCommitted {
+		return snapshots.Usage{Size: rec.UsageBytes}, nil
+	}
+	st, err := s.pool.ThinStatus(ctx, s.deviceName(rec.DeviceID))
+	if err != nil {
+		return snapshots.Usage{}, fmt.Errorf("usage of %q: %w", key, err)
+	}
+	return snapshots.Usage{Size: int64(st.MappedBytes)}, nil
+}
+
+// Walk calls fn for every snapshot that matches all of the filters.
+// Snapshots still being created or removed are not shown.
+func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...string) error {
+	filter, err := filters.ParseAll(fs...)
+	if err != nil {
+		return err
+	}
+	var infos []snapshots.Info
+	err = s.store.View(func(tx *metadata.Tx) error {
+		return tx.Snapshots(func(_ string, rec *metadata.Snapshot, err error) error {
+			if err != nil || rec.State != metadata.SnapshotReady {
+				return nil
+			}
+			info := rec.Info()
+			if filter.Match(adaptInfo(info)) {
+				infos = append(infos, info)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	// fn runs outside the transaction: it may call back into the
+	// snapshotter (containerd's GC does).
+	for _, info := range infos {
+		if err := fn(ctx, info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adaptInfo exposes the fields containerd's filter syntax can match,
+// as core/snapshots/storage does.
+func adaptInfo(info snapshots.Info) filters.Adaptor {
+	return filters.AdapterFunc(func(fieldpath []string) (string, bool) {
+		if len(fieldpath) == 0 {
+			return "", false
+		}
+		switch fieldpath[0] {
+		case "kind":
+			switch info.Kind {
+			case snapshots.KindActive:
+				return "active", true
+			case snapshots.KindView:
+				return "view", true
+			case snapshots.KindCommitted:
+				return "committed", true
+			}
+		case "name":
+			return info.Name, true
+		case "parent":
+			return info.Parent, true
+		case "labels":
+			if len(info.Labels) == 0 {
+				return "", false
+			}
+			v, ok := info.Labels[strings.Join(fieldpath[1:], ".")]
+			return v, ok
+		}
+		return "", false
+	})
+}

@@ -1,0 +1,22 @@
+package snapshotter
+
+import (
+	"context"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+)
+
+// Pool is the part of *dmpool.Pool the snapshotter uses. It is an
+// interface so that fast unit tests can run on machines without
+// device-mapper; the proof that it works is the VM tests on dmpool.Pool.
+type Pool interface {
+	Name() string
+	CreateThin(ctx context.Context, id uint32) error
+	CreateSnapshot(ctx context.Context, id, originID uint32) error
+	Activate(ctx context.Context, name string, id uint32, size uint64) (string, error)
+	Deactivate(ctx context.Context, name string) error
+	Delete(ctx context.Context, id uint32) error
+	ThinStatus(ctx context.Context, name string) (dmpool.ThinStatus, error)
+}
+
+var _ Pool = (*dmpool.Pool)(nil)

@@ -1,0 +1,211 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// Prepare creates an active snapshot of parent (or an empty filesystem)
+// under key and returns its mounts.
+func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	return s.create(ctx, snapshots.KindActive, key, parent, opts)
+}
+
+// View creates a read-only snapshot of parent under key.
+func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	return s.create(ctx, snapshots.KindView, key, parent, opts)
+}
+
+// maxCreateAttempts bounds retries when the pool already holds a thin id
+// the metadata believed free (a pool that outlived its database).
+const maxCreateAttempts = 8
+
+func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, parent string, opts []snapshots.Opt) ([]mount.Mount, error) {
+	var info snapshots.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return nil, err
+		}
+	}
+	if key == "" {
+		return nil, fmt.Errorf("snapshot key must not be empty: %w", errdefs.ErrInvalidArgument)
+	}
+	origin, size, fsType, err := s.origin(ctx, parent, info.Labels)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		rec, op, err := s.reserve(kind, key, parent, info.Labels, origin, size, fsType)
+		if err != nil {
+			return nil, err
+		}
+		err = s.pool.CreateSnapshot(ctx, rec.DeviceID, origin)
+		if errors.Is(err, dmpool.ErrDeviceExists) && attempt < maxCreateAttempts {
+			// The id is taken by a device the metadata does not know:
+			// keep it on record as an orphan for gc and take the next id.
+			s.abandon(ctx, rec, op, err, false)
+			continue
+		}
+		if err != nil {
+			s.abandon(ctx, rec, op, err, false)
+			return nil, fmt.Errorf("prepare %q: %w", key, err)
+		}
+		if err := s.step(op, "device-created"); err != nil {
+			return nil, err
+		}
+		if _, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, size); err != nil {
+			s.abandon(ctx, rec, op, err, true)
+			return nil, fmt.Errorf("prepare %q: %w", key, err)
+		}
+		if err := s.finishCreate(rec, op); err != nil {
+			return nil, err
+		}
+		return s.mounts(rec), nil
+	}
+}
+
+// origin finds the thin id a new snapshot is made from: the committed
+// parent's device, or the empty template of the requested size.
+func (s *Snapshotter) origin(ctx context.Context, parent string, labels map[string]string) (origin uint32, size uint64, fsType string, err error) {
+	if parent == "" {
+		size = s.cfg.BaseSize
+		if v, ok := labels[snapshots.LabelSnapshotMaxSize]; ok {
+			n, perr := strconv.ParseUint(v, 10, 64)
+			if perr != nil || n < 16<<20 {
+				return 0, 0, "", fmt.Errorf("label %s=%q: want a byte count of at least 16MiB: %w", snapshots.LabelSnapshotMaxSize, v, errdefs.ErrInvalidArgument)
+			}
+			size = n
+		}
+		tp, err := s.template(ctx, s.cfg.FSType, size)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		return tp.DeviceID, tp.Size, tp.FSType, nil
+	}
+	err = s.store.View(func(tx *metadata.Tx) error {
+		p, err := tx.Snapshot(parent)
+		if err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		if p.Kind != snapshots.KindCommitted || p.State != metadata.SnapshotReady {
+			return fmt.Errorf("parent %q is not a committed snapshot: %w", parent, errdefs.ErrInvalidArgument)
+		}
+		origin, size, fsType = p.DeviceID, p.Size, p.FSType
+		return nil
+	})
+	return origin, size, fsType, err
+}
+
+// reserve records the new snapshot (state creating), its device id and the
+// op, in one transaction, before any device exists.
+func (s *Snapshotter) reserve(kind snapshots.Kind, key, parent string, labels map[string]string, origin uint32, size uint64, fsType string) (*metadata.Snapshot, *metadata.Op, error) {
+	now := time.Now().UTC()
+	rec := &metadata.Snapshot{
+		Key: key, Kind: kind, Parent: parent, Labels: labels,
+		Created: now, Updated: now,
+		State: metadata.SnapshotCreating, Size: size, FSType: fsType,
+	}
+	var op *metadata.Op
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		if parent != "" {
+			p, err := tx.Snapshot(parent)
+			if err != nil {
+				return fmt.Errorf("parent: %w", err)
+			}
+			if p.State != metadata.SnapshotReady || p.DeviceID != origin {
+				return fmt.Errorf("parent %q is being removed: %w", parent, errdefs.ErrFailedPrecondition)
+			}
+		}
+		id, err := tx.AllocateDeviceID()
+		if err != nil {
+			return err
+		}
+		rec.DeviceID = id
+		if err := tx.CreateSnapshot(rec); err != nil {
+			return err
+		}
+		if err := tx.PutDevice(&metadata.Device{
+			ID: id, Name: s.deviceName(id), Origin: origin, Size: size,
+			State: metadata.DeviceCreating, Role: metadata.RoleSnapshot, Owner: key,
+		}); err != nil {
+			return err
+		}
+		op, err = tx.BeginOp("prepare", key, id)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, op, nil
+}
+
+// finishCreate marks the snapshot and its device ready and closes the op.
+func (s *Snapshotter) finishCreate(rec *metadata.Snapshot, op *metadata.Op) error {
+	return s.store.Update(func(tx *metadata.Tx) error {
+		rec.State = metadata.SnapshotReady
+		if err := tx.PutSnapshot(rec); err != nil {
+			return err
+		}
+		d, err := tx.Device(rec.DeviceID)
+		if err != nil {
+			return err
+		}
+		d.State = metadata.DeviceReady
+		if err := tx.PutDevice(d); err != nil {
+			return err
+		}
+		return tx.EndOp(op)
+	})
+}
+
+// abandon undoes a reservation whose device work failed. A device that
+// was created (or whose creation failed in an unknown way) is never deleted
+// here: following the fail-dumb rule it is kept as an orphan for gc,
+// because tearing down a device that just failed is how nodes wedge.
+func (s *Snapshotter) abandon(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op, cause error, created bool) {
+	// A create_snap refused for want of space or a missing origin made
+	// nothing: the id can simply be forgotten.
+	clean := !created && (errors.Is(cause, dmpool.ErrPoolFull) || errors.Is(cause, dmpool.ErrNotFound) || errors.Is(cause, dmpool.ErrPoolMissing))
+	name := s.deviceName(rec.DeviceID)
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		if err := tx.DeleteSnapshot(rec.Key); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		if clean {
+			if err := tx.DeleteDevice(rec.DeviceID); err != nil {
+				return err
+			}
+		} else {
+			d, err := tx.Device(rec.DeviceID)
+			if err != nil {
+				return err
+			}
+			d.State, d.Error = metadata.DeviceOrphaned, cause.Error()
+			if err := tx.PutDevice(d); err != nil {
+				return err
+			}
+		}
+		return tx.EndOp(op)
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Errorf("recording the failed creation of %s", name)
+	}
+	if !clean {
+		log.G(ctx).WithError(cause).Warnf("orphaned device %s detected after failed creation; run 'flyio-image-manager gc --force' to clean up", name)
+	}
+}
+
+func (s *Snapshotter) step(op *metadata.Op, step string) error {
+	return s.store.Update(func(tx *metadata.Tx) error { return tx.StepOp(op, step) })
+}

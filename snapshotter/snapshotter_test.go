@@ -1,0 +1,149 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+func newTestSnapshotter(t *testing.T) (*Snapshotter, *fakePool, *metadata.Store) {
+	t.Helper()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	pool := newFakePool()
+	s, err := New(context.Background(), pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	return s, pool, store
+}
+
+func TestLifecycleOnFakePool(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	m, err := s.Prepare(ctx, "a", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 1 || m[0].Type != "ext4" || m[0].Source != "/dev/mapper/fake-thin-2" {
+		t.Fatalf("mounts = %+v", m)
+	}
+	if err := s.Commit(ctx, "base", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "b", "base"); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := s.View(ctx, "v", "base")
+	if err != nil || vm[0].Options[0] != "ro" {
+		t.Fatalf("view mounts %+v, %v", vm, err)
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("removing a parent: %v", err)
+	}
+	var names []string
+	s.Walk(ctx, func(_ context.Context, i snapshots.Info) error { names = append(names, i.Name); return nil }, "kind==committed")
+	if len(names) != 1 || names[0] != "base" {
+		t.Fatalf("walk committed = %v", names)
+	}
+	for _, k := range []string{"b", "v", "base"} {
+		if err := s.Remove(ctx, k); err != nil {
+			t.Fatalf("remove %s: %v", k, err)
+		}
+	}
+	// Only the template is left in the pool.
+	if len(pool.thins) != 1 || len(pool.active) != 0 {
+		t.Fatalf("left in pool: thins %v active %v", pool.thins, pool.active)
+	}
+}
+
+func TestFailedActivationOrphansTheDevice(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "warm", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.fail["activate"] = errors.New("injected activation failure")
+	if _, err := s.Prepare(ctx, "x", ""); err == nil {
+		t.Fatal("prepare succeeded through a failed activation")
+	}
+	if _, err := s.Stat(ctx, "x"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a half-made snapshot is visible: %v", err)
+	}
+	var orphans int
+	store.View(func(tx *metadata.Tx) error {
+		return tx.Devices(func(_ uint32, d *metadata.Device, _ error) error {
+			if d.State == metadata.DeviceOrphaned {
+				orphans++
+			}
+			return nil
+		})
+	})
+	if orphans != 1 {
+		t.Fatalf("orphans = %d, want 1 (fail-dumb: kept for gc)", orphans)
+	}
+	// The key can be used again.
+	if _, err := s.Prepare(ctx, "x", ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPoolFullLeavesNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "warm", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.fail["snapshot"] = dmpool.ErrPoolFull
+	if _, err := s.Prepare(ctx, "x", ""); !errors.Is(err, dmpool.ErrPoolFull) {
+		t.Fatalf("prepare on a full pool: %v", err)
+	}
+	store.View(func(tx *metadata.Tx) error {
+		return tx.Devices(func(_ uint32, d *metadata.Device, _ error) error {
+			if d.Owner == "x" {
+				t.Errorf("device record left for a create_snap that made nothing: %+v", d)
+			}
+			return nil
+		})
+	})
+}
+
+func TestInterruptedPrepareIsOrphanedOnRestart(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "ok", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate a crash after the reservation: the record says creating.
+	rec, _, err := s.reserve(snapshots.KindActive, "half", "", nil, 1, 64<<20, "ext4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, pool, store, Config{BaseSize: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, "half"); !errdefs.IsNotFound(err) {
+		t.Fatalf("half-made snapshot survived restart: %v", err)
+	}
+	store.View(func(tx *metadata.Tx) error {
+		d, err := tx.Device(rec.DeviceID)
+		if err != nil || d.State != metadata.DeviceOrphaned {
+			t.Errorf("device %d after restart: %+v %v", rec.DeviceID, d, err)
+		}
+		return nil
+	})
+	if _, err := s.Mounts(ctx, "ok"); err != nil {
+		t.Fatal(err)
+	}
+}

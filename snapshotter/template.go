@@ -1,0 +1,167 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// templateName identifies the template of one filesystem type and size.
+func templateName(fsType string, size uint64) string {
+	return fmt.Sprintf("%s-%d", fsType, size)
+}
+
+func (s *Snapshotter) templateLock(name string) *sync.Mutex {
+	s.templatesMu.Lock()
+	defer s.templatesMu.Unlock()
+	mu, ok := s.templates[name]
+	if !ok {
+		mu = &sync.Mutex{}
+		s.templates[name] = mu
+	}
+	return mu
+}
+
+// template returns the empty, formatted template device for fsType and
+// size, making it the first time it is asked for. Only that first
+// parentless Prepare pays for mkfs; every later one is a create_snap.
+func (s *Snapshotter) template(ctx context.Context, fsType string, size uint64) (*metadata.Template, error) {
+	name := templateName(fsType, size)
+	if tp, err := s.lookupTemplate(name); err == nil || !errdefs.IsNotFound(err) {
+		return tp, err
+	}
+	mu := s.templateLock(name)
+	mu.Lock()
+	defer mu.Unlock()
+	if tp, err := s.lookupTemplate(name); err == nil || !errdefs.IsNotFound(err) {
+		return tp, err
+	}
+	return s.makeTemplate(ctx, name, fsType, size)
+}
+
+func (s *Snapshotter) lookupTemplate(name string) (*metadata.Template, error) {
+	var tp *metadata.Template
+	err := s.store.View(func(tx *metadata.Tx) (err error) {
+		tp, err = tx.Template(name)
+		return err
+	})
+	return tp, err
+}
+
+func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, size uint64) (*metadata.Template, error) {
+	var id uint32
+	var op *metadata.Op
+	err := s.store.Update(func(tx *metadata.Tx) (err error) {
+		if id, err = tx.AllocateDeviceID(); err != nil {
+			return err
+		}
+		if err := tx.PutDevice(&metadata.Device{
+			ID: id, Name: s.deviceName(id), Size: size,
+			State: metadata.DeviceCreating, Role: metadata.RoleTemplate, Owner: name,
+		}); err != nil {
+			return err
+		}
+		op, err = tx.BeginOp("template", name, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	devName := s.deviceName(id)
+	log.G(ctx).Infof("creating %s template %s on thin device %s", fsType, name, devName)
+	if err := s.pool.CreateThin(ctx, id); err != nil {
+		s.abandonTemplate(ctx, id, op, err)
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	if err := s.step(op, "device-created"); err != nil {
+		return nil, err
+	}
+	devPath, err := s.pool.Activate(ctx, devName, id, size)
+	if err == nil {
+		err = s.format(ctx, fsType, devPath)
+	}
+	if err == nil {
+		err = s.pool.Deactivate(ctx, devName)
+	}
+	if err != nil {
+		s.abandonTemplate(ctx, id, op, err)
+		return nil, fmt.Errorf("template %s on %s: %w", name, devName, err)
+	}
+	tp := &metadata.Template{Name: name, FSType: fsType, Size: size, DeviceID: id, Created: time.Now().UTC()}
+	err = s.store.Update(func(tx *metadata.Tx) error {
+		if err := tx.PutTemplate(tp); err != nil {
+			return err
+		}
+		if err := markDevice(tx, id, metadata.DeviceReady, nil); err != nil {
+			return err
+		}
+		return tx.EndOp(op)
+	})
+	return tp, err
+}
+
+// abandonTemplate keeps a template device whose making failed as an
+// orphan (fail-dumb: no teardown of a device that just failed).
+func (s *Snapshotter) abandonTemplate(ctx context.Context, id uint32, op *metadata.Op, cause error) {
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		if err := markDevice(tx, id, metadata.DeviceOrphaned, cause); err != nil {
+			return err
+		}
+		return tx.EndOp(op)
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Errorf("recording the failed template device %d", id)
+	}
+	log.G(ctx).WithError(cause).Warnf("orphaned device %s detected after failed creation; run 'flyio-image-manager gc --force' to clean up", s.deviceName(id))
+}
+
+// formatEmpty makes a filesystem on dev and leaves it truly empty: ext4's
+// lost+found is removed, so a container's rootfs starts with nothing in it.
+// Inode tables are initialised now (lazy_itable_init=0) so that the
+// kernel's lazy init never writes into, and allocates blocks for, every
+// snapshot made from the template.
+func formatEmpty(ctx context.Context, fsType, dev string) error {
+	var cmd *exec.Cmd
+	switch fsType {
+	case "ext4":
+		cmd = exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0",
+			"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", dev)
+	case "xfs":
+		cmd = exec.CommandContext(ctx, "mkfs.xfs", "-q", "-f", "-K", dev)
+	default:
+		return fmt.Errorf("unsupported filesystem %q", fsType)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", cmd.Path, dev, err, strings.TrimSpace(string(out)))
+	}
+	if fsType != "ext4" {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "flyio-template-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount %s to remove lost+found: %w", dev, err)
+	}
+	rmErr := os.Remove(filepath.Join(dir, "lost+found"))
+	if err := unix.Unmount(dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	if rmErr != nil {
+		return fmt.Errorf("remove lost+found from %s: %w", dev, rmErr)
+	}
+	return nil
+}
