@@ -1,0 +1,151 @@
+package s3fetch
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Seconds is a duration written in configuration files as a number of
+// seconds. A float so that tests can ask for sub-second timeouts while the
+// TOML stays `download_timeout = 300`.
+type Seconds float64
+
+// Duration converts s to a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+
+// String renders s the way error messages name it, e.g. "300s" or "0.5s".
+func (s Seconds) String() string { return strconv.FormatFloat(float64(s), 'f', -1, 64) + "s" }
+
+// Config is the [s3] section of the image manager configuration.
+type Config struct {
+	// Bucket holds image tarballs and layers.
+	Bucket string `toml:"bucket"`
+	// Region is the bucket's AWS region (also used for SigV4 signing with
+	// S3-compatible servers).
+	Region string `toml:"region"`
+	// Endpoint overrides the AWS endpoint, e.g. "http://127.0.0.1:7070" for
+	// an S3-compatible server. Empty means AWS.
+	Endpoint string `toml:"endpoint"`
+	// PathStyle addresses buckets as http://host/bucket/key, which most
+	// S3-compatible servers need.
+	PathStyle bool `toml:"path_style"`
+	// Prefix is prepended to image names to form object keys.
+	Prefix string `toml:"prefix"`
+	// LayerPrefix is prepended to layer names to form object keys.
+	LayerPrefix string `toml:"layer_prefix"`
+
+	// PartSize is the size in bytes of each ranged GET (and of multipart
+	// upload parts). At most Concurrency+1 parts are buffered per download.
+	PartSize int64 `toml:"part_size"`
+	// Concurrency is how many ranged GETs run ahead of the reader per
+	// download, and how many parts an upload sends at once.
+	Concurrency int `toml:"concurrency"`
+	// DownloadTimeout bounds a whole download, from the first request to
+	// Close. Overridden by env DOWNLOAD_TIMEOUT.
+	DownloadTimeout Seconds `toml:"download_timeout"`
+	// PartTimeout is the longest a ranged GET may go without receiving a
+	// byte (including waiting for headers) before it is abandoned and
+	// resumed. It catches stalled connections long before DownloadTimeout.
+	PartTimeout Seconds `toml:"part_timeout"`
+	// DownloadQueueSize limits concurrent downloads across a Client; more
+	// wait in a queue. Overridden by env DOWNLOAD_QUEUE_SIZE.
+	DownloadQueueSize int `toml:"download_queue_size"`
+	// MaxRetries is how many times one part (or one request) is retried
+	// after a transient failure before the download fails.
+	MaxRetries int `toml:"max_retries"`
+	// RetryBaseDelay is the first backoff delay; it doubles per retry, with
+	// jitter, up to RetryMaxDelay.
+	RetryBaseDelay Seconds `toml:"retry_base_delay"`
+	// RetryMaxDelay caps the backoff delay.
+	RetryMaxDelay Seconds `toml:"retry_max_delay"`
+}
+
+// Defaults, exported so that documentation and other packages can name them.
+const (
+	DefaultBucket            = "flyio-container-images"
+	DefaultRegion            = "us-east-1"
+	DefaultPrefix            = "images/"
+	DefaultPartSize          = 16 << 20
+	DefaultConcurrency       = 4
+	DefaultDownloadTimeout   = Seconds(300)
+	DefaultPartTimeout       = Seconds(60)
+	DefaultDownloadQueueSize = 3
+	DefaultMaxRetries        = 5
+	DefaultRetryBaseDelay    = Seconds(0.2)
+	DefaultRetryMaxDelay     = Seconds(10)
+
+	// MinPartSize is S3's minimum multipart upload part size; downloads
+	// could go smaller but one knob serves both.
+	MinPartSize = 5 << 20
+)
+
+// DefaultConfig returns the configuration used when the file says nothing.
+func DefaultConfig() Config {
+	return Config{
+		Bucket:            DefaultBucket,
+		Region:            DefaultRegion,
+		Prefix:            DefaultPrefix,
+		PartSize:          DefaultPartSize,
+		Concurrency:       DefaultConcurrency,
+		DownloadTimeout:   DefaultDownloadTimeout,
+		PartTimeout:       DefaultPartTimeout,
+		DownloadQueueSize: DefaultDownloadQueueSize,
+		MaxRetries:        DefaultMaxRetries,
+		RetryBaseDelay:    DefaultRetryBaseDelay,
+		RetryMaxDelay:     DefaultRetryMaxDelay,
+	}
+}
+
+// ApplyEnv applies the environment overrides DOWNLOAD_TIMEOUT (seconds) and
+// DOWNLOAD_QUEUE_SIZE. A malformed value is an error naming the variable
+// rather than being silently ignored.
+func (c *Config) ApplyEnv() error {
+	if v, ok := os.LookupEnv("DOWNLOAD_TIMEOUT"); ok && v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("invalid DOWNLOAD_TIMEOUT %q: want a positive number of seconds", v)
+		}
+		c.DownloadTimeout = Seconds(f)
+	}
+	if v, ok := os.LookupEnv("DOWNLOAD_QUEUE_SIZE"); ok && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("invalid DOWNLOAD_QUEUE_SIZE %q: want a positive integer", v)
+		}
+		c.DownloadQueueSize = n
+	}
+	return nil
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.Bucket == "":
+		return fmt.Errorf("s3: bucket must be set")
+	case c.Region == "":
+		return fmt.Errorf("s3: region must be set")
+	case c.PartSize <= 0:
+		return fmt.Errorf("s3: part_size must be positive, got %d", c.PartSize)
+	case c.Concurrency <= 0:
+		return fmt.Errorf("s3: concurrency must be positive, got %d", c.Concurrency)
+	case c.DownloadTimeout <= 0:
+		return fmt.Errorf("s3: download_timeout must be positive, got %v", c.DownloadTimeout)
+	case c.PartTimeout <= 0:
+		return fmt.Errorf("s3: part_timeout must be positive, got %v", c.PartTimeout)
+	case c.DownloadQueueSize <= 0:
+		return fmt.Errorf("s3: download_queue_size must be positive, got %d", c.DownloadQueueSize)
+	case c.MaxRetries < 0:
+		return fmt.Errorf("s3: max_retries must not be negative, got %d", c.MaxRetries)
+	case c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0:
+		return fmt.Errorf("s3: retry delays must not be negative")
+	}
+	return nil
+}
+
+// ImageKey is the object key of the image tarball called name.
+func (c *Config) ImageKey(name string) string { return c.Prefix + name }
+
+// LayerKey is the object key of the layer called name.
+func (c *Config) LayerKey(name string) string { return c.LayerPrefix + name }
