@@ -111,8 +111,9 @@ if [[ ! -e $initrd ]]; then
 	echo "$kver" >"$stage/kver"
 	(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1) >"$initrd.tmp"
 	mv "$initrd.tmp" "$initrd"
-	# Old initramfs images are only garbage once the new one exists.
-	find "$cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "initramfs-$key.cpio.gz" -delete
+	# Old images go only after an hour: a concurrent run.sh may have read
+	# current.env just before this rebuild and not have started qemu yet.
+	find "$cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "initramfs-$key.cpio.gz" -mmin +60 -delete
 fi
 
 cat >"$cache/current.env.tmp" <<ENV
