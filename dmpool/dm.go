@@ -169,7 +169,7 @@ func tableStatus(name string, flags uint32, what string) ([]Target, error) {
 }
 
 // ListDevices returns the names and dev_t of all device-mapper devices.
-func ListDevices() ([]nameEntry, error) {
+func ListDevices() ([]DeviceName, error) {
 	res, err := dmIoctl(unix.DM_LIST_DEVICES, "", 0, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("list device-mapper devices: %w", err)

@@ -177,16 +177,16 @@ func unmarshalTargets(data []byte, count uint32) ([]Target, error) {
 	return out, nil
 }
 
-// nameEntry is one struct dm_name_list record of DM_LIST_DEVICES.
-type nameEntry struct {
+// DeviceName is one device of DM_LIST_DEVICES: its name and dev_t.
+type DeviceName struct {
 	Name string
 	Dev  uint64
 }
 
 // unmarshalNameList parses DM_LIST_DEVICES output: records of
 // {dev u64, next u32, name[]}, next relative to the record, 0 ends.
-func unmarshalNameList(data []byte) ([]nameEntry, error) {
-	var out []nameEntry
+func unmarshalNameList(data []byte) ([]DeviceName, error) {
+	var out []DeviceName
 	off := 0
 	for {
 		if off+12 > len(data) {
@@ -200,7 +200,7 @@ func unmarshalNameList(data []byte) ([]nameEntry, error) {
 		if dev == 0 && off == 0 {
 			return nil, nil // no devices at all
 		}
-		out = append(out, nameEntry{Name: cString(data[off+12:]), Dev: dev})
+		out = append(out, DeviceName{Name: cString(data[off+12:]), Dev: dev})
 		if next == 0 {
 			return out, nil
 		}

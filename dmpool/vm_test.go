@@ -546,3 +546,94 @@ func TestVMConcurrent(t *testing.T) {
 		t.Fatalf("used data blocks %d, baseline %d", s.UsedDataBlocks, base.UsedDataBlocks)
 	}
 }
+
+// TestVMCrashLeftovers covers what a crash in the middle of an operation
+// leaves behind: a device without a table, a suspended device, a stale
+// /dev/mapper node, a suspended pool, a pool device without a table.
+// None of them may wedge the next call.
+func TestVMCrashLeftovers(t *testing.T) {
+	ctx := context.Background()
+	p, cfg := newTestPool(t, 64*mib)
+	if err := p.CreateThin(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	name := randName("fimt-left")
+
+	// Created but never loaded: Activate reuses the device.
+	if _, err := CreateDevice(name); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := p.Activate(ctx, name, 1, 8*mib)
+	if err != nil {
+		t.Fatalf("activate over a table-less device: %v", err)
+	}
+
+	// Left suspended: Activate resumes it, Deactivate removes it.
+	if err := Suspend(name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Activate(ctx, name, 1, 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := GetDeviceInfo(name); info.Suspended {
+		t.Fatal("Activate left the device suspended")
+	}
+	if err := writeDev(dev, 0, pattern(3, 64<<10)); err != nil {
+		t.Fatalf("write after resume: %v", err)
+	}
+	if err := Suspend(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Deactivate(ctx, name); err != nil {
+		t.Fatalf("deactivate suspended device: %v", err)
+	}
+	if info, _ := GetDeviceInfo(name); info.Exists {
+		t.Fatal("device survived Deactivate")
+	}
+
+	// A stale node (a regular file where the node belongs) is replaced.
+	if err := os.WriteFile(DevicePath(name), []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if dev, err = p.Activate(ctx, name, 1, 8*mib); err != nil {
+		t.Fatalf("activate over stale node: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		t.Fatalf("node %s not a block device: %v", dev, err)
+	}
+	// A thin id that is not in the pool: clear error, nothing left over.
+	if _, err := p.Activate(ctx, name+"-x", 77, 8*mib); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "77") {
+		t.Fatalf("activate missing id: %v", err)
+	}
+	if info, _ := GetDeviceInfo(name + "-x"); info.Exists {
+		t.Fatal("failed activate left a device behind")
+	}
+	if err := p.Deactivate(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+
+	// A pool left suspended is resumed by Open.
+	if err := Suspend(cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := Open(ctx, cfg); err != nil || res != Found {
+		t.Fatalf("open suspended pool: %s %v", res, err)
+	}
+	if info, _ := GetDeviceInfo(cfg.Name); info.Suspended {
+		t.Fatal("pool still suspended after Open")
+	}
+
+	// Crash between DM_DEV_CREATE and the table load of the pool.
+	teardown(t, cfg, true)
+	if _, err := CreateDevice(cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	p2, res, err := Open(ctx, cfg)
+	if err != nil || res != Recreated {
+		t.Fatalf("open over table-less pool device: %s %v", res, err)
+	}
+	if err := p2.CreateThin(ctx, 1); !errors.Is(err, ErrDeviceExists) {
+		t.Fatalf("thin 1 lost: %v", err)
+	}
+}
