@@ -1,0 +1,493 @@
+package extract
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// diskSink writes entries under a root. See root for how paths are
+// resolved; every method here acts on (parent fd, base name).
+type diskSink struct {
+	r    *root
+	opts Options
+	euid int
+	buf  []byte
+
+	// dirs holds directory metadata applied at the end, after the
+	// contents (creating a child changes a directory's mtime, and a
+	// read-only directory could not be filled by a non-root caller).
+	dirs     map[string]dirMeta
+	dirOrder []string
+
+	// written is every path this layer wrote (Layer mode only): an
+	// opaque whiteout keeps them even when it comes after them.
+	written map[string]struct{}
+
+	warnedChown bool
+}
+
+type dirMeta struct {
+	mode     uint32
+	times    [2]unix.Timespec
+	dev, ino uint64
+}
+
+func newDiskSink(r *root, opts Options) *diskSink {
+	s := &diskSink{
+		r:    r,
+		opts: opts,
+		euid: os.Geteuid(),
+		buf:  make([]byte, 1<<20),
+		dirs: map[string]dirMeta{},
+	}
+	if opts.Mode == Layer {
+		s.written = map[string]struct{}{}
+	}
+	return s
+}
+
+func (s *diskSink) mark(rel string) {
+	if s.written == nil {
+		return
+	}
+	// Mark the parents too: an opaque whiteout of a parent must descend
+	// into them rather than remove them.
+	for p := rel; ; {
+		if _, ok := s.written[p]; ok {
+			return
+		}
+		s.written[p] = struct{}{}
+		if p == "" {
+			return
+		}
+		p, _ = splitRel(p)
+	}
+}
+
+// parent resolves the directory of rel inside the root, creating missing
+// directories, and returns its fd and rel's last component.
+func (s *diskSink) parent(e *entry) (int, string, error) {
+	dir, base := splitRel(e.rel)
+	fd, err := s.r.openDir(dir, true)
+	if err != nil {
+		return -1, "", opErr("resolve parent directory of", e.name, err)
+	}
+	return fd, base, nil
+}
+
+func mode(h *tar.Header) uint32 { return uint32(h.Mode) & 0o7777 }
+
+func times(h *tar.Header) [2]unix.Timespec {
+	mt := h.ModTime
+	at := h.AccessTime
+	if at.IsZero() {
+		at = mt
+	}
+	return [2]unix.Timespec{timespec(at), timespec(mt)}
+}
+
+func timespec(t time.Time) unix.Timespec {
+	if t.IsZero() {
+		return unix.Timespec{Sec: 0}
+	}
+	return unix.NsecToTimespec(t.UnixNano())
+}
+
+// chown applies the entry's owner. A caller that is not root cannot give
+// files away; that is reported once through Warn and otherwise ignored,
+// so tests and rootless validation runs work. As root every failure is an
+// error: a root filesystem with the wrong owners is a broken image.
+func (s *diskSink) chown(e *entry, do func(uid, gid int) error) error {
+	err := do(e.hdr.Uid, e.hdr.Gid)
+	if err == nil {
+		return nil
+	}
+	if s.euid != 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
+		if !s.warnedChown {
+			s.warnedChown = true
+			s.opts.warn("not running as root: keeping the caller's ownership (first: %s wants %d:%d)", e.name, e.hdr.Uid, e.hdr.Gid)
+		}
+		return nil
+	}
+	return opErr("chown", e.name, err)
+}
+
+// xattrs sets the entry's PAX SCHILY.xattr.* records on an open fd, after
+// chown (which clears security.capability) and chmod.
+func (s *diskSink) xattrs(e *entry, fd int) error {
+	for k, v := range e.hdr.PAXRecords {
+		key, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(key, "trusted.") {
+			// trusted.* belongs to the host (overlayfs keeps its own
+			// state there); an image must not be able to forge it.
+			s.opts.warn("skipping xattr %s on %s", key, e.name)
+			continue
+		}
+		err := unix.Fsetxattr(fd, key, []byte(v), 0)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) || (s.euid != 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES))) {
+			s.opts.warn("cannot set xattr %s on %s: %v", key, e.name, err)
+			continue
+		}
+		return opErr("set xattr "+key+" on", e.name, err)
+	}
+	return nil
+}
+
+func hasXattrs(h *tar.Header) bool {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "SCHILY.xattr.") {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *diskSink) dir(e *entry) error {
+	var pfd int
+	var base string
+	if e.rel == "" {
+		// The archive's "./" entry: its metadata goes on the root.
+		var err error
+		if pfd, err = s.r.openDir("", false); err != nil {
+			return opErr("open root for", e.name, err)
+		}
+		base = "."
+	} else {
+		var err error
+		if pfd, base, err = s.parent(e); err != nil {
+			return err
+		}
+	}
+	defer unix.Close(pfd)
+	st, exists, err := lstatAt(pfd, base)
+	if err != nil {
+		return opErr("stat", e.name, err)
+	}
+	if exists && !isDir(&st) {
+		// A directory replacing a file or symlink (in this archive or a
+		// lower layer): the old entry goes, the symlink is not followed.
+		if err := unix.Unlinkat(pfd, base, 0); err != nil {
+			return opErr("replace", e.name, err)
+		}
+		exists = false
+	}
+	if !exists {
+		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+			return opErr("mkdir", e.name, err)
+		}
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return opErr("open directory", e.name, err)
+	}
+	defer unix.Close(fd)
+	if err := s.chown(e, func(u, g int) error { return unix.Fchown(fd, u, g) }); err != nil {
+		return err
+	}
+	m := mode(e.hdr)
+	early := m
+	if s.euid != 0 {
+		early |= 0o700 // so a non-root caller can fill it; fixed in finish
+	}
+	if err := unix.Fchmod(fd, early); err != nil {
+		return opErr("chmod", e.name, err)
+	}
+	if err := s.xattrs(e, fd); err != nil {
+		return err
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return opErr("stat", e.name, err)
+	}
+	if _, seen := s.dirs[e.rel]; !seen {
+		s.dirOrder = append(s.dirOrder, e.rel)
+	}
+	s.dirs[e.rel] = dirMeta{mode: m, times: times(e.hdr), dev: st.Dev, ino: st.Ino}
+	s.mark(e.rel)
+	return nil
+}
+
+func (s *diskSink) file(e *entry, r io.Reader) error {
+	pfd, base, err := s.parent(e)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	// Unlink, then create with O_EXCL: never open an existing path for
+	// writing, or a hardlink to it (or a symlink in its place) would be
+	// written through.
+	if err := clearForNonDir(pfd, base); err != nil {
+		return opErr("replace", e.name, err)
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return opErr("create", e.name, err)
+	}
+	f := os.NewFile(uintptr(fd), e.rel)
+	defer f.Close()
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	if err != nil {
+		return opErr("write", e.name, err)
+	}
+	if n != e.hdr.Size {
+		return opErr("write", e.name, fmt.Errorf("wrote %d of %d bytes", n, e.hdr.Size))
+	}
+	if err := s.chown(e, func(u, g int) error { return unix.Fchown(fd, u, g) }); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, mode(e.hdr)); err != nil {
+		return opErr("chmod", e.name, err)
+	}
+	if err := s.xattrs(e, fd); err != nil {
+		return err
+	}
+	ts := times(e.hdr)
+	if err := futimens(fd, &ts); err != nil {
+		return opErr("set times of", e.name, err)
+	}
+	s.mark(e.rel)
+	return f.Close()
+}
+
+func (s *diskSink) symlink(e *entry) error {
+	pfd, base, err := s.parent(e)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := clearForNonDir(pfd, base); err != nil {
+		return opErr("replace", e.name, err)
+	}
+	// The target is stored verbatim: it is data, never followed here.
+	if err := unix.Symlinkat(e.hdr.Linkname, pfd, base); err != nil {
+		return opErr("symlink", e.name, err)
+	}
+	if err := s.chown(e, func(u, g int) error { return unix.Fchownat(pfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
+		return err
+	}
+	if hasXattrs(e.hdr) {
+		s.opts.warn("skipping xattrs on symlink %s", e.name)
+	}
+	ts := times(e.hdr)
+	if err := unix.UtimesNanoAt(pfd, base, ts[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return opErr("set times of", e.name, err)
+	}
+	s.mark(e.rel)
+	return nil
+}
+
+func (s *diskSink) hardlink(e *entry, target string) error {
+	tdir, tbase := splitRel(target)
+	tfd, err := s.r.openDir(tdir, false)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", e.hdr.Linkname)
+		}
+		return opErr("resolve hardlink target of", e.name, err)
+	}
+	defer unix.Close(tfd)
+	tst, exists, err := lstatAt(tfd, tbase)
+	if err != nil {
+		return opErr("stat hardlink target of", e.name, err)
+	}
+	if !exists {
+		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", e.hdr.Linkname)
+	}
+	if isDir(&tst) {
+		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target is a directory)", e.hdr.Linkname)
+	}
+	pfd, base, err := s.parent(e)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if st, exists, err := lstatAt(pfd, base); err != nil {
+		return opErr("stat", e.name, err)
+	} else if exists && st.Dev == tst.Dev && st.Ino == tst.Ino {
+		s.mark(e.rel)
+		return nil // already that file (a link to itself, or a repeat)
+	}
+	if err := clearForNonDir(pfd, base); err != nil {
+		return opErr("replace", e.name, err)
+	}
+	// linkat without AT_SYMLINK_FOLLOW: a symlink target is linked as the
+	// symlink itself, never as whatever it points to.
+	if err := unix.Linkat(tfd, tbase, pfd, base, 0); err != nil {
+		return opErr("link", e.name, err)
+	}
+	s.mark(e.rel)
+	return nil
+}
+
+func (s *diskSink) node(e *entry) error {
+	pfd, base, err := s.parent(e)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := clearForNonDir(pfd, base); err != nil {
+		return opErr("replace", e.name, err)
+	}
+	m := mode(e.hdr) &^ 0o7000
+	var dev int
+	switch e.hdr.Typeflag {
+	case tar.TypeChar:
+		m |= unix.S_IFCHR
+		dev = int(unix.Mkdev(uint32(e.hdr.Devmajor), uint32(e.hdr.Devminor)))
+	case tar.TypeBlock:
+		m |= unix.S_IFBLK
+		dev = int(unix.Mkdev(uint32(e.hdr.Devmajor), uint32(e.hdr.Devminor)))
+	case tar.TypeFifo:
+		m |= unix.S_IFIFO
+	}
+	if err := unix.Mknodat(pfd, base, m, dev); err != nil {
+		return opErr("mknod", e.name, err)
+	}
+	if err := s.chown(e, func(u, g int) error { return unix.Fchownat(pfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
+		return err
+	}
+	if err := chmodAt(pfd, base, mode(e.hdr)); err != nil {
+		return opErr("chmod", e.name, err)
+	}
+	if hasXattrs(e.hdr) {
+		s.opts.warn("skipping xattrs on device or fifo %s", e.name)
+	}
+	ts := times(e.hdr)
+	if err := unix.UtimesNanoAt(pfd, base, ts[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return opErr("set times of", e.name, err)
+	}
+	s.mark(e.rel)
+	return nil
+}
+
+func (s *diskSink) whiteout(e *entry, dir, name string) error {
+	fd, err := s.r.openDir(dir, false)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil // nothing below to hide
+		}
+		return opErr("resolve whiteout directory of", e.name, err)
+	}
+	defer unix.Close(fd)
+	if err := removeAllAt(fd, name); err != nil {
+		return opErr("apply whiteout", e.name, err)
+	}
+	return nil
+}
+
+func (s *diskSink) opaque(e *entry, dir string) error {
+	fd, err := s.r.openDir(dir, false)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil
+		}
+		return opErr("resolve opaque directory of", e.name, err)
+	}
+	defer unix.Close(fd)
+	if err := s.emptyKeepingWritten(fd, dir); err != nil {
+		return opErr("apply opaque whiteout", e.name, err)
+	}
+	return nil
+}
+
+// emptyKeepingWritten removes everything in the directory open at fd
+// (named rel) except what this layer wrote; directories this layer wrote
+// are descended into, since what the lower layers had in them goes too.
+func (s *diskSink) emptyKeepingWritten(fd int, rel string) error {
+	names, err := readDirNames(fd)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		child := n
+		if rel != "" {
+			child = rel + "/" + n
+		}
+		if _, ok := s.written[child]; !ok {
+			if err := removeAllAt(fd, n); err != nil {
+				return err
+			}
+			continue
+		}
+		st, exists, err := lstatAt(fd, n)
+		if err != nil {
+			return err
+		}
+		if !exists || !isDir(&st) {
+			continue
+		}
+		cfd, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		err = s.emptyKeepingWritten(cfd, child)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish sets each directory's final mode and times. A directory that was
+// since replaced (by a later entry or a whiteout) is left alone: the
+// device and inode recorded at creation must still match.
+func (s *diskSink) finish() error {
+	for _, rel := range s.dirOrder {
+		m := s.dirs[rel]
+		if err := s.finishDir(rel, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *diskSink) finishDir(rel string, m dirMeta) error {
+	dir, base := splitRel(rel)
+	if rel == "" {
+		base = "."
+	}
+	pfd, err := s.r.openDir(dir, false)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil
+		}
+		return opErr("resolve", rel, err)
+	}
+	defer unix.Close(pfd)
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			return nil
+		}
+		return opErr("open directory", rel, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return opErr("stat", rel, err)
+	}
+	if st.Dev != m.dev || st.Ino != m.ino {
+		return nil
+	}
+	if err := unix.Fchmod(fd, m.mode); err != nil {
+		return opErr("chmod", rel, err)
+	}
+	ts := m.times
+	if err := futimens(fd, &ts); err != nil {
+		return opErr("set times of", rel, err)
+	}
+	return nil
+}
