@@ -24,6 +24,7 @@ type harness struct {
 
 func fakeHarness(t testing.TB) *harness {
 	f := s3test.NewFake(t, "test-bucket")
+	f.ListPageSize = 3 // make List follow continuation tokens
 	return &harness{
 		name:   "fake",
 		bucket: f.Bucket,

@@ -321,16 +321,17 @@ func (o *Object) advance() error {
 		return io.EOF
 	}
 	p := o.parts[o.next]
+	// p.err may only be looked at once p.done is closed.
 	select {
 	case <-p.done:
+		if p.err == nil && o.ctx.Err() == nil {
+			o.cur, o.off = p, 0
+			return nil
+		}
 	case <-o.ctx.Done():
 	}
-	if p.err != nil || o.ctx.Err() != nil {
-		o.readErr = o.failure()
-		return o.readErr
-	}
-	o.cur, o.off = p, 0
-	return nil
+	o.readErr = o.failure()
+	return o.readErr
 }
 
 // consumed records n bytes of o.cur delivered, freeing its buffer for the
