@@ -56,7 +56,9 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	return s.store.Update(func(tx *metadata.Tx) error {
 		committed := *rec
 		committed.Key, committed.Kind = name, snapshots.KindCommitted
-		committed.Updated = time.Now().UTC()
+		// A commit is a new snapshot for containerd: created now.
+		committed.Created = time.Now().UTC()
+		committed.Updated = committed.Created
 		committed.UsageBytes = int64(usage.MappedBytes)
 		if len(info.Labels) > 0 {
 			committed.Labels = info.Labels

@@ -47,10 +47,14 @@ func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpath
 				if rec.Labels == nil {
 					rec.Labels = map[string]string{}
 				}
-				// As core/snapshots/storage: a named label absent from
-				// info is set empty, not deleted.
+				// A named label absent from info is removed, as
+				// containerd's own stores do.
 				k := strings.TrimPrefix(path, "labels.")
-				rec.Labels[k] = info.Labels[k]
+				if v, ok := info.Labels[k]; ok && v != "" {
+					rec.Labels[k] = v
+				} else {
+					delete(rec.Labels, k)
+				}
 			default:
 				return fmt.Errorf("cannot update %q field on snapshot %q: %w", path, info.Name, errdefs.ErrInvalidArgument)
 			}
