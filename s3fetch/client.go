@@ -22,10 +22,7 @@ type Client struct {
 	cfg   Config
 	s3    *s3.Client
 	queue *Queue
-	bufs  sync.Pool // of *[]byte, len cfg.PartSize
-
-	// hooks for tests in this package
-	bufferGot func(inUse int)
+	bufs  sync.Pool // of *[]byte, cap cfg.PartSize, shared by downloads
 }
 
 // Option adjusts how New builds the client.

@@ -200,9 +200,6 @@ func (o *Object) run() {
 					break
 				}
 			}
-			if o.c.bufferGot != nil {
-				o.c.bufferGot(int(n))
-			}
 			select {
 			case work <- p:
 			case <-o.ctx.Done():
