@@ -54,7 +54,12 @@ case $cwd/ in
 /tmp/* | /var/lib/* | /run/* | /root/* | /proc/* | /sys/* | /dev/*)
 	covered=0
 	for s in "${shares[@]}"; do [[ $cwd/ == "$s"/* ]] && covered=1; done
-	((covered)) || { echo "run.sh: working directory $cwd is hidden in the guest (tmpfs/scratch); use --share" >&2; exit 2; }
+	# A clone under /root or /tmp (where newcomers and CI put them) would
+	# be hidden in the guest: share its top directory read-write instead.
+	if ((!covered)); then
+		top=$(git -C "$cwd" rev-parse --show-toplevel 2>/dev/null || echo "$cwd")
+		shares+=("$(cd "$top" && pwd -P)")
+	fi
 	;;
 esac
 
