@@ -29,6 +29,8 @@ func main() {
 			setupPoolCommand,
 			daemonCommand,
 			statusCommand,
+			extractCommand,
+			validateCommand,
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

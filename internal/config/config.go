@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
 // DefaultPath is where the daemon and the operator commands look for their
@@ -30,8 +32,35 @@ type Config struct {
 	// AdminAddress is the unix socket operator commands talk to.
 	AdminAddress string `toml:"admin_address"`
 
-	Pool        Pool        `toml:"pool"`
-	Snapshotter Snapshotter `toml:"snapshotter"`
+	Pool        Pool           `toml:"pool"`
+	Snapshotter Snapshotter    `toml:"snapshotter"`
+	S3          s3fetch.Config `toml:"s3"`
+	Containerd  Containerd     `toml:"containerd"`
+	Extract     Extract        `toml:"extract"`
+}
+
+// Containerd says where the daemon registers the images process-image
+// makes, and which containerd the gc asks about live snapshots.
+type Containerd struct {
+	Address   string `toml:"address"`
+	Namespace string `toml:"namespace"`
+	// Snapshotter is the name containerd knows this daemon by
+	// ([proxy_plugins.<name>]).
+	Snapshotter string `toml:"snapshotter"`
+}
+
+// Extract bounds what an image tarball may hold.
+type Extract struct {
+	MaxFileSize  Size `toml:"max_file_size"`
+	MaxTotalSize Size `toml:"max_total_size"`
+	MaxEntries   int  `toml:"max_entries"`
+	// StrictSymlinks rejects symlinks whose target climbs out of the root.
+	StrictSymlinks bool `toml:"strict_symlinks"`
+	// AllowDevices creates device nodes and FIFOs instead of skipping them.
+	AllowDevices bool `toml:"allow_devices"`
+	// UnpackTimeout bounds one extraction, in seconds. Env UNPACK_TIMEOUT
+	// overrides it.
+	UnpackTimeout int `toml:"unpack_timeout"`
 }
 
 // Pool configures the dm-thin pool.
@@ -82,6 +111,18 @@ func Default() Config {
 			FSType:    "ext4",
 			MountType: "fs",
 		},
+		S3: s3fetch.DefaultConfig(),
+		Containerd: Containerd{
+			Address:     "/run/containerd/containerd.sock",
+			Namespace:   "default",
+			Snapshotter: "flyio",
+		},
+		Extract: Extract{
+			MaxFileSize:   1 << 30,
+			MaxTotalSize:  64 << 30,
+			MaxEntries:    1_000_000,
+			UnpackTimeout: 1800,
+		},
 	}
 }
 
@@ -101,7 +142,27 @@ func Load(path string, explicit bool) (Config, error) {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
 	cfg.fill()
+	if err := cfg.applyEnv(); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// applyEnv lets the environment variables operators already know from the
+// predecessor tool override the file: DOWNLOAD_TIMEOUT, DOWNLOAD_QUEUE_SIZE
+// (both in [s3]) and UNPACK_TIMEOUT ([extract]).
+func (c *Config) applyEnv() error {
+	if err := c.S3.ApplyEnv(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if v := os.Getenv("UNPACK_TIMEOUT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("config: UNPACK_TIMEOUT=%q: want a positive number of seconds", v)
+		}
+		c.Extract.UnpackTimeout = n
+	}
+	return nil
 }
 
 // decode rejects unknown keys: a misspelt key silently ignored would leave
@@ -155,6 +216,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: snapshotter.mount_type %q: want fs or block", c.Snapshotter.MountType)
 	case c.Snapshotter.BaseSize < 16<<20:
 		return fmt.Errorf("config: snapshotter.base_size %s is below 16MiB", c.Snapshotter.BaseSize)
+	case c.Extract.UnpackTimeout <= 0:
+		return fmt.Errorf("config: extract.unpack_timeout %d must be positive", c.Extract.UnpackTimeout)
+	case c.Containerd.Namespace == "" || c.Containerd.Snapshotter == "":
+		return fmt.Errorf("config: containerd.namespace and containerd.snapshotter must not be empty")
+	}
+	if err := c.S3.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }

@@ -54,7 +54,25 @@ func TestExampleFileMatchesDefaults(t *testing.T) {
 	}
 	def := Default()
 	def.fill()
-	if cfg.RootDir != def.RootDir || cfg.Pool != def.Pool || cfg.Snapshotter != def.Snapshotter || cfg.Address != def.Address {
+	if cfg.RootDir != def.RootDir || cfg.Pool != def.Pool || cfg.Snapshotter != def.Snapshotter || cfg.Address != def.Address ||
+		cfg.AdminAddress != def.AdminAddress || cfg.S3 != def.S3 || cfg.Containerd != def.Containerd || cfg.Extract != def.Extract {
 		t.Fatalf("config.toml.example drifted from the defaults:\n got %+v\nwant %+v", cfg, def)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Setenv("DOWNLOAD_TIMEOUT", "600")
+	t.Setenv("DOWNLOAD_QUEUE_SIZE", "10")
+	t.Setenv("UNPACK_TIMEOUT", "3600")
+	cfg, err := Load(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.S3.DownloadTimeout != 600 || cfg.S3.DownloadQueueSize != 10 || cfg.Extract.UnpackTimeout != 3600 {
+		t.Fatalf("env not applied: s3 %+v extract %+v", cfg.S3, cfg.Extract)
+	}
+	t.Setenv("UNPACK_TIMEOUT", "soon")
+	if _, err := Load(filepath.Join(t.TempDir(), "absent.toml"), false); err == nil || !strings.Contains(err.Error(), "UNPACK_TIMEOUT") {
+		t.Fatalf("bad UNPACK_TIMEOUT: %v", err)
 	}
 }

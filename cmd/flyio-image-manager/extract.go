@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/superfly/flyio-image-manager/extract"
+)
+
+var extractFlags = []cli.Flag{
+	&cli.StringFlag{Name: "max-file-size", Usage: "largest entry, e.g. 1GiB (default: [extract] max_file_size)"},
+	&cli.StringFlag{Name: "max-total-size", Usage: "largest archive, uncompressed (default: [extract] max_total_size)"},
+	&cli.IntFlag{Name: "max-entries", Usage: "most entries (default: [extract] max_entries)"},
+	&cli.BoolFlag{Name: "strict-symlinks", Usage: "also reject symlinks whose target climbs out of the root"},
+	&cli.BoolFlag{Name: "allow-devices", Usage: "create device nodes and FIFOs instead of skipping them"},
+	&cli.BoolFlag{Name: "layer", Usage: "apply as an OCI layer (whiteouts) instead of a flattened rootfs"},
+	&cli.StringFlag{Name: "diff-id", Usage: "fail unless the uncompressed stream hashes to this sha256"},
+}
+
+var extractCommand = &cli.Command{
+	Name:      "extract",
+	Usage:     "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
+	ArgsUsage: "FILE|-",
+	Flags:     append([]cli.Flag{&cli.StringFlag{Name: "dest", Required: true, Usage: "existing target `DIR`"}}, extractFlags...),
+	Action: func(c *cli.Context) error {
+		return runExtract(c, func(r io.Reader, opts extract.Options) (extract.Result, error) {
+			return extract.Extract(c.Context, r, c.String("dest"), opts)
+		})
+	},
+}
+
+var validateCommand = &cli.Command{
+	Name:      "validate",
+	Usage:     "check an image tarball as extract would, writing nothing",
+	ArgsUsage: "FILE|-",
+	Flags:     extractFlags,
+	Action: func(c *cli.Context) error {
+		return runExtract(c, func(r io.Reader, opts extract.Options) (extract.Result, error) {
+			return extract.Validate(c.Context, r, opts)
+		})
+	},
+}
+
+func runExtract(c *cli.Context, do func(io.Reader, extract.Options) (extract.Result, error)) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("want one archive (a file, or - for standard input)")
+	}
+	opts, err := extractOptions(c)
+	if err != nil {
+		return err
+	}
+	in := io.Reader(os.Stdin)
+	if name := c.Args().First(); name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	res, err := do(in, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ok: %d entries, %s uncompressed (%s), diff_id %s, digest %s\n",
+		res.Entries, extract.FormatSize(res.Bytes), res.Compression, res.DiffID, res.Digest)
+	return nil
+}
+
+// extractOptions starts from the [extract] section of the config and lets
+// flags override it.
+func extractOptions(c *cli.Context) (extract.Options, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return extract.Options{}, err
+	}
+	opts := extract.Options{
+		MaxFileSize:    int64(cfg.Extract.MaxFileSize),
+		MaxTotalSize:   int64(cfg.Extract.MaxTotalSize),
+		MaxEntries:     cfg.Extract.MaxEntries,
+		StrictSymlinks: cfg.Extract.StrictSymlinks || c.Bool("strict-symlinks"),
+		AllowDevices:   cfg.Extract.AllowDevices || c.Bool("allow-devices"),
+		ExpectedDiffID: c.String("diff-id"),
+		Warn:           func(s string) { fmt.Fprintln(c.App.ErrWriter, "warning:", s) },
+	}
+	if c.Bool("layer") {
+		opts.Mode = extract.Layer
+	}
+	for flag, dst := range map[string]*int64{"max-file-size": &opts.MaxFileSize, "max-total-size": &opts.MaxTotalSize} {
+		if v := c.String(flag); v != "" {
+			n, err := extract.ParseSize(v)
+			if err != nil {
+				return opts, fmt.Errorf("--%s: %w", flag, err)
+			}
+			*dst = n
+		}
+	}
+	if c.IsSet("max-entries") {
+		opts.MaxEntries = c.Int("max-entries")
+	}
+	return opts, nil
+}
