@@ -20,7 +20,7 @@ var setupPoolCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		pool, result, err := dmpool.Open(c.Context, daemon.PoolConfig(cfg))
+		pool, result, err := daemon.OpenPool(c.Context, cfg)
 		if err != nil {
 			return err
 		}
@@ -44,7 +44,7 @@ var statusCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		pool, _, err := dmpool.Open(c.Context, daemon.PoolConfig(cfg))
+		pool, _, err := daemon.OpenPool(c.Context, cfg)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,8 +18,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/s3fetch"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
@@ -42,6 +46,22 @@ func PoolConfig(cfg config.Config) dmpool.Config {
 	}
 }
 
+// OpenPool opens (creating or re-creating) the pool of cfg. For a
+// loopback pool it first makes the directories of its files: dmpool
+// creates missing files but not their directory, and the default
+// <root_dir>/pool/ does not exist on a fresh host.
+func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.OpenResult, error) {
+	pc := PoolConfig(cfg)
+	if pc.DataDevice == "" {
+		for _, f := range []string{pc.DataFile, pc.MetadataFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return nil, "", fmt.Errorf("pool %q: %w", pc.Name, err)
+			}
+		}
+	}
+	return dmpool.Open(ctx, pc)
+}
+
 // Run serves until ctx is cancelled (SIGTERM/SIGINT), then stops
 // accepting requests, lets running ones finish and closes the database.
 // Thin devices stay active, so containers keep running across restarts.
@@ -54,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer store.Close()
 
-	pool, result, err := dmpool.Open(ctx, PoolConfig(cfg))
+	pool, result, err := OpenPool(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("pool: %w", err)
 	}
@@ -70,24 +90,54 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer sn.Close()
 
+	s3, err := s3fetch.New(ctx, cfg.S3)
+	if err != nil {
+		return err
+	}
+	cd := &importer.LazyContainerd{Address: cfg.Containerd.Address, NS: cfg.Containerd.Namespace}
+	defer cd.Close()
+	// Runs are bound to runCtx, cancelled at shutdown before the database
+	// closes; an interrupted run resumes on the next start.
+	runCtx, stopRuns := context.WithCancel(ctx)
+	defer stopRuns()
+	imp := importer.New(runCtx, importer.Config{
+		Snapshotter:   cfg.Containerd.Snapshotter,
+		Extract:       cfg.Extract.Options(),
+		UnpackTimeout: time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
+	}, s3, cd, store)
+
 	l, err := listen(cfg.Address, 0o660)
 	if err != nil {
 		return err
 	}
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	al, err := listen(cfg.AdminAddress, 0o600)
+	if err != nil {
+		return err
+	}
+	adminSrv := &http.Server{Handler: admin.Handler(&backend{pool: pool, store: store, importer: imp})}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()
-	log.G(ctx).Infof("serving snapshots API on %s", cfg.Address)
+	go func() { errc <- adminSrv.Serve(al) }()
+	log.G(ctx).Infof("serving snapshots API on %s, admin API on %s", cfg.Address, cfg.AdminAddress)
+	// Runs a previous daemon left unfinished start over now that the
+	// snapshots API (which they go through, via containerd) is served.
+	if err := imp.Resume(ctx); err != nil {
+		log.G(ctx).WithError(err).Error("could not resume unfinished process-image runs")
+	}
 	notifyReady()
 
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving %s: %w", cfg.Address, err)
+		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
 	log.G(ctx).Info("shutting down")
+	adminSrv.Close()
+	stopRuns()
+	imp.Wait()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
