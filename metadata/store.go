@@ -104,7 +104,7 @@ func corruptError(path string, cause error) error {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketSnapshots, bucketChildren, bucketDevices, bucketTemplates, bucketOps} {
+		for _, b := range [][]byte{bucketMeta, bucketSnapshots, bucketChildren, bucketDevices, bucketTemplates, bucketOps, bucketRuns, bucketRunSources, bucketImages} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

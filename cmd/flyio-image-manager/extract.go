@@ -77,15 +77,11 @@ func extractOptions(c *cli.Context) (extract.Options, error) {
 	if err != nil {
 		return extract.Options{}, err
 	}
-	opts := extract.Options{
-		MaxFileSize:    int64(cfg.Extract.MaxFileSize),
-		MaxTotalSize:   int64(cfg.Extract.MaxTotalSize),
-		MaxEntries:     cfg.Extract.MaxEntries,
-		StrictSymlinks: cfg.Extract.StrictSymlinks || c.Bool("strict-symlinks"),
-		AllowDevices:   cfg.Extract.AllowDevices || c.Bool("allow-devices"),
-		ExpectedDiffID: c.String("diff-id"),
-		Warn:           func(s string) { fmt.Fprintln(c.App.ErrWriter, "warning:", s) },
-	}
+	opts := cfg.Extract.Options()
+	opts.StrictSymlinks = opts.StrictSymlinks || c.Bool("strict-symlinks")
+	opts.AllowDevices = opts.AllowDevices || c.Bool("allow-devices")
+	opts.ExpectedDiffID = c.String("diff-id")
+	opts.Warn = func(s string) { fmt.Fprintln(c.App.ErrWriter, "warning:", s) }
 	if c.Bool("layer") {
 		opts.Mode = extract.Layer
 	}

@@ -31,6 +31,7 @@ func main() {
 			statusCommand,
 			extractCommand,
 			validateCommand,
+			processImageCommand,
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 )
@@ -38,18 +42,49 @@ var setupPoolCommand = &cli.Command{
 
 var statusCommand = &cli.Command{
 	Name:  "status",
-	Usage: "print the pool's usage and state",
+	Usage: "print the pool's usage and state, and the daemon's records and runs when it is running",
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
 		}
-		pool, _, err := daemon.OpenPool(c.Context, cfg)
+		st, err := admin.NewClient(cfg.AdminAddress).Status(c.Context)
+		if errors.Is(err, admin.ErrDaemonNotRunning) {
+			fmt.Fprintln(c.App.Writer, "daemon: not running")
+			pool, _, err := daemon.OpenPool(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "pool %s\n", pool.Name())
+			return printPool(c.Context, c.App.Writer, cfg, pool)
+		}
 		if err != nil {
 			return err
 		}
-		return printPool(c.Context, c.App.Writer, cfg, pool)
+		fmt.Fprintf(c.App.Writer, "daemon: running (%s)\npool %s\n", cfg.AdminAddress, st.Pool)
+		printPoolStatus(c.App.Writer, cfg, st.PoolState)
+		fmt.Fprintf(c.App.Writer, "  snapshots: %s\n  devices:   %s\n  images:    %d imported\n", counts(st.Snapshots), counts(st.Devices), st.Images)
+		for _, r := range st.Runs {
+			fmt.Fprintf(c.App.Writer, "  run %s: %s s3://%s/%s %d/%d bytes, %d entries\n", r.ID, r.State, r.Bucket, r.Key, r.CompressedBytes, r.Size, r.Entries)
+		}
+		return nil
 	},
+}
+
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func printPool(ctx context.Context, w io.Writer, cfg config.Config, pool *dmpool.Pool) error {
@@ -57,12 +92,16 @@ func printPool(ctx context.Context, w io.Writer, cfg config.Config, pool *dmpool
 	if err != nil {
 		return err
 	}
+	printPoolStatus(w, cfg, st)
+	return nil
+}
+
+func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 	if cfg.Pool.DataDevice != "" {
 		fmt.Fprintf(w, "  data:      %s\n  metadata:  %s\n", cfg.Pool.DataDevice, cfg.Pool.MetadataDevice)
 	} else {
 		fmt.Fprintf(w, "  data:      %s (loopback file)\n  metadata:  %s (loopback file)\n", cfg.Pool.DataFile, cfg.Pool.MetadataFile)
 	}
-	fmt.Fprintf(w, "  device:    %s\n", pool.DevicePath())
 	fmt.Fprintf(w, "  block:     %s\n", config.Size(st.DataBlockSize))
 	fmt.Fprintf(w, "  data:      %d/%d blocks used (%s of %s, %.1f%%)\n", st.UsedDataBlocks, st.TotalDataBlocks,
 		config.Size(st.UsedDataBlocks*st.DataBlockSize), config.Size(st.TotalDataBlocks*st.DataBlockSize), pct(st.UsedDataBlocks, st.TotalDataBlocks))
@@ -80,7 +119,6 @@ func printPool(ctx context.Context, w io.Writer, cfg config.Config, pool *dmpool
 		state += ", needs_check"
 	}
 	fmt.Fprintf(w, "  state:     %s\n", state)
-	return nil
 }
 
 func pct(a, b uint64) float64 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -273,4 +274,15 @@ func ParseSize(text string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 512, 128KiB, 20GiB)", text)
 	}
 	return int64(f * mult), nil
+}
+
+// Options maps the [extract] section onto the extractor's options.
+func (e Extract) Options() extract.Options {
+	return extract.Options{
+		MaxFileSize:    int64(e.MaxFileSize),
+		MaxTotalSize:   int64(e.MaxTotalSize),
+		MaxEntries:     e.MaxEntries,
+		StrictSymlinks: e.StrictSymlinks,
+		AllowDevices:   e.AllowDevices,
+	}
 }

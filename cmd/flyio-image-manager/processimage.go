@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+var processImageCommand = &cli.Command{
+	Name:  "process-image",
+	Usage: "ask the daemon to turn an S3 image tarball into a base device and a containerd image",
+	Description: `The daemon streams s3://<bucket>/<KEY> through the validated extractor onto a
+new thin device, commits it as a base snapshot and registers an image in
+containerd, so 'ctr run --snapshotter flyio REF id cmd' starts on it.
+The same bucket/key/ETag is processed once; concurrent requests join one run.
+Defaults: --image-id is the key's file name without its archive suffix
+(images/Alpine_3.19.tar.gz -> alpine-3.19); --ref is
+images.flyio.local/<image-id>:latest.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "s3-key", Required: true, Usage: "object `KEY`, e.g. images/alpine.tar"},
+		&cli.StringFlag{Name: "image-id", Usage: "image id (default: derived from the key)"},
+		&cli.StringFlag{Name: "ref", Usage: "containerd image name (default: images.flyio.local/<image-id>:latest)"},
+		&cli.BoolFlag{Name: "no-wait", Usage: "return once the run is accepted"},
+	},
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		cl := admin.NewClient(cfg.AdminAddress)
+		run, err := cl.ProcessImage(c.Context, importer.Request{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref")})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "run %s: s3://%s/%s (etag %s) -> %s\n", run.ID, run.Bucket, run.Key, run.ETag, run.Ref)
+		if c.Bool("no-wait") {
+			return nil
+		}
+		run, err = follow(c, cl, run)
+		if err != nil {
+			return err
+		}
+		if err := importer.RunError(run); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s, %d entries, %d bytes\n",
+			run.Ref, run.ImageID, run.ChainID, run.Entries, run.Bytes)
+		return nil
+	},
+}
+
+// follow polls the run until it finishes, drawing a progress bar of the
+// compressed bytes read on a terminal and a line per state otherwise.
+func follow(c *cli.Context, cl *admin.Client, run metadata.Run) (metadata.Run, error) {
+	tty := term.IsTerminal(int(os.Stderr.Fd()))
+	var bar *progressbar.ProgressBar
+	if tty {
+		bar = progressbar.NewOptions64(run.Size, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionShowBytes(true), progressbar.OptionSetDescription(string(run.State)),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	last := run.State
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for !run.State.Finished() {
+		select {
+		case <-c.Context.Done():
+			return run, c.Context.Err()
+		case <-tick.C:
+		}
+		var err error
+		if run, err = cl.Run(c.Context, run.ID); err != nil {
+			return run, err
+		}
+		if bar != nil {
+			bar.Describe(fmt.Sprintf("%-11s %d entries", run.State, run.Entries))
+			bar.Set64(run.CompressedBytes)
+		} else if run.State != last {
+			fmt.Fprintf(c.App.ErrWriter, "%s (%d bytes read, %d entries)\n", run.State, run.CompressedBytes, run.Entries)
+		}
+		last = run.State
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	return run, nil
+}

@@ -1,0 +1,235 @@
+// Package importer turns an image tarball in S3 into a base snapshot and a
+// containerd image: process-image.
+//
+// A run streams the object (s3fetch) through the validated extractor
+// straight onto a fresh thin device that containerd's snapshot service
+// prepared through this daemon's own snapshotter, commits it under the
+// layer's chain id and registers config, manifest and image in containerd.
+// The same bucket/key/ETag is processed once; concurrent requests for it
+// join the same run. Runs are persisted, so a daemon restart resumes them,
+// and a failed run removes its snapshot: nothing half-filled is ever
+// committed.
+package importer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/s3fetch"
+)
+
+// Config says where images go and how archives are checked.
+type Config struct {
+	// Snapshotter is the name containerd knows this daemon by.
+	Snapshotter string
+	// Extract bounds what an archive may hold (Mode is forced to Rootfs).
+	Extract extract.Options
+	// UnpackTimeout bounds the download and extraction of one run.
+	UnpackTimeout time.Duration
+}
+
+// Request asks for one S3 object to be processed.
+type Request struct {
+	Key     string `json:"s3_key"`
+	ImageID string `json:"image_id,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+}
+
+// Importer runs process-image requests.
+type Importer struct {
+	cfg    Config
+	s3     *s3fetch.Client
+	cd     Containerd
+	store  *metadata.Store
+	ctx    context.Context // the daemon's: runs outlive the request
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	active map[string]*runState // by run id
+}
+
+// runState is the live view of a run in progress: its record plus a
+// channel closed when it finishes.
+type runState struct {
+	mu   sync.Mutex
+	run  metadata.Run
+	done chan struct{}
+}
+
+func (rs *runState) snapshot() metadata.Run {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.run
+}
+
+// New returns an importer. ctx bounds every run it starts.
+func New(ctx context.Context, cfg Config, s3 *s3fetch.Client, cd Containerd, store *metadata.Store) *Importer {
+	cfg.Extract.Mode = extract.Rootfs
+	if cfg.UnpackTimeout <= 0 {
+		cfg.UnpackTimeout = 30 * time.Minute
+	}
+	return &Importer{cfg: cfg, s3: s3, cd: cd, store: store, ctx: ctx, active: map[string]*runState{}}
+}
+
+// Wait blocks until every run this importer started has stopped.
+func (im *Importer) Wait() { im.wg.Wait() }
+
+// Submit starts a run for req, or returns the run already done or under
+// way for the same object version.
+func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, error) {
+	if err := s3fetch.ValidateKey(req.Key); err != nil {
+		return metadata.Run{}, err
+	}
+	info, err := im.s3.Stat(ctx, req.Key)
+	if err != nil {
+		return metadata.Run{}, err
+	}
+	bucket := im.s3.Config().Bucket
+	if req.ImageID == "" {
+		req.ImageID = DeriveImageID(req.Key)
+	}
+	if req.Ref == "" {
+		req.Ref = DeriveRef(req.ImageID)
+	}
+
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, rs := range im.active {
+		if r := rs.snapshot(); r.Source() == metadata.SourceID(bucket, req.Key, info.ETag) {
+			return r, nil // join the run under way
+		}
+	}
+	var prev *metadata.Run
+	im.store.View(func(tx *metadata.Tx) error {
+		prev, _ = tx.RunForSource(bucket, req.Key, info.ETag)
+		return nil
+	})
+	if prev != nil && prev.State == metadata.RunDone && prev.ImageID == req.ImageID && prev.Ref == req.Ref {
+		return *prev, nil // fetched once already
+	}
+	now := time.Now().UTC()
+	run := metadata.Run{
+		ID: newRunID(), Bucket: bucket, Key: req.Key, ETag: info.ETag, Size: info.Size,
+		ImageID: req.ImageID, Ref: req.Ref, State: metadata.RunQueued, Created: now,
+	}
+	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&run) }); err != nil {
+		return metadata.Run{}, err
+	}
+	im.start(run)
+	return run, nil
+}
+
+// start runs r in the background; im.mu must be held.
+func (im *Importer) start(r metadata.Run) {
+	rs := &runState{run: r, done: make(chan struct{})}
+	im.active[r.ID] = rs
+	im.wg.Add(1)
+	go func() {
+		defer im.wg.Done()
+		defer close(rs.done)
+		im.execute(rs)
+		im.mu.Lock()
+		delete(im.active, r.ID)
+		im.mu.Unlock()
+	}()
+}
+
+// Get returns the current state of run id.
+func (im *Importer) Get(id string) (metadata.Run, error) {
+	im.mu.Lock()
+	rs, ok := im.active[id]
+	im.mu.Unlock()
+	if ok {
+		return rs.snapshot(), nil
+	}
+	var r *metadata.Run
+	err := im.store.View(func(tx *metadata.Tx) (err error) {
+		r, err = tx.Run(id)
+		return err
+	})
+	if err != nil {
+		return metadata.Run{}, err
+	}
+	return *r, nil
+}
+
+// List returns every run, with live progress for those under way.
+func (im *Importer) List() ([]metadata.Run, error) {
+	var runs []*metadata.Run
+	if err := im.store.View(func(tx *metadata.Tx) (err error) {
+		runs, err = tx.Runs()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]metadata.Run, 0, len(runs))
+	for _, r := range runs {
+		if live, err := im.Get(r.ID); err == nil {
+			out = append(out, live)
+		}
+	}
+	return out, nil
+}
+
+// Resume restarts the runs a previous daemon left unfinished. Their
+// half-filled snapshots are removed first: extraction starts over.
+func (im *Importer) Resume(ctx context.Context) error {
+	var runs []*metadata.Run
+	if err := im.store.View(func(tx *metadata.Tx) (err error) {
+		runs, err = tx.Runs()
+		return err
+	}); err != nil {
+		return err
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, r := range runs {
+		if r.State.Finished() {
+			continue
+		}
+		log.G(ctx).Infof("resuming process-image run %s of s3://%s/%s (was %s)", r.ID, r.Bucket, r.Key, r.State)
+		im.start(*r)
+	}
+	return nil
+}
+
+// WaitRun blocks until run id finishes or ctx ends, and returns its state.
+func (im *Importer) WaitRun(ctx context.Context, id string) (metadata.Run, error) {
+	im.mu.Lock()
+	rs, ok := im.active[id]
+	im.mu.Unlock()
+	if ok {
+		select {
+		case <-rs.done:
+		case <-ctx.Done():
+			return rs.snapshot(), ctx.Err()
+		}
+	}
+	return im.Get(id)
+}
+
+func newRunID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
+}
+
+// errRunFailed wraps a run's failure for callers that waited on it.
+var errRunFailed = errors.New("process-image failed")
+
+// RunError turns a failed run into an error carrying its reason.
+func RunError(r metadata.Run) error {
+	if r.State != metadata.RunFailed {
+		return nil
+	}
+	return fmt.Errorf("%w: run %s (s3://%s/%s): %s: %w", errRunFailed, r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrUnknown)
+}

@@ -1,0 +1,167 @@
+package importer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// execute runs one process-image run to its end and records the outcome.
+func (im *Importer) execute(rs *runState) {
+	ctx, cancel := context.WithTimeout(withNamespace(im.ctx, im.cd), im.cfg.UnpackTimeout)
+	defer cancel()
+	r := rs.snapshot()
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("run", r.ID).WithField("s3_key", r.Key))
+	err := im.process(ctx, rs)
+	if errors.Is(err, context.DeadlineExceeded) && im.ctx.Err() == nil {
+		err = fmt.Errorf("extraction timeout after %s (UNPACK_TIMEOUT): %w", im.cfg.UnpackTimeout, err)
+	}
+	if err != nil && im.ctx.Err() != nil {
+		// The daemon is stopping: leave the run unfinished so the next
+		// start resumes it.
+		log.G(ctx).WithError(err).Info("process-image interrupted by shutdown; it resumes on the next start")
+		return
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Error("process-image failed")
+		im.setState(rs, metadata.RunFailed, func(r *metadata.Run) { r.Error = err.Error() })
+		return
+	}
+	log.G(ctx).Infof("process-image done: %s is %s", rs.snapshot().Ref, rs.snapshot().ChainID)
+}
+
+// setState updates the live run and persists it.
+func (im *Importer) setState(rs *runState, state metadata.RunState, edit func(*metadata.Run)) {
+	rs.mu.Lock()
+	rs.run.State = state
+	if edit != nil {
+		edit(&rs.run)
+	}
+	r := rs.run
+	rs.mu.Unlock()
+	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&r) }); err != nil {
+		log.G(im.ctx).WithError(err).Errorf("recording run %s as %s", r.ID, state)
+	}
+}
+
+func (im *Importer) process(ctx context.Context, rs *runState) error {
+	cli, err := im.cd.Client(ctx)
+	if err != nil {
+		return err
+	}
+	// The lease keeps containerd's GC off the snapshot being filled.
+	ctx, releaseLease, err := cli.WithLease(ctx)
+	if err != nil {
+		return fmt.Errorf("containerd lease: %w", err)
+	}
+	defer releaseLease(context.WithoutCancel(ctx))
+
+	sn := cli.SnapshotService(im.cfg.Snapshotter)
+	r := rs.snapshot()
+	key := "flyio-import-" + r.ID
+	// A resumed run starts over: whatever a crash left is discarded.
+	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("removing the half-filled snapshot %s of an interrupted run: %w", key, err)
+	}
+	im.setState(rs, metadata.RunDownloading, func(r *metadata.Run) { r.SnapshotKey = key; r.Error = "" })
+
+	res, err := im.fill(ctx, sn, key, rs)
+	if err != nil {
+		if rmErr := sn.Remove(context.WithoutCancel(ctx), key); rmErr != nil && !errdefs.IsNotFound(rmErr) {
+			log.G(ctx).WithError(rmErr).Errorf("failed import left snapshot %s; gc will report it", key)
+		}
+		return err
+	}
+
+	im.setState(rs, metadata.RunCommitting, func(r *metadata.Run) {
+		r.DiffID, r.Digest, r.ChainID = res.DiffID, res.Digest, res.DiffID
+		r.Bytes, r.CompressedBytes, r.Entries = res.Bytes, res.CompressedBytes, res.Entries
+	})
+	// One layer: its chain id is its diff id.
+	chainID := res.DiffID
+	if err := sn.Commit(ctx, chainID, key); err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			sn.Remove(context.WithoutCancel(ctx), key)
+			return fmt.Errorf("committing base %s: %w", chainID, err)
+		}
+		// The same content was imported before (another key or ETag):
+		// keep the existing base.
+		if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	}
+	r = rs.snapshot()
+	if err := registerImage(ctx, cli, im.cfg.Snapshotter, r, res); err != nil {
+		return err
+	}
+	img := &metadata.Image{ID: r.ImageID, Ref: r.Ref, ChainID: chainID, RunID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, Created: time.Now().UTC()}
+	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutImage(img) }); err != nil {
+		return err
+	}
+	im.setState(rs, metadata.RunDone, nil)
+	return nil
+}
+
+// fill prepares the snapshot, mounts it nosuid,nodev and streams the
+// object through the extractor into it.
+func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key string, rs *runState) (extract.Result, error) {
+	r := rs.snapshot()
+	mounts, err := sn.Prepare(ctx, key, "", snapshots.WithLabels(map[string]string{
+		"flyio.io/import-run": r.ID,
+		"flyio.io/s3-key":     r.Key,
+	}))
+	if err != nil {
+		return extract.Result{}, fmt.Errorf("preparing a snapshot for %s: %w", r.Key, err)
+	}
+	for i := range mounts {
+		mounts[i].Options = append(mounts[i].Options, "nosuid", "nodev")
+	}
+	dir, err := os.MkdirTemp("", "flyio-import-")
+	if err != nil {
+		return extract.Result{}, err
+	}
+	defer os.Remove(dir)
+	if err := mount.All(mounts, dir); err != nil {
+		return extract.Result{}, fmt.Errorf("mounting snapshot %s: %w", key, err)
+	}
+	res, err := im.stream(ctx, dir, rs)
+	if uerr := mount.UnmountAll(dir, 0); uerr != nil && err == nil {
+		err = fmt.Errorf("unmounting snapshot %s: %w", key, uerr)
+	}
+	return res, err
+}
+
+func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extract.Result, error) {
+	r := rs.snapshot()
+	obj, err := im.s3.Open(ctx, r.Key)
+	if err != nil {
+		return extract.Result{}, err
+	}
+	defer obj.Close()
+	if obj.ETag != r.ETag {
+		return extract.Result{}, fmt.Errorf("s3://%s/%s changed since the run started (etag %s, now %s): %w", r.Bucket, r.Key, r.ETag, obj.ETag, errdefs.ErrFailedPrecondition)
+	}
+	im.setState(rs, metadata.RunExtracting, nil)
+	opts := im.cfg.Extract
+	opts.Progress = func(p extract.Progress) {
+		rs.mu.Lock()
+		rs.run.CompressedBytes, rs.run.Bytes, rs.run.Entries = p.CompressedBytes, p.Bytes, p.Entries
+		rs.mu.Unlock()
+	}
+	opts.Warn = func(s string) { log.G(ctx).Warn(s) }
+	res, err := extract.Extract(ctx, obj, dir, opts)
+	if err != nil {
+		return res, fmt.Errorf("extracting s3://%s/%s: %w", r.Bucket, r.Key, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,108 @@
+// Package admin is the daemon's operator API: JSON over HTTP on a unix
+// socket (admin_address, mode 0600). The operator commands (process-image,
+// status, gc, delete-image) are its clients, so work that needs the
+// daemon's locks and state is done by the daemon itself.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// Status is what `status` prints.
+type Status struct {
+	Pool      string        `json:"pool"`
+	PoolState dmpool.Status `json:"pool_status"`
+	// Counts of snapshots by kind and of devices by state.
+	Snapshots map[string]int `json:"snapshots"`
+	Devices   map[string]int `json:"devices"`
+	Images    int            `json:"images"`
+	Runs      []metadata.Run `json:"runs_in_progress"`
+}
+
+// Backend is what the daemon provides to the admin API.
+type Backend interface {
+	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
+	Run(id string) (metadata.Run, error)
+	Runs() ([]metadata.Run, error)
+	Status(ctx context.Context) (Status, error)
+}
+
+// Handler serves the admin API over b.
+func Handler(b Backend) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/process-image", func(w http.ResponseWriter, r *http.Request) {
+		var req importer.Request
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeError(w, fmt.Errorf("bad request body: %v: %w", err, errdefs.ErrInvalidArgument))
+			return
+		}
+		run, err := b.ProcessImage(r.Context(), req)
+		reply(w, run, err)
+	})
+	mux.HandleFunc("GET /v1/runs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		run, err := b.Run(r.PathValue("id"))
+		reply(w, run, err)
+	})
+	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, r *http.Request) {
+		runs, err := b.Runs()
+		reply(w, runs, err)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.Status(r.Context())
+		reply(w, st, err)
+	})
+	return mux
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Kind  string `json:"kind"`
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// kinds maps errdefs kinds to HTTP statuses and back, so a client gets an
+// error of the same kind the daemon saw.
+var kinds = []struct {
+	err    error
+	name   string
+	status int
+}{
+	{errdefs.ErrNotFound, "not_found", http.StatusNotFound},
+	{errdefs.ErrInvalidArgument, "invalid_argument", http.StatusBadRequest},
+	{errdefs.ErrAlreadyExists, "already_exists", http.StatusConflict},
+	{errdefs.ErrFailedPrecondition, "failed_precondition", http.StatusPreconditionFailed},
+	{errdefs.ErrPermissionDenied, "permission_denied", http.StatusForbidden},
+	{errdefs.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{errdefs.ErrResourceExhausted, "resource_exhausted", http.StatusInsufficientStorage},
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status, kind := http.StatusInternalServerError, "unknown"
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			status, kind = k.status, k.name
+			break
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(errorBody{Error: err.Error(), Kind: kind})
+}

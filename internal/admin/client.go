@@ -1,0 +1,106 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// ErrDaemonNotRunning means nothing answers on the admin socket.
+var ErrDaemonNotRunning = errors.New("flyio-image-manager daemon is not running")
+
+// Client talks to a daemon's admin socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client of the admin socket at path.
+func NewClient(path string) *Client {
+	return &Client{path: path, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// Running reports whether a daemon answers on the socket.
+func (c *Client) Running(ctx context.Context) bool {
+	_, err := c.Status(ctx)
+	return !errors.Is(err, ErrDaemonNotRunning)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body bytes.Buffer
+	if in != nil {
+		if err := json.NewEncoder(&body).Encode(in); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://flyio-image-manager"+path, &body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && (errors.Is(err, os.ErrNotExist) || isConnRefused(err)) {
+			return fmt.Errorf("%w (no answer on %s; start it with 'flyio-image-manager daemon'): %w", ErrDaemonNotRunning, c.path, errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("admin socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e errorBody
+		json.NewDecoder(resp.Body).Decode(&e)
+		for _, k := range kinds {
+			if k.name == e.Kind {
+				return fmt.Errorf("%s: %w", e.Error, k.err)
+			}
+		}
+		return errors.New(e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// ProcessImage asks the daemon to import an S3 tarball.
+func (c *Client) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
+	var run metadata.Run
+	err := c.do(ctx, http.MethodPost, "/v1/process-image", req, &run)
+	return run, err
+}
+
+// Run returns a process-image run.
+func (c *Client) Run(ctx context.Context, id string) (metadata.Run, error) {
+	var run metadata.Run
+	err := c.do(ctx, http.MethodGet, "/v1/runs/"+id, nil, &run)
+	return run, err
+}
+
+// Runs lists the process-image runs.
+func (c *Client) Runs(ctx context.Context) ([]metadata.Run, error) {
+	var runs []metadata.Run
+	err := c.do(ctx, http.MethodGet, "/v1/runs", nil, &runs)
+	return runs, err
+}
+
+// Status returns the daemon's view of the pool and its records.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}

@@ -1,0 +1,142 @@
+package metadata
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// RunState is where a process-image run is.
+type RunState string
+
+const (
+	RunQueued      RunState = "queued"
+	RunDownloading RunState = "downloading"
+	RunExtracting  RunState = "extracting"
+	RunCommitting  RunState = "committing"
+	RunDone        RunState = "done"
+	RunFailed      RunState = "failed"
+)
+
+// Finished reports whether the run will not change any more.
+func (s RunState) Finished() bool { return s == RunDone || s == RunFailed }
+
+// Run is one process-image run: an S3 tarball becoming a base snapshot and
+// a containerd image.
+type Run struct {
+	ID      string   `json:"id"`
+	Bucket  string   `json:"bucket"`
+	Key     string   `json:"key"`
+	ETag    string   `json:"etag"`
+	ImageID string   `json:"image_id"`
+	Ref     string   `json:"ref"`
+	State   RunState `json:"state"`
+	Error   string   `json:"error,omitempty"`
+
+	// SnapshotKey is the active snapshot being filled (in containerd's
+	// namespace); ChainID the committed base once done.
+	SnapshotKey string `json:"snapshot_key,omitempty"`
+	ChainID     string `json:"chain_id,omitempty"`
+	DiffID      string `json:"diff_id,omitempty"`
+	Digest      string `json:"digest,omitempty"`
+
+	Size            int64 `json:"size"`
+	CompressedBytes int64 `json:"compressed_bytes"`
+	Bytes           int64 `json:"bytes"`
+	Entries         int   `json:"entries"`
+
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// Source identifies what a run fetched: the same bucket, key and ETag is
+// processed once.
+func (r *Run) Source() string { return SourceID(r.Bucket, r.Key, r.ETag) }
+
+// SourceID is the dedup key of an S3 object version.
+func SourceID(bucket, key, etag string) string { return bucket + "\x00" + key + "\x00" + etag }
+
+var (
+	bucketRuns       = []byte("runs")
+	bucketRunSources = []byte("run_sources")
+	bucketImages     = []byte("images")
+)
+
+// PutRun stores a run and indexes it by its source.
+func (t *Tx) PutRun(r *Run) error {
+	r.Updated = time.Now().UTC()
+	if err := put(t.bucket(bucketRuns), []byte(r.ID), r); err != nil {
+		return err
+	}
+	if r.ETag == "" {
+		return nil
+	}
+	return t.bucket(bucketRunSources).Put([]byte(r.Source()), []byte(r.ID))
+}
+
+// Run returns the run with id.
+func (t *Tx) Run(id string) (*Run, error) {
+	return get[Run](t.bucket(bucketRuns), []byte(id), fmt.Sprintf("run %q", id))
+}
+
+// RunForSource returns the latest run of an S3 object version.
+func (t *Tx) RunForSource(bucket, key, etag string) (*Run, error) {
+	id := t.bucket(bucketRunSources).Get([]byte(SourceID(bucket, key, etag)))
+	if id == nil {
+		return nil, fmt.Errorf("run of s3://%s/%s (etag %s): %w", bucket, key, etag, errdefs.ErrNotFound)
+	}
+	return t.Run(string(id))
+}
+
+// Runs lists every run, oldest id first.
+func (t *Tx) Runs() ([]*Run, error) {
+	var out []*Run
+	err := t.bucket(bucketRuns).ForEach(func(k, v []byte) error {
+		var r Run
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("run %q: undecodable record: %w", k, err)
+		}
+		out = append(out, &r)
+		return nil
+	})
+	return out, err
+}
+
+// Image is a base imported by process-image and registered in containerd.
+type Image struct {
+	ID      string    `json:"id"`
+	Ref     string    `json:"ref"`
+	ChainID string    `json:"chain_id"`
+	RunID   string    `json:"run_id"`
+	Bucket  string    `json:"bucket"`
+	Key     string    `json:"key"`
+	ETag    string    `json:"etag"`
+	Created time.Time `json:"created"`
+}
+
+// PutImage records an imported image under its id.
+func (t *Tx) PutImage(img *Image) error { return put(t.bucket(bucketImages), []byte(img.ID), img) }
+
+// Image returns the imported image with id.
+func (t *Tx) Image(id string) (*Image, error) {
+	return get[Image](t.bucket(bucketImages), []byte(id), fmt.Sprintf("image %q", id))
+}
+
+// DeleteImage forgets an imported image.
+func (t *Tx) DeleteImage(id string) error { return t.bucket(bucketImages).Delete([]byte(id)) }
+
+// Images lists the imported images.
+func (t *Tx) Images() ([]*Image, error) {
+	var out []*Image
+	err := t.bucket(bucketImages).ForEach(func(k, v []byte) error {
+		var img Image
+		if err := json.Unmarshal(v, &img); err != nil {
+			return fmt.Errorf("image %q: undecodable record: %w", k, err)
+		}
+		out = append(out, &img)
+		return nil
+	})
+	return out, err
+}
