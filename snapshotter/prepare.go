@@ -41,6 +41,15 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if key == "" {
 		return nil, fmt.Errorf("snapshot key must not be empty: %w", errdefs.ErrInvalidArgument)
 	}
+	if s.remoteCandidate(kind, info.Labels) {
+		err := s.fillRemote(ctx, parent, info.Labels)
+		if err == nil {
+			return nil, fmt.Errorf("target snapshot %q: %w", info.Labels[snapshots.LabelSnapshotRef], errdefs.ErrAlreadyExists)
+		}
+		if !errors.Is(err, errNotRemote) {
+			log.G(ctx).WithError(err).Warnf("filling layer %s from the remote store failed; containerd will fetch it", info.Labels[snapshots.LabelSnapshotRef])
+		}
+	}
 	origin, size, fsType, err := s.origin(ctx, parent, info.Labels)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/log"
 
+	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -28,6 +29,11 @@ type Config struct {
 	// BlockMounts makes Mounts return the raw thin device for microVM
 	// runtimes instead of a filesystem mount.
 	BlockMounts bool
+	// Remote, when set, is the layer store Prepare fills layers from
+	// before containerd would download them.
+	Remote RemoteLayers
+	// Extract bounds what a remote layer may hold.
+	Extract extract.Options
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.

@@ -1,0 +1,126 @@
+package snapshotter
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/extract"
+)
+
+// RemoteLayers is a store of image layers outside the host (the S3 layer
+// store). When containerd unpacks a layer it finds there, the snapshotter
+// fills the snapshot itself and containerd never downloads the layer.
+type RemoteLayers interface {
+	// Open returns the layer blob (tar, tar+gzip or tar+zstd) described by
+	// the labels containerd's unpacker put on the Prepare, and the diff id
+	// the uncompressed stream must hash to. ok is false when the store has
+	// no such layer.
+	Open(ctx context.Context, labels map[string]string) (blob io.ReadCloser, diffID string, ok bool, err error)
+}
+
+// remoteName is the committed snapshot a remote fill of chain id ref
+// produces. containerd finds it by the ref label, not by this name.
+func remoteName(ref string) string { return "remote/" + ref }
+
+// fillRemote tries to make the committed snapshot that containerd's
+// unpacker is about to extract, from the remote layer store. It returns nil
+// when the committed snapshot exists (the caller then answers
+// ErrAlreadyExists), and an error when the normal Prepare must go on: the
+// layer is not in the store, or fetching or extracting it failed.
+func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[string]string) error {
+	ref := labels[snapshots.LabelSnapshotRef]
+	name := remoteName(ref)
+	if info, err := s.Stat(ctx, name); err == nil {
+		if info.Kind == snapshots.KindCommitted && info.Parent == parent {
+			return nil // filled before, e.g. for another namespace
+		}
+		return fmt.Errorf("snapshot %q exists with parent %q, not %q", name, info.Parent, parent)
+	}
+	blob, diffID, ok, err := s.cfg.Remote.Open(ctx, labels)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errNotRemote
+	}
+	defer blob.Close()
+
+	tmp := "remote-fill/" + ref + "/" + randomSuffix()
+	fillLabels := make(map[string]string, len(labels))
+	for k, v := range labels {
+		if k != snapshots.LabelSnapshotRef {
+			fillLabels[k] = v
+		}
+	}
+	mounts, err := s.create(ctx, snapshots.KindActive, tmp, parent, []snapshots.Opt{snapshots.WithLabels(fillLabels)})
+	if err != nil {
+		return err
+	}
+	if err := s.extractInto(ctx, mounts, blob, diffID); err != nil {
+		if rmErr := s.Remove(ctx, tmp); rmErr != nil {
+			log.G(ctx).WithError(rmErr).Warnf("removing failed remote fill %q", tmp)
+		}
+		return err
+	}
+	// The committed snapshot carries the ref label: that is how
+	// containerd's metadata layer finds it after ErrAlreadyExists.
+	if err := s.Commit(ctx, name, tmp, snapshots.WithLabels(labels)); err != nil {
+		s.Remove(ctx, tmp)
+		if errdefs.IsAlreadyExists(err) {
+			return nil // a concurrent fill won
+		}
+		return err
+	}
+	return nil
+}
+
+var errNotRemote = errors.New("layer not in the remote store")
+
+// extractInto mounts a fresh snapshot nosuid,nodev and applies the layer.
+func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blob io.Reader, diffID string) error {
+	if s.cfg.BlockMounts {
+		return fmt.Errorf("remote fill needs filesystem mounts (snapshotter.mount_type = \"fs\")")
+	}
+	for i := range mounts {
+		mounts[i].Options = append(mounts[i].Options, "nosuid", "nodev")
+	}
+	dir, err := os.MkdirTemp("", "flyio-fill-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	if err := mount.All(mounts, dir); err != nil {
+		return err
+	}
+	opts := s.cfg.Extract
+	opts.Mode = extract.Layer
+	opts.ExpectedDiffID = diffID
+	opts.Warn = func(w string) { log.G(ctx).Warn(w) }
+	_, err = extract.Extract(ctx, blob, dir, opts)
+	if uerr := mount.UnmountAll(dir, 0); uerr != nil && err == nil {
+		err = uerr
+	}
+	return err
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// remoteCandidate reports whether a Prepare is containerd's unpacker
+// asking for a layer the remote store may hold.
+func (s *Snapshotter) remoteCandidate(kind snapshots.Kind, labels map[string]string) bool {
+	return s.cfg.Remote != nil && kind == snapshots.KindActive && labels[snapshots.LabelSnapshotRef] != ""
+}
