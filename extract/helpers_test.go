@@ -212,6 +212,16 @@ func newSandbox(t testing.TB) *sandbox {
 	t.Helper()
 	d := t.TempDir()
 	s := &sandbox{dir: d, root: filepath.Join(d, "root"), sentinel: filepath.Join(d, "sentinel")}
+	// Runs before TempDir's own cleanup: a non-root caller cannot empty
+	// the read-only directories an archive made.
+	t.Cleanup(func() {
+		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+	})
 	for _, p := range []string{s.root, s.sentinel, filepath.Join(s.sentinel, "etc")} {
 		if err := os.Mkdir(p, 0o755); err != nil {
 			t.Fatal(err)

@@ -97,7 +97,8 @@ func timespec(t time.Time) unix.Timespec {
 	if t.IsZero() {
 		return unix.Timespec{Sec: 0}
 	}
-	return unix.NsecToTimespec(t.UnixNano())
+	// Not UnixNano: it overflows past 2262, and archives can say anything.
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 // chown applies the entry's owner. A caller that is not root cannot give

@@ -1,0 +1,84 @@
+// Package extract turns an image tarball into files under a target root,
+// and refuses archives that try to do anything else.
+//
+// It is the only code in flyio-image-manager that writes image content:
+// the snapshotter runs it to fill a freshly created thin device, and the
+// CLI's `extract` and `validate` commands call it directly.
+//
+//	res, err := extract.Extract(ctx, body, "/mnt/dev-123", extract.Options{
+//		Mode:           extract.Rootfs,
+//		ExpectedDiffID: "sha256:...",
+//	})
+//	if err != nil { /* discard the device: it holds a partial tree */ }
+//
+// # Containment
+//
+// Nothing outside the root can be written, by construction rather than by
+// checking names: each entry's parent directory is opened with openat2
+// (RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS), or on kernels without it by an
+// equivalent userspace walk that opens one component at a time with
+// O_NOFOLLOW and splices symlink targets in as if the root were "/". The
+// last component is then created relative to that directory's fd with
+// calls that do not follow it (mkdirat, openat O_CREAT|O_EXCL|O_NOFOLLOW,
+// symlinkat, linkat, mknodat, fchownat/utimensat AT_SYMLINK_NOFOLLOW, and
+// fchmod/fsetxattr on the new file's own fd). So a symlink planted by an
+// earlier entry, or by a lower layer (CVE-2025-45582), resolves back
+// inside the root, and writing "over" a symlink or a hardlinked file
+// replaces it instead of writing through it.
+//
+// # What is refused
+//
+// Errors wrap a sentinel (errors.Is) and, for entry problems, are
+// *EntryError values naming the entry:
+//
+//   - any ".." component in a name ("path traversal detected: <name>");
+//     GNU tar also refuses these, and cleaning them would only invite
+//     ambiguity. Leading "/" and "./" are dropped: absolute names mean the
+//     same as relative ones.
+//   - NUL in a name, names of PATH_MAX (4096) bytes or more, components
+//     over NAME_MAX (255), empty names, non-directories naming the root.
+//   - hardlinks whose target has "..", is outside "rootfs/" when that
+//     prefix is stripped, does not exist in the root (resolved like any
+//     other path, inside the root), or is a directory. A hardlink to a
+//     symlink links the symlink itself.
+//   - with StrictSymlinks, symlinks whose relative target climbs above the
+//     root. Otherwise targets are stored verbatim (images need
+//     "/bin/sh -> /bin/busybox"); they are never followed out of the root
+//     here.
+//   - whiteouts of "", "." or ".." (".wh...").
+//   - entries over MaxFileSize (default 1 GiB), more than MaxEntries
+//     (default 1,000,000) entries, more than MaxTotalSize (default 64 GiB)
+//     of content or of uncompressed stream (which also bounds decompression
+//     bombs made of padding), a zstd window over 128 MiB.
+//   - truncated input (inside a header, inside data, inside the compressed
+//     stream, or a plain tar without its end-of-archive marker), corrupt
+//     headers and corrupt compressed data; bzip2 and xz.
+//   - a digest mismatch against ExpectedDiffID / ExpectedDigest (checked
+//     after the whole stream, trailing padding included, has been hashed).
+//
+// # Choices
+//
+//   - A non-directory replacing a directory (in the same archive or from a
+//     lower layer) removes the directory recursively, with fd-relative
+//     unlinkat calls that never enter symlinks; this is what OCI layers
+//     need. A directory over an existing directory keeps its contents and
+//     takes the new metadata.
+//   - Owner, mode (setuid/setgid/sticky included, applied after chown,
+//     which clears them), mtime/atime and PAX SCHILY.xattr.* records are
+//     kept. Directory modes and times are applied at the end, after their
+//     contents. trusted.* xattrs are dropped (they belong to the host, e.g.
+//     overlayfs). As non-root, ownership that cannot be given away is
+//     left as the caller's with one warning.
+//   - Devices and FIFOs are created only with AllowDevices; otherwise they
+//     are skipped, warned about and listed in Result.Skipped.
+//   - In Rootfs mode, an archive whose first entry is "rootfs/" (the
+//     predecessor's layout) has that prefix stripped, and every other
+//     entry must be under it; whiteouts are skipped. In Layer mode,
+//     ".wh.<name>" removes <name> and ".wh..wh..opq" empties its directory
+//     of everything this layer did not itself write.
+//   - Data after the tar end-of-archive marker is hashed but never
+//     extracted; non-zero data there is warned about.
+//
+// Any error leaves the root in an unspecified partial state: the caller
+// must discard it.
+package extract
