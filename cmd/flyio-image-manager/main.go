@@ -32,6 +32,7 @@ func main() {
 			extractCommand,
 			validateCommand,
 			processImageCommand,
+			listImagesCommand,
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
