@@ -51,7 +51,7 @@ var statusCommand = &cli.Command{
 		st, err := admin.NewClient(cfg.AdminAddress).Status(c.Context)
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			fmt.Fprintln(c.App.Writer, "daemon: not running")
-			pool, _, err := daemon.OpenPool(c.Context, cfg)
+			pool, err := dmpool.Inspect(c.Context, daemon.PoolConfig(cfg))
 			if err != nil {
 				return err
 			}
