@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
@@ -124,6 +125,7 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&run) }); err != nil {
 		return metadata.Run{}, err
 	}
+	failpoint.Hit(failpoint.ImportAfterQueued)
 	im.start(run)
 	return run, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -74,6 +75,7 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 		return fmt.Errorf("removing the half-filled snapshot %s of an interrupted run: %w", key, err)
 	}
 	im.setState(rs, metadata.RunDownloading, func(r *metadata.Run) { r.SnapshotKey = key; r.Error = "" })
+	failpoint.Hit(failpoint.ImportAfterDownloading)
 
 	res, err := im.fill(ctx, sn, key, rs)
 	if err != nil {
@@ -82,6 +84,7 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 		}
 		return err
 	}
+	failpoint.Hit(failpoint.ImportAfterExtract)
 
 	im.setState(rs, metadata.RunCommitting, func(r *metadata.Run) {
 		r.DiffID, r.Digest, r.ChainID = res.DiffID, res.Digest, res.DiffID
@@ -89,6 +92,7 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	})
 	// One layer: its chain id is its diff id.
 	chainID := res.DiffID
+	failpoint.Hit(failpoint.ImportBeforeCommit)
 	if err := sn.Commit(ctx, chainID, key); err != nil {
 		if !errdefs.IsAlreadyExists(err) {
 			sn.Remove(context.WithoutCancel(ctx), key)
@@ -100,14 +104,17 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 			return err
 		}
 	}
+	failpoint.Hit(failpoint.ImportAfterCommit)
 	r = rs.snapshot()
 	if err := registerImage(ctx, cli, im.cfg.Snapshotter, r, res); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.ImportAfterRegister)
 	img := &metadata.Image{ID: r.ImageID, Ref: r.Ref, ChainID: chainID, RunID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, Created: time.Now().UTC()}
 	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutImage(img) }); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.ImportBeforeDone)
 	im.setState(rs, metadata.RunDone, nil)
 	return nil
 }
@@ -123,6 +130,7 @@ func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key stri
 	if err != nil {
 		return extract.Result{}, fmt.Errorf("preparing a snapshot for %s: %w", r.Key, err)
 	}
+	failpoint.Hit(failpoint.ImportAfterPrepare)
 	for i := range mounts {
 		mounts[i].Options = append(mounts[i].Options, "nosuid", "nodev")
 	}
@@ -157,6 +165,7 @@ func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extra
 		rs.mu.Lock()
 		rs.run.CompressedBytes, rs.run.Bytes, rs.run.Entries = p.CompressedBytes, p.Bytes, p.Entries
 		rs.mu.Unlock()
+		failpoint.Hit(failpoint.ImportMidExtract)
 	}
 	opts.Warn = func(s string) { log.G(ctx).Warn(s) }
 	res, err := extract.Extract(ctx, obj, dir, opts)

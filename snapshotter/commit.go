@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -34,11 +35,13 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.CommitAfterBegin)
 	devName := s.deviceName(rec.DeviceID)
 	usage, err := s.pool.ThinStatus(ctx, devName)
 	if err == nil {
 		err = s.pool.Deactivate(ctx, devName)
 	}
+	failpoint.Hit(failpoint.CommitAfterDeactivate)
 	if err != nil {
 		s.endOp(ctx, op)
 		return fmt.Errorf("commit %q: %w", key, err)
@@ -46,6 +49,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err := s.step(op, "deactivated"); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.CommitBeforeRename)
 
 	var info snapshots.Info
 	for _, o := range opts {

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -59,7 +60,9 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if err != nil {
 			return nil, err
 		}
+		failpoint.Hit(failpoint.PrepareAfterReserve)
 		err = s.pool.CreateSnapshot(ctx, rec.DeviceID, origin)
+		failpoint.Hit(failpoint.PrepareAfterCreateSnap)
 		if errors.Is(err, dmpool.ErrDeviceExists) && attempt < maxCreateAttempts {
 			// The id is taken by a device the metadata does not know:
 			// keep it on record as an orphan for gc and take the next id.
@@ -77,6 +80,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			s.abandon(ctx, rec, op, err, true)
 			return nil, fmt.Errorf("prepare %q: %w", key, err)
 		}
+		failpoint.Hit(failpoint.PrepareAfterActivate)
 		if err := s.finishCreate(rec, op); err != nil {
 			return nil, err
 		}

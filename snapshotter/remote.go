@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 )
 
 // RemoteLayers is a store of image layers outside the host (the S3 layer
@@ -66,12 +67,14 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.RemoteAfterPrepare)
 	if err := s.extractInto(ctx, mounts, blob, diffID); err != nil {
 		if rmErr := s.Remove(ctx, tmp); rmErr != nil {
 			log.G(ctx).WithError(rmErr).Warnf("removing failed remote fill %q", tmp)
 		}
 		return err
 	}
+	failpoint.Hit(failpoint.RemoteAfterExtract)
 	// The committed snapshot carries the ref label: that is how
 	// containerd's metadata layer finds it after ErrAlreadyExists.
 	if err := s.Commit(ctx, name, tmp, snapshots.WithLabels(labels)); err != nil {

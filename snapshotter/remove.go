@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -38,6 +39,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.RemoveAfterMark)
 	name := s.deviceName(rec.DeviceID)
 	if err := s.pool.Deactivate(ctx, name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		// Still mounted somewhere: give the snapshot back untouched.
@@ -47,10 +49,12 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	if err := s.step(op, "deactivated"); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.RemoveAfterDeactivate)
 	// From here the snapshot is gone for containerd whatever the pool says;
 	// a device that cannot be deleted now stays on record as "deleting" and
 	// Cleanup retries it.
 	delErr := s.pool.Delete(ctx, rec.DeviceID)
+	failpoint.Hit(failpoint.RemoveAfterDelete)
 	if errors.Is(delErr, dmpool.ErrNotFound) {
 		delErr = nil
 	}
@@ -140,5 +144,6 @@ func (s *Snapshotter) deleteDevice(ctx context.Context, d *metadata.Device) erro
 	if err := s.pool.Delete(ctx, d.ID); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err
 	}
+	failpoint.Hit(failpoint.CleanupAfterDelete)
 	return s.store.Update(func(tx *metadata.Tx) error { return tx.DeleteDevice(d.ID) })
 }

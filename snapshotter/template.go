@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -78,12 +79,14 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Hit(failpoint.TemplateAfterReserve)
 	devName := s.deviceName(id)
 	log.G(ctx).Infof("creating %s template %s on thin device %s", fsType, name, devName)
 	if err := s.pool.CreateThin(ctx, id); err != nil {
 		s.abandonTemplate(ctx, id, op, err)
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
+	failpoint.Hit(failpoint.TemplateAfterCreateThin)
 	if err := s.step(op, "device-created"); err != nil {
 		return nil, err
 	}
@@ -92,12 +95,14 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 		err = s.format(ctx, fsType, devPath)
 	}
 	if err == nil {
+		failpoint.Hit(failpoint.TemplateAfterMkfs)
 		err = s.pool.Deactivate(ctx, devName)
 	}
 	if err != nil {
 		s.abandonTemplate(ctx, id, op, err)
 		return nil, fmt.Errorf("template %s on %s: %w", name, devName, err)
 	}
+	failpoint.Hit(failpoint.TemplateAfterDeactivate)
 	tp := &metadata.Template{Name: name, FSType: fsType, Size: size, DeviceID: id, Created: time.Now().UTC()}
 	err = s.store.Update(func(tx *metadata.Tx) error {
 		if err := tx.PutTemplate(tp); err != nil {

@@ -1,0 +1,108 @@
+package failpoint
+
+import "slices"
+
+// The failpoints. Each name is "<operation>/<where>"; the comment says what
+// a crash there leaves behind and what start-up reconciliation makes of it.
+// The crash-matrix test (test/crash) drives every one of them.
+const (
+	// Prepare (snapshotter/prepare.go).
+
+	// PrepareAfterReserve: snapshot "creating", device "creating", op
+	// journaled, no create_snap sent. Reconcile drops the snapshot and
+	// orphans the (possibly non-existent) device.
+	PrepareAfterReserve = "prepare/after-reserve"
+	// PrepareAfterCreateSnap: the thin device exists in the pool, op step
+	// not yet recorded. Reconcile orphans it.
+	PrepareAfterCreateSnap = "prepare/after-create-snap"
+	// PrepareAfterActivate: the device is active, the snapshot still
+	// "creating". Reconcile orphans it (left active until gc).
+	PrepareAfterActivate = "prepare/after-activate"
+
+	// Commit (snapshotter/commit.go).
+
+	// CommitAfterBegin: commit op journaled, device still active.
+	CommitAfterBegin = "commit/after-begin"
+	// CommitAfterDeactivate: the active snapshot's device is deactivated,
+	// the rename not done. Reconcile ends the op and re-activates it: the
+	// snapshot stays active and keeps its content.
+	CommitAfterDeactivate = "commit/after-deactivate"
+	// CommitBeforeRename: as above with the "deactivated" step recorded.
+	CommitBeforeRename = "commit/before-rename"
+
+	// Remove (snapshotter/remove.go).
+
+	// RemoveAfterMark: snapshot "removing", device untouched. Reconcile
+	// finishes the remove.
+	RemoveAfterMark = "remove/after-mark"
+	// RemoveAfterDeactivate: device inactive, still in the pool.
+	RemoveAfterDeactivate = "remove/after-deactivate"
+	// RemoveAfterDelete: device deleted from the pool, records not yet
+	// dropped. Reconcile's Cleanup finds it gone and forgets it.
+	RemoveAfterDelete = "remove/after-delete"
+	// CleanupAfterDelete: Cleanup deleted a "deleting" device from the
+	// pool but did not forget its record yet.
+	CleanupAfterDelete = "cleanup/after-delete"
+
+	// Template creation (snapshotter/template.go).
+
+	// TemplateAfterReserve: template device "creating", op journaled.
+	TemplateAfterReserve = "template/after-reserve"
+	// TemplateAfterCreateThin: empty thin device in the pool.
+	TemplateAfterCreateThin = "template/after-create-thin"
+	// TemplateAfterMkfs: formatted, still active, not recorded.
+	TemplateAfterMkfs = "template/after-mkfs"
+	// TemplateAfterDeactivate: formatted and inactive, not recorded. All
+	// four leave an orphaned device and no template; the next parentless
+	// Prepare makes a new one.
+	TemplateAfterDeactivate = "template/after-deactivate"
+
+	// Remote layer fill (snapshotter/remote.go).
+
+	// RemoteAfterPrepare: the fill snapshot "remote-fill/<ref>/<rand>" is
+	// ready and empty.
+	RemoteAfterPrepare = "remote/after-prepare"
+	// RemoteAfterExtract: the layer is extracted, not yet committed.
+	RemoteAfterExtract = "remote/after-extract"
+
+	// process-image (importer/).
+
+	// ImportAfterQueued: the run is persisted "queued", nothing else done.
+	ImportAfterQueued = "import/after-queued"
+	// ImportAfterDownloading: the run is "downloading", its snapshot key
+	// recorded, no snapshot prepared yet.
+	ImportAfterDownloading = "import/after-downloading"
+	// ImportAfterPrepare: the import snapshot is prepared (empty).
+	ImportAfterPrepare = "import/after-prepare"
+	// ImportMidExtract: on the extractor's first progress report, with
+	// part of the archive written to the mounted snapshot.
+	ImportMidExtract = "import/mid-extract"
+	// ImportAfterExtract: the archive is extracted and the snapshot
+	// unmounted, the run not yet "committing".
+	ImportAfterExtract = "import/after-extract"
+	// ImportBeforeCommit: the run is "committing", the snapshot active.
+	ImportBeforeCommit = "import/before-commit"
+	// ImportAfterCommit: the base is committed, no image registered.
+	ImportAfterCommit = "import/after-commit"
+	// ImportAfterRegister: the containerd image exists, our image
+	// record does not.
+	ImportAfterRegister = "import/after-register"
+	// ImportBeforeDone: our image record exists, the run is not "done".
+	ImportBeforeDone = "import/before-done"
+	// Every interrupted run is resumed at the next start: its snapshot is
+	// removed and it starts over.
+)
+
+// All lists every failpoint, in the order an operation reaches them.
+var All = []string{
+	PrepareAfterReserve, PrepareAfterCreateSnap, PrepareAfterActivate,
+	CommitAfterBegin, CommitAfterDeactivate, CommitBeforeRename,
+	RemoveAfterMark, RemoveAfterDeactivate, RemoveAfterDelete, CleanupAfterDelete,
+	TemplateAfterReserve, TemplateAfterCreateThin, TemplateAfterMkfs, TemplateAfterDeactivate,
+	RemoteAfterPrepare, RemoteAfterExtract,
+	ImportAfterQueued, ImportAfterDownloading, ImportAfterPrepare, ImportMidExtract,
+	ImportAfterExtract, ImportBeforeCommit, ImportAfterCommit, ImportAfterRegister, ImportBeforeDone,
+}
+
+// Known reports whether name is a failpoint.
+func Known(name string) bool { return slices.Contains(All, name) }
