@@ -33,6 +33,7 @@ func main() {
 			validateCommand,
 			processImageCommand,
 			listImagesCommand,
+			pushLayersCommand,
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

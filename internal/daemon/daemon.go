@@ -21,6 +21,7 @@ import (
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 	"github.com/superfly/flyio-image-manager/snapshotter"
@@ -80,20 +81,28 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.G(ctx).Infof("pool %s %s", pool.Name(), result)
 
-	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{
+	// The S3 client comes before the snapshotter, which fills layers
+	// through it when a layer store is configured.
+	s3, err := s3fetch.New(ctx, cfg.S3)
+	if err != nil {
+		return err
+	}
+	snCfg := snapshotter.Config{
 		BaseSize:    uint64(cfg.Snapshotter.BaseSize),
 		FSType:      cfg.Snapshotter.FSType,
 		BlockMounts: cfg.Snapshotter.MountType == "block",
-	})
+		Extract:     cfg.Extract.Options(),
+	}
+	if cfg.S3.LayerPrefix != "" {
+		snCfg.Remote = layerstore.New(s3, cfg.S3)
+		log.G(ctx).Infof("filling layers from s3://%s/%s", cfg.S3.Bucket, cfg.S3.LayerPrefix)
+	}
+	sn, err := snapshotter.New(ctx, pool, store, snCfg)
 	if err != nil {
 		return err
 	}
 	defer sn.Close()
 
-	s3, err := s3fetch.New(ctx, cfg.S3)
-	if err != nil {
-		return err
-	}
 	cd := &importer.LazyContainerd{Address: cfg.Containerd.Address, NS: cfg.Containerd.Namespace}
 	defer cd.Close()
 	// Runs are bound to runCtx, cancelled at shutdown before the database
