@@ -97,7 +97,7 @@ demo() {
 		version = 3
 		root = "$dir/containerd/root"
 		state = "$dir/containerd/state"
-		disabled_plugins = ["io.containerd.grpc.v1.cri"]
+		disabled_plugins = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]
 		[grpc]
 		  address = "$sock"
 		[ttrpc]

@@ -1,0 +1,376 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+)
+
+// namespace is the containerd namespace every test works in.
+const namespace = "test"
+
+// cmdTimeout bounds one ctr/registry command; TCG is slow, but nothing
+// here should take minutes.
+const cmdTimeout = 3 * time.Minute
+
+var poolSeq atomic.Int32
+
+// flyioBin is our binary, built on the host (make / go build -o bin/...).
+func flyioBin(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("FLYIO_BIN")
+	if p == "" {
+		p = "../../bin/flyio-image-manager"
+	}
+	p, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("flyio-image-manager binary: %v (build it: go build -o bin/flyio-image-manager ./cmd/flyio-image-manager, or set FLYIO_BIN)", err)
+	}
+	return p
+}
+
+// toolsBin holds containerd, ctr, the runc shim (test/tools.sh).
+func toolsBin(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv("FLYIO_TOOLS_BIN")
+	if d == "" {
+		d = "/var/cache/flyio-image-manager/tools/bin"
+	}
+	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if _, err := os.Stat(filepath.Join(d, b)); err != nil {
+			t.Fatalf("%v (run test/tools.sh, or set FLYIO_TOOLS_BIN)", err)
+		}
+	}
+	return d
+}
+
+// env is our daemon on a fresh loopback pool plus a private containerd
+// using it as the "flyio" proxy snapshotter.
+type env struct {
+	t        *testing.T
+	dir      string
+	bin      string
+	tools    string
+	cfgPath  string
+	cfg      config.Config
+	sock     string // containerd's
+	path     string // PATH for containerd, ctr and the shim
+	daemon   *proc
+	ctrd     *proc
+	stopOnce bool
+	opts     envOptions
+}
+
+// envOptions adjust startEnv; see the with* functions.
+type envOptions struct {
+	baseSize   string   // [snapshotter] base_size, default "256MiB"
+	daemonTOML string   // appended to the daemon's config (e.g. an [s3] table)
+	daemonEnv  []string // extra environment of the daemon (e.g. AWS credentials)
+}
+
+type envOption func(*envOptions)
+
+// withBaseSize sets the size of parentless snapshots (process-image bases).
+func withBaseSize(s string) envOption { return func(o *envOptions) { o.baseSize = s } }
+
+// withDaemonTOML appends tables to the daemon's configuration.
+func withDaemonTOML(s string) envOption { return func(o *envOptions) { o.daemonTOML += "\n" + s } }
+
+// withDaemonEnv adds KEY=VALUE pairs to the daemon's environment.
+func withDaemonEnv(kv ...string) envOption {
+	return func(o *envOptions) { o.daemonEnv = append(o.daemonEnv, kv...) }
+}
+
+// proc is a background process whose output goes to a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func startEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB"}}
+	for _, o := range opts {
+		o(&e.opts)
+	}
+	e.sock = filepath.Join(e.dir, "containerd.sock")
+	e.path = e.tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	pool := fmt.Sprintf("fim-e2e-%d-%d", os.Getpid(), poolSeq.Add(1))
+	e.cfgPath = filepath.Join(e.dir, "flyio.toml")
+	writeFile(t, e.cfgPath, fmt.Sprintf(`root_dir = %q
+address = %q
+admin_address = %q
+[pool]
+name = %q
+data_size = "6GiB"
+metadata_size = "64MiB"
+[snapshotter]
+base_size = %q
+[containerd]
+address = %q
+namespace = %q
+%s
+`, filepath.Join(e.dir, "flyio"), filepath.Join(e.dir, "snapshotter.sock"), filepath.Join(e.dir, "admin.sock"), pool,
+		e.opts.baseSize, e.sock, namespace, e.opts.daemonTOML))
+	cfg, err := config.Load(e.cfgPath, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	// Registered before the processes start so a failed start still
+	// stops whatever did start and shows its log.
+	t.Cleanup(e.stop)
+
+	e.daemon = e.start("daemon", exec.Command(e.bin, "--config", e.cfgPath, "daemon"), e.opts.daemonEnv...)
+	e.waitFor("the daemon's socket", 60*time.Second, e.daemon, func() bool {
+		_, err := os.Stat(cfg.Address)
+		return err == nil
+	})
+
+	ctrdCfg := filepath.Join(e.dir, "containerd.toml")
+	writeFile(t, ctrdCfg, fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[proxy_plugins.flyio]
+  type = "snapshot"
+  address = %q
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "linux/amd64"
+  snapshotter = "flyio"
+`, filepath.Join(e.dir, "containerd", "root"), filepath.Join(e.dir, "containerd", "state"),
+		e.sock, e.sock+".ttrpc", cfg.Address))
+	e.ctrd = e.start("containerd", exec.Command(filepath.Join(e.tools, "containerd"), "--config", ctrdCfg))
+	e.waitFor("containerd", 90*time.Second, e.ctrd, func() bool {
+		_, err := e.ctrErr("version")
+		return err == nil
+	})
+	return e
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) start(name string, cmd *exec.Cmd, extraEnv ...string) *proc {
+	e.t.Helper()
+	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.dir, name+".log"), done: make(chan error, 1)}
+	f, err := os.Create(p.log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(append(os.Environ(), "PATH="+e.path), extraEnv...)
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		e.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	return p
+}
+
+// waitFor polls ready, failing early when p exits.
+func (e *env) waitFor(what string, timeout time.Duration, p *proc, ready func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ready() {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			e.t.Fatalf("%s exited while waiting for %s: %v", p.name, what, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s not ready after %s", what, timeout)
+		}
+	}
+}
+
+// stopProc sends SIGTERM and waits, then SIGKILL.
+func (e *env) stopProc(p *proc) {
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			e.t.Errorf("%s exited with %v after SIGTERM", p.name, err)
+		}
+	case <-time.After(45 * time.Second):
+		e.t.Errorf("%s did not stop within 45s of SIGTERM; killing it", p.name)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// stopServices stops containerd, then the daemon (containerd first: it
+// may still talk to the snapshotter while shutting down).
+func (e *env) stopServices() {
+	e.stopProc(e.ctrd)
+	e.ctrd = nil
+	e.stopProc(e.daemon)
+	e.daemon = nil
+}
+
+func (e *env) stop() {
+	e.stopServices()
+	if err := harness.RemovePool(context.Background(), daemon.PoolConfig(e.cfg)); err != nil {
+		e.t.Errorf("removing pool: %v", err)
+	}
+	if e.t.Failed() {
+		for _, name := range []string{"daemon", "containerd"} {
+			b, _ := os.ReadFile(filepath.Join(e.dir, name+".log"))
+			e.t.Logf("===== %s log =====\n%s", name, tail(string(b), 300))
+		}
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = append([]string{fmt.Sprintf("... (%d lines cut)", len(l)-lines)}, l[len(l)-lines:]...)
+	}
+	return strings.Join(l, "\n")
+}
+
+// run runs a command with the env's PATH and returns combined output.
+func (e *env) run(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "PATH="+e.path)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), err
+}
+
+func (e *env) ctrErr(args ...string) (string, error) {
+	return e.run(filepath.Join(e.tools, "ctr"), append([]string{"--address", e.sock, "--namespace", namespace}, args...)...)
+}
+
+// ctr runs ctr against the private containerd and fails the test on error.
+func (e *env) ctr(args ...string) string {
+	e.t.Helper()
+	out, err := e.ctrErr(args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// status runs `flyio-image-manager status`.
+func (e *env) status() string {
+	e.t.Helper()
+	out, err := e.run(e.bin, "--config", e.cfgPath, "status")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// usedBlocks parses the data line of status.
+func usedBlocks(t *testing.T, status string) uint64 {
+	t.Helper()
+	for _, l := range strings.Split(status, "\n") {
+		var used, total uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(l), "data: %d/%d blocks used", &used, &total); err == nil {
+			return used
+		}
+	}
+	t.Fatalf("no 'data: N/M blocks used' line in status:\n%s", status)
+	return 0
+}
+
+// writeImage builds the test image archive and returns its path.
+func (e *env) writeImage(ref string) string {
+	e.t.Helper()
+	img, err := ociarchive.TestImage(ref, ociarchive.BusyboxPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	path := filepath.Join(e.dir, "image.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	if err := ociarchive.Write(f, img); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+// importImage imports the test image into the flyio snapshotter.
+func (e *env) importImage(ref string) {
+	e.t.Helper()
+	start := time.Now()
+	e.ctr("images", "import", "--snapshotter", "flyio", e.writeImage(ref))
+	e.t.Logf("imported %s in %s", ref, time.Since(start).Round(time.Millisecond))
+}
+
+// logTree logs the flyio snapshot chain.
+func (e *env) logTree() {
+	e.t.Helper()
+	e.t.Logf("ctr snapshots --snapshotter flyio tree:\n%s", e.ctr("snapshots", "--snapshotter", "flyio", "tree"))
+}
+
+// freePort returns a TCP port on 127.0.0.1 nobody listens on right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// activeThins lists the active dm devices of our pool by name (thin
+// devices are named <pool>-thin-<id>).
+func activeThins(t *testing.T, pool string) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/dev/mapper")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), pool+"-thin-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+)
+
+const registryBin = "/usr/bin/docker-registry"
+
+// TestRegistryPull pushes the test image to a local registry, removes it
+// from containerd and pulls it back: the pull path (fetch, then the
+// transfer service's unpack into flyio) rather than import.
+func TestRegistryPull(t *testing.T) {
+	dmtest.Require(t)
+	if _, err := os.Stat(registryBin); err != nil {
+		t.Fatalf("%v (apt-get install docker-registry, or run test/tools.sh)", err)
+	}
+	e := startEnv(t)
+	addr := startRegistry(t, e)
+
+	const local = "docker.io/flyio/e2e:1"
+	remote := addr + "/test/img:1"
+	e.importImage(local)
+	e.ctr("images", "tag", local, remote)
+	e.ctr("images", "push", "--plain-http", remote)
+	// --sync waits for containerd's GC, so the content and the unpacked
+	// snapshots are really gone before the pull.
+	e.ctr("images", "rm", "--sync", local, remote)
+	if out := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
+		t.Fatalf("snapshots left after removing the image:\n%s", out)
+	}
+
+	e.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	e.logTree()
+	got := e.ctr("run", "--rm", "--snapshotter", "flyio", remote, "pulled", "/bin/sh", "-c", ociarchive.CheckScript)
+	if got != ociarchive.CheckWant {
+		t.Errorf("container view of the pulled image:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
+	}
+}
+
+// startRegistry runs Debian's docker-registry on a free loopback port with
+// storage in the env's directory and returns its host:port.
+func startRegistry(t *testing.T, e *env) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := filepath.Join(e.dir, "registry.yml")
+	writeFile(t, cfg, fmt.Sprintf(`version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(e.dir, "registry"), addr))
+	p := e.start("registry", exec.Command(registryBin, "serve", cfg))
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("===== registry log =====\n%s", tail(string(b), 100))
+		}
+	})
+	e.waitFor("the registry", 60*time.Second, p, func() bool {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return addr
+}
+
+func countLines(s string) int {
+	n := 0
+	for _, l := range splitLines(s) {
+		if l != "" {
+			n++
+		}
+	}
+	return n
+}
