@@ -34,6 +34,8 @@ func main() {
 			processImageCommand,
 			listImagesCommand,
 			pushLayersCommand,
+			gcCommand,
+			deleteImageCommand,
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

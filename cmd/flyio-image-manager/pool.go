@@ -119,6 +119,11 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 		state += ", needs_check"
 	}
 	fmt.Fprintf(w, "  state:     %s\n", state)
+	work := "accepted"
+	if err := daemon.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold); err != nil {
+		work = "REFUSED (devicemapper pool is full, cannot create device); free space with 'flyio-image-manager gc' or remove images"
+	}
+	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", cfg.Pool.FullThreshold, work)
 }
 
 func pct(a, b uint64) float64 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -27,6 +28,25 @@ type Status struct {
 	Devices   map[string]int `json:"devices"`
 	Images    int            `json:"images"`
 	Runs      []metadata.Run `json:"runs_in_progress"`
+	// FullThreshold is [pool] full_threshold; Refusing is set (with the
+	// error new work gets) while usage is at or above it.
+	FullThreshold int    `json:"full_threshold"`
+	Refusing      string `json:"refusing,omitempty"`
+}
+
+// GCRequest asks for a gc run. MinAge is a Go duration ("5m"); empty
+// means gc.DefaultMinAge.
+type GCRequest struct {
+	DryRun bool   `json:"dry_run"`
+	MinAge string `json:"min_age,omitempty"`
+}
+
+// DeleteImageResult says what delete-image removed.
+type DeleteImageResult struct {
+	Image metadata.Image `json:"image"`
+	// Snapshots are the base snapshot keys removed with it (none when
+	// another imported image shares the base).
+	Snapshots []string `json:"snapshots"`
 }
 
 // Backend is what the daemon provides to the admin API.
@@ -35,6 +55,8 @@ type Backend interface {
 	Run(id string) (metadata.Run, error)
 	Runs() ([]metadata.Run, error)
 	Status(ctx context.Context) (Status, error)
+	GC(ctx context.Context, req GCRequest) (*gc.Report, error)
+	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
 }
 
 // Handler serves the admin API over b.
@@ -60,6 +82,19 @@ func Handler(b Backend) http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)
+	})
+	mux.HandleFunc("POST /v1/gc", func(w http.ResponseWriter, r *http.Request) {
+		var req GCRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeError(w, fmt.Errorf("bad request body: %v: %w", err, errdefs.ErrInvalidArgument))
+			return
+		}
+		rep, err := b.GC(r.Context(), req)
+		reply(w, rep, err)
+	})
+	mux.HandleFunc("DELETE /v1/images/{id}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.DeleteImage(r.Context(), r.PathValue("id"))
+		reply(w, res, err)
 	})
 	return mux
 }

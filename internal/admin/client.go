@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -103,4 +105,18 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
 	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	return st, err
+}
+
+// GC runs gc in the daemon (dry run or not) and returns its report.
+func (c *Client) GC(ctx context.Context, req GCRequest) (*gc.Report, error) {
+	var rep gc.Report
+	err := c.do(ctx, http.MethodPost, "/v1/gc", req, &rep)
+	return &rep, err
+}
+
+// DeleteImage asks the daemon to delete an imported image and its base.
+func (c *Client) DeleteImage(ctx context.Context, id string) (DeleteImageResult, error) {
+	var res DeleteImageResult
+	err := c.do(ctx, http.MethodDelete, "/v1/images/"+url.PathEscape(id), nil, &res)
+	return res, err
 }

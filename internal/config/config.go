@@ -80,6 +80,10 @@ type Pool struct {
 	BlockSize Size `toml:"block_size"`
 	// LowWaterMark is in data blocks; the kernel raises an event below it.
 	LowWaterMark uint64 `toml:"low_water_mark"`
+	// FullThreshold is the data or metadata usage, in percent, at which
+	// new snapshots and imports are refused ("devicemapper pool is full")
+	// instead of letting writers run the pool out of space.
+	FullThreshold int `toml:"full_threshold"`
 }
 
 // Snapshotter configures how snapshots map onto thin devices.
@@ -101,11 +105,12 @@ func Default() Config {
 		Address:      "/run/flyio-image-manager/snapshotter.sock",
 		AdminAddress: "/run/flyio-image-manager/admin.sock",
 		Pool: Pool{
-			Name:         "flyio-pool",
-			DataSize:     20 << 30,
-			MetadataSize: 1 << 30,
-			BlockSize:    128 << 10,
-			LowWaterMark: 32768,
+			Name:          "flyio-pool",
+			DataSize:      20 << 30,
+			MetadataSize:  1 << 30,
+			BlockSize:     128 << 10,
+			LowWaterMark:  32768,
+			FullThreshold: 90,
 		},
 		Snapshotter: Snapshotter{
 			BaseSize:  10 << 30,
@@ -211,6 +216,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: pool.data_size %s is smaller than one block", c.Pool.DataSize)
 	case c.Pool.MetadataDevice == "" && c.Pool.MetadataSize < 2<<20:
 		return fmt.Errorf("config: pool.metadata_size %s is below the 2MiB the kernel needs", c.Pool.MetadataSize)
+	case c.Pool.FullThreshold < 1 || c.Pool.FullThreshold > 100:
+		return fmt.Errorf("config: pool.full_threshold %d must be a percentage between 1 and 100", c.Pool.FullThreshold)
 	case c.Snapshotter.FSType != "ext4" && c.Snapshotter.FSType != "xfs":
 		return fmt.Errorf("config: snapshotter.fs_type %q: want ext4 or xfs", c.Snapshotter.FSType)
 	case c.Snapshotter.MountType != "fs" && c.Snapshotter.MountType != "block":

@@ -41,6 +41,16 @@ base_size = "1GB"
 	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "pool.block_size") {
 		t.Fatalf("bad block size: %v", err)
 	}
+	for _, bad := range []string{"0", "101", "-5"} {
+		os.WriteFile(path, []byte("[pool]\nfull_threshold = "+bad+"\n"), 0o644)
+		if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "pool.full_threshold") {
+			t.Fatalf("full_threshold = %s: %v", bad, err)
+		}
+	}
+	os.WriteFile(path, []byte("[pool]\nfull_threshold = 75\n"), 0o644)
+	if cfg, err := Load(path, true); err != nil || cfg.Pool.FullThreshold != 75 {
+		t.Fatalf("full_threshold = 75: %+v, %v", cfg.Pool, err)
+	}
 	os.WriteFile(path, []byte("[pool]\nblok_size = 1\n"), 0o644)
 	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "blok_size") {
 		t.Fatalf("unknown key must be named: %v", err)

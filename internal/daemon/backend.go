@@ -2,21 +2,40 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // backend implements the admin API over the daemon's parts.
 type backend struct {
+	cfg      config.Config
 	pool     *dmpool.Pool
 	store    *metadata.Store
 	importer *importer.Importer
+	sn       *snapshotter.Snapshotter
+	cd       *importer.LazyContainerd
+	guard    *PoolGuard
+
+	// gcMu runs one gc (or delete-image) at a time.
+	gcMu sync.Mutex
 }
 
 func (b *backend) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
+	if err := b.guard.Check(ctx, "process-image "+req.Key); err != nil {
+		return metadata.Run{}, err
+	}
 	return b.importer.Submit(ctx, req)
 }
 
@@ -25,10 +44,13 @@ func (b *backend) Run(id string) (metadata.Run, error) { return b.importer.Get(i
 func (b *backend) Runs() ([]metadata.Run, error) { return b.importer.List() }
 
 func (b *backend) Status(ctx context.Context) (admin.Status, error) {
-	st := admin.Status{Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{}}
+	st := admin.Status{Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{}, FullThreshold: b.guard.Threshold()}
 	var err error
 	if st.PoolState, err = b.pool.Status(ctx); err != nil {
 		return st, err
+	}
+	if err := FullError(b.pool.Name(), "new snapshots and imports", st.PoolState, b.guard.Threshold()); err != nil {
+		st.Refusing = err.Error()
 	}
 	err = b.store.View(func(tx *metadata.Tx) error {
 		tx.Snapshots(func(_ string, s *metadata.Snapshot, err error) error {
@@ -54,4 +76,53 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		}
 	}
 	return st, err
+}
+
+// containerd is gc's view of the configured containerd, or nil when none
+// is configured.
+func (b *backend) containerd() gc.Containerd {
+	if b.cfg.Containerd.Address == "" {
+		return nil
+	}
+	return gc.NewContainerd(b.cd.Client, b.cfg.Containerd.Snapshotter)
+}
+
+// GC plans, and unless req.DryRun applies, a gc through the running
+// snapshotter, whose metadata transactions serialise it with Prepare and
+// Remove.
+func (b *backend) GC(ctx context.Context, req admin.GCRequest) (*gc.Report, error) {
+	opts, err := GCOptions(req)
+	if err != nil {
+		return nil, err
+	}
+	b.gcMu.Lock()
+	defer b.gcMu.Unlock()
+	cd := b.containerd()
+	rep, err := gc.Plan(ctx, b.pool.Name(), PoolReader(b.pool.Name()), b.store, cd, opts)
+	if err != nil || req.DryRun {
+		return rep, err
+	}
+	gc.Apply(ctx, rep, b.sn, cd)
+	return rep, nil
+}
+
+// GCOptions turns an admin request into gc options.
+func GCOptions(req admin.GCRequest) (gc.Options, error) {
+	var opts gc.Options
+	if req.MinAge != "" {
+		d, err := time.ParseDuration(req.MinAge)
+		if err != nil {
+			return opts, fmt.Errorf("min age %q: %v: %w", req.MinAge, err, errdefs.ErrInvalidArgument)
+		}
+		if d == 0 {
+			d = -1 // explicitly none
+		}
+		opts.MinAge = d
+	}
+	return opts, nil
+}
+
+// PoolReader lists the pool's thin devices from a metadata snapshot.
+func PoolReader(pool string) gc.PoolReader {
+	return func(ctx context.Context) (*thinmeta.Metadata, error) { return thinmeta.ReadPool(ctx, pool) }
 }

@@ -97,7 +97,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)
 		log.G(ctx).Infof("filling layers from s3://%s/%s", cfg.S3.Bucket, cfg.S3.LayerPrefix)
 	}
-	sn, err := snapshotter.New(ctx, pool, store, snCfg)
+	guard := NewPoolGuard(pool, cfg.Pool.FullThreshold)
+	sn, err := snapshotter.New(ctx, guardedPool{Pool: pool, guard: guard}, store, snCfg)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: admin.Handler(&backend{pool: pool, store: store, importer: imp})}
+	adminSrv := &http.Server{Handler: admin.Handler(&backend{
+		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: cd, guard: guard,
+	})}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()

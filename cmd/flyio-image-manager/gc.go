@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/urfave/cli/v2"
+
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
+)
+
+var gcCommand = &cli.Command{
+	Name:  "gc",
+	Usage: "list (--dry-run) or remove (--force) leftover thin devices, records and snapshots",
+	Description: `gc finds: thin devices in the pool with no record, device records whose thin
+device is gone, orphaned and quarantined devices, snapshots of failed or
+abandoned process-image runs and interrupted remote layer fills, and (when
+containerd answers on [containerd] address) our snapshots containerd has no
+record of. Each is listed with the space its device maps.
+
+--force removes them, snapshots children first; a snapshot live snapshots
+depend on, a template, or a device a snapshot uses is never removed.
+When the daemon answers on admin_address it does the work itself, under
+its own locking; otherwise gc opens the metadata and the pool itself, and
+refuses if a daemon holds the metadata.`,
+	Flags: []cli.Flag{
+		&cli.BoolFlag{Name: "dry-run", Usage: "only list what would be removed"},
+		&cli.BoolFlag{Name: "force", Usage: "remove it"},
+		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+		&cli.DurationFlag{Name: "min-age", Value: gc.DefaultMinAge, Usage: "ignore snapshots changed more recently than this (containerd records a snapshot only after we create it)"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.Bool("dry-run") == c.Bool("force") {
+			return fmt.Errorf("gc: give exactly one of --dry-run (list) or --force (remove)")
+		}
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String()}
+		rep, err := admin.NewClient(cfg.AdminAddress).GC(c.Context, req)
+		if errors.Is(err, admin.ErrDaemonNotRunning) {
+			rep, err = offlineGC(c.Context, cfg, req)
+		}
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			enc := json.NewEncoder(c.App.Writer)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep); err != nil {
+				return err
+			}
+		} else if err := rep.WriteTable(c.App.Writer); err != nil {
+			return err
+		}
+		if rep.Failed > 0 {
+			return fmt.Errorf("gc: %d item(s) could not be removed", rep.Failed)
+		}
+		return nil
+	},
+}
+
+// offlineGC does the gc with no daemon running: it opens the metadata
+// (read-only for a dry run) and, to remove, the pool and a snapshotter.
+// The metadata's lock is what refuses it while a daemon runs.
+func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc.Report, error) {
+	opts, err := daemon.GCOptions(req)
+	if err != nil {
+		return nil, err
+	}
+	store, err := metadata.Open(daemon.MetadataPath(cfg), metadata.Options{ReadOnly: req.DryRun})
+	if errors.Is(err, metadata.ErrLocked) {
+		return nil, fmt.Errorf("gc: the daemon's admin socket %s does not answer, but a daemon holds the metadata; "+
+			"gc will not work beside it (is it still starting?): %w", cfg.AdminAddress, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	var cd gc.Containerd
+	if cfg.Containerd.Address != "" {
+		var cli *client.Client
+		defer func() {
+			if cli != nil {
+				cli.Close()
+			}
+		}()
+		cd = gc.NewContainerd(func(ctx context.Context) (*client.Client, error) {
+			if cli != nil {
+				return cli, nil
+			}
+			cli, err = client.New(cfg.Containerd.Address)
+			return cli, err
+		}, cfg.Containerd.Snapshotter)
+	}
+	if req.DryRun {
+		return gc.Plan(ctx, cfg.Pool.Name, daemon.PoolReader(cfg.Pool.Name), store, cd, opts)
+	}
+	pool, _, err := daemon.OpenPool(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{
+		BaseSize: uint64(cfg.Snapshotter.BaseSize),
+		FSType:   cfg.Snapshotter.FSType,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer sn.Close()
+	rep, err := gc.Plan(ctx, pool.Name(), daemon.PoolReader(pool.Name()), store, cd, opts)
+	if err != nil {
+		return nil, err
+	}
+	gc.Apply(ctx, rep, sn, cd)
+	return rep, nil
+}
+
+var deleteImageCommand = &cli.Command{
+	Name:  "delete-image",
+	Usage: "remove an imported image (process-image) and its base device; refused while snapshots depend on it",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "image-id", Required: true, Usage: "the image `ID` process-image recorded"},
+	},
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		res, err := admin.NewClient(cfg.AdminAddress).DeleteImage(c.Context, c.String("image-id"))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "deleted image %s (%s); base %s", res.Image.ID, res.Image.Ref, res.Image.ChainID)
+		if len(res.Snapshots) == 0 {
+			fmt.Fprintln(c.App.Writer, " kept: another imported image uses it")
+		} else {
+			fmt.Fprintf(c.App.Writer, " removed (%v)\n", res.Snapshots)
+		}
+		return nil
+	},
+}
