@@ -83,6 +83,10 @@ type Options struct {
 	// Progress, when set, is called as the stream is consumed (at most
 	// every few MiB and once at the end) from the extracting goroutine.
 	Progress func(Progress)
+	// IgnoreChownErrors turns chown failures (EPERM, EINVAL) into a single
+	// warning even when running as root, for root in a user namespace
+	// without a full ID map. Callers that are not root get this anyway.
+	IgnoreChownErrors bool
 	// Warn, when set, receives one line per thing that was skipped or
 	// could not be kept (a device, a trusted.* xattr, an ownership change
 	// refused to a non-root caller).

@@ -110,10 +110,10 @@ func (s *diskSink) chown(e *entry, do func(uid, gid int) error) error {
 	if err == nil {
 		return nil
 	}
-	if s.euid != 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
+	if (s.euid != 0 || s.opts.IgnoreChownErrors) && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
 		if !s.warnedChown {
 			s.warnedChown = true
-			s.opts.warn("not running as root: keeping the caller's ownership (first: %s wants %d:%d)", e.name, e.hdr.Uid, e.hdr.Gid)
+			s.opts.warn("cannot change ownership, keeping the caller's (first: %s wants %d:%d: %v)", e.name, e.hdr.Uid, e.hdr.Gid, err)
 		}
 		return nil
 	}
