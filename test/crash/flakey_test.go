@@ -1,0 +1,139 @@
+package crash
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/internal/loopdev"
+)
+
+// TestDataDeviceWriteFault puts the pool's data device behind dm-flakey
+// and makes every write to it fail while process-image fills a base. The
+// run must fail with an error, commit no base and register no image; once
+// the device is healthy again the pool, the base imported before and a
+// new import of the same tarball must all work.
+func TestDataDeviceWriteFault(t *testing.T) {
+	dmtest.Require(t)
+	dir := t.TempDir()
+	name := fmt.Sprintf("fim-flakey-%d", os.Getpid())
+	data := attachLoop(t, filepath.Join(dir, "data"), 3<<30)
+	meta := attachLoop(t, filepath.Join(dir, "metadata"), 64<<20)
+	sectors := uint64(3<<30) / 512
+	linear := []dmpool.Target{{Start: 0, Length: sectors, Type: "linear", Params: fmt.Sprintf("%d:%d 0", data.Major, data.Minor)}}
+	failWrites := []dmpool.Target{{Start: 0, Length: sectors, Type: "flakey",
+		Params: fmt.Sprintf("%d:%d 0 0 3600 1 error_writes", data.Major, data.Minor)}}
+	if _, err := dmpool.CreateDevice(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dmpool.RemoveDevice(name, false); err != nil {
+			t.Errorf("removing %s: %v", name, err)
+		}
+	})
+	swap := func(what string, table []dmpool.Target) {
+		t.Helper()
+		if err := dmpool.LoadTable(name, table); err != nil {
+			t.Fatal(err)
+		}
+		if err := dmpool.Suspend(name); err != nil {
+			t.Fatal(err)
+		}
+		if err := dmpool.Resume(name); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("data device %s: %s", name, what)
+	}
+	swap("linear", linear)
+
+	// Registered after the device's cleanup, so it runs first: the pool
+	// goes before the device under it.
+	e := newEnv(t, fmt.Sprintf("name = %q\ndata_device = %q\nmetadata_device = %q\n",
+		fmt.Sprintf("fim-crash-flakey-%d", os.Getpid()), dmpool.DevicePath(name), meta.Path))
+	good := makeImage(t, "images/good.tar", "imported before the fault", 11)
+	faulted := makeImage(t, "images/faulted.tar", "imported during and after the fault", 12)
+	e.put(good)
+	e.put(faulted)
+	e.startDaemon("")
+	e.waitDaemon()
+	e.startContainerd()
+	if _, err := e.processImage(good); err != nil {
+		t.Fatal(err)
+	}
+	e.checkImage(good, "good-before")
+	committed := e.committed()
+
+	swap("flakey, every write fails", failWrites)
+	out, err := e.processImage(faulted)
+	swap("linear again", linear)
+	if err == nil {
+		t.Fatalf("process-image succeeded while every write to the pool's data device failed:\n%s", out)
+	}
+	t.Logf("process-image during the fault: %v", err)
+	if images := e.ctr("images", "ls", "-q"); strings.Contains(images, faulted.ref()) {
+		t.Errorf("image %s registered by a failed import:\n%s", faulted.ref(), images)
+	}
+	if now := e.committed(); strings.Join(now, ",") != strings.Join(committed, ",") {
+		t.Errorf("committed snapshots after the failed import: %v, before: %v", now, committed)
+	}
+
+	// The fault is lifted: everything works again.
+	e.checkImage(good, "good-after")
+	if _, err := e.processImage(faulted); err != nil {
+		t.Fatalf("process-image after the fault was lifted: %v", err)
+	}
+	e.checkImage(faulted, "faulted-after")
+	st, err := e.fim("status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status after the fault:\n%s", st)
+	e.stopDaemon()
+	e.checkMeta(0)
+}
+
+// committed lists the committed snapshots the daemon has.
+func (e *env) committed() []string {
+	e.t.Helper()
+	var out []string
+	err := e.sn().Walk(context.Background(), func(_ context.Context, info snapshots.Info) error {
+		out = append(out, info.Name)
+		return nil
+	}, "kind==committed")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// attachLoop makes a sparse file of size and attaches it to a loop
+// device, detached at cleanup.
+func attachLoop(t *testing.T, path string, size int64) *loopdev.Device {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l, err := loopdev.Attach(path, loopdev.Params{Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		l.Close()
+		if err := loopdev.Detach(l.Path); err != nil {
+			t.Error(err)
+		}
+	})
+	return l
+}
