@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
+)
+
+// s3env is an env whose daemon reads images from a real versitygw through
+// a recording proxy, so tests can count the GETs process-image makes.
+type s3env struct {
+	*env
+	gw    *s3test.Server
+	proxy *s3test.Proxy
+	up    *s3fetch.Client // uploads, straight to the gateway
+}
+
+// startS3Env starts versitygw (from test/tools.sh's directory), a proxy in
+// front of it, and an env whose daemon's [s3] points at the proxy.
+func startS3Env(t *testing.T, opts ...envOption) *s3env {
+	t.Helper()
+	t.Setenv("PATH", toolsBin(t)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	gw := s3test.Start(t)
+	proxy := s3test.NewProxy(t, gw.Endpoint)
+	opts = append([]envOption{
+		withDaemonTOML(fmt.Sprintf("[s3]\nbucket = %q\nregion = %q\nendpoint = %q\npath_style = true\n", gw.Bucket, gw.Region, proxy.URL)),
+		withDaemonEnv(gw.Env()...),
+	}, opts...)
+	e := startEnv(t, opts...)
+	upCfg := gw.Config()
+	upCfg.PartSize = 16 << 20
+	return &s3env{env: e, gw: gw, proxy: proxy, up: gw.Client(t, upCfg)}
+}
+
+// put uploads data under key.
+func (s *s3env) put(key string, data []byte) {
+	s.t.Helper()
+	s.gw.PutObject(s.t, key, data)
+}
+
+// putBusybox uploads the busybox rootfs tarball whose /etc/hello is hello.
+func (s *s3env) putBusybox(key, hello string) {
+	s.t.Helper()
+	var b bytes.Buffer
+	if err := tarballgen.Busybox(&b, "/bin/busybox", hello); err != nil {
+		s.t.Fatal(err)
+	}
+	s.put(key, b.Bytes())
+}
+
+// putGenerated streams a generated tarball into a multipart upload: it is
+// never held in memory or on disk.
+func (s *s3env) putGenerated(key string, spec tarballgen.Spec) tarballgen.Summary {
+	s.t.Helper()
+	start := time.Now()
+	r, sum := tarballgen.Reader(spec)
+	defer r.Close()
+	cr := &countingReader{r: r}
+	if _, err := s.up.Put(context.Background(), key, cr, -1); err != nil {
+		s.t.Fatalf("uploading %s: %v", key, err)
+	}
+	s.t.Logf("uploaded %s: %d bytes (%s), %d files, %d bytes of content, in %s",
+		key, cr.n, spec.Compression, sum.Files, sum.Bytes, time.Since(start).Round(time.Millisecond))
+	return *sum
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// gets is how many GETs of key reached the gateway.
+func (s *s3env) gets(key string) int { return len(s.proxy.GetsOf(s.gw.Bucket, key)) }
+
+// processImage runs the process-image command and returns its output.
+func (s *s3env) processImage(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.bin, append([]string{"--config", s.cfgPath, "process-image"}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+s.path)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("process-image %s: %w\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), err
+}
+
+var runLine = regexp.MustCompile(`(?m)^run (\S+): s3://`)
+
+// runID is the run id process-image printed first.
+func runID(t *testing.T, out string) string {
+	t.Helper()
+	m := runLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no 'run ID: s3://...' line in process-image output:\n%s", out)
+	}
+	return m[1]
+}
+
+func (s *s3env) admin() *admin.Client { return admin.NewClient(s.cfg.AdminAddress) }
+
+// waitRun polls run id until it finishes, logging state changes.
+func (s *s3env) waitRun(id string, timeout time.Duration) metadata.Run {
+	s.t.Helper()
+	return s.pollRun(id, timeout, func(r metadata.Run) bool { return r.State.Finished() })
+}
+
+// pollRun polls run id until until(run) holds.
+func (s *s3env) pollRun(id string, timeout time.Duration, until func(metadata.Run) bool) metadata.Run {
+	s.t.Helper()
+	start := time.Now()
+	var last metadata.RunState
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		r, err := s.admin().Run(ctx, id)
+		cancel()
+		if err != nil {
+			s.t.Fatalf("run %s: %v", id, err)
+		}
+		if r.State != last {
+			s.t.Logf("run %s: %s after %s (%d/%d bytes read, %d entries)", id, r.State, time.Since(start).Round(time.Millisecond), r.CompressedBytes, r.Size, r.Entries)
+			last = r.State
+		}
+		if until(r) {
+			return r
+		}
+		if time.Since(start) > timeout {
+			s.t.Fatalf("run %s still %s after %s", id, r.State, timeout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// importSnapshots lists flyio snapshots containerd knows whose key names an
+// import run (flyio-import-*): active ones left behind by a failed run.
+func (s *s3env) importSnapshots() []string {
+	s.t.Helper()
+	var out []string
+	for _, l := range strings.Split(s.ctr("snapshots", "--snapshotter", "flyio", "ls"), "\n") {
+		if strings.Contains(l, "flyio-import-") {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	return out
+}
+
+// restartDaemon kills the daemon with SIGKILL (no cleanup at all) and
+// starts it again on the same configuration, keeping the old log.
+func (s *s3env) killAndRestartDaemon() {
+	s.t.Helper()
+	p := s.daemon
+	if err := p.cmd.Process.Kill(); err != nil {
+		s.t.Fatal(err)
+	}
+	err := <-p.done
+	s.t.Logf("daemon killed: %v", err)
+	old, _ := os.ReadFile(p.log)
+	writeFile(s.t, filepath.Join(s.dir, "daemon-killed.log"), string(old))
+	s.daemon = s.start("daemon", exec.Command(s.bin, "--config", s.cfgPath, "daemon"), s.opts.daemonEnv...)
+	s.waitFor("the restarted daemon's admin API", 90*time.Second, s.daemon, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := s.admin().Status(ctx)
+		return err == nil
+	})
+}
