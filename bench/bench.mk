@@ -8,7 +8,13 @@
 # dm-thin) and prints a table of medians. See docs/benchmarks.md.
 
 BENCH_ARGS ?=
+# S3 fill benchmark (bench/s3bench), e.g. S3BENCH_ARGS="-size 536870912 -n 5".
+S3BENCH_ARGS ?=
 
-.PHONY: bench
+.PHONY: bench bench-s3
 bench:
 	bench/run.sh $(BENCH_ARGS)
+	bench/s3bench/run.sh $(S3BENCH_ARGS)
+
+bench-s3:
+	bench/s3bench/run.sh $(S3BENCH_ARGS)
