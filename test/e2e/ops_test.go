@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
+)
+
+// stopDaemon stops only our daemon; containerd keeps running and
+// reconnects to the proxy snapshotter when it is back.
+func (e *env) stopDaemon() {
+	e.t.Helper()
+	e.stopProc(e.daemon)
+	e.daemon = nil
+}
+
+// startDaemon starts the daemon on the env's configuration and waits for
+// its admin API.
+func (e *env) startDaemon() {
+	e.t.Helper()
+	e.daemon = e.start("daemon", exec.Command(e.bin, "--config", e.cfgPath, "daemon"), e.opts.daemonEnv...)
+	e.waitFor("the daemon's admin API", 90*time.Second, e.daemon, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := admin.NewClient(e.cfg.AdminAddress).Status(ctx)
+		return err == nil
+	})
+}
+
+// flyio runs our command with the env's configuration.
+func (e *env) flyio(args ...string) (string, error) {
+	return e.run(e.bin, append([]string{"--config", e.cfgPath}, args...)...)
+}
+
+// gcReport runs gc with --json and decodes the report.
+func (e *env) gcReport(args ...string) *gc.Report {
+	e.t.Helper()
+	out, err := e.flyio(append([]string{"gc", "--json", "--min-age", "0s"}, args...)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var rep gc.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		e.t.Fatalf("gc --json output: %v\n%s", err, out)
+	}
+	return &rep
+}
+
+// fillDevice activates thin id under name, writes n bytes and syncs.
+func fillDevice(t *testing.T, pool *dmpool.Pool, name string, id uint32, n int) {
+	t.Helper()
+	ctx := context.Background()
+	path, err := pool.Activate(ctx, name, id, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(bytes.Repeat([]byte{0xab}, n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestGCPlantedLeftovers plants one leftover of each kind next to a live
+// container, checks that gc --dry-run lists exactly those with their
+// space, that gc --force removes them, and that the container still runs.
+func TestGCPlantedLeftovers(t *testing.T) {
+	dmtest.Require(t)
+	e := startEnv(t)
+	const ref = "docker.io/flyio/e2e:1"
+	e.importImage(ref)
+	e.ctr("run", "--snapshotter", "flyio", ref, "live1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
+	if out, _ := e.flyio("gc", "--dry-run", "--min-age", "0s"); !strings.Contains(out, "nothing to clean") {
+		t.Fatalf("gc on a clean pool:\n%s", out)
+	}
+
+	// Plant with the daemon stopped: our own process holds the metadata.
+	e.stopDaemon()
+	ctx := context.Background()
+	store, err := metadata.Open(daemon.MetadataPath(e.cfg), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, _, err := daemon.OpenPool(ctx, e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: uint64(e.cfg.Snapshotter.BaseSize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot containerd never recorded, in its key format.
+	const forgotten, ghost = "test/999999/forgotten", "test/999998/ghost"
+	if _, err := sn.Prepare(ctx, forgotten, ""); err != nil {
+		t.Fatal(err)
+	}
+	var orphan, ghostID, unknown uint32
+	if err := store.Update(func(tx *metadata.Tx) (err error) {
+		if orphan, err = tx.AllocateDeviceID(); err != nil {
+			return err
+		}
+		if ghostID, err = tx.AllocateDeviceID(); err != nil {
+			return err
+		}
+		unknown, err = tx.AllocateDeviceID()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint32{orphan, unknown} {
+		if err := pool.CreateThin(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orphanName := fmt.Sprintf("%s-thin-%d", pool.Name(), orphan)
+	fillDevice(t, pool, orphanName, orphan, 8<<20)
+	if err := pool.Deactivate(ctx, orphanName); err != nil {
+		t.Fatal(err)
+	}
+	// The unknown device stays active under a name of its own.
+	fillDevice(t, pool, "planted-unknown", unknown, 4<<20)
+	now := time.Now().UTC()
+	if err := store.Update(func(tx *metadata.Tx) error {
+		if err := tx.PutDevice(&metadata.Device{ID: orphan, Name: orphanName, Size: 64 << 20, State: metadata.DeviceOrphaned,
+			Role: metadata.RoleSnapshot, Owner: "planted", Error: "planted by TestGCPlantedLeftovers"}); err != nil {
+			return err
+		}
+		if err := tx.PutDevice(&metadata.Device{ID: ghostID, Name: fmt.Sprintf("%s-thin-%d", pool.Name(), ghostID), Size: 64 << 20,
+			State: metadata.DeviceReady, Role: metadata.RoleSnapshot, Owner: ghost}); err != nil {
+			return err
+		}
+		return tx.CreateSnapshot(&metadata.Snapshot{Key: ghost, Kind: snapshots.KindCommitted, State: metadata.SnapshotReady,
+			DeviceID: ghostID, Size: 64 << 20, FSType: "ext4", Created: now, Updated: now})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sn.Close()
+	store.Close()
+	e.startDaemon()
+	// A process-image snapshot whose run left no record (abandoned).
+	const importKey = "flyio-import-20250101-000000-0123456789ab"
+	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", importKey)
+
+	table, err := e.flyio("gc", "--dry-run", "--min-age", "0s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gc --dry-run:\n%s", table)
+	rep := e.gcReport("--dry-run")
+	byKind := map[gc.Kind][]gc.Item{}
+	for _, it := range rep.Items {
+		byKind[it.Kind] = append(byKind[it.Kind], it)
+	}
+	check := func(k gc.Kind, ok func(gc.Item) bool) {
+		t.Helper()
+		if len(byKind[k]) != 1 || !ok(byKind[k][0]) {
+			t.Errorf("%s: got %+v", k, byKind[k])
+		}
+	}
+	check(gc.KindOrphaned, func(it gc.Item) bool { return it.DeviceID == orphan && it.InPool && it.Bytes >= 8<<20 })
+	check(gc.KindUnknownDevice, func(it gc.Item) bool { return it.DeviceID == unknown && it.InPool && it.Bytes >= 4<<20 })
+	check(gc.KindMissingDevice, func(it gc.Item) bool { return it.Snapshot == ghost && !it.InPool })
+	check(gc.KindFailedImport, func(it gc.Item) bool {
+		return strings.HasSuffix(it.Snapshot, "/"+importKey) && it.Name == importKey && it.Namespace == namespace
+	})
+	check(gc.KindUnreferenced, func(it gc.Item) bool { return it.Snapshot == forgotten && it.InPool && it.Bytes > 0 })
+	if len(rep.Items) != 5 {
+		t.Errorf("gc --dry-run listed %d items, want exactly the 5 planted", len(rep.Items))
+	}
+	if !strings.HasPrefix(rep.Containerd, "checked") {
+		t.Errorf("containerd was not asked: %s", rep.Containerd)
+	}
+
+	out, err := e.flyio("gc", "--force", "--min-age", "0s")
+	t.Logf("gc --force:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.gcReport("--dry-run"); len(rep.Items) != 0 {
+		t.Errorf("after gc --force, still listed: %+v", rep.Items)
+	}
+	md, err := thinmeta.ReadPool(ctx, e.cfg.Pool.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range md.Devices {
+		if d.ID == orphan || d.ID == unknown {
+			t.Errorf("thin id %d still in the pool", d.ID)
+		}
+	}
+	if info, err := dmpool.GetDeviceInfo("planted-unknown"); err != nil || info.Exists {
+		t.Errorf("planted-unknown still exists (%v)", err)
+	}
+	if ls := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); strings.Contains(ls, importKey) {
+		t.Errorf("containerd still lists %s:\n%s", importKey, ls)
+	}
+
+	// The live container's snapshot survived with its data.
+	e.ctr("tasks", "rm", "live1")
+	if out := e.ctr("tasks", "start", "live1"); !strings.Contains(out, "kept") {
+		t.Errorf("live1 after gc printed %q, want its file", out)
+	}
+	if out := e.ctr("run", "--rm", "--snapshotter", "flyio", ref, "live2", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
+		t.Errorf("new container after gc printed %q", out)
+	}
+
+	// Offline: with the daemon stopped gc reads metadata and pool itself.
+	e.stopDaemon()
+	out, err = e.flyio("gc", "--dry-run", "--min-age", "0s")
+	t.Logf("offline gc --dry-run:\n%s", out)
+	if err != nil || !strings.Contains(out, "nothing to clean") {
+		t.Errorf("offline gc --dry-run: %v\n%s", err, out)
+	}
+	e.startDaemon()
+}
+
+// TestPoolFullThreshold fills the pool past [pool] full_threshold and
+// checks that Prepare and process-image are refused with the pool-full
+// message, that status says so, and that work resumes once space is freed.
+func TestPoolFullThreshold(t *testing.T) {
+	dmtest.Require(t)
+	e := startEnv(t)
+	const ref = "docker.io/flyio/e2e:1"
+	e.importImage(ref)
+	// 2% of the env's 6GiB pool is about 122MiB.
+	e.stopDaemon()
+	cfgText, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.cfgPath, strings.Replace(string(cfgText), "[pool]\n", "[pool]\nfull_threshold = 2\n", 1))
+	e.startDaemon()
+	t.Logf("status before filling:\n%s", e.status())
+
+	e.ctr("run", "--snapshotter", "flyio", ref, "big", "/bin/sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=160 && sync")
+	time.Sleep(1500 * time.Millisecond) // the guard caches the pool status for a second
+	st := e.status()
+	t.Logf("status after filling:\n%s", st)
+	if !strings.Contains(st, "REFUSED") {
+		t.Errorf("status does not say new work is refused")
+	}
+	const msg = "devicemapper pool is full, cannot create device"
+	out, err := e.ctrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/true")
+	t.Logf("ctr run on a full pool: %v", err)
+	if err == nil || !strings.Contains(out, msg) {
+		t.Errorf("ctr run on a full pool: err %v, output %q; want %q", err, out, msg)
+	}
+	_, err = admin.NewClient(e.cfg.AdminAddress).ProcessImage(context.Background(), importer.Request{Key: "images/any.tar"})
+	if err == nil || !strings.Contains(err.Error(), msg) {
+		t.Errorf("process-image on a full pool: %v; want %q", err, msg)
+	}
+
+	e.ctr("tasks", "rm", "big")
+	e.ctr("containers", "rm", "big")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err = e.ctrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/echo", "resumed")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil || !strings.Contains(out, "resumed") {
+		t.Fatalf("after freeing space: %v %q", err, out)
+	}
+	t.Logf("status after freeing:\n%s", e.status())
+}
+
+// TestDeleteImage imports an image with process-image, checks that
+// delete-image refuses while a container's snapshot depends on its base
+// (naming it), and that it removes image and base once it is gone.
+func TestDeleteImage(t *testing.T) {
+	dmtest.Require(t)
+	s := startS3Env(t)
+	const key = "images/busybox.tar"
+	s.putBusybox(key, "hello\n")
+	if _, err := s.processImage(cmdTimeout, "--s3-key", key); err != nil {
+		t.Fatal(err)
+	}
+	const ref = "images.flyio.local/busybox:latest"
+	s.ctr("run", "--snapshotter", "flyio", ref, "dep1", "/bin/true")
+
+	out, err := s.flyio("delete-image", "--image-id", "busybox")
+	t.Logf("delete-image with a dependent container: %v", err)
+	if err == nil || !strings.Contains(out, "FOREIGN KEY constraint failed") || !strings.Contains(out, "/dep1") {
+		t.Fatalf("delete-image with a dependent: err %v, output %q", err, out)
+	}
+	if imgs := s.ctr("images", "ls", "-q"); !strings.Contains(imgs, ref) {
+		t.Fatalf("refused delete-image removed the image anyway")
+	}
+
+	s.ctr("tasks", "rm", "dep1")
+	s.ctr("containers", "rm", "dep1")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err = s.flyio("delete-image", "--image-id", "busybox")
+		if err == nil || time.Now().After(deadline) || !strings.Contains(out, "FOREIGN KEY") {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Logf("delete-image: %s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imgs := s.ctr("images", "ls", "-q"); strings.Contains(imgs, ref) {
+		t.Errorf("image %s still in containerd", ref)
+	}
+	if ls := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(ls) != 1 {
+		t.Errorf("snapshots left:\n%s", ls)
+	}
+	if rep := s.gcReport("--dry-run"); len(rep.Items) != 0 {
+		t.Errorf("gc finds leftovers after delete-image: %+v", rep.Items)
+	}
+	st, err := admin.NewClient(s.cfg.AdminAddress).Status(context.Background())
+	if err != nil || st.Images != 0 {
+		t.Errorf("status after delete-image: %d images (%v)", st.Images, err)
+	}
+	// Importing it again is a new run, not the finished one.
+	if out, err := s.processImage(cmdTimeout, "--s3-key", key); err != nil || !strings.Contains(out, "done: image") {
+		t.Errorf("process-image after delete-image: %v\n%s", err, out)
+	}
+}
