@@ -1,0 +1,92 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+func TestCollectDeviceDeletesOrphansOnly(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "live", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.fail["activate"] = errors.New("injected activation failure")
+	if _, err := s.Prepare(ctx, "x", ""); err == nil {
+		t.Fatal("prepare succeeded through a failed activation")
+	}
+	var orphan, live uint32
+	store.View(func(tx *metadata.Tx) error {
+		rec, _ := tx.Snapshot("live")
+		live = rec.DeviceID
+		return tx.Devices(func(id uint32, d *metadata.Device, _ error) error {
+			if d.State == metadata.DeviceOrphaned {
+				orphan = id
+			}
+			return nil
+		})
+	})
+	if orphan == 0 {
+		t.Fatal("no orphan")
+	}
+	// A device a snapshot uses is refused, whatever state is claimed.
+	if err := s.CollectDevice(ctx, live, metadata.DeviceReady); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("collecting a live snapshot's device: %v", err)
+	}
+	if err := s.CollectDevice(ctx, orphan, metadata.DeviceQuarantined); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("collecting an orphan as quarantined: %v", err)
+	}
+	if err := s.CollectDevice(ctx, orphan, metadata.DeviceOrphaned); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pool.thins[orphan]; ok {
+		t.Error("orphan still in the pool")
+	}
+	store.View(func(tx *metadata.Tx) error {
+		if _, err := tx.Device(orphan); !errdefs.IsNotFound(err) {
+			t.Errorf("orphan record: %v", err)
+		}
+		return nil
+	})
+	// Unknown ids: refused while a record exists, deleted otherwise.
+	if err := s.CollectUnknownDevice(ctx, live); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("collecting a recorded id as unknown: %v", err)
+	}
+	pool.thins[9999] = 0
+	if err := s.CollectUnknownDevice(ctx, 9999); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pool.thins[9999]; ok {
+		t.Error("unknown id still in the pool")
+	}
+	if _, err := s.Stat(ctx, "live"); err != nil {
+		t.Errorf("live snapshot after gc: %v", err)
+	}
+}
+
+func TestForgetTemplateChecksTheDevice(t *testing.T) {
+	ctx := context.Background()
+	s, _, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	var tp *metadata.Template
+	store.View(func(tx *metadata.Tx) error {
+		return tx.Templates(func(x *metadata.Template) error { tp = x; return nil })
+	})
+	if err := s.ForgetTemplate(ctx, tp.Name, tp.DeviceID+1); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("forgetting with the wrong device: %v", err)
+	}
+	if err := s.ForgetTemplate(ctx, tp.Name, tp.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	// The next parentless Prepare makes a new template.
+	if _, err := s.Prepare(ctx, "b", ""); err != nil {
+		t.Fatal(err)
+	}
+}
