@@ -71,6 +71,7 @@ func TestCrashMatrix(t *testing.T) {
 		}
 		e.startDaemon("")
 		e.waitDaemon()
+		e.waitContainerdReconnects()
 		c.check(t, n)
 		if e.ctrd != nil {
 			e.checkImage(base, fmt.Sprintf("base-after-%d", n))
@@ -218,6 +219,7 @@ func TestCrashMatrix(t *testing.T) {
 	// snapshots are exactly containerd's: no leftover of a crashed run.
 	e.startDaemon("")
 	e.waitDaemon()
+	e.waitContainerdReconnects()
 	for i, im := range imported {
 		e.checkImage(im, fmt.Sprintf("final-%d", i))
 	}
@@ -371,4 +373,25 @@ func readVia(t *testing.T, mounts []mount.Mount, name string) string {
 		t.Error(err)
 	}
 	return string(b)
+}
+
+// waitContainerdReconnects waits until containerd reaches the restarted
+// daemon again. containerd's proxy connection backs off (up to 3s) while
+// the daemon is down, and fails calls fast until it reconnects.
+func (e *env) waitContainerdReconnects() {
+	e.t.Helper()
+	if e.ctrd == nil {
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := e.ctrErr("snapshots", "--snapshotter", "flyio", "ls")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("containerd does not reach the restarted daemon: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
