@@ -84,6 +84,26 @@ func TestDataDeviceWriteFault(t *testing.T) {
 		t.Errorf("committed snapshots after the failed import: %v, before: %v", now, committed)
 	}
 
+	// dm-thin answers a failed data write by switching the pool to
+	// read-only with needs_check set in its metadata: lifting the fault
+	// does not bring it back; thin_check --clear-needs-check-flag on the
+	// deactivated pool does (an operator step, not done by the daemon).
+	ts, err := dmpool.TargetStatus(e.cfg.Pool.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pool status after the fault: %v", ts)
+	if len(ts) == 1 && strings.Contains(ts[0].Params, " ro ") {
+		if !strings.Contains(ts[0].Params, "needs_check") {
+			t.Errorf("pool is read-only without needs_check: %s", ts[0].Params)
+		}
+		if _, err := e.sn().Prepare(context.Background(), "after-fault", ""); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Errorf("Prepare on the read-only pool: %v, want an error saying the pool is read-only", err)
+		}
+		t.Logf("the kernel left the pool read-only (needs_check): new snapshots need thin_check before the pool is usable again")
+		e.stopDaemon()
+		return
+	}
 	// The fault is lifted: everything works again.
 	e.checkImage(good, "good-after")
 	if _, err := e.processImage(faulted); err != nil {
