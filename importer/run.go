@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -131,22 +130,15 @@ func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key stri
 		return extract.Result{}, fmt.Errorf("preparing a snapshot for %s: %w", r.Key, err)
 	}
 	failpoint.Hit(failpoint.ImportAfterPrepare)
-	for i := range mounts {
-		mounts[i].Options = append(mounts[i].Options, "nosuid", "nodev")
-	}
-	dir, err := os.MkdirTemp("", "flyio-import-")
+	var res extract.Result
+	err = fillmount.With(mounts, func(dir string) (err error) {
+		res, err = im.stream(ctx, dir, rs)
+		return err
+	})
 	if err != nil {
-		return extract.Result{}, err
+		return res, fmt.Errorf("filling snapshot %s: %w", key, err)
 	}
-	defer os.Remove(dir)
-	if err := mount.All(mounts, dir); err != nil {
-		return extract.Result{}, fmt.Errorf("mounting snapshot %s: %w", key, err)
-	}
-	res, err := im.stream(ctx, dir, rs)
-	if uerr := mount.UnmountAll(dir, 0); uerr != nil && err == nil {
-		err = fmt.Errorf("unmounting snapshot %s: %w", key, uerr)
-	}
-	return res, err
+	return res, nil
 }
 
 func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extract.Result, error) {

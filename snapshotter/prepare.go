@@ -189,7 +189,8 @@ func (s *Snapshotter) finishCreate(rec *metadata.Snapshot, op *metadata.Op) erro
 func (s *Snapshotter) abandon(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op, cause error, created bool) {
 	// A create_snap refused for want of space or a missing origin made
 	// nothing: the id can simply be forgotten.
-	clean := !created && (errors.Is(cause, dmpool.ErrPoolFull) || errors.Is(cause, dmpool.ErrNotFound) || errors.Is(cause, dmpool.ErrPoolMissing))
+	clean := !created && (errors.Is(cause, dmpool.ErrPoolFull) || errors.Is(cause, dmpool.ErrPoolReadOnly) ||
+		errors.Is(cause, dmpool.ErrPoolFailed) || errors.Is(cause, dmpool.ErrNotFound) || errors.Is(cause, dmpool.ErrPoolMissing))
 	name := s.deviceName(rec.DeviceID)
 	err := s.store.Update(func(tx *metadata.Tx) error {
 		if err := tx.DeleteSnapshot(rec.Key); err != nil && !errdefs.IsNotFound(err) {

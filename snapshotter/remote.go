@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 )
 
 // RemoteLayers is a store of image layers outside the host (the S3 layer
@@ -89,31 +89,20 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 
 var errNotRemote = errors.New("layer not in the remote store")
 
-// extractInto mounts a fresh snapshot nosuid,nodev and applies the layer.
+// extractInto applies the layer to a fresh snapshot, mounted nosuid,nodev
+// and flushed before it can be committed.
 func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blob io.Reader, diffID string) error {
 	if s.cfg.BlockMounts {
 		return fmt.Errorf("remote fill needs filesystem mounts (snapshotter.mount_type = \"fs\")")
-	}
-	for i := range mounts {
-		mounts[i].Options = append(mounts[i].Options, "nosuid", "nodev")
-	}
-	dir, err := os.MkdirTemp("", "flyio-fill-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(dir)
-	if err := mount.All(mounts, dir); err != nil {
-		return err
 	}
 	opts := s.cfg.Extract
 	opts.Mode = extract.Layer
 	opts.ExpectedDiffID = diffID
 	opts.Warn = func(w string) { log.G(ctx).Warn(w) }
-	_, err = extract.Extract(ctx, blob, dir, opts)
-	if uerr := mount.UnmountAll(dir, 0); uerr != nil && err == nil {
-		err = uerr
-	}
-	return err
+	return fillmount.With(mounts, func(dir string) error {
+		_, err := extract.Extract(ctx, blob, dir, opts)
+		return err
+	})
 }
 
 func randomSuffix() string {
