@@ -68,7 +68,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		json.NewDecoder(resp.Body).Decode(&e)
 		for _, k := range kinds {
 			if k.name == e.Kind {
-				return fmt.Errorf("%s: %w", e.Error, k.err)
+				// The daemon's message already ends with the kind's text.
+				return &remoteError{msg: e.Error, kind: k.err}
 			}
 		}
 		return errors.New(e.Error)
@@ -120,3 +121,13 @@ func (c *Client) DeleteImage(ctx context.Context, id string) (DeleteImageResult,
 	err := c.do(ctx, http.MethodDelete, "/v1/images/"+url.PathEscape(id), nil, &res)
 	return res, err
 }
+
+// remoteError is a daemon error: its message as the daemon wrote it, and
+// the errdefs kind it had there.
+type remoteError struct {
+	msg  string
+	kind error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.kind }

@@ -16,12 +16,14 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
+	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 )
 
 // stopDaemon stops only our daemon; containerd keeps running and
@@ -220,7 +222,6 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	}
 
 	// The live container's snapshot survived with its data.
-	e.ctr("tasks", "rm", "live1")
 	if out := e.ctr("tasks", "start", "live1"); !strings.Contains(out, "kept") {
 		t.Errorf("live1 after gc printed %q, want its file", out)
 	}
@@ -244,19 +245,33 @@ func TestGCPlantedLeftovers(t *testing.T) {
 func TestPoolFullThreshold(t *testing.T) {
 	dmtest.Require(t)
 	e := startEnv(t)
-	const ref = "docker.io/flyio/e2e:1"
-	e.importImage(ref)
-	// 2% of the env's 6GiB pool is about 122MiB.
+	// A 1GiB pool refusing at 20% (about 205MiB of data): the env's 64MiB
+	// metadata is already ~10% used by the pool's own space maps. Nothing
+	// is imported yet, so the pool can be made again from scratch.
 	e.stopDaemon()
+	if err := harness.RemovePool(context.Background(), daemon.PoolConfig(e.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{e.cfg.Pool.DataFile, e.cfg.Pool.MetadataFile, daemon.MetadataPath(e.cfg)} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfgText, err := os.ReadFile(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, e.cfgPath, strings.Replace(string(cfgText), "[pool]\n", "[pool]\nfull_threshold = 2\n", 1))
+	text := strings.Replace(string(cfgText), `data_size = "6GiB"`, `data_size = "1GiB"`, 1)
+	writeFile(t, e.cfgPath, strings.Replace(text, "[pool]\n", "[pool]\nfull_threshold = 20\n", 1))
+	if e.cfg, err = config.Load(e.cfgPath, true); err != nil {
+		t.Fatal(err)
+	}
 	e.startDaemon()
+	const ref = "docker.io/flyio/e2e:1"
+	e.importImage(ref)
 	t.Logf("status before filling:\n%s", e.status())
 
-	e.ctr("run", "--snapshotter", "flyio", ref, "big", "/bin/sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=160 && sync")
+	e.ctr("run", "--snapshotter", "flyio", ref, "big", "/bin/sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=200 && sync")
 	time.Sleep(1500 * time.Millisecond) // the guard caches the pool status for a second
 	st := e.status()
 	t.Logf("status after filling:\n%s", st)
@@ -274,7 +289,6 @@ func TestPoolFullThreshold(t *testing.T) {
 		t.Errorf("process-image on a full pool: %v; want %q", err, msg)
 	}
 
-	e.ctr("tasks", "rm", "big")
 	e.ctr("containers", "rm", "big")
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -313,7 +327,6 @@ func TestDeleteImage(t *testing.T) {
 		t.Fatalf("refused delete-image removed the image anyway")
 	}
 
-	s.ctr("tasks", "rm", "dep1")
 	s.ctr("containers", "rm", "dep1")
 	deadline := time.Now().Add(90 * time.Second)
 	for {
