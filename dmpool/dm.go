@@ -151,21 +151,38 @@ func Table(name string) ([]Target, error) {
 	return tableStatus(name, unix.DM_STATUS_TABLE_FLAG, "table")
 }
 
-// TargetStatus returns the status lines of name's live table.
+// TargetStatus returns the status lines of name's live table. For a
+// thin-pool the kernel first commits the pool metadata, so the numbers
+// are durable ones.
 func TargetStatus(name string) ([]Target, error) {
 	return tableStatus(name, 0, "status")
 }
 
+// targetStatusNoFlush is TargetStatus without the metadata commit a
+// thin-pool makes for it (DM_NOFLUSH_FLAG on DM_TABLE_STATUS). That
+// commit is a synchronous write of the pool's metadata, about as costly
+// as the create_snap it would precede.
+func targetStatusNoFlush(name string) ([]Target, error) {
+	return tableStatus(name, unix.DM_NOFLUSH_FLAG, "status")
+}
+
 func tableStatus(name string, flags uint32, what string) ([]Target, error) {
+	t, _, err := tableStatusInfo(name, flags, what)
+	return t, err
+}
+
+// tableStatusInfo also returns the device state the kernel puts in the
+// reply header (flags, open count), which saves a DM_DEV_STATUS.
+func tableStatusInfo(name string, flags uint32, what string) ([]Target, DeviceInfo, error) {
 	res, err := dmIoctl(unix.DM_TABLE_STATUS, name, flags, 0, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s of %q: %w", what, name, err)
+		return nil, DeviceInfo{}, fmt.Errorf("%s of %q: %w", what, name, err)
 	}
 	t, err := unmarshalTargets(res.data, res.hdr.Target_count)
 	if err != nil {
-		return nil, fmt.Errorf("%s of %q: %w", what, name, err)
+		return nil, DeviceInfo{}, fmt.Errorf("%s of %q: %w", what, name, err)
 	}
-	return t, nil
+	return t, infoFromHeader(name, &res.hdr), nil
 }
 
 // ListDevices returns the names and dev_t of all device-mapper devices.

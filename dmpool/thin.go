@@ -272,7 +272,10 @@ func (p *Pool) ListActive(ctx context.Context) ([]ActiveDevice, error) {
 		if n.Name == p.cfg.Name {
 			continue
 		}
-		ts, err := Table(n.Name)
+		// One ioctl per device: the table reply carries the device's
+		// flags and open count too. CreateSnapshot lists under snapMu,
+		// so this cost is paid serially by concurrent Prepares.
+		ts, info, err := tableStatusInfo(n.Name, unix.DM_STATUS_TABLE_FLAG, "table")
 		if isErrno(err, unix.ENXIO) {
 			continue // removed meanwhile
 		}
@@ -283,13 +286,6 @@ func (p *Pool) ListActive(ctx context.Context) ([]ActiveDevice, error) {
 			continue
 		}
 		tt, _ := parseThinTable(ts[0].Params)
-		info, err := GetDeviceInfo(n.Name)
-		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
-		}
-		if !info.Exists {
-			continue
-		}
 		out = append(out, ActiveDevice{
 			Name: n.Name, ID: tt.ID, Size: ts[0].Length * sectorSize, DevicePath: DevicePath(n.Name),
 			Suspended: info.Suspended, OpenCount: info.OpenCount,

@@ -34,6 +34,8 @@ type options struct {
 	cfg         poolConfig
 	verbose     bool
 	out         string
+	compare     bool
+	breakdown   bool
 }
 
 func main() {
@@ -48,6 +50,8 @@ func main() {
 	flag.Int64Var(&blockKiB, "block-kib", 128, "pool block size in KiB")
 	flag.Int64Var(&baseMiB, "base-mib", 1024, "filesystem size of a parentless snapshot in MiB")
 	flag.BoolVar(&o.verbose, "v", false, "log snapshotter debug output")
+	flag.BoolVar(&o.compare, "compare", true, "run the flyio vs devmapper comparison")
+	flag.BoolVar(&o.breakdown, "breakdown", true, "time the steps of flyio's Prepare and Remove on a pool of their own")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
 	flag.Parse()
 	o.cfg.DataSize = dataMiB << 20
@@ -71,7 +75,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, w io.Writer, o options) (retErr error) {
+func run(ctx context.Context, w io.Writer, o options) error {
 	if o.iterations < 1 || o.concurrency < 1 || o.concReps < 1 {
 		return fmt.Errorf("-n, -concurrency and -concurrency-reps must be at least 1")
 	}
@@ -105,6 +109,18 @@ func run(ctx context.Context, w io.Writer, o options) (retErr error) {
 		o.cfg.Dir, o.cfg.DataSize>>20, o.cfg.MetadataSize>>20, o.cfg.BlockSize>>10, o.cfg.BaseSize>>20)
 	fmt.Fprintf(w, "iterations %d, concurrent round %d Prepares × %d\n\n", o.iterations, o.concurrency, o.concReps)
 
+	if o.compare {
+		if err := compare(ctx, w, o); err != nil {
+			return err
+		}
+	}
+	if o.breakdown {
+		return breakdown(ctx, w, o.cfg, o.iterations, o.concurrency)
+	}
+	return nil
+}
+
+func compare(ctx context.Context, w io.Writer, o options) error {
 	fly, err := newFlyio(ctx, o.cfg, "snapbench-flyio")
 	if err != nil {
 		return err
@@ -228,6 +244,7 @@ func run(ctx context.Context, w io.Writer, o options) (retErr error) {
 	for _, m := range missed {
 		fmt.Fprintf(w, "TARGET MISSED: %s\n", m)
 	}
+	fmt.Fprintln(w)
 	return nil
 }
 
