@@ -149,3 +149,20 @@ func TestCorruptDatabaseIsRefused(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestReserveDeviceIDsThrough(t *testing.T) {
+	s := openTemp(t)
+	s.Update(func(tx *Tx) error {
+		if err := tx.ReserveDeviceIDsThrough(41); err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := tx.AllocateDeviceID(); id != 42 {
+			t.Errorf("first id after reserving through 41 = %d", id)
+		}
+		tx.ReserveDeviceIDsThrough(10) // lower: no change
+		if id, _ := tx.AllocateDeviceID(); id != 43 {
+			t.Errorf("next id = %d, want 43", id)
+		}
+		return nil
+	})
+}

@@ -160,6 +160,23 @@ func (t *Tx) AllocateDeviceID() (uint32, error) {
 	return uint32(next), nil
 }
 
+// ReserveDeviceIDsThrough makes sure AllocateDeviceID never returns an id
+// at or below max: the daemon calls it at start with the highest id the
+// pool holds, so a database that is new (or was moved aside after
+// corruption) next to a pool with devices never asks for an id that is
+// taken.
+func (t *Tx) ReserveDeviceIDsThrough(max uint32) error {
+	meta := t.bucket(bucketMeta)
+	next := uint64(1)
+	if v := meta.Get(keyNextDeviceID); v != nil {
+		next = fromU64(v)
+	}
+	if uint64(max) < next {
+		return nil
+	}
+	return meta.Put(keyNextDeviceID, u64(uint64(max)+1))
+}
+
 // Device returns the device record of a thin id.
 func (t *Tx) Device(id uint32) (*Device, error) {
 	return get[Device](t.bucket(bucketDevices), deviceKey(id), fmt.Sprintf("device %d", id))

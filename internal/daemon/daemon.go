@@ -22,6 +22,7 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/layerstore"
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 	"github.com/superfly/flyio-image-manager/snapshotter"
@@ -80,6 +81,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("pool: %w", err)
 	}
 	log.G(ctx).Infof("pool %s %s", pool.Name(), result)
+	if result != dmpool.Created {
+		reserveExistingIDs(ctx, pool.Name(), store)
+	}
 
 	// The S3 client comes before the snapshotter, which fills layers
 	// through it when a layer store is configured.
@@ -180,4 +184,26 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// reserveExistingIDs keeps the device id counter above every thin id the
+// pool already holds, so a database that is new next to a used pool (one
+// moved aside after corruption) never collides with the devices gc will
+// report. Failing to read the pool metadata only costs the EEXIST retries
+// Prepare already does.
+func reserveExistingIDs(ctx context.Context, pool string, store *metadata.Store) {
+	md, err := thinmeta.ReadPool(ctx, pool)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("could not list the pool's thin ids; new ids may collide with unknown devices")
+		return
+	}
+	var max uint32
+	for _, d := range md.Devices {
+		if d.ID > max {
+			max = d.ID
+		}
+	}
+	if err := store.Update(func(tx *metadata.Tx) error { return tx.ReserveDeviceIDsThrough(max) }); err != nil {
+		log.G(ctx).WithError(err).Warn("could not reserve the pool's thin ids")
+	}
 }
