@@ -43,7 +43,7 @@ func main() {
 	var dataMiB, metaMiB, blockKiB, baseMiB int64
 	flag.IntVar(&o.iterations, "n", 5, "iterations of each single-snapshot operation (medians are reported)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "concurrent Prepares of one committed image")
-	flag.IntVar(&o.concReps, "concurrency-reps", 3, "repetitions of the concurrent Prepare round")
+	flag.IntVar(&o.concReps, "concurrency-reps", 2, "repetitions of the concurrent Prepare round")
 	flag.StringVar(&o.cfg.Dir, "dir", "/var/lib/snapbench", "directory for the pool files and snapshotter roots (emptied first)")
 	flag.Int64Var(&dataMiB, "data-mib", 16<<10, "data size of each pool in MiB (sparse)")
 	flag.Int64Var(&metaMiB, "metadata-mib", 256, "metadata size of each pool in MiB (sparse)")
@@ -227,6 +227,7 @@ func compare(ctx context.Context, w io.Writer, o options) error {
 	fmt.Fprintf(w, "notes:\n")
 	fmt.Fprintf(w, "- flyio's template was made before measuring (warm): its first parentless Prepare took %s (mkfs once); devmapper's warm-up Prepare took %s.\n",
 		fmtDur(warm["flyio"]), fmtDur(warm["devmapper"]))
+	fmt.Fprintf(w, "- every timed operation starts after sync(2) (untimed); both snapshotters alternate going first.\n")
 	fmt.Fprintf(w, "- the image is one parentless snapshot with 8 × 1 MiB files, committed; each Commit follows writing one 1 MiB file and unmounting (untimed).\n")
 	fmt.Fprintf(w, "- devmapper: containerd %s plugins/snapshots/devmapper in-process, dmsetup via exec with DM_DISABLE_UDEV=1, AsyncRemove=false, DiscardBlocks=false.\n", containerdVersion())
 	var met, missed []string
