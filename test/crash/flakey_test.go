@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
+	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 )
 
 // TestDataDeviceWriteFault puts the pool's data device behind dm-flakey
@@ -77,6 +79,12 @@ func TestDataDeviceWriteFault(t *testing.T) {
 		t.Fatalf("process-image succeeded while every write to the pool's data device failed:\n%s", out)
 	}
 	t.Logf("process-image during the fault: %v", err)
+	// Whether the pool already turned read-only at the Prepare or the fill
+	// hit the failing writes, the error names the tarball and the import
+	// snapshot it failed on.
+	if msg := err.Error(); !strings.Contains(msg, faulted.key) || !strings.Contains(msg, "flyio-import-") {
+		t.Errorf("process-image error does not name the tarball %s and its import snapshot: %v", faulted.key, err)
+	}
 	if images := e.ctr("images", "ls", "-q"); strings.Contains(images, faulted.ref()) {
 		t.Errorf("image %s registered by a failed import:\n%s", faulted.ref(), images)
 	}
@@ -100,9 +108,26 @@ func TestDataDeviceWriteFault(t *testing.T) {
 		if _, err := e.sn().Prepare(context.Background(), "after-fault", ""); err == nil || !strings.Contains(err.Error(), "read-only") {
 			t.Errorf("Prepare on the read-only pool: %v, want an error saying the pool is read-only", err)
 		}
-		t.Logf("the kernel left the pool read-only (needs_check): new snapshots need thin_check before the pool is usable again")
-		e.stopDaemon()
-		return
+		t.Logf("the kernel left the pool read-only (needs_check): recovering as docs/operations.md says")
+		e.recoverNeedsCheck()
+		ts, err := dmpool.TargetStatus(e.cfg.Pool.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pool status after thin_check --clear-needs-check-flag and a restart: %v", ts)
+		if len(ts) != 1 || strings.Contains(ts[0].Params, " ro ") || strings.Contains(ts[0].Params, "needs_check") {
+			t.Fatalf("pool still read-only or needs_check after the recovery: %v", ts)
+		}
+		// What the failed import left (its device, if the pool recorded
+		// it before going read-only) is gc's to clean.
+		if plan, err := e.gcReport(false); err != nil {
+			t.Fatal(err)
+		} else {
+			t.Logf("gc --dry-run after the recovery: %q", leftovers(plan))
+		}
+		if _, err := e.gcReport(true); err != nil {
+			t.Errorf("gc --force after the recovery: %v", err)
+		}
 	}
 	// The fault is lifted: everything works again.
 	e.checkImage(good, "good-after")
@@ -117,6 +142,31 @@ func TestDataDeviceWriteFault(t *testing.T) {
 	t.Logf("status after the fault:\n%s", st)
 	e.stopDaemon()
 	e.checkMeta(0)
+}
+
+// recoverNeedsCheck does the operator's recovery of a pool dm-thin left
+// read-only with needs_check: stop the daemon, deactivate the thin
+// devices and the pool, clear the flag with thin_check on the (now
+// inactive) metadata device, and start the daemon, which creates the
+// pool again from its devices.
+func (e *env) recoverNeedsCheck() {
+	e.t.Helper()
+	thinCheck, err := exec.LookPath("thin_check")
+	if err != nil {
+		e.t.Fatalf("%v (apt-get install thin-provisioning-tools, or run test/tools.sh)", err)
+	}
+	e.stopDaemon()
+	if err := harness.RemovePool(context.Background(), e.poolConfig()); err != nil {
+		e.t.Fatalf("deactivating the read-only pool: %v", err)
+	}
+	out, err := exec.Command(thinCheck, "--clear-needs-check-flag", e.cfg.Pool.MetadataDevice).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("thin_check --clear-needs-check-flag %s: %v\n%s", e.cfg.Pool.MetadataDevice, err, out)
+	}
+	e.t.Logf("thin_check --clear-needs-check-flag %s:\n%s", e.cfg.Pool.MetadataDevice, out)
+	e.startDaemon("")
+	e.waitDaemon()
+	e.waitContainerdReconnects()
 }
 
 // committed lists the committed snapshots the daemon has.
