@@ -69,7 +69,14 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	sn := cli.SnapshotService(im.cfg.Snapshotter)
 	r := rs.snapshot()
 	key := "flyio-import-" + r.ID
-	// A resumed run starts over: whatever a crash left is discarded.
+	// A resumed run starts over: whatever a crash left is discarded. A
+	// daemon killed mid-extraction leaves the snapshot mounted, and that
+	// mount would keep its thin device busy for good: containerd's Remove
+	// only drops its own record, and its GC then fails on our side with
+	// "device is busy" on every pass. So release the mount first.
+	if err := releaseLeftoverMounts(ctx, sn, key); err != nil {
+		return fmt.Errorf("unmounting the half-filled snapshot %s of an interrupted run: %w", key, err)
+	}
 	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("removing the half-filled snapshot %s of an interrupted run: %w", key, err)
 	}

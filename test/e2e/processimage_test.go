@@ -273,5 +273,19 @@ func TestProcessImageResume(t *testing.T) {
 	if left := s.importSnapshots(); len(left) > 0 {
 		t.Errorf("resumed run left snapshots: %q", left)
 	}
+	// The killed daemon's mount of the half-filled snapshot must be gone,
+	// and with it the snapshot itself: containerd's GC removes it from our
+	// side shortly after the resumed run dropped it. Only the base stays.
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), "flyio-fill-") || strings.Contains(string(mi), "flyio-import-") {
+		t.Errorf("a fill mount survived the resumed run:\n%s", mi)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for st := s.status(); !strings.Contains(st, "snapshots: 1 Committed\n"); st = s.status() {
+		if time.Now().After(deadline) {
+			t.Errorf("the interrupted run's snapshot is still on our side 2 min after the resumed run:\n%s", st)
+			break
+		}
+		time.Sleep(time.Second)
+	}
 	t.Logf("flyio snapshots:\n%s\nstatus:\n%s", s.ctr("snapshots", "--snapshotter", "flyio", "ls"), s.status())
 }
