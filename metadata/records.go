@@ -80,6 +80,9 @@ type DeviceRole string
 const (
 	RoleSnapshot DeviceRole = "snapshot"
 	RoleTemplate DeviceRole = "template"
+	// RoleSpare is an activated, empty snapshot of a template kept ready
+	// so that a parentless Prepare only has to claim it.
+	RoleSpare DeviceRole = "spare"
 )
 
 // Device is one thin id in the pool.

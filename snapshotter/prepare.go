@@ -51,6 +51,15 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			log.G(ctx).WithError(err).Warnf("filling layer %s from the remote store failed; containerd will fetch it", info.Labels[snapshots.LabelSnapshotRef])
 		}
 	}
+	if parent == "" && s.spares != nil && s.defaultSize(info.Labels) {
+		rec, err := s.spares.claim(ctx, kind, key, info.Labels)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
+			return s.mounts(rec), nil
+		}
+	}
 	origin, size, fsType, err := s.origin(ctx, parent, info.Labels)
 	if err != nil {
 		return nil, err
@@ -73,9 +82,6 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			s.abandon(ctx, rec, op, err, false)
 			return nil, fmt.Errorf("prepare %q: %w", key, err)
 		}
-		if err := s.step(op, "device-created"); err != nil {
-			return nil, err
-		}
 		if _, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, size); err != nil {
 			s.abandon(ctx, rec, op, err, true)
 			return nil, fmt.Errorf("prepare %q: %w", key, err)
@@ -86,6 +92,13 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 		return s.mounts(rec), nil
 	}
+}
+
+// defaultSize reports whether a parentless snapshot with these labels
+// gets the default base size (and so can be a spare).
+func (s *Snapshotter) defaultSize(labels map[string]string) bool {
+	v, ok := labels[snapshots.LabelSnapshotMaxSize]
+	return !ok || v == strconv.FormatUint(s.cfg.BaseSize, 10)
 }
 
 // origin finds the thin id a new snapshot is made from: the committed
@@ -182,33 +195,35 @@ func (s *Snapshotter) finishCreate(rec *metadata.Snapshot, op *metadata.Op) erro
 	})
 }
 
-// abandon undoes a reservation whose device work failed. A device that
-// was created (or whose creation failed in an unknown way) is never deleted
-// here: following the fail-dumb rule it is kept as an orphan for gc,
-// because tearing down a device that just failed is how nodes wedge.
+// abandon undoes a reservation whose device work failed: the snapshot
+// record goes, and the device is handled by abandonDevice.
 func (s *Snapshotter) abandon(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op, cause error, created bool) {
-	// A create_snap refused for want of space or a missing origin made
-	// nothing: the id can simply be forgotten.
+	s.abandonDevice(ctx, rec.DeviceID, rec.Key, op, cause, created)
+}
+
+// abandonDevice records the failed creation of device id (and drops the
+// snapshot record key, when given). A device that was created, or whose
+// creation failed in an unknown way, is never deleted here: following
+// the fail-dumb rule it is kept as an orphan for gc, because tearing down
+// a device that just failed is how nodes wedge.
+func (s *Snapshotter) abandonDevice(ctx context.Context, id uint32, key string, op *metadata.Op, cause error, created bool) {
+	// A create refused for want of space, a read-only or failed pool or a
+	// missing origin made nothing: the id can simply be forgotten.
 	clean := !created && (errors.Is(cause, dmpool.ErrPoolFull) || errors.Is(cause, dmpool.ErrPoolReadOnly) ||
 		errors.Is(cause, dmpool.ErrPoolFailed) || errors.Is(cause, dmpool.ErrNotFound) || errors.Is(cause, dmpool.ErrPoolMissing))
-	name := s.deviceName(rec.DeviceID)
+	name := s.deviceName(id)
 	err := s.store.Update(func(tx *metadata.Tx) error {
-		if err := tx.DeleteSnapshot(rec.Key); err != nil && !errdefs.IsNotFound(err) {
-			return err
+		if key != "" {
+			if err := tx.DeleteSnapshot(key); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
 		}
 		if clean {
-			if err := tx.DeleteDevice(rec.DeviceID); err != nil {
+			if err := tx.DeleteDevice(id); err != nil {
 				return err
 			}
-		} else {
-			d, err := tx.Device(rec.DeviceID)
-			if err != nil {
-				return err
-			}
-			d.State, d.Error = metadata.DeviceOrphaned, cause.Error()
-			if err := tx.PutDevice(d); err != nil {
-				return err
-			}
+		} else if err := markDevice(tx, id, metadata.DeviceOrphaned, cause); err != nil {
+			return err
 		}
 		return tx.EndOp(op)
 	})

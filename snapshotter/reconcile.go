@@ -40,7 +40,7 @@ func (s *Snapshotter) reconcile(ctx context.Context) error {
 func (s *Snapshotter) recoverOp(ctx context.Context, op *metadata.Op) error {
 	log.G(ctx).Infof("recovering interrupted %s of %q (device %d, steps %v)", op.Type, op.Key, op.DeviceID, op.Steps)
 	switch op.Type {
-	case "prepare", "template":
+	case "prepare", "template", "spare":
 		// The device may exist half-made: orphan it for gc.
 		return s.store.Update(func(tx *metadata.Tx) error {
 			if op.Type == "prepare" {
@@ -99,6 +99,22 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 	for _, rec := range live {
 		if _, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size); err != nil {
 			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q", s.deviceName(rec.DeviceID), rec.Key)
+		}
+	}
+	// Spares are claimed without activation, so they must be active too.
+	var spares []*metadata.Device
+	s.store.View(func(tx *metadata.Tx) error {
+		return tx.Devices(func(_ uint32, d *metadata.Device, err error) error {
+			if err == nil && d.Role == metadata.RoleSpare && d.State == metadata.DeviceReady {
+				spares = append(spares, d)
+			}
+			return nil
+		})
+	})
+	for _, d := range spares {
+		if _, err := s.pool.Activate(ctx, d.Name, d.ID, d.Size); err != nil {
+			log.G(ctx).WithError(err).Errorf("could not activate spare device %s; marking it for deletion", d.Name)
+			s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
 		}
 	}
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Remote RemoteLayers
 	// Extract bounds what a remote layer may hold.
 	Extract extract.Options
+	// Spares is how many activated, empty snapshots of the default
+	// template are kept ready for parentless Prepares (0: none).
+	Spares int
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -50,6 +53,8 @@ type Snapshotter struct {
 	// format makes an empty filesystem on a device; replaced in unit tests
 	// whose pool has no real devices.
 	format func(ctx context.Context, fsType, dev string) error
+
+	spares *spares // nil when Config.Spares is 0
 }
 
 var (
@@ -74,12 +79,22 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Spares > 0 {
+		s.spares = newSpares(s, cfg.Spares)
+		if tp, err := s.lookupTemplate(templateName(cfg.FSType, cfg.BaseSize)); err == nil {
+			s.spares.load(tp)
+		}
+		s.spares.start(ctx)
+	}
 	return s, nil
 }
 
 // Close leaves devices active: containers keep running while the daemon
 // restarts. The metadata store is the caller's to close.
 func (s *Snapshotter) Close() error {
+	if s.spares != nil {
+		s.spares.close()
+	}
 	log.L.Debug("snapshotter closed")
 	return nil
 }

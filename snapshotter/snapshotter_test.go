@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -145,5 +146,62 @@ func TestInterruptedPrepareIsOrphanedOnRestart(t *testing.T) {
 	})
 	if _, err := s.Mounts(ctx, "ok"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParentlessPrepareClaimsASpare(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	pool := newFakePool()
+	s := &Snapshotter{pool: pool, store: store, cfg: Config{BaseSize: 64 << 20, FSType: "ext4"},
+		templates: map[string]*sync.Mutex{}, format: func(context.Context, string, string) error { return nil }}
+	s.spares = newSpares(s, 2)
+	s.spares.refill(ctx)
+	if n := s.spares.count(); n != 2 {
+		t.Fatalf("%d spares after refill, want 2", n)
+	}
+	activeBefore := len(pool.active)
+	m, err := s.Prepare(ctx, "a", "", snapshots.WithLabels(map[string]string{"l": "v"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pool.active) != activeBefore || s.spares.count() != 1 {
+		t.Fatalf("claim activated a device or did not take a spare: active %d->%d, spares %d", activeBefore, len(pool.active), s.spares.count())
+	}
+	info, err := s.Stat(ctx, "a")
+	if err != nil || info.Labels["l"] != "v" || m[0].Source == "" {
+		t.Fatalf("claimed snapshot: %+v %v %+v", info, err, m)
+	}
+	// A non-default size never takes a spare.
+	if _, err := s.Prepare(ctx, "big", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotMaxSize: "134217728"})); err != nil {
+		t.Fatal(err)
+	}
+	if s.spares.count() != 1 {
+		t.Fatalf("a 128MiB Prepare took a 64MiB spare")
+	}
+	// A claimed spare is an ordinary snapshot: commit, child, remove.
+	if err := s.Commit(ctx, "base", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "child", "base"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"child", "base", "big"} {
+		if err := s.Remove(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Spares survive a restart: they are loaded, not remade.
+	s2, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, Spares: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := s2.spares.count(); n < 1 {
+		t.Fatalf("spares after restart: %d", n)
 	}
 }

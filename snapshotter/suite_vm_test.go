@@ -49,7 +49,7 @@ func realSnapshotter(ctx context.Context, root string) (*Snapshotter, func() err
 		pool.Remove(ctx)
 		return nil, nil, err
 	}
-	sn, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	sn, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, Spares: 2})
 	if err != nil {
 		store.Close()
 		pool.Remove(ctx)

@@ -83,7 +83,7 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 	devName := s.deviceName(id)
 	log.G(ctx).Infof("creating %s template %s on thin device %s", fsType, name, devName)
 	if err := s.pool.CreateThin(ctx, id); err != nil {
-		s.abandonTemplate(ctx, id, op, err)
+		s.abandonDevice(ctx, id, "", op, err, false)
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
 	failpoint.Hit(failpoint.TemplateAfterCreateThin)
@@ -99,7 +99,7 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 		err = s.pool.Deactivate(ctx, devName)
 	}
 	if err != nil {
-		s.abandonTemplate(ctx, id, op, err)
+		s.abandonDevice(ctx, id, "", op, err, true)
 		return nil, fmt.Errorf("template %s on %s: %w", name, devName, err)
 	}
 	failpoint.Hit(failpoint.TemplateAfterDeactivate)
@@ -114,21 +114,6 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 		return tx.EndOp(op)
 	})
 	return tp, err
-}
-
-// abandonTemplate keeps a template device whose making failed as an
-// orphan (fail-dumb: no teardown of a device that just failed).
-func (s *Snapshotter) abandonTemplate(ctx context.Context, id uint32, op *metadata.Op, cause error) {
-	err := s.store.Update(func(tx *metadata.Tx) error {
-		if err := markDevice(tx, id, metadata.DeviceOrphaned, cause); err != nil {
-			return err
-		}
-		return tx.EndOp(op)
-	})
-	if err != nil {
-		log.G(ctx).WithError(err).Errorf("recording the failed template device %d", id)
-	}
-	log.G(ctx).WithError(cause).Warnf("orphaned device %s detected after failed creation; run 'flyio-image-manager gc --force' to clean up", s.deviceName(id))
 }
 
 // formatEmpty makes a filesystem on dev and leaves it truly empty: ext4's

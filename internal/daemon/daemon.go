@@ -96,6 +96,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		FSType:      cfg.Snapshotter.FSType,
 		BlockMounts: cfg.Snapshotter.MountType == "block",
 		Extract:     cfg.Extract.Options(),
+		Spares:      cfg.Snapshotter.SpareDevices,
 	}
 	if cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)

@@ -88,6 +88,12 @@ func (p guardedPool) CreateThin(ctx context.Context, id uint32) error {
 	return p.Pool.CreateThin(ctx, id)
 }
 
+// Admit lets the snapshotter ask before it hands out a spare device,
+// which creates nothing the guard would otherwise see.
+func (p guardedPool) Admit(ctx context.Context, what string) error {
+	return p.guard.Check(ctx, what)
+}
+
 func (p guardedPool) CreateSnapshot(ctx context.Context, id, origin uint32) error {
 	if err := p.guard.Check(ctx, fmt.Sprintf("create snapshot %d of %d", id, origin)); err != nil {
 		return err

@@ -138,7 +138,8 @@ func (p *planner) plan() error {
 		case metadata.DeviceDeleting:
 			it.Kind = KindDeleting
 		case metadata.DeviceReady:
-			used := p.byDevice[id] != "" || templates[id] != ""
+			// A spare is an empty snapshot kept ready for Prepare.
+			used := p.byDevice[id] != "" || templates[id] != "" || d.Role == metadata.RoleSpare
 			if in && used {
 				return nil
 			}
