@@ -64,10 +64,13 @@ type Config struct {
 
 // Defaults, exported so that documentation and other packages can name them.
 const (
-	DefaultBucket            = "flyio-container-images"
-	DefaultRegion            = "us-east-1"
-	DefaultPrefix            = "images/"
-	DefaultPartSize          = 16 << 20
+	DefaultBucket = "flyio-container-images"
+	DefaultRegion = "us-east-1"
+	DefaultPrefix = "images/"
+	// DefaultPartSize keeps a download's buffers (concurrency+1 parts) at
+	// 25 MiB: the S3 fill benchmark measured a 48 MiB peak RSS with 4 MiB
+	// parts and 94 MiB with 16 MiB ones, against a 64 MiB budget.
+	DefaultPartSize          = 5 << 20
 	DefaultConcurrency       = 4
 	DefaultDownloadTimeout   = Seconds(300)
 	DefaultPartTimeout       = Seconds(60)
