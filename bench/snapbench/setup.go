@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/devmapper"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
@@ -67,7 +68,7 @@ func newFlyio(ctx context.Context, c poolConfig, poolName string) (*contestant, 
 		pool.Remove(ctx)
 		return nil, err
 	}
-	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: c.BaseSize, FSType: "ext4"})
+	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: c.BaseSize, FSType: "ext4", Spares: config.Default().Snapshotter.SpareDevices})
 	if err != nil {
 		store.Close()
 		pool.Remove(ctx)
