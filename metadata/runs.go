@@ -1,7 +1,6 @@
 package metadata
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -91,18 +90,7 @@ func (t *Tx) RunForSource(bucket, key, etag string) (*Run, error) {
 }
 
 // Runs lists every run, oldest id first.
-func (t *Tx) Runs() ([]*Run, error) {
-	var out []*Run
-	err := t.bucket(bucketRuns).ForEach(func(k, v []byte) error {
-		var r Run
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("run %q: undecodable record: %w", k, err)
-		}
-		out = append(out, &r)
-		return nil
-	})
-	return out, err
-}
+func (t *Tx) Runs() ([]*Run, error) { return all[Run](t.bucket(bucketRuns), "run %q") }
 
 // Image is a base imported by process-image and registered in containerd.
 type Image struct {
@@ -128,15 +116,4 @@ func (t *Tx) Image(id string) (*Image, error) {
 func (t *Tx) DeleteImage(id string) error { return t.bucket(bucketImages).Delete([]byte(id)) }
 
 // Images lists the imported images.
-func (t *Tx) Images() ([]*Image, error) {
-	var out []*Image
-	err := t.bucket(bucketImages).ForEach(func(k, v []byte) error {
-		var img Image
-		if err := json.Unmarshal(v, &img); err != nil {
-			return fmt.Errorf("image %q: undecodable record: %w", k, err)
-		}
-		out = append(out, &img)
-		return nil
-	})
-	return out, err
-}
+func (t *Tx) Images() ([]*Image, error) { return all[Image](t.bucket(bucketImages), "image %q") }

@@ -33,6 +33,21 @@ func get[T any](b *bolt.Bucket, key []byte, what string) (*T, error) {
 	return &rec, nil
 }
 
+// all decodes every record of a bucket, in key order; what names a record
+// in errors (e.g. "run %q").
+func all[T any](b *bolt.Bucket, what string) ([]*T, error) {
+	var out []*T
+	err := b.ForEach(func(k, v []byte) error {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("%s: undecodable record: %w", fmt.Sprintf(what, k), err)
+		}
+		out = append(out, &rec)
+		return nil
+	})
+	return out, err
+}
+
 func put(b *bolt.Bucket, key []byte, rec any) error {
 	v, err := json.Marshal(rec)
 	if err != nil {
@@ -257,15 +272,4 @@ func (t *Tx) StepOp(op *Op, step string) error {
 func (t *Tx) EndOp(op *Op) error { return t.bucket(bucketOps).Delete(u64(op.ID)) }
 
 // Ops lists the unfinished ops: after a crash, the changes to reconcile.
-func (t *Tx) Ops() ([]*Op, error) {
-	var out []*Op
-	err := t.bucket(bucketOps).ForEach(func(k, v []byte) error {
-		var op Op
-		if err := json.Unmarshal(v, &op); err != nil {
-			return fmt.Errorf("op %x: undecodable record: %w", k, err)
-		}
-		out = append(out, &op)
-		return nil
-	})
-	return out, err
-}
+func (t *Tx) Ops() ([]*Op, error) { return all[Op](t.bucket(bucketOps), "op %x") }
