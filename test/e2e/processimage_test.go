@@ -245,7 +245,7 @@ func TestProcessImageResume(t *testing.T) {
 	dmtest.Require(t)
 	s := startS3Env(t, withBaseSize("1GiB"))
 	const key = "images/resume.tar.gz"
-	sum := s.putGenerated(key, tarballgen.Large(tarballgen.Gzip, "resume", "/bin/busybox"))
+	sum := s.putGenerated(key, tarballgen.Medium(tarballgen.Gzip, "resume", "/bin/busybox"))
 	out, err := s.processImage(cmdTimeout, "--s3-key", key, "--no-wait")
 	if err != nil {
 		t.Fatal(err)

@@ -123,6 +123,14 @@ func Large(compression, variant, busybox string) Spec {
 		LargeFiles: 40, LargeSize: 6 << 20, Compression: compression, Variant: variant}
 }
 
+// Medium is big enough that an extraction can be interrupted part-way in
+// the test VM (6,000 small files plus 4 of 6 MiB, about 65 MB), and small
+// enough to keep the resume test short.
+func Medium(compression, variant, busybox string) Spec {
+	return Spec{Seed: 7, Busybox: busybox, SmallFiles: 6000, SmallMin: 1 << 10, SmallMax: 12 << 10,
+		LargeFiles: 4, LargeSize: 6 << 20, Compression: compression, Variant: variant}
+}
+
 // Summary is what a generated tarball holds.
 type Summary struct {
 	Files int   // regular files
