@@ -76,11 +76,12 @@ func (p *proc) exited() bool {
 }
 
 // poolTOML is the [pool] section of the daemon's configuration; "" means
-// loopback files under root_dir.
-func newEnv(t *testing.T, poolTOML string) *env {
+// loopback files under root_dir. snapshotterTOML lines are added to the
+// [snapshotter] section.
+func newEnv(t *testing.T, poolTOML string, snapshotterTOML ...string) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t)}
-	e.path = e.tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	e.path = harness.ToolsPath(e.tools)
 	// versitygw is installed next to containerd (test/tools.sh); in the VM
 	// ~/go/bin is not there.
 	t.Setenv("PATH", e.tools+":"+os.Getenv("PATH"))
@@ -97,6 +98,7 @@ admin_address = %q
 %s
 [snapshotter]
 base_size = "128MiB"
+%s
 [s3]
 endpoint = %q
 region = %q
@@ -104,12 +106,13 @@ bucket = %q
 path_style = true
 retry_base_delay = 0.01
 retry_max_delay = 0.1
+layer_prefix = "layers/"
 [containerd]
 address = %q
 namespace = %q
 snapshotter = "flyio"
 `, filepath.Join(e.dir, "flyio"), filepath.Join(e.dir, "snapshotter.sock"), filepath.Join(e.dir, "admin.sock"),
-		poolTOML, e.s3.Endpoint, e.s3.Region, e.s3.Bucket, e.sock, namespace))
+		poolTOML, strings.Join(snapshotterTOML, "\n"), e.s3.Endpoint, e.s3.Region, e.s3.Bucket, e.sock, namespace))
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
 		t.Fatal(err)
@@ -123,35 +126,9 @@ var seq int
 
 func poolSeq() int { seq++; return seq }
 
-func flyioBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("FLYIO_BIN")
-	if p == "" {
-		p = "../../bin/flyio-image-manager"
-	}
-	p, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("flyio-image-manager binary: %v (go build -o bin/flyio-image-manager ./cmd/flyio-image-manager, or set FLYIO_BIN)", err)
-	}
-	return p
-}
+func flyioBin(t *testing.T) string { return harness.FlyioBin(t) }
 
-func toolsBin(t *testing.T) string {
-	t.Helper()
-	d := os.Getenv("FLYIO_TOOLS_BIN")
-	if d == "" {
-		d = "/var/cache/flyio-image-manager/tools/bin"
-	}
-	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
-		if _, err := os.Stat(filepath.Join(d, b)); err != nil {
-			t.Fatalf("%v (run test/tools.sh, or set FLYIO_TOOLS_BIN)", err)
-		}
-	}
-	return d
-}
+func toolsBin(t *testing.T) string { return harness.ToolsBin(t) }
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
@@ -240,21 +217,7 @@ func (e *env) stopDaemon() {
 func (e *env) startContainerd() {
 	e.t.Helper()
 	ctrdCfg := filepath.Join(e.dir, "containerd.toml")
-	writeFile(e.t, ctrdCfg, fmt.Sprintf(`version = 3
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[proxy_plugins.flyio]
-  type = "snapshot"
-  address = %q
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/amd64"
-  snapshotter = "flyio"
-`, filepath.Join(e.dir, "containerd", "root"), e.ctrdState(), e.sock, e.sock+".ttrpc", e.cfg.Address))
+	writeFile(e.t, ctrdCfg, harness.ContainerdConfig(e.ctrdDir(), e.sock, e.cfg.Address))
 	e.ctrd = e.start("containerd", "containerd.log", nil, filepath.Join(e.tools, "containerd"), "--config", ctrdCfg)
 	e.waitFor("containerd", 90*time.Second, e.ctrd, func() bool {
 		_, err := e.ctrErr("version")
@@ -262,7 +225,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	})
 }
 
-func (e *env) ctrdState() string { return filepath.Join(e.dir, "containerd", "state") }
+func (e *env) ctrdDir() string { return filepath.Join(e.dir, "containerd") }
+
+// ctrdState is containerd's state directory, a tmpfs on a real host.
+func (e *env) ctrdState() string { return harness.ContainerdState(e.ctrdDir()) }
 
 func (e *env) waitFor(what string, timeout time.Duration, p *proc, ready func() bool) {
 	e.t.Helper()
@@ -312,30 +278,24 @@ func (e *env) stop() {
 	}
 }
 
-func tail(s string, lines int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > lines {
-		l = append([]string{fmt.Sprintf("... (%d lines cut)", len(l)-lines)}, l[len(l)-lines:]...)
-	}
-	return strings.Join(l, "\n")
-}
+func tail(s string, lines int) string { return harness.Tail(s, lines) }
 
 func (e *env) run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "PATH="+e.path)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		err = fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, out.String())
-	}
-	return out.String(), err
+	return e.runEnv(nil, name, args...)
+}
+
+// runEnv runs a command with the env's PATH and extra environment.
+func (e *env) runEnv(extra []string, name string, args ...string) (string, error) {
+	return harness.Run(cmdTimeout, e.path, extra, name, args...)
 }
 
 func (e *env) ctrErr(args ...string) (string, error) {
-	return e.run(filepath.Join(e.tools, "ctr"), append([]string{"--address", e.sock, "--namespace", namespace}, args...)...)
+	return e.ctrNS(namespace, args...)
+}
+
+// ctrNS runs ctr in containerd namespace ns.
+func (e *env) ctrNS(ns string, args ...string) (string, error) {
+	return e.run(filepath.Join(e.tools, "ctr"), append([]string{"--address", e.sock, "--namespace", ns}, args...)...)
 }
 
 func (e *env) ctr(args ...string) string {
@@ -347,8 +307,10 @@ func (e *env) ctr(args ...string) string {
 	return out
 }
 
+// fim runs our command with the S3 server's credentials, which
+// push-layers (and offline commands) need.
 func (e *env) fim(args ...string) (string, error) {
-	return e.run(e.bin, append([]string{"--config", e.cfgPath}, args...)...)
+	return e.runEnv(e.s3.Env(), e.bin, append([]string{"--config", e.cfgPath}, args...)...)
 }
 
 // sn is a snapshots client straight to the daemon's socket: the calls

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,36 +30,10 @@ const cmdTimeout = 3 * time.Minute
 var poolSeq atomic.Int32
 
 // flyioBin is our binary, built on the host (make / go build -o bin/...).
-func flyioBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("FLYIO_BIN")
-	if p == "" {
-		p = "../../bin/flyio-image-manager"
-	}
-	p, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("flyio-image-manager binary: %v (build it: go build -o bin/flyio-image-manager ./cmd/flyio-image-manager, or set FLYIO_BIN)", err)
-	}
-	return p
-}
+func flyioBin(t *testing.T) string { return harness.FlyioBin(t) }
 
 // toolsBin holds containerd, ctr, the runc shim (test/tools.sh).
-func toolsBin(t *testing.T) string {
-	t.Helper()
-	d := os.Getenv("FLYIO_TOOLS_BIN")
-	if d == "" {
-		d = "/var/cache/flyio-image-manager/tools/bin"
-	}
-	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
-		if _, err := os.Stat(filepath.Join(d, b)); err != nil {
-			t.Fatalf("%v (run test/tools.sh, or set FLYIO_TOOLS_BIN)", err)
-		}
-	}
-	return d
-}
+func toolsBin(t *testing.T) string { return harness.ToolsBin(t) }
 
 // env is our daemon on a fresh loopback pool plus a private containerd
 // using it as the "flyio" proxy snapshotter.
@@ -114,7 +87,7 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 		o(&e.opts)
 	}
 	e.sock = filepath.Join(e.dir, "containerd.sock")
-	e.path = e.tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	e.path = harness.ToolsPath(e.tools)
 	pool := fmt.Sprintf("fim-e2e-%d-%d", os.Getpid(), poolSeq.Add(1))
 	e.cfgPath = filepath.Join(e.dir, "flyio.toml")
 	writeFile(t, e.cfgPath, fmt.Sprintf(`root_dir = %q
@@ -148,22 +121,7 @@ namespace = %q
 	})
 
 	ctrdCfg := filepath.Join(e.dir, "containerd.toml")
-	writeFile(t, ctrdCfg, fmt.Sprintf(`version = 3
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[proxy_plugins.flyio]
-  type = "snapshot"
-  address = %q
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/amd64"
-  snapshotter = "flyio"
-`, filepath.Join(e.dir, "containerd", "root"), filepath.Join(e.dir, "containerd", "state"),
-		e.sock, e.sock+".ttrpc", cfg.Address))
+	writeFile(t, ctrdCfg, harness.ContainerdConfig(filepath.Join(e.dir, "containerd"), e.sock, cfg.Address))
 	e.ctrd = e.start("containerd", exec.Command(filepath.Join(e.tools, "containerd"), "--config", ctrdCfg))
 	e.waitFor("containerd", 90*time.Second, e.ctrd, func() bool {
 		_, err := e.ctrErr("version")
@@ -254,27 +212,11 @@ func (e *env) stop() {
 	}
 }
 
-func tail(s string, lines int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > lines {
-		l = append([]string{fmt.Sprintf("... (%d lines cut)", len(l)-lines)}, l[len(l)-lines:]...)
-	}
-	return strings.Join(l, "\n")
-}
+func tail(s string, lines int) string { return harness.Tail(s, lines) }
 
 // run runs a command with the env's PATH and returns combined output.
 func (e *env) run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "PATH="+e.path)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		err = fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, out.String())
-	}
-	return out.String(), err
+	return harness.Run(cmdTimeout, e.path, nil, name, args...)
 }
 
 func (e *env) ctrErr(args ...string) (string, error) {

@@ -1,5 +1,7 @@
-// Package harness holds what the end-to-end tests and the demo share
-// besides the image: tearing a test pool down without dmsetup.
+// Package harness holds what the end-to-end tests (test/e2e), the crash
+// tests (test/crash) and the demo share besides the image: tearing a test
+// pool down without dmsetup, finding the binaries, running commands and
+// configuring a private containerd.
 package harness
 
 import (
