@@ -15,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
+	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )
@@ -28,33 +29,47 @@ type crashCase struct {
 	then string
 	// drive runs the operation; the daemon dies in it, so it must fail.
 	drive func(t *testing.T, n int) error
-	// check runs after the clean restart.
+	// check runs after the clean restart, before gc.
 	check func(t *testing.T, n int)
-	// orphans is how many devices the crash leaves orphaned for gc.
-	orphans int
+	// leaves is what `gc --dry-run` must list after check (leftover
+	// strings: kind, "not-in-pool", the snapshot key's first part).
+	leaves []string
+	// stopContainerd stops containerd once the daemon died, so its own
+	// garbage collection cannot race gc for what the crash left (a
+	// remote-fill snapshot it does not know); after gc it starts again
+	// and after runs.
+	stopContainerd bool
+	after          func(t *testing.T, n int)
 }
 
-// TestCrashMatrix kills the daemon at every failpoint of the snapshotter
-// and process-image in turn, restarts it on the same root_dir and pool
-// without failpoints, and checks after each crash that:
+// TestCrashMatrix kills the daemon at every failpoint of the snapshotter,
+// the remote layer fill and process-image in turn, restarts it on the same
+// root_dir and pool without failpoints, and checks after each crash that:
 //   - the interrupted operation left nothing that passes for finished
 //     (no snapshot, template, committed base or image that was not
 //     complete), and an interrupted process-image run resumes and finishes;
-//   - what a crash must leave (a half-made device) is recorded orphaned,
-//     and nothing else is: no journal entry, no snapshot or device stuck in
-//     a transitional state;
+//   - `gc --dry-run` lists exactly what that crash must leave (a half-made
+//     device, a remote-fill snapshot, or nothing), `gc --force` removes
+//     it and a second dry run is empty;
+//   - the metadata then holds no journal entry, no snapshot or device in
+//     a transitional state and no orphan;
 //   - images imported before still run (their committed snapshots mount
-//     and read back), via a containerd that stayed up throughout.
+//     and read back) via containerd, whenever containerd is up.
 func TestCrashMatrix(t *testing.T) {
 	dmtest.Require(t)
 	start := time.Now()
-	e := newEnv(t, "")
+	// No spare devices: the template and Prepare failpoints are on the
+	// paths a parentless Prepare takes without them. With spares, the
+	// template is made in the background at start-up and Prepare claims a
+	// spare; spare creation has no failpoints of its own.
+	e := newEnv(t, "", "spare_devices = 0")
 	ctx := context.Background()
 	base := makeImage(t, "images/base.tar", "base image", 1)
 	e.put(base)
 	const ociRef = "docker.io/flyio/crash:1"
+	const otherNS = "other"
 
-	var orphans int
+	var results []string
 	var imported []image
 	runCase := func(n int, c crashCase) {
 		t.Helper()
@@ -65,6 +80,10 @@ func TestCrashMatrix(t *testing.T) {
 			t.Fatalf("%s: the operation succeeded; the daemon should have died in it", c.fp)
 		}
 		e.waitKilled(c.fp, 60*time.Second)
+		if c.stopContainerd {
+			e.stopProc(e.ctrd)
+			e.ctrd = nil
+		}
 		if c.then != "" {
 			e.startDaemon(c.then)
 			e.waitKilled(c.then, 60*time.Second)
@@ -72,18 +91,38 @@ func TestCrashMatrix(t *testing.T) {
 		e.startDaemon("")
 		e.waitDaemon()
 		e.waitContainerdReconnects()
-		c.check(t, n)
+		if c.check != nil {
+			c.check(t, n)
+		}
+		// containerd removes the snapshots of finished `ctr run --rm`
+		// containers from us in its own garbage collection, which runs
+		// later; until then gc rightly lists them as unreferenced. Collect
+		// containerd's garbage first, so gc sees only the crash's.
+		if e.ctrd != nil {
+			e.gcSync()
+		}
+		left := e.collect(c.fp, c.leaves)
+		if c.stopContainerd {
+			e.startContainerd()
+		}
+		if c.after != nil {
+			c.after(t, n)
+		}
 		if e.ctrd != nil {
 			e.checkImage(base, fmt.Sprintf("base-after-%d", n))
 			out := e.ctr("run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("oci-after-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
 			if out != ociarchive.CheckWant {
 				t.Errorf("after %s: container of %s:\n%s\nwant:\n%s", c.fp, ociRef, out, ociarchive.CheckWant)
 			}
+			// The containers' snapshots go while the daemon can still
+			// be reached, not at some later collection.
+			e.gcSync()
 		}
 		e.stopDaemon()
-		orphans += c.orphans
-		left := e.checkMeta(orphans)
-		t.Logf("%-28s %5.1fs  left: %s", c.fp, time.Since(t0).Seconds(), left)
+		meta := e.checkMeta(0)
+		r := fmt.Sprintf("%-28s %5.1fs  gc listed: %s; after gc: %s", c.fp, time.Since(t0).Seconds(), left, meta)
+		results = append(results, r)
+		t.Log(r)
 	}
 
 	notFound := func(key string) func(t *testing.T, n int) {
@@ -100,13 +139,19 @@ func TestCrashMatrix(t *testing.T) {
 			return err
 		}
 	}
+	orphan := []string{string(gc.KindOrphaned)}
+	orphanNotInPool := []string{string(gc.KindOrphaned) + " not-in-pool"}
 
 	// Templates first, on a pool that has none: every crash leaves an
 	// orphaned device and no template, so the next Prepare makes another.
 	n := 0
 	for _, p := range []string{fp.TemplateAfterReserve, fp.TemplateAfterCreateThin, fp.TemplateAfterMkfs, fp.TemplateAfterDeactivate} {
 		n++
-		runCase(n, crashCase{fp: p, drive: prepare("tpl-%d"), check: notFound("tpl-%d"), orphans: 1})
+		leaves := orphan
+		if p == fp.TemplateAfterReserve {
+			leaves = orphanNotInPool
+		}
+		runCase(n, crashCase{fp: p, drive: prepare("tpl-%d"), check: notFound("tpl-%d"), leaves: leaves})
 	}
 	st := e.meta()
 	st.View(func(tx *metadata.Tx) error {
@@ -118,7 +163,9 @@ func TestCrashMatrix(t *testing.T) {
 	st.Close()
 
 	// What later crashes must not disturb: a process-image base and a
-	// three-layer image imported by containerd.
+	// three-layer image imported by containerd, whose layers go to the S3
+	// layer store for the remote fill cases.
+	t0 := time.Now()
 	e.startDaemon("")
 	e.waitDaemon()
 	e.startContainerd()
@@ -127,18 +174,56 @@ func TestCrashMatrix(t *testing.T) {
 	} else {
 		t.Logf("%s", out)
 	}
-	e.importOCI(ociRef)
+	ociTar := e.importOCI(ociRef)
 	e.checkImage(base, "base-first")
+	if out, err := e.fim("push-layers", ociRef); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("push-layers:\n%s", out)
+	}
+	e.gcSync()
+	e.stopDaemon()
+	t.Logf("set-up (process-image, ctr import, push-layers) %.1fs", time.Since(t0).Seconds())
+
+	// Remote layer fill: containerd unpacks the same image in another
+	// namespace, which has none of its snapshots, so the daemon fills the
+	// first layer from the layer store and dies in it. The interrupted
+	// fill is a remote-fill snapshot gc removes; the import then succeeds
+	// from the layer store.
+	for _, p := range []string{fp.RemoteAfterPrepare, fp.RemoteAfterExtract} {
+		n++
+		runCase(n, crashCase{fp: p, stopContainerd: true,
+			drive: func(t *testing.T, n int) error {
+				_, err := e.ctrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar)
+				return err
+			},
+			leaves: []string{string(gc.KindRemoteFill) + " remote-fill/"},
+			after: func(t *testing.T, n int) {
+				if _, err := e.ctrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar); err != nil {
+					t.Fatalf("importing %s again after the crash at %s: %v", ociRef, p, err)
+				}
+				out, err := e.ctrNS(otherNS, "run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("remote-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
+				if err != nil || out != ociarchive.CheckWant {
+					t.Errorf("container of %s filled from the layer store: %v\n%s\nwant:\n%s", ociRef, err, out, ociarchive.CheckWant)
+				}
+				if _, err := e.ctrNS(otherNS, "images", "rm", "--sync", ociRef); err != nil {
+					t.Error(err)
+				}
+			}})
+	}
 	// containerd's GC removes backend snapshots it does not know, such as
 	// the keys the snapshotter-level cases make straight on our socket:
 	// it is stopped while they run.
 	e.stopProc(e.ctrd)
 	e.ctrd = nil
-	e.stopDaemon()
 
 	for _, p := range []string{fp.PrepareAfterReserve, fp.PrepareAfterCreateSnap, fp.PrepareAfterActivate} {
 		n++
-		runCase(n, crashCase{fp: p, drive: prepare("prep-%d"), check: notFound("prep-%d"), orphans: 1})
+		leaves := orphan
+		if p == fp.PrepareAfterReserve {
+			leaves = orphanNotInPool
+		}
+		runCase(n, crashCase{fp: p, drive: prepare("prep-%d"), check: notFound("prep-%d"), leaves: leaves})
 	}
 
 	// Commit: the active snapshot holds a file; after the crash it is still
@@ -195,7 +280,8 @@ func TestCrashMatrix(t *testing.T) {
 	e.stopDaemon()
 
 	// process-image: every interrupted run resumes at the next start and
-	// finishes; the request, repeated, joins it.
+	// finishes; the request, repeated, joins it. What the crashed attempt
+	// made is removed by the resumed run, so gc finds nothing.
 	for _, p := range []string{fp.ImportAfterQueued, fp.ImportAfterDownloading, fp.ImportAfterPrepare, fp.ImportMidExtract,
 		fp.ImportAfterExtract, fp.ImportBeforeCommit, fp.ImportAfterCommit, fp.ImportAfterRegister, fp.ImportBeforeDone} {
 		n++
@@ -240,22 +326,19 @@ func TestCrashMatrix(t *testing.T) {
 	if ours != theirs {
 		t.Errorf("the daemon has %d snapshots, containerd knows %d:\n%s", ours, theirs, e.ctr("snapshots", "--snapshotter", "flyio", "ls"))
 	}
-	if out, err := e.fim("gc", "--dry-run", "--json"); err == nil {
-		t.Logf("gc --dry-run --json:\n%s", out)
-	} else {
-		t.Logf("gc --dry-run not available (%v); orphans checked in the metadata only", firstLine(err.Error()))
-	}
+	e.collect("the whole matrix", nil)
 	e.stopDaemon()
-	e.checkMeta(orphans)
-	t.Logf("crash matrix: %d failpoints in %s", n, time.Since(start).Round(time.Second))
+	e.checkMeta(0)
+	t.Logf("crash matrix: %d failpoints in %s:\n%s", n, time.Since(start).Round(time.Second), strings.Join(results, "\n"))
 }
 
 func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
 
 func countLines(s string) int { return len(strings.Split(strings.TrimSpace(s), "\n")) }
 
-// importOCI imports the Go-built three-layer test image with ctr.
-func (e *env) importOCI(ref string) {
+// importOCI imports the Go-built three-layer test image with ctr and
+// returns the path of its archive.
+func (e *env) importOCI(ref string) string {
 	e.t.Helper()
 	img, err := ociarchive.TestImage(ref, ociarchive.BusyboxPath)
 	if err != nil {
@@ -271,6 +354,7 @@ func (e *env) importOCI(ref string) {
 	}
 	f.Close()
 	e.ctr("images", "import", "--snapshotter", "flyio", path)
+	return path
 }
 
 // gcSync makes containerd collect garbage now: deleting a lease with
@@ -287,8 +371,8 @@ func (e *env) gcSync() {
 // checkMeta reads the metadata of the stopped daemon and checks that
 // reconciliation left no journal entry and no snapshot or device in a
 // transitional state, that exactly wantOrphans devices are orphaned, and
-// that every ready device belongs to a snapshot or a template. It returns
-// a one-line summary.
+// that every ready device belongs to a snapshot or a template or is a
+// spare. It returns a one-line summary.
 func (e *env) checkMeta(wantOrphans int) string {
 	e.t.Helper()
 	st := e.meta()
@@ -327,7 +411,7 @@ func (e *env) checkMeta(wantOrphans int) string {
 			states[d.State]++
 			switch d.State {
 			case metadata.DeviceReady:
-				if owners[id] == "" {
+				if owners[id] == "" && d.Role != metadata.RoleSpare {
 					e.t.Errorf("device %d (%s) is ready but no snapshot or template uses it", id, d.Owner)
 				}
 			case metadata.DeviceOrphaned:
