@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -162,6 +163,46 @@ func TestReserveDeviceIDsThrough(t *testing.T) {
 		tx.ReserveDeviceIDsThrough(10) // lower: no change
 		if id, _ := tx.AllocateDeviceID(); id != 43 {
 			t.Errorf("next id = %d, want 43", id)
+		}
+		return nil
+	})
+}
+
+func TestQuarantineUndecodable(t *testing.T) {
+	s := openTemp(t)
+	s.db.Update(func(tx *bolt.Tx) error {
+		tx.Bucket(bucketSnapshots).Put([]byte("bad"), []byte("{not json"))
+		tx.Bucket(bucketDevices).Put(deviceKey(9), []byte("garbage"))
+		tx.Bucket(bucketOps).Put(u64(3), []byte("]"))
+		return nil
+	})
+	s.Update(func(tx *Tx) error {
+		if err := tx.CreateSnapshot(&Snapshot{Key: "good"}); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
+	var moved []string
+	if err := s.Update(func(tx *Tx) (err error) { moved, err = tx.QuarantineUndecodable(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(moved) != 3 {
+		t.Fatalf("moved %v, want 3 records", moved)
+	}
+	s.View(func(tx *Tx) error {
+		if _, err := tx.Snapshot("good"); err != nil {
+			t.Errorf("a good record was touched: %v", err)
+		}
+		if _, err := tx.Ops(); err != nil {
+			t.Errorf("ops still undecodable: %v", err)
+		}
+		d, err := tx.Device(9)
+		if err != nil || d.State != DeviceQuarantined {
+			t.Errorf("device 9 placeholder: %+v %v", d, err)
+		}
+		q, err := tx.Quarantine()
+		if err != nil || len(q) != 3 || string(q[0].Value) != "{not json" {
+			t.Errorf("quarantine bucket: %+v %v", q, err)
 		}
 		return nil
 	})

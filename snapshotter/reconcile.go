@@ -18,6 +18,16 @@ import (
 // devices a reboot deactivated are activated again. Nothing in here stops
 // the daemon for one bad record: it is logged and skipped.
 func (s *Snapshotter) reconcile(ctx context.Context) error {
+	var moved []string
+	if err := s.store.Update(func(tx *metadata.Tx) (err error) {
+		moved, err = tx.QuarantineUndecodable()
+		return err
+	}); err != nil {
+		return fmt.Errorf("setting undecodable records aside: %w", err)
+	}
+	for _, m := range moved {
+		log.G(ctx).Errorf("quarantined %s; it is kept in the database's quarantine bucket and its thin device is left to 'flyio-image-manager gc'", m)
+	}
 	var ops []*metadata.Op
 	if err := s.store.View(func(tx *metadata.Tx) (err error) {
 		ops, err = tx.Ops()
@@ -97,9 +107,11 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 	})
 	slices.SortFunc(live, func(a, b *metadata.Snapshot) int { return int(a.DeviceID) - int(b.DeviceID) })
 	for _, rec := range live {
-		if _, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size); err != nil {
-			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q", s.deviceName(rec.DeviceID), rec.Key)
+		_, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size)
+		if err != nil {
+			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q; quarantined, the daemon serves everything else", s.deviceName(rec.DeviceID), rec.Key)
 		}
+		s.setQuarantine(ctx, rec.DeviceID, err)
 	}
 	// Spares are claimed without activation, so they must be active too.
 	var spares []*metadata.Device
@@ -116,5 +128,28 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 			log.G(ctx).WithError(err).Errorf("could not activate spare device %s; marking it for deletion", d.Name)
 			s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
 		}
+	}
+}
+
+// setQuarantine marks a live snapshot's device quarantined when it could
+// not be activated, and ready again once it could.
+func (s *Snapshotter) setQuarantine(ctx context.Context, id uint32, cause error) {
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		d, err := tx.Device(id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case cause != nil:
+			d.State, d.Error = metadata.DeviceQuarantined, "activation at start failed: "+cause.Error()
+		case d.State == metadata.DeviceQuarantined:
+			d.State, d.Error = metadata.DeviceReady, ""
+		default:
+			return nil
+		}
+		return tx.PutDevice(d)
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).Errorf("recording the state of device %d", id)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -204,4 +205,80 @@ func TestParentlessPrepareClaimsASpare(t *testing.T) {
 	if n := s2.spares.count(); n < 1 {
 		t.Fatalf("spares after restart: %d", n)
 	}
+}
+
+func TestBadRecordsAreQuarantinedNotFatal(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	store, err := metadata.Open(path, metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newFakePool()
+	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	if _, err := s.Prepare(ctx, "good", ""); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+
+	// Damage one snapshot, one device and one op record behind the store's back.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		tx.Bucket([]byte("snapshots")).Put([]byte("broken"), []byte("{"))
+		tx.Bucket([]byte("devices")).Put([]byte{0, 0, 0, 77}, []byte("nope"))
+		tx.Bucket([]byte("ops")).Put([]byte{0, 0, 0, 0, 0, 0, 0, 99}, []byte("]"))
+		return nil
+	})
+	db.Close()
+
+	store, err = metadata.Open(path, metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	// A device that no longer activates is quarantined too.
+	pool.fail["activate"] = errors.New("injected: thin device missing")
+	s, err = New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatalf("one bad record stopped the start: %v", err)
+	}
+	states := map[uint32]metadata.DeviceState{}
+	store.View(func(tx *metadata.Tx) error {
+		return tx.Devices(func(id uint32, d *metadata.Device, err error) error {
+			if err != nil {
+				t.Errorf("device %d still undecodable: %v", id, err)
+				return nil
+			}
+			states[id] = d.State
+			return nil
+		})
+	})
+	if states[77] != metadata.DeviceQuarantined {
+		t.Errorf("undecodable device 77: %q, want quarantined", states[77])
+	}
+	if _, err := s.Stat(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	var goodDev uint32
+	store.View(func(tx *metadata.Tx) error { r, _ := tx.Snapshot("good"); goodDev = r.DeviceID; return nil })
+	if states[goodDev] != metadata.DeviceQuarantined {
+		t.Errorf("device %d that failed to activate: %q, want quarantined", goodDev, states[goodDev])
+	}
+	// Next start activates it again and lifts the quarantine.
+	if _, err := New(ctx, pool, store, Config{BaseSize: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	store.View(func(tx *metadata.Tx) error {
+		if d, _ := tx.Device(goodDev); d.State != metadata.DeviceReady {
+			t.Errorf("device %d after a good activation: %q", goodDev, d.State)
+		}
+		return nil
+	})
 }
