@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -79,7 +80,26 @@ func (t *Tx) QuarantineUndecodable() ([]string, error) {
 			moved = append(moved, fmt.Sprintf("%s: %v", what, r.err))
 		}
 	}
-	return moved, nil
+	return moved, t.dropDanglingChildren()
+}
+
+// dropDanglingChildren removes parent-index entries whose child record is
+// gone (quarantined): they would keep the parent from ever being removed.
+func (t *Tx) dropDanglingChildren() error {
+	c, snaps := t.bucket(bucketChildren), t.bucket(bucketSnapshots)
+	var dangling [][]byte
+	c.ForEach(func(k, _ []byte) error {
+		if i := bytes.IndexByte(k, 0); i >= 0 && snaps.Get(k[i+1:]) == nil {
+			dangling = append(dangling, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range dangling {
+		if err := c.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Quarantine lists the records set aside so far.

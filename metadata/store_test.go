@@ -172,6 +172,7 @@ func TestQuarantineUndecodable(t *testing.T) {
 	s := openTemp(t)
 	s.db.Update(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketSnapshots).Put([]byte("bad"), []byte("{not json"))
+		tx.Bucket(bucketChildren).Put(childKey("good", "bad"), nil)
 		tx.Bucket(bucketDevices).Put(deviceKey(9), []byte("garbage"))
 		tx.Bucket(bucketOps).Put(u64(3), []byte("]"))
 		return nil
@@ -192,6 +193,9 @@ func TestQuarantineUndecodable(t *testing.T) {
 	s.View(func(tx *Tx) error {
 		if _, err := tx.Snapshot("good"); err != nil {
 			t.Errorf("a good record was touched: %v", err)
+		}
+		if kids := tx.Children("good"); len(kids) != 0 {
+			t.Errorf("index still lists the quarantined child: %v", kids)
 		}
 		if _, err := tx.Ops(); err != nil {
 			t.Errorf("ops still undecodable: %v", err)
