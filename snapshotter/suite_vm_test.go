@@ -27,6 +27,10 @@ import (
 // and returns it with a cleanup that tears everything down and fails if
 // any thin device is left active.
 func realSnapshotter(ctx context.Context, root string) (*Snapshotter, func() error, error) {
+	return realSnapshotterWith(ctx, root, Config{BaseSize: 64 << 20, Spares: 2})
+}
+
+func realSnapshotterWith(ctx context.Context, root string, cfg Config) (*Snapshotter, func() error, error) {
 	name := fmt.Sprintf("fimt-%08x", rand.Uint32())
 	// The pool files live outside root: the suite dumps root's files
 	// into the log on failure, and a 4GiB sparse file would be read whole.
@@ -49,7 +53,7 @@ func realSnapshotter(ctx context.Context, root string) (*Snapshotter, func() err
 		pool.Remove(ctx)
 		return nil, nil, err
 	}
-	sn, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, Spares: 2})
+	sn, err := New(ctx, pool, store, cfg)
 	if err != nil {
 		store.Close()
 		pool.Remove(ctx)

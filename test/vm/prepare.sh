@@ -25,7 +25,7 @@ modules=(
 	crc32c_generic ?crc32c_intel
 	virtio_pci virtio_blk virtio_console ?virtio_rng
 	9pnet_virtio 9p
-	ext4 overlay loop
+	ext4 overlay loop ?xfs
 	dm_mod dm_thin_pool
 	?dm_flakey ?dm_snapshot ?dm_zero ?dm_delay ?dm_error
 )
