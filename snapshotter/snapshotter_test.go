@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -281,4 +282,24 @@ func TestBadRecordsAreQuarantinedNotFatal(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestBlockMountsHandTheDeviceItself(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newTestSnapshotter(t)
+	s.cfg.BlockMounts = true
+	m, err := s.Prepare(ctx, "vm-rootfs", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 1 || m[0].Type != "bind" || !strings.HasPrefix(m[0].Source, "/dev/mapper/fake-thin-") || m[0].Options[0] != "rw" {
+		t.Fatalf("block mount = %+v", m)
+	}
+	if err := s.Commit(ctx, "base", "vm-rootfs"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.View(ctx, "ro", "base")
+	if err != nil || v[0].Options[0] != "ro" {
+		t.Fatalf("block view = %+v, %v", v, err)
+	}
 }
