@@ -120,7 +120,11 @@ func TestCrashMatrix(t *testing.T) {
 		}
 		e.stopDaemon()
 		meta := e.checkMeta(0)
-		r := fmt.Sprintf("%-28s %5.1fs  gc listed: %s; after gc: %s", c.fp, time.Since(t0).Seconds(), left, meta)
+		name := c.fp
+		if c.then != "" {
+			name += "+" + c.then
+		}
+		r := fmt.Sprintf("%-28s %5.1fs  gc listed: %s; after gc: %s", name, time.Since(t0).Seconds(), left, meta)
 		results = append(results, r)
 		t.Log(r)
 	}
