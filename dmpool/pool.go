@@ -499,7 +499,8 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 	return s, nil
 }
 
-// checkWritable turns a pool that cannot take new devices into a clear
+// CheckWritable reports, as ErrPoolFailed, ErrPoolReadOnly or ErrPoolFull,
+// a pool that cannot take new devices. It turns such a pool into a clear
 // error. Messages still succeed on a pool that is out of data space, so
 // this is the only place that reports it before writes fail.
 //
@@ -507,7 +508,7 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 // reported either way, the counts are the in-core ones, and the
 // create_thin or create_snap that follows commits anyway (a commit here
 // cost a third of a snapshot's time).
-func (p *Pool) checkWritable(ctx context.Context, what string) error {
+func (p *Pool) CheckWritable(ctx context.Context, what string) error {
 	s, err := p.status(ctx, targetStatusNoFlush)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)

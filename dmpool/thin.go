@@ -44,7 +44,7 @@ func (p *Pool) CreateThin(ctx context.Context, id uint32) error {
 		return err
 	}
 	what := fmt.Sprintf("create thin %d", id)
-	if err := p.checkWritable(ctx, what); err != nil {
+	if err := p.CheckWritable(ctx, what); err != nil {
 		return err
 	}
 	_, err := Message(p.cfg.Name, fmt.Sprintf("create_thin %d", id))
@@ -63,7 +63,7 @@ func (p *Pool) CreateSnapshot(ctx context.Context, id, originID uint32) (retErr 
 		return err
 	}
 	what := fmt.Sprintf("snapshot %d of %d", id, originID)
-	if err := p.checkWritable(ctx, what); err != nil {
+	if err := p.CheckWritable(ctx, what); err != nil {
 		return err
 	}
 

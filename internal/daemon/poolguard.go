@@ -89,8 +89,12 @@ func (p guardedPool) CreateThin(ctx context.Context, id uint32) error {
 }
 
 // Admit lets the snapshotter ask before it hands out a spare device,
-// which creates nothing the guard would otherwise see.
+// which creates nothing the pool or the guard would otherwise see: a
+// read-only or failed pool refuses it as it would refuse a create.
 func (p guardedPool) Admit(ctx context.Context, what string) error {
+	if err := p.Pool.CheckWritable(ctx, what); err != nil {
+		return err
+	}
 	return p.guard.Check(ctx, what)
 }
 
