@@ -83,6 +83,8 @@ if native; then
 	echo "gotest.sh: this kernel has dm-thin; running $n package(s) natively" >&2
 	exec /bin/sh "$driver"
 fi
-cd /
+# run.sh runs from the caller's directory: when that is a clone under
+# /root or /tmp, which the guest hides, run.sh shares it into the guest,
+# and the package directories with it.
 FLYIO_VM_ENV="${FLYIO_VM_ENV:-} FLYIO_REQUIRE_DM" FLYIO_REQUIRE_DM=1 \
 	"$here/run.sh" --timeout "$vmtimeout" --share "$work" -- /bin/sh "$driver"
