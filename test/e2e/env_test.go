@@ -55,6 +55,7 @@ type env struct {
 // envOptions adjust startEnv; see the with* functions.
 type envOptions struct {
 	baseSize   string   // [snapshotter] base_size, default "256MiB"
+	spares     int      // [snapshotter] spare_devices, default the product's
 	daemonTOML string   // appended to the daemon's config (e.g. an [s3] table)
 	daemonEnv  []string // extra environment of the daemon (e.g. AWS credentials)
 }
@@ -63,6 +64,10 @@ type envOption func(*envOptions)
 
 // withBaseSize sets the size of parentless snapshots (process-image bases).
 func withBaseSize(s string) envOption { return func(o *envOptions) { o.baseSize = s } }
+
+// withSpares sets how many spare devices the daemon keeps ready; 0 makes
+// every device the pool holds belong to a snapshot, for exact accounting.
+func withSpares(n int) envOption { return func(o *envOptions) { o.spares = n } }
 
 // withDaemonTOML appends tables to the daemon's configuration.
 func withDaemonTOML(s string) envOption { return func(o *envOptions) { o.daemonTOML += "\n" + s } }
@@ -82,7 +87,7 @@ type proc struct {
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB"}}
+	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB", spares: config.Default().Snapshotter.SpareDevices}}
 	for _, o := range opts {
 		o(&e.opts)
 	}
@@ -99,12 +104,13 @@ data_size = "6GiB"
 metadata_size = "64MiB"
 [snapshotter]
 base_size = %q
+spare_devices = %d
 [containerd]
 address = %q
 namespace = %q
 %s
 `, filepath.Join(e.dir, "flyio"), filepath.Join(e.dir, "snapshotter.sock"), filepath.Join(e.dir, "admin.sock"), pool,
-		e.opts.baseSize, e.sock, namespace, e.opts.daemonTOML))
+		e.opts.baseSize, e.opts.spares, e.sock, namespace, e.opts.daemonTOML))
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
 		t.Fatal(err)
