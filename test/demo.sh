@@ -43,6 +43,9 @@ host() {
 		"$repo/test/demo.sh" --in-vm "$bins"
 	else
 		step "This kernel has no dm-thin: booting the test VM (qemu, TCG; takes a minute)"
+		# From the clone, so run.sh shares it into the guest when it lives
+		# under /root or /tmp, which the guest hides.
+		cd "$repo"
 		"$repo/test/vm/run.sh" --share "$bins" -- "$repo/test/demo.sh" --in-vm "$bins"
 	fi
 }
