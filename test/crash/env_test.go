@@ -57,23 +57,7 @@ type env struct {
 	nDaemon int
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
-
-// exited reports whether p has exited, without blocking.
-func (p *proc) exited() bool {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true
-	default:
-		return false
-	}
-}
+type proc = harness.Proc
 
 // poolTOML is the [pool] section of the daemon's configuration; "" means
 // loopback files under root_dir. snapshotterTOML lines are added to the
@@ -139,29 +123,15 @@ func writeFile(t *testing.T, path, content string) {
 
 func (e *env) start(name, logName string, env []string, args ...string) *proc {
 	e.t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.dir, logName), done: make(chan error, 1)}
-	f, err := os.Create(p.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(append(os.Environ(), "PATH="+e.path), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		e.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.done <- cmd.Wait(); f.Close() }()
-	return p
+	return harness.StartProc(e.t, name, filepath.Join(e.dir, logName), e.path, exec.Command(args[0], args[1:]...), env...)
 }
 
 // startDaemon starts the daemon with failpoints armed (fp may be "") and
 // does not wait: a failpoint may kill it during start-up.
 func (e *env) startDaemon(fp string) *proc {
 	e.t.Helper()
-	if e.daemon != nil && !e.daemon.exited() {
-		e.t.Fatalf("daemon %s still running", e.daemon.log)
+	if e.daemon != nil && !e.daemon.Exited() {
+		e.t.Fatalf("daemon %s still running", e.daemon.Log)
 	}
 	e.nDaemon++
 	env := append(e.s3.Env(), failpoint.EnvVar+"="+fp)
@@ -188,9 +158,8 @@ func (e *env) waitDaemon() {
 // waitKilled waits for the daemon to die at failpoint fp.
 func (e *env) waitKilled(fp string, timeout time.Duration) {
 	e.t.Helper()
-	select {
-	case err := <-e.daemon.done:
-		e.daemon.done <- err
+	err, ok := e.daemon.Wait(timeout)
+	if ok {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() {
 			e.t.Fatalf("daemon exited with %v, want killed at failpoint %s\n%s", err, fp, e.daemonLog())
@@ -198,13 +167,13 @@ func (e *env) waitKilled(fp string, timeout time.Duration) {
 		if !strings.Contains(e.daemonLog(), "failpoint "+fp+" hit") {
 			e.t.Fatalf("daemon was killed, but not at failpoint %s:\n%s", fp, tail(e.daemonLog(), 40))
 		}
-	case <-time.After(timeout):
-		e.t.Fatalf("daemon still running %s after the operation that should reach failpoint %s\n%s", timeout, fp, tail(e.daemonLog(), 40))
+		return
 	}
+	e.t.Fatalf("daemon still running %s after the operation that should reach failpoint %s\n%s", timeout, fp, tail(e.daemonLog(), 40))
 }
 
 func (e *env) daemonLog() string {
-	b, _ := os.ReadFile(e.daemon.log)
+	b, _ := os.ReadFile(e.daemon.Log)
 	return string(b)
 }
 
@@ -232,34 +201,14 @@ func (e *env) ctrdState() string { return harness.ContainerdState(e.ctrdDir()) }
 
 func (e *env) waitFor(what string, timeout time.Duration, p *proc, ready func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ready() {
-		if p.exited() {
-			b, _ := os.ReadFile(p.log)
-			e.t.Fatalf("%s exited while waiting for %s:\n%s", p.name, what, tail(string(b), 40))
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s not ready after %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	p.WaitFor(e.t, what, timeout, ready)
 }
 
+// stopProc stops p unless it already exited (a daemon killed at a
+// failpoint has nothing left to stop).
 func (e *env) stopProc(p *proc) {
-	if p == nil || p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			e.t.Errorf("%s exited with %v after SIGTERM", p.name, err)
-		}
-	case <-time.After(45 * time.Second):
-		e.t.Errorf("%s did not stop within 45s of SIGTERM; killing it", p.name)
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if p != nil && !p.Exited() {
+		p.Stop(e.t)
 	}
 }
 

@@ -31,7 +31,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 	if !strings.Contains(out, "database is locked") {
 		t.Errorf("second daemon failed (%v) without saying \"database is locked\":\n%s", err, out)
 	}
-	if e.daemon.exited() {
+	if e.daemon.Exited() {
 		t.Fatalf("the first daemon died:\n%s", e.daemonLog())
 	}
 	for _, sock := range []string{e.cfg.Address, e.cfg.AdminAddress} {

@@ -44,12 +44,8 @@ func TestReboot(t *testing.T) {
 	t.Logf("active thin devices before the reboot: %v", before)
 
 	// Power cut.
-	e.ctrd.cmd.Process.Kill()
-	<-e.ctrd.done
-	e.ctrd.done <- nil
-	e.daemon.cmd.Process.Kill()
-	<-e.daemon.done
-	e.daemon.done <- nil
+	e.ctrd.Kill()
+	e.daemon.Kill()
 	t0 := time.Now()
 	e.tearDownPool()
 	if err := os.RemoveAll(e.ctrdState()); err != nil {

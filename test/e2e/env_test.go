@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,12 +77,7 @@ func withDaemonEnv(kv ...string) envOption {
 }
 
 // proc is a background process whose output goes to a log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
+type proc = harness.Proc
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
@@ -145,56 +139,17 @@ func writeFile(t *testing.T, path, content string) {
 
 func (e *env) start(name string, cmd *exec.Cmd, extraEnv ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.dir, name+".log"), done: make(chan error, 1)}
-	f, err := os.Create(p.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(append(os.Environ(), "PATH="+e.path), extraEnv...)
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		e.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.done <- cmd.Wait(); f.Close() }()
-	return p
+	return harness.StartProc(e.t, name, filepath.Join(e.dir, name+".log"), e.path, cmd, extraEnv...)
 }
 
 // waitFor polls ready, failing early when p exits.
 func (e *env) waitFor(what string, timeout time.Duration, p *proc, ready func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ready() {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			e.t.Fatalf("%s exited while waiting for %s: %v", p.name, what, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s not ready after %s", what, timeout)
-		}
-	}
+	p.WaitFor(e.t, what, timeout, ready)
 }
 
 // stopProc sends SIGTERM and waits, then SIGKILL.
-func (e *env) stopProc(p *proc) {
-	if p == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			e.t.Errorf("%s exited with %v after SIGTERM", p.name, err)
-		}
-	case <-time.After(45 * time.Second):
-		e.t.Errorf("%s did not stop within 45s of SIGTERM; killing it", p.name)
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (e *env) stopProc(p *proc) { p.Stop(e.t) }
 
 // stopServices stops containerd, then the daemon (containerd first: it
 // may still talk to the snapshotter while shutting down).

@@ -65,10 +65,9 @@ http:
 `, filepath.Join(e.dir, "registry"), addr))
 	p := e.start("registry", exec.Command(registryBin, "serve", cfg))
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
+			b, _ := os.ReadFile(p.Log)
 			t.Logf("===== registry log =====\n%s", tail(string(b), 100))
 		}
 	})

@@ -171,12 +171,8 @@ func (s *s3env) importSnapshots() []string {
 func (s *s3env) killAndRestartDaemon() {
 	s.t.Helper()
 	p := s.daemon
-	if err := p.cmd.Process.Kill(); err != nil {
-		s.t.Fatal(err)
-	}
-	err := <-p.done
-	s.t.Logf("daemon killed: %v", err)
-	old, _ := os.ReadFile(p.log)
+	s.t.Logf("daemon killed: %v", p.Kill())
+	old, _ := os.ReadFile(p.Log)
 	writeFile(s.t, filepath.Join(s.dir, "daemon-killed.log"), string(old))
 	s.daemon = s.start("daemon", exec.Command(s.bin, "--config", s.cfgPath, "daemon"), s.opts.daemonEnv...)
 	s.waitFor("the restarted daemon's admin API", 90*time.Second, s.daemon, func() bool {
