@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
@@ -49,11 +48,13 @@ type DeleteImageResult struct {
 	Snapshots []string `json:"snapshots"`
 }
 
-// Backend is what the daemon provides to the admin API.
+// Backend is what the daemon provides to the admin API. Each concern's
+// methods and routes live in their own file: runs.go (process-image runs
+// and queues), inventory.go (images, snapshots, diagnostics) and this one
+// (status, gc, delete-image).
 type Backend interface {
-	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
-	Run(id string) (metadata.Run, error)
-	Runs() ([]metadata.Run, error)
+	RunBackend
+	InventoryBackend
 	Status(ctx context.Context) (Status, error)
 	GC(ctx context.Context, req GCRequest) (*gc.Report, error)
 	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
@@ -62,23 +63,8 @@ type Backend interface {
 // Handler serves the admin API over b.
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/process-image", func(w http.ResponseWriter, r *http.Request) {
-		var req importer.Request
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			writeError(w, fmt.Errorf("bad request body: %v: %w", err, errdefs.ErrInvalidArgument))
-			return
-		}
-		run, err := b.ProcessImage(r.Context(), req)
-		reply(w, run, err)
-	})
-	mux.HandleFunc("GET /v1/runs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		run, err := b.Run(r.PathValue("id"))
-		reply(w, run, err)
-	})
-	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, r *http.Request) {
-		runs, err := b.Runs()
-		reply(w, runs, err)
-	})
+	runRoutes(mux, b)
+	inventoryRoutes(mux, b)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)

@@ -32,6 +32,16 @@ type Config struct {
 	Address string `toml:"address"`
 	// AdminAddress is the unix socket operator commands talk to.
 	AdminAddress string `toml:"admin_address"`
+	// MetricsAddress is a TCP address ("127.0.0.1:9150") serving
+	// Prometheus metrics on /metrics; empty disables it.
+	MetricsAddress string `toml:"metrics_address"`
+	// DebugAddress is a unix socket serving net/http/pprof under
+	// /debug/pprof/; empty disables it.
+	DebugAddress string `toml:"debug_address"`
+	// LogLevel is the daemon's log level: trace, debug, info, warn, error.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is "text" or "json".
+	LogFormat string `toml:"log_format"`
 
 	Pool        Pool           `toml:"pool"`
 	Snapshotter Snapshotter    `toml:"snapshotter"`
@@ -62,6 +72,10 @@ type Extract struct {
 	// UnpackTimeout bounds one extraction, in seconds. Env UNPACK_TIMEOUT
 	// overrides it.
 	UnpackTimeout int `toml:"unpack_timeout"`
+	// UnpackQueueSize bounds how many process-image runs download and
+	// extract at once; more wait in the unpacks queue. Env
+	// UNPACK_QUEUE_SIZE overrides it.
+	UnpackQueueSize int `toml:"unpack_queue_size"`
 }
 
 // Pool configures the dm-thin pool.
@@ -108,6 +122,8 @@ func Default() Config {
 		RootDir:      "/var/lib/flyio-image-manager",
 		Address:      "/run/flyio-image-manager/snapshotter.sock",
 		AdminAddress: "/run/flyio-image-manager/admin.sock",
+		LogLevel:     "info",
+		LogFormat:    "text",
 		Pool: Pool{
 			Name:          "flyio-pool",
 			DataSize:      20 << 30,
@@ -129,10 +145,11 @@ func Default() Config {
 			Snapshotter: "flyio",
 		},
 		Extract: Extract{
-			MaxFileSize:   1 << 30,
-			MaxTotalSize:  64 << 30,
-			MaxEntries:    1_000_000,
-			UnpackTimeout: 1800,
+			MaxFileSize:     1 << 30,
+			MaxTotalSize:    64 << 30,
+			MaxEntries:      1_000_000,
+			UnpackTimeout:   1800,
+			UnpackQueueSize: 2,
 		},
 	}
 }
@@ -172,6 +189,13 @@ func (c *Config) applyEnv() error {
 			return fmt.Errorf("config: UNPACK_TIMEOUT=%q: want a positive number of seconds", v)
 		}
 		c.Extract.UnpackTimeout = n
+	}
+	if v := os.Getenv("UNPACK_QUEUE_SIZE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("config: UNPACK_QUEUE_SIZE=%q: want a positive number of concurrent unpacks", v)
+		}
+		c.Extract.UnpackQueueSize = n
 	}
 	return nil
 }
@@ -233,6 +257,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: snapshotter.base_size %s is below 16MiB", c.Snapshotter.BaseSize)
 	case c.Extract.UnpackTimeout <= 0:
 		return fmt.Errorf("config: extract.unpack_timeout %d must be positive", c.Extract.UnpackTimeout)
+	case c.Extract.UnpackQueueSize <= 0:
+		return fmt.Errorf("config: extract.unpack_queue_size %d must be positive", c.Extract.UnpackQueueSize)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
 	case c.Containerd.Namespace == "" || c.Containerd.Snapshotter == "":
 		return fmt.Errorf("config: containerd.namespace and containerd.snapshotter must not be empty")
 	}
