@@ -18,7 +18,20 @@ import (
 var version = "dev"
 
 func main() {
-	app := &cli.App{
+	app := newApp()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := app.RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// newApp builds the command tree. It is a function, not inline in main, so
+// that docs_test.go can check every command and flag the docs name against
+// the real app.
+func newApp() *cli.App {
+	return &cli.App{
 		Name:  "flyio-image-manager",
 		Usage: "containerd snapshotter on dm-thin, filled from S3",
 		Flags: []cli.Flag{
@@ -37,12 +50,6 @@ func main() {
 			gcCommand,
 			deleteImageCommand,
 		},
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := app.RunContext(ctx, os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
-		os.Exit(1)
 	}
 }
 
