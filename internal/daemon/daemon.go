@@ -76,6 +76,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer store.Close()
 
+	notify := newNotifier(ctx)
+	notify.Status("opening pool %s", cfg.Pool.Name)
 	pool, result, err := OpenPool(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("pool: %w", err)
@@ -103,6 +105,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		log.G(ctx).Infof("filling layers from s3://%s/%s", cfg.S3.Bucket, cfg.S3.LayerPrefix)
 	}
 	guard := NewPoolGuard(pool, cfg.Pool.FullThreshold)
+	notify.Status("recovering: reconciling snapshots with pool %s", pool.Name())
 	sn, err := snapshotter.New(ctx, guardedPool{Pool: pool, guard: guard}, store, snCfg)
 	if err != nil {
 		return err
@@ -141,16 +144,27 @@ func Run(ctx context.Context, cfg config.Config) error {
 	log.G(ctx).Infof("serving snapshots API on %s, admin API on %s", cfg.Address, cfg.AdminAddress)
 	// Runs a previous daemon left unfinished start over now that the
 	// snapshots API (which they go through, via containerd) is served.
+	// Resume only starts them: it never waits for containerd, which
+	// systemd starts after our READY.
+	notify.Status("resuming %d process-image runs", unfinishedRuns(store))
 	if err := imp.Resume(ctx); err != nil {
 		log.G(ctx).WithError(err).Error("could not resume unfinished process-image runs")
 	}
-	notifyReady()
+	// Both sockets were listening since listen returned (connections
+	// queue until Serve accepts them) and recovery is done: containerd,
+	// started after READY, finds the snapshotter serving.
+	notify.Ready(fmt.Sprintf("serving snapshots API on %s, admin API on %s", cfg.Address, cfg.AdminAddress))
+	go notify.Watchdog(ctx, func(ctx context.Context) error {
+		_, err := pool.Status(ctx)
+		return err
+	})
 
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
+	notify.Stopping()
 	log.G(ctx).Info("shutting down")
 	adminSrv.Close()
 	stopRuns()
