@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -37,6 +38,9 @@ type Config struct {
 	Extract extract.Options
 	// UnpackTimeout bounds the download and extraction of one run.
 	UnpackTimeout time.Duration
+	// UnpackQueueSize bounds how many runs download and extract at once;
+	// the others wait in the unpacks queue, first come first served.
+	UnpackQueueSize int
 }
 
 // Request asks for one S3 object to be processed.
@@ -56,6 +60,10 @@ type Importer struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	active map[string]*runState // by run id
+	// unpacks admits Config.UnpackQueueSize runs to download and extract.
+	unpacks *fifo
+	// dlSeq orders runs by when they asked s3fetch for a download slot.
+	dlSeq atomic.Uint64
 }
 
 // runState is the live view of a run in progress: its record plus a
@@ -64,6 +72,21 @@ type runState struct {
 	mu   sync.Mutex
 	run  metadata.Run
 	done chan struct{}
+
+	// ctx is the run's own: cancelled by Cancel (cause ErrCancelled) or
+	// with the daemon's.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// cancelled is set by Cancel, under mu, only before the run commits;
+	// cancelledIn is the state the run was in then.
+	cancelled   bool
+	cancelledIn metadata.RunState
+	// release frees the run's unpacks slot once it holds one.
+	release func()
+	// download is where the run is in s3fetch's download queue
+	// ("waiting", "active" or none) and dlSeq when it got there.
+	download string
+	dlSeq    uint64
 }
 
 func (rs *runState) snapshot() metadata.Run {
@@ -78,7 +101,7 @@ func New(ctx context.Context, cfg Config, s3 *s3fetch.Client, cd Containerd, sto
 	if cfg.UnpackTimeout <= 0 {
 		cfg.UnpackTimeout = 30 * time.Minute
 	}
-	return &Importer{cfg: cfg, s3: s3, cd: cd, store: store, ctx: ctx, active: map[string]*runState{}}
+	return &Importer{cfg: cfg, s3: s3, cd: cd, store: store, ctx: ctx, active: map[string]*runState{}, unpacks: newFIFO(cfg.UnpackQueueSize)}
 }
 
 // Wait blocks until every run this importer started has stopped.
@@ -133,11 +156,13 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 // start runs r in the background; im.mu must be held.
 func (im *Importer) start(r metadata.Run) {
 	rs := &runState{run: r, done: make(chan struct{})}
+	rs.ctx, rs.cancel = context.WithCancelCause(im.ctx)
 	im.active[r.ID] = rs
 	im.wg.Add(1)
 	go func() {
 		defer im.wg.Done()
 		defer close(rs.done)
+		defer rs.cancel(nil)
 		im.execute(rs)
 		im.mu.Lock()
 		delete(im.active, r.ID)
@@ -199,6 +224,9 @@ func (im *Importer) Resume(ctx context.Context) error {
 			continue
 		}
 		log.G(ctx).Infof("resuming process-image run %s of s3://%s/%s (was %s)", r.ID, r.Bucket, r.Key, r.State)
+		// It starts over, so it waits its turn in the unpacks queue
+		// like a new run; the record says so once it is admitted.
+		r.State = metadata.RunQueued
 		im.start(*r)
 	}
 	return nil
@@ -228,8 +256,12 @@ func newRunID() string {
 // errRunFailed wraps a run's failure for callers that waited on it.
 var errRunFailed = errors.New("process-image failed")
 
-// RunError turns a failed run into an error carrying its reason.
+// RunError turns a failed or cancelled run into an error carrying its
+// reason.
 func RunError(r metadata.Run) error {
+	if r.State == metadata.RunCancelled {
+		return fmt.Errorf("process-image run %s (s3://%s/%s): %s: %w", r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrAborted)
+	}
 	if r.State != metadata.RunFailed {
 		return nil
 	}

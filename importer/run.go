@@ -18,13 +18,28 @@ import (
 
 // execute runs one process-image run to its end and records the outcome.
 func (im *Importer) execute(rs *runState) {
-	ctx, cancel := context.WithTimeout(withNamespace(im.ctx, im.cd), im.cfg.UnpackTimeout)
-	defer cancel()
 	r := rs.snapshot()
+	ctx := withNamespace(rs.ctx, im.cd)
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("run", r.ID).WithField("s3_key", r.Key))
-	err := im.process(ctx, rs)
+	// Waiting in the unpacks queue does not count against UnpackTimeout.
+	release, err := im.unpacks.Acquire(ctx, r.ID)
+	if err == nil {
+		defer release()
+		rs.mu.Lock()
+		rs.release = release
+		rs.mu.Unlock()
+		tctx, cancel := context.WithTimeout(ctx, im.cfg.UnpackTimeout)
+		err = im.process(tctx, rs)
+		cancel()
+	}
 	if errors.Is(err, context.DeadlineExceeded) && im.ctx.Err() == nil {
 		err = fmt.Errorf("extraction timeout after %s (UNPACK_TIMEOUT): %w", im.cfg.UnpackTimeout, err)
+	}
+	if err != nil && rs.cancelRequested() {
+		// Checked before shutdown: a run the operator cancelled is not
+		// resumed, even when the daemon is stopping too.
+		im.finishCancelled(ctx, rs, err)
+		return
 	}
 	if err != nil && im.ctx.Err() != nil {
 		// The daemon is stopping: leave the run unfinished so the next
@@ -92,10 +107,17 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	}
 	failpoint.Hit(failpoint.ImportAfterExtract)
 
-	im.setState(rs, metadata.RunCommitting, func(r *metadata.Run) {
+	// Past this point Cancel refuses: a commit or registration cut off
+	// halfway could leave a base without its image.
+	if err := im.enterCommitting(rs, func(r *metadata.Run) {
 		r.DiffID, r.Digest, r.ChainID = res.DiffID, res.Digest, res.DiffID
 		r.Bytes, r.CompressedBytes, r.Entries = res.Bytes, res.CompressedBytes, res.Entries
-	})
+	}); err != nil {
+		if rmErr := sn.Remove(context.WithoutCancel(ctx), key); rmErr != nil && !errdefs.IsNotFound(rmErr) {
+			log.G(ctx).WithError(rmErr).Errorf("cancelled import left snapshot %s; gc will report it", key)
+		}
+		return err
+	}
 	// One layer: its chain id is its diff id.
 	chainID := res.DiffID
 	failpoint.Hit(failpoint.ImportBeforeCommit)
@@ -150,11 +172,14 @@ func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key stri
 
 func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extract.Result, error) {
 	r := rs.snapshot()
+	im.setDownload(rs, "waiting")
+	defer im.setDownload(rs, "")
 	obj, err := im.s3.Open(ctx, r.Key)
 	if err != nil {
 		return extract.Result{}, err
 	}
 	defer obj.Close()
+	im.setDownload(rs, "active")
 	if obj.ETag != r.ETag {
 		return extract.Result{}, fmt.Errorf("s3://%s/%s changed since the run started (etag %s, now %s): %w", r.Bucket, r.Key, r.ETag, obj.ETag, errdefs.ErrFailedPrecondition)
 	}

@@ -17,10 +17,13 @@ const (
 	RunCommitting  RunState = "committing"
 	RunDone        RunState = "done"
 	RunFailed      RunState = "failed"
+	// RunCancelled is a run an operator stopped (cancel --run-id): like a
+	// failed run it left nothing behind, and it is never resumed.
+	RunCancelled RunState = "cancelled"
 )
 
 // Finished reports whether the run will not change any more.
-func (s RunState) Finished() bool { return s == RunDone || s == RunFailed }
+func (s RunState) Finished() bool { return s == RunDone || s == RunFailed || s == RunCancelled }
 
 // Run is one process-image run: an S3 tarball becoming a base snapshot and
 // a containerd image.

@@ -119,9 +119,10 @@ func Run(ctx context.Context, cfg config.Config) error {
 	runCtx, stopRuns := context.WithCancel(ctx)
 	defer stopRuns()
 	imp := importer.New(runCtx, importer.Config{
-		Snapshotter:   cfg.Containerd.Snapshotter,
-		Extract:       cfg.Extract.Options(),
-		UnpackTimeout: time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
+		Snapshotter:     cfg.Containerd.Snapshotter,
+		Extract:         cfg.Extract.Options(),
+		UnpackTimeout:   time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
+		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
 	}, s3, cd, store)
 
 	l, err := listen(cfg.Address, 0o660)
