@@ -14,6 +14,6 @@ var daemonCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		return daemon.Run(c.Context, cfg)
+		return daemon.Run(c.Context, cfg, daemon.Options{Version: version})
 	},
 }

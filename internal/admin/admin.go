@@ -10,16 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // Status is what `status` prints.
 type Status struct {
+	Daemon    DaemonInfo    `json:"daemon"`
 	Pool      string        `json:"pool"`
 	PoolState dmpool.Status `json:"pool_status"`
 	// Counts of snapshots by kind and of devices by state.
@@ -31,6 +34,27 @@ type Status struct {
 	// error new work gets) while usage is at or above it.
 	FullThreshold int    `json:"full_threshold"`
 	Refusing      string `json:"refusing,omitempty"`
+	// Queues are the downloads and unpacks queues.
+	Queues []importer.QueueInfo `json:"queues"`
+	// RecentRuns are every unfinished run and the last finished ones,
+	// newest first.
+	RecentRuns []metadata.Run `json:"recent_runs"`
+}
+
+// DaemonInfo says which daemon answered and where it serves.
+type DaemonInfo struct {
+	Version string    `json:"version"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	// UptimeSeconds is as of the answer.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Address is the snapshots API socket (containerd's proxy_plugins
+	// address), AdminAddress this API's; the optional ones are empty
+	// when off.
+	Address        string `json:"address"`
+	AdminAddress   string `json:"admin_address"`
+	MetricsAddress string `json:"metrics_address,omitempty"`
+	DebugAddress   string `json:"debug_address,omitempty"`
 }
 
 // GCRequest asks for a gc run. MinAge is a Go duration ("5m"); empty

@@ -90,7 +90,7 @@ func (c *Client) ProcessImage(ctx context.Context, req importer.Request) (metada
 // Run returns a process-image run.
 func (c *Client) Run(ctx context.Context, id string) (metadata.Run, error) {
 	var run metadata.Run
-	err := c.do(ctx, http.MethodGet, "/v1/runs/"+id, nil, &run)
+	err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &run)
 	return run, err
 }
 
@@ -99,6 +99,21 @@ func (c *Client) Runs(ctx context.Context) ([]metadata.Run, error) {
 	var runs []metadata.Run
 	err := c.do(ctx, http.MethodGet, "/v1/runs", nil, &runs)
 	return runs, err
+}
+
+// Cancel asks the daemon to stop a queued or running run; it answers
+// once the run has cleaned up, with its final record.
+func (c *Client) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+	var run metadata.Run
+	err := c.do(ctx, http.MethodPost, "/v1/runs/"+url.PathEscape(id)+"/cancel", nil, &run)
+	return run, err
+}
+
+// Queues returns the downloads and unpacks queues.
+func (c *Client) Queues(ctx context.Context) ([]importer.QueueInfo, error) {
+	var qs []importer.QueueInfo
+	err := c.do(ctx, http.MethodGet, "/v1/queues", nil, &qs)
+	return qs, err
 }
 
 // Status returns the daemon's view of the pool and its records.

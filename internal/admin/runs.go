@@ -17,6 +17,10 @@ type RunBackend interface {
 	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
 	Run(id string) (metadata.Run, error)
 	Runs() ([]metadata.Run, error)
+	// Cancel stops a queued or running run and returns its final record.
+	Cancel(ctx context.Context, id string) (metadata.Run, error)
+	// Queues snapshots the downloads and unpacks queues.
+	Queues() []importer.QueueInfo
 }
 
 func runRoutes(mux *http.ServeMux, b RunBackend) {
@@ -36,5 +40,12 @@ func runRoutes(mux *http.ServeMux, b RunBackend) {
 	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, r *http.Request) {
 		runs, err := b.Runs()
 		reply(w, runs, err)
+	})
+	mux.HandleFunc("POST /v1/runs/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		run, err := b.Cancel(r.Context(), r.PathValue("id"))
+		reply(w, run, err)
+	})
+	mux.HandleFunc("GET /v1/queues", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, b.Queues(), nil)
 	})
 }

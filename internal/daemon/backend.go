@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type backend struct {
 	sn       *snapshotter.Snapshotter
 	cd       *importer.LazyContainerd
 	guard    *PoolGuard
+	// version and started are reported by status.
+	version string
+	started time.Time
 
 	// gcMu runs one gc (or delete-image) at a time.
 	gcMu sync.Mutex
@@ -43,8 +47,29 @@ func (b *backend) Run(id string) (metadata.Run, error) { return b.importer.Get(i
 
 func (b *backend) Runs() ([]metadata.Run, error) { return b.importer.List() }
 
+func (b *backend) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+	return b.importer.Cancel(ctx, id)
+}
+
+func (b *backend) Queues() []importer.QueueInfo { return b.importer.Queues() }
+
+// recentFinishedRuns is how many finished runs status shows.
+const recentFinishedRuns = 10
+
+func (b *backend) daemonInfo() admin.DaemonInfo {
+	return admin.DaemonInfo{
+		Version: b.version, PID: os.Getpid(), Started: b.started.UTC(),
+		UptimeSeconds: time.Since(b.started).Seconds(),
+		Address:       b.cfg.Address, AdminAddress: b.cfg.AdminAddress,
+		MetricsAddress: b.cfg.MetricsAddress, DebugAddress: b.cfg.DebugAddress,
+	}
+}
+
 func (b *backend) Status(ctx context.Context) (admin.Status, error) {
-	st := admin.Status{Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{}, FullThreshold: b.guard.Threshold()}
+	st := admin.Status{
+		Daemon: b.daemonInfo(), Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{},
+		FullThreshold: b.guard.Threshold(), Queues: b.importer.Queues(),
+	}
 	var err error
 	if st.PoolState, err = b.pool.Status(ctx); err != nil {
 		return st, err
@@ -69,8 +94,8 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		st.Images = len(imgs)
 		return err
 	})
-	runs, _ := b.importer.List()
-	for _, r := range runs {
+	st.RecentRuns, _ = b.importer.Recent(recentFinishedRuns)
+	for _, r := range st.RecentRuns {
 		if !r.State.Finished() {
 			st.Runs = append(st.Runs, r)
 		}

@@ -64,10 +64,17 @@ func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.Open
 	return dmpool.Open(ctx, pc)
 }
 
+// Options are what the daemon is told besides its configuration.
+type Options struct {
+	// Version is the binary's version, reported by status.
+	Version string
+}
+
 // Run serves until ctx is cancelled (SIGTERM/SIGINT), then stops
 // accepting requests, lets running ones finish and closes the database.
 // Thin devices stay active, so containers keep running across restarts.
-func Run(ctx context.Context, cfg config.Config) error {
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	started := time.Now()
 	// The database lock comes first: a second daemon on the same root
 	// must fail before it touches the pool or the socket.
 	store, err := metadata.Open(MetadataPath(cfg), metadata.Options{})
@@ -137,6 +144,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	adminSrv := &http.Server{Handler: admin.Handler(&backend{
 		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: cd, guard: guard,
+		version: opts.Version, started: started,
 	})}
 
 	errc := make(chan error, 2)
