@@ -6,6 +6,8 @@
 #                integration test inside the VM (or natively with dm-thin)
 #   make bench   benchmarks, printed as tables against their named baselines
 #   make build   bin/flyio-image-manager
+#   make install the binary, the config example and the systemd units
+#                (DESTDIR, PREFIX=/usr/local, SYSTEMDUNITDIR); make uninstall
 #
 # All of them install what they need on a Debian/Ubuntu machine (as root).
 
@@ -24,11 +26,46 @@ VM_PKGS := ./dmpool ./snapshotter ./test/e2e ./test/crash ./internal/thinmeta
 include test/vm/vm.mk
 -include bench/bench.mk
 
-.PHONY: all build tools unit test demo lint clean
+# Install locations. DESTDIR stages the tree (packaging, tests); PREFIX
+# only moves the binary, since the daemon and systemd look for the config
+# and units in fixed places.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+CONFDIR        ?= /etc/flyio-image-manager
+SYSTEMDUNITDIR ?= /etc/systemd/system
+
+.PHONY: all build tools unit test demo lint clean install uninstall
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/flyio-image-manager
+
+# config.toml is the operator's: installed (0600, it may get S3
+# credentials) only when absent, and never removed. The unit's ExecStart
+# is rewritten to BINDIR. systemd re-reads units only on a live host, not
+# into a DESTDIR. Enabling the unit is left to the operator.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/flyio-image-manager
+	install -D -m 0644 config.toml.example $(DESTDIR)$(CONFDIR)/config.toml.example
+	[ -e $(DESTDIR)$(CONFDIR)/config.toml ] || install -m 0600 config.toml.example $(DESTDIR)$(CONFDIR)/config.toml
+	install -d -m 0755 $(DESTDIR)$(SYSTEMDUNITDIR)/containerd.service.d
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(BINDIR)/|' contrib/systemd/flyio-image-manager.service >$(DESTDIR)$(SYSTEMDUNITDIR)/flyio-image-manager.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flyio-image-manager.service
+	install -m 0644 contrib/systemd/containerd.service.d/flyio-image-manager.conf $(DESTDIR)$(SYSTEMDUNITDIR)/containerd.service.d/
+	$(systemd-reload)
+
+# Leaves config.toml and root_dir (the pool and its database) alone; stop
+# the service first (systemctl disable --now flyio-image-manager).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/flyio-image-manager $(DESTDIR)$(CONFDIR)/config.toml.example \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/flyio-image-manager.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/containerd.service.d/flyio-image-manager.conf
+	-rmdir $(DESTDIR)$(SYSTEMDUNITDIR)/containerd.service.d 2>/dev/null
+	$(systemd-reload)
+
+define systemd-reload
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+endef
 
 tools:
 	test/tools.sh
