@@ -21,6 +21,7 @@ import (
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/logring"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -74,6 +75,8 @@ type Options struct {
 // accepting requests, lets running ones finish and closes the database.
 // Thin devices stay active, so containers keep running across restarts.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	// Before anything logs: diag bundles the last lines from memory.
+	logring.Install(log.L.Logger)
 	started := time.Now()
 	// The database lock comes first: a second daemon on the same root
 	// must fail before it touches the pool or the socket.

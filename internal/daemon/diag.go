@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/diag"
+	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/internal/logring"
+)
+
+// Diag gathers the daemon's diagnostics: everything the diag command
+// bundles, seen from inside the daemon (its environment, its in-memory
+// log, its open database), with the values of its secret environment
+// variables scrubbed from every file.
+func (b *backend) Diag(ctx context.Context) ([]diag.File, error) {
+	env := os.Environ()
+	files := diag.Collect(ctx, diag.Sources(diag.Inputs{
+		GatheredBy: fmt.Sprintf("daemon (pid %d)", os.Getpid()),
+		Version:    b.version,
+		Pool:       b.pool.Name(),
+		Config:     b.cfg,
+		Environ:    env,
+		Log:        RecentLog(),
+		Store:      b.store,
+		Runs:       func(context.Context) (any, error) { return b.importer.List() },
+		GC: func(ctx context.Context) (*gc.Report, error) {
+			return b.GC(ctx, admin.GCRequest{DryRun: true})
+		},
+		Extra: []diag.Source{
+			diag.JSON("images.json", func(ctx context.Context) (any, error) { return b.Images(ctx) }),
+			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return b.Snapshots(ctx) }),
+		},
+	}))
+	return diag.NewScrubber(env).Files(files), nil
+}
+
+// RecentLog is the daemon's in-memory log as the "daemon.log" source.
+func RecentLog() diag.Source {
+	return diag.Source{Name: "daemon.log", Gather: func(context.Context) ([]byte, error) {
+		r := logring.Installed()
+		if r == nil {
+			return nil, errors.New("no in-memory log in this process")
+		}
+		lines := r.Lines()
+		return []byte(strings.Join(lines, "\n") + "\n"), nil
+	}}
+}
