@@ -110,7 +110,7 @@ func TestDataDeviceWriteFault(t *testing.T) {
 			// a check of the pool's mode can refuse it.
 			t.Errorf("Prepare on the read-only pool: %v, want an error saying the pool is read-only (a spare device handed out without checking the pool's mode?)", err)
 		}
-		t.Logf("the kernel left the pool read-only (needs_check): recovering as docs/operations.md says")
+		t.Logf("the kernel left the pool read-only (needs_check): recovering as docs/OPERATIONS.md says")
 		e.recoverNeedsCheck()
 		ts, err := dmpool.TargetStatus(e.cfg.Pool.Name)
 		if err != nil {
