@@ -26,6 +26,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
+	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	// UnpackQueueSize bounds how many runs download and extract at once;
 	// the others wait in the unpacks queue, first come first served.
 	UnpackQueueSize int
+	// Fills records each run's S3 fill in the daemon's metrics; nil
+	// records nothing.
+	Fills *metrics.Fills
 }
 
 // Request asks for one S3 object to be processed.

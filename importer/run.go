@@ -84,6 +84,7 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	sn := cli.SnapshotService(im.cfg.Snapshotter)
 	r := rs.snapshot()
 	key := "flyio-import-" + r.ID
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("key", key))
 	// A resumed run starts over: whatever a crash left is discarded. A
 	// daemon killed mid-extraction leaves the snapshot mounted, and that
 	// mount would keep its thin device busy for good: containerd's Remove
@@ -170,7 +171,9 @@ func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key stri
 	return res, nil
 }
 
-func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extract.Result, error) {
+func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (res extract.Result, err error) {
+	fill := im.cfg.Fills.Start()
+	defer func() { fill.Done(res, err) }()
 	r := rs.snapshot()
 	im.setDownload(rs, "waiting")
 	defer im.setDownload(rs, "")
@@ -189,10 +192,11 @@ func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (extra
 		rs.mu.Lock()
 		rs.run.CompressedBytes, rs.run.Bytes, rs.run.Entries = p.CompressedBytes, p.Bytes, p.Entries
 		rs.mu.Unlock()
+		fill.Progress(p)
 		failpoint.Hit(failpoint.ImportMidExtract)
 	}
 	opts.Warn = func(s string) { log.G(ctx).Warn(s) }
-	res, err := extract.Extract(ctx, obj, dir, opts)
+	res, err = extract.Extract(ctx, obj, dir, opts)
 	if err != nil {
 		return res, fmt.Errorf("extracting s3://%s/%s: %w", r.Bucket, r.Key, err)
 	}
