@@ -42,6 +42,8 @@ func newApp() *cli.App {
 			setupPoolCommand,
 			daemonCommand,
 			statusCommand,
+			cancelCommand,
+			queueStatusCommand,
 			extractCommand,
 			validateCommand,
 			processImageCommand,
@@ -49,6 +51,7 @@ func newApp() *cli.App {
 			pushLayersCommand,
 			gcCommand,
 			deleteImageCommand,
+			dashboardCommand,
 		},
 	}
 }

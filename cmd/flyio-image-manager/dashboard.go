@@ -1,0 +1,37 @@
+package main
+
+import (
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/urfave/cli/v2"
+
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/dashboard"
+)
+
+var dashboardCommand = &cli.Command{
+	Name:  "dashboard",
+	Usage: "terminal dashboard: pool, runs and activity (1), S3 images to import (2)",
+	Description: `Monitor view (1): pool data/metadata gauges and mode, runs in progress
+with their progress, and an activity log. Images view (2): the image tarballs
+under [s3] prefix and whether each is imported; Enter imports the selected one
+(as process-image does, with the image id derived from the key).
+Keys: j/k or arrows move, g/G first/last, Tab cycles panels, r refreshes,
+q or Ctrl+C quits. Status refreshes every second, the S3 listing every 30s.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "prefix", Usage: "list under this `PREFIX` instead of [s3] prefix"},
+	},
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		prefix := cfg.S3.Prefix
+		if c.IsSet("prefix") {
+			prefix = c.String("prefix")
+		}
+		src := dashboard.NewDaemonSource(admin.NewClient(cfg.AdminAddress), cfg.S3, prefix)
+		m := dashboard.New(src, dashboard.Options{Prefix: prefix})
+		_, err = tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(c.Context)).Run()
+		return err
+	},
+}

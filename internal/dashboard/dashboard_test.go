@@ -1,0 +1,281 @@
+package dashboard
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/exp/teatest"
+
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/s3fetch"
+)
+
+// screen drives a dashboard in teatest's virtual terminal (120x36) and
+// reads what it draws. bubbletea only redraws lines that changed, so a
+// wait looks at everything drawn since the last key press: wait for text
+// that the key press (or what follows from it) changes.
+type screen struct {
+	t    *testing.T
+	tm   *teatest.TestModel
+	all  bytes.Buffer
+	mark int
+}
+
+func start(t *testing.T, f *fakeSource) *screen {
+	t.Helper()
+	m := New(f, Options{
+		Prefix:         "images/",
+		StatusInterval: 50 * time.Millisecond,
+		ListInterval:   time.Hour, // only on start and on r
+		StatusTimeout:  time.Second,
+		ListTimeout:    time.Second,
+	})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36))
+	t.Cleanup(func() { tm.Quit() })
+	return &screen{t: t, tm: tm}
+}
+
+// waitFor waits until all of texts have been drawn (ANSI stripped) since
+// the last key press.
+func (s *screen) waitFor(texts ...string) {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	var plain string
+	for time.Now().Before(deadline) {
+		s.drain()
+		plain = ansi.Strip(string(s.all.Bytes()[s.mark:]))
+		ok := true
+		for _, t := range texts {
+			if !strings.Contains(plain, t) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("screen never showed %q; drawn since the last key:\n%s", texts, plain)
+}
+
+func (s *screen) drain() {
+	if _, err := io.Copy(&s.all, s.tm.Output()); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *screen) press(keys ...string) {
+	s.drain()
+	s.mark = s.all.Len()
+	for _, k := range keys {
+		switch k {
+		case "enter":
+			s.tm.Send(tea.KeyMsg{Type: tea.KeyEnter})
+		case "tab":
+			s.tm.Send(tea.KeyMsg{Type: tea.KeyTab})
+		case "down":
+			s.tm.Send(tea.KeyMsg{Type: tea.KeyDown})
+		default:
+			s.tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)})
+		}
+	}
+}
+
+func TestMonitorShowsPool(t *testing.T) {
+	s := start(t, newFake())
+	s.waitFor("[1 Monitor]", "[Pool flyio-pool]",
+		"25.0%  2.5 GiB / 10 GiB", "12.5%  2 MiB / 16 MiB",
+		"mode rw   full threshold 90%   accepting new work",
+		"r-busybox", "extracting", "1 MiB / 2 MiB")
+}
+
+func TestMonitorRefusingAndMode(t *testing.T) {
+	f := newFake()
+	f.status.PoolState.NeedsCheck = true
+	f.status.Refusing = "pool flyio-pool is 92% full (threshold 90%)"
+	s := start(t, f)
+	s.waitFor("mode needs_check", "REFUSING NEW WORK: pool flyio-pool is 92% full")
+}
+
+func TestImagesViewStates(t *testing.T) {
+	s := start(t, newFake())
+	s.waitFor("[Pool flyio-pool]")
+	s.press("2")
+	s.waitFor("[2 Images]", "[S3 images under images/ (3)]",
+		"images/alpine.tar", "ready",
+		"images/busybox.tar.gz", "importing 50%",
+		"images/debian.tar.zst", "not imported")
+}
+
+func TestCursorMoves(t *testing.T) {
+	s := start(t, newFake())
+	s.press("2")
+	s.waitFor("> images/alpine.tar")
+	s.press("j")
+	s.waitFor("> images/busybox.tar.gz", "  images/alpine.tar")
+	s.press("down")
+	s.waitFor("> images/debian.tar.zst")
+	s.press("g")
+	s.waitFor("> images/alpine.tar")
+	s.press("G")
+	s.waitFor("> images/debian.tar.zst")
+	s.press("k")
+	s.waitFor("> images/busybox.tar.gz")
+}
+
+func TestEnterImports(t *testing.T) {
+	f := newFake()
+	s := start(t, f)
+	s.press("2")
+	s.waitFor("images/debian.tar.zst")
+	s.press("G", "enter")
+	s.waitFor("importing images/debian.tar.zst as image debian",
+		"import of images/debian.tar.zst accepted: run run-1")
+	got := f.imports()
+	want := []importer.Request{{Key: "images/debian.tar.zst", ImageID: "debian"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ProcessImage calls = %+v, want %+v", got, want)
+	}
+	s.waitFor("importing 25%")
+
+	// Enter on an image importing or imported says so and asks nothing.
+	s.press("enter")
+	s.waitFor("images/debian.tar.zst: already importing (run run-1")
+	s.press("g", "enter")
+	s.waitFor("images/alpine.tar: already imported (ready as images.flyio.local/alpine:latest)")
+	if n := len(f.imports()); n != 1 {
+		t.Fatalf("%d ProcessImage calls, want 1", n)
+	}
+}
+
+func TestEnterInMonitorHints(t *testing.T) {
+	f := newFake()
+	s := start(t, f)
+	s.waitFor("[Pool flyio-pool]")
+	s.press("enter")
+	s.waitFor("press 2 for the Images view")
+	if n := len(f.imports()); n != 0 {
+		t.Fatalf("%d ProcessImage calls from the Monitor view", n)
+	}
+}
+
+func TestS3ErrorAndRetry(t *testing.T) {
+	f := newFake()
+	f.listErr = errors.New("ListObjectsV2 on bucket 'b': AccessDenied")
+	s := start(t, f)
+	s.press("2")
+	s.waitFor("S3 error: ListObjectsV2 on bucket 'b': AccessDenied", "press r to retry")
+	f.set(func(f *fakeSource) { f.listErr = nil })
+	s.press("r")
+	s.waitFor("images/alpine.tar", "not imported", "listed 3 images in S3")
+}
+
+func TestS3Timeout(t *testing.T) {
+	f := newFake()
+	f.listDelay = 3 * time.Second
+	s := start(t, f)
+	s.press("2")
+	// ListTimeout is 1s: the panel gives up instead of loading forever.
+	s.waitFor("S3 error: no answer from S3 within 1s", "press r to retry")
+}
+
+func TestDaemonDown(t *testing.T) {
+	f := newFake()
+	f.statusErr = fmt.Errorf("%w (no answer on /run/x/admin.sock)", admin.ErrDaemonNotRunning)
+	s := start(t, f)
+	s.waitFor("daemon: not running", "daemon is not running: flyio-image-manager daemon is not running",
+		"retrying every 50ms")
+	f.set(func(f *fakeSource) { f.statusErr = nil })
+	s.waitFor("daemon is answering again", "2.5 GiB / 10 GiB")
+}
+
+func TestTabCyclesFocus(t *testing.T) {
+	s := start(t, newFake())
+	s.waitFor("[Pool flyio-pool]")
+	s.press("tab")
+	s.waitFor("[Runs in progress]", " Pool flyio-pool ")
+	s.press("tab")
+	s.waitFor("[Activity log]")
+	s.press("tab")
+	s.waitFor("[Pool flyio-pool]")
+	s.press("2")
+	s.waitFor("[S3 images under images/ (3)]")
+	s.press("tab")
+	s.waitFor("[Activity log]")
+}
+
+func TestQuit(t *testing.T) {
+	s := start(t, newFake())
+	s.waitFor("[Pool flyio-pool]")
+	s.press("q")
+	fm := s.tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second))
+	m, ok := fm.(*Model)
+	if !ok || !m.Quitting() {
+		t.Fatalf("final model %T, quitting=%v", fm, ok && m.Quitting())
+	}
+}
+
+func TestCtrlCQuits(t *testing.T) {
+	s := start(t, newFake())
+	s.waitFor("[Pool flyio-pool]")
+	s.tm.Send(tea.KeyMsg{Type: tea.KeyCtrlC})
+	s.tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+}
+
+// TestStableColumns checks that the Images columns start at the same
+// place on every row, selected or not, before and after a refresh that
+// brings a key longer than the column (shown cut with "...").
+func TestStableColumns(t *testing.T) {
+	f := newFake()
+	m := New(f, Options{})
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m.Update(m.loadStatus()())
+	m.Update(m.loadList()())
+	m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("2")})
+	col := func() map[int]bool {
+		at := map[int]bool{}
+		for _, l := range strings.Split(ansi.Strip(m.View()), "\n") {
+			if i := strings.Index(l, "2026-11-"); i >= 0 {
+				at[i] = true
+			}
+		}
+		return at
+	}
+	before := col()
+	if len(before) != 1 {
+		t.Fatalf("MODIFIED column at %v, want one position", before)
+	}
+	m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("j")})
+	long := "images/" + strings.Repeat("very-long-name-", 10) + ".tar"
+	f.set(func(f *fakeSource) {
+		f.objs = append(f.objs, s3fetch.ObjectInfo{Key: long, Size: 1, ETag: "x", LastModified: f.objs[0].LastModified})
+	})
+	m.Update(m.loadList()())
+	after := col()
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("MODIFIED column moved: %v -> %v", before, after)
+	}
+	if v := ansi.Strip(m.View()); !strings.Contains(v, "images/very-long-name-very-long") || !strings.Contains(v, "...") {
+		t.Fatalf("long key not truncated with ...:\n%s", v)
+	}
+}
+
+func TestActivityLogBounded(t *testing.T) {
+	a := activity{max: 3}
+	for i := range 10 {
+		a.add(time.Unix(0, 0), "line %d", i)
+	}
+	got := a.lines()
+	if len(got) != 3 || !strings.HasSuffix(got[2], "line 9") || !strings.HasSuffix(got[0], "line 7") {
+		t.Fatalf("log = %q", got)
+	}
+}
