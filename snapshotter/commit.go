@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -16,6 +17,7 @@ import (
 // The device is kept and deactivated: a committed snapshot is never written
 // again, and an inactive origin can be snapshotted without a suspend.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
+	ctx = withFields(ctx, log.Fields{fieldKey: key, fieldName: name})
 	var rec *metadata.Snapshot
 	var op *metadata.Op
 	err := s.store.Update(func(tx *metadata.Tx) (err error) {
@@ -36,6 +38,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		return err
 	}
 	failpoint.Hit(failpoint.CommitAfterBegin)
+	ctx = s.withDevice(ctx, rec.DeviceID)
 	devName := s.deviceName(rec.DeviceID)
 	usage, err := s.pool.ThinStatus(ctx, devName)
 	if err == nil {
@@ -57,7 +60,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 			return err
 		}
 	}
-	return s.store.Update(func(tx *metadata.Tx) error {
+	err = s.store.Update(func(tx *metadata.Tx) error {
 		committed := *rec
 		committed.Key, committed.Kind = name, snapshots.KindCommitted
 		// A commit is a new snapshot for containerd: created now.
@@ -80,4 +83,8 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		}
 		return tx.EndOp(op)
 	})
+	if err == nil {
+		log.G(ctx).Debugf("snapshot committed (%d bytes mapped)", usage.MappedBytes)
+	}
+	return err
 }

@@ -42,6 +42,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if key == "" {
 		return nil, fmt.Errorf("snapshot key must not be empty: %w", errdefs.ErrInvalidArgument)
 	}
+	ctx = withSnapshot(ctx, key, parent)
 	if s.remoteCandidate(kind, info.Labels) {
 		err := s.fillRemote(ctx, parent, info.Labels)
 		if err == nil {
@@ -57,6 +58,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			return nil, err
 		}
 		if rec != nil {
+			log.G(s.withDevice(ctx, rec.DeviceID)).WithField("kind", kindName(kind)).Debug("snapshot prepared from a spare device")
 			return s.mounts(rec), nil
 		}
 	}
@@ -69,6 +71,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if err != nil {
 			return nil, err
 		}
+		ctx := s.withDevice(ctx, rec.DeviceID)
 		failpoint.Hit(failpoint.PrepareAfterReserve)
 		err = s.pool.CreateSnapshot(ctx, rec.DeviceID, origin)
 		failpoint.Hit(failpoint.PrepareAfterCreateSnap)
@@ -90,6 +93,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if err := s.finishCreate(rec, op); err != nil {
 			return nil, err
 		}
+		log.G(ctx).WithField("kind", kindName(kind)).Debugf("snapshot prepared from device %d", origin)
 		return s.mounts(rec), nil
 	}
 }

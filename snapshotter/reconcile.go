@@ -48,6 +48,7 @@ func (s *Snapshotter) reconcile(ctx context.Context) error {
 }
 
 func (s *Snapshotter) recoverOp(ctx context.Context, op *metadata.Op) error {
+	ctx = s.withDevice(withSnapshot(ctx, op.Key, ""), op.DeviceID)
 	log.G(ctx).Infof("recovering interrupted %s of %q (device %d, steps %v)", op.Type, op.Key, op.DeviceID, op.Steps)
 	switch op.Type {
 	case "prepare", "template", "spare":
@@ -107,6 +108,7 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 	})
 	slices.SortFunc(live, func(a, b *metadata.Snapshot) int { return int(a.DeviceID) - int(b.DeviceID) })
 	for _, rec := range live {
+		ctx := s.withDevice(withSnapshot(ctx, rec.Key, rec.Parent), rec.DeviceID)
 		_, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size)
 		if err != nil {
 			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q; quarantined, the daemon serves everything else", s.deviceName(rec.DeviceID), rec.Key)
@@ -124,6 +126,7 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 		})
 	})
 	for _, d := range spares {
+		ctx := s.withDevice(ctx, d.ID)
 		if _, err := s.pool.Activate(ctx, d.Name, d.ID, d.Size); err != nil {
 			log.G(ctx).WithError(err).Errorf("could not activate spare device %s; marking it for deletion", d.Name)
 			s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })

@@ -16,6 +16,7 @@ import (
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/internal/fillmount"
+	"github.com/superfly/flyio-image-manager/internal/metrics"
 )
 
 // RemoteLayers is a store of image layers outside the host (the S3 layer
@@ -40,6 +41,7 @@ func remoteName(ref string) string { return "remote/" + ref }
 // layer is not in the store, or fetching or extracting it failed.
 func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[string]string) error {
 	ref := labels[snapshots.LabelSnapshotRef]
+	ctx = withFields(ctx, log.Fields{fieldRef: ref})
 	name := remoteName(ref)
 	if info, err := s.Stat(ctx, name); err == nil {
 		if info.Kind == snapshots.KindCommitted && info.Parent == parent {
@@ -47,8 +49,10 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		}
 		return fmt.Errorf("snapshot %q exists with parent %q, not %q", name, info.Parent, parent)
 	}
+	fill := s.cfg.RemoteFills.Start()
 	blob, diffID, ok, err := s.cfg.Remote.Open(ctx, labels)
 	if err != nil {
+		fill.Done(extract.Result{}, err)
 		return err
 	}
 	if !ok {
@@ -68,7 +72,7 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		return err
 	}
 	failpoint.Hit(failpoint.RemoteAfterPrepare)
-	if err := s.extractInto(ctx, mounts, blob, diffID); err != nil {
+	if err := s.extractInto(ctx, mounts, blob, diffID, fill); err != nil {
 		if rmErr := s.Remove(ctx, tmp); rmErr != nil {
 			log.G(ctx).WithError(rmErr).Warnf("removing failed remote fill %q", tmp)
 		}
@@ -84,23 +88,27 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		}
 		return err
 	}
+	log.G(ctx).Debugf("layer filled from the remote store as %q", name)
 	return nil
 }
 
 var errNotRemote = errors.New("layer not in the remote store")
 
 // extractInto applies the layer to a fresh snapshot, mounted nosuid,nodev
-// and flushed before it can be committed.
-func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blob io.Reader, diffID string) error {
+// and flushed before it can be committed, and records the fill.
+func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blob io.Reader, diffID string, fill *metrics.Fill) (err error) {
+	var res extract.Result
+	defer func() { fill.Done(res, err) }()
 	if s.cfg.BlockMounts {
-		return fmt.Errorf("remote fill needs filesystem mounts (snapshotter.mount_type = \"fs\")")
+		return fmt.Errorf("remote fill needs filesystem mounts (snapshotter.mount_type = \"fs\"): %w", errdefs.ErrNotImplemented)
 	}
 	opts := s.cfg.Extract
 	opts.Mode = extract.Layer
 	opts.ExpectedDiffID = diffID
 	opts.Warn = func(w string) { log.G(ctx).Warn(w) }
-	return fillmount.With(mounts, func(dir string) error {
-		_, err := extract.Extract(ctx, blob, dir, opts)
+	opts.Progress = fill.Progress
+	return fillmount.With(mounts, func(dir string) (err error) {
+		res, err = extract.Extract(ctx, blob, dir, opts)
 		return err
 	})
 }

@@ -16,6 +16,7 @@ import (
 // Remove deletes the snapshot key and its thin device. It refuses while
 // other snapshots depend on it.
 func (s *Snapshotter) Remove(ctx context.Context, key string) error {
+	ctx = withSnapshot(ctx, key, "")
 	var rec *metadata.Snapshot
 	var op *metadata.Op
 	err := s.store.Update(func(tx *metadata.Tx) (err error) {
@@ -40,6 +41,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return err
 	}
 	failpoint.Hit(failpoint.RemoveAfterMark)
+	ctx = s.withDevice(ctx, rec.DeviceID)
 	name := s.deviceName(rec.DeviceID)
 	if err := s.pool.Deactivate(ctx, name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		// Still mounted somewhere: give the snapshot back untouched.
@@ -73,6 +75,8 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	})
 	if delErr != nil {
 		log.G(ctx).WithError(delErr).Warnf("thin device %s of removed snapshot %q left for Cleanup", name, key)
+	} else if err == nil {
+		log.G(ctx).Debug("snapshot removed")
 	}
 	return err
 }
@@ -138,6 +142,8 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 // deleteDevice deactivates and deletes a device marked deleting, then
 // forgets it.
 func (s *Snapshotter) deleteDevice(ctx context.Context, d *metadata.Device) error {
+	ctx = s.withDevice(ctx, d.ID)
+	log.G(ctx).Debug("deleting a removed snapshot's device")
 	if err := s.pool.Deactivate(ctx, d.Name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err
 	}

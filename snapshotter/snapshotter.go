@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	Remote RemoteLayers
 	// Extract bounds what a remote layer may hold.
 	Extract extract.Options
+	// RemoteFills records remote layer fills in the daemon's metrics;
+	// nil records nothing.
+	RemoteFills *metrics.Fills
 	// Spares is how many activated, empty snapshots of the default
 	// template are kept ready for parentless Prepares (0: none).
 	Spares int

@@ -139,6 +139,7 @@ func (sp *spares) make(ctx context.Context) (*metadata.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx = s.withDevice(withFields(ctx, log.Fields{fieldTemplate: tp.Name}), d.ID)
 	if err := s.pool.CreateSnapshot(ctx, d.ID, tp.DeviceID); err != nil {
 		s.abandonDevice(ctx, d.ID, "", op, err, false)
 		return nil, err

@@ -80,6 +80,7 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 		return nil, err
 	}
 	failpoint.Hit(failpoint.TemplateAfterReserve)
+	ctx = s.withDevice(withFields(ctx, log.Fields{fieldTemplate: name}), id)
 	devName := s.deviceName(id)
 	log.G(ctx).Infof("creating %s template %s on thin device %s", fsType, name, devName)
 	if err := s.pool.CreateThin(ctx, id); err != nil {
