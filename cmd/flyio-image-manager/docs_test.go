@@ -53,6 +53,8 @@ var inlineCode = regexp.MustCompile("`([^`]+)`")
 
 // codeLines returns the lines of fenced code blocks (continuation lines
 // ending in a backslash joined) and the inline code spans of the other lines.
+// In a block that shows a session ("$ command" lines followed by output),
+// only the "$ " lines are commands.
 func codeLines(t *testing.T, path string) []docLine {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -60,11 +62,25 @@ func codeLines(t *testing.T, path string) []docLine {
 		t.Fatal(err)
 	}
 	rel, _ := filepath.Rel(repoRoot, path)
-	var out []docLine
+	var out, block []docLine
 	inFence := false
 	fence := ""
 	pending := ""
 	pendingLine := 0
+	endBlock := func() {
+		session := false
+		for _, l := range block {
+			if strings.HasPrefix(strings.TrimSpace(l.text), "$ ") {
+				session = true
+			}
+		}
+		for _, l := range block {
+			if !session || strings.HasPrefix(strings.TrimSpace(l.text), "$ ") {
+				out = append(out, l)
+			}
+		}
+		block = nil
+	}
 	for i, l := range strings.Split(string(data), "\n") {
 		n := i + 1
 		trimmed := strings.TrimSpace(l)
@@ -77,9 +93,10 @@ func codeLines(t *testing.T, path string) []docLine {
 			if marker == fence {
 				inFence = false
 				if pending != "" {
-					out = append(out, docLine{rel, pendingLine, pending})
+					block = append(block, docLine{rel, pendingLine, pending})
 					pending = ""
 				}
+				endBlock()
 				continue
 			}
 		}
@@ -96,9 +113,10 @@ func codeLines(t *testing.T, path string) []docLine {
 			pending += strings.TrimSuffix(trimmed, "\\") + " "
 			continue
 		}
-		out = append(out, docLine{rel, pendingLine, pending + l})
+		block = append(block, docLine{rel, pendingLine, pending + l})
 		pending = ""
 	}
+	endBlock()
 	return out
 }
 
@@ -113,7 +131,11 @@ var envAssign = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`)
 // assignments, ExecStart=, or after a shell separator), by name or path
 // (./bin/flyio-image-manager). It returns the words after the binary, up to
 // the end of that command.
-func invocations(text string) [][]string {
+func invocations(text string) [][]string { return commandLines(text, binName) }
+
+// commandLines finds the command lines of the program bin in text, as
+// invocations does for flyio-image-manager.
+func commandLines(text, bin string) [][]string {
 	words := strings.Fields(text)
 	var out [][]string
 	cmdPos := true
@@ -137,7 +159,7 @@ func invocations(text string) [][]string {
 		w = strings.TrimPrefix(w, "ExecStart=")
 		w = strings.TrimPrefix(w, "ExecStartPre=")
 		w = strings.TrimPrefix(w, "$(")
-		if filepath.Base(w) == binName {
+		if filepath.Base(w) == bin {
 			var args []string
 			for _, a := range words[i+1:] {
 				if shellStops[a] || strings.HasPrefix(a, "#") {
@@ -303,21 +325,21 @@ func TestDocsCheckerRejects(t *testing.T) {
 	}
 }
 
-var makeLine = regexp.MustCompile(`(?:^|[\s;&(|$])make\s+([a-z][a-z0-9_-]*)`)
-
 // TestDocsMakeTargetsExist checks that every `make TARGET` in the docs
 // names a target of the Makefile or a file it includes.
 func TestDocsMakeTargetsExist(t *testing.T) {
 	targets := makeTargets(t)
 	for _, f := range docFiles(t) {
 		for _, l := range codeLines(t, f) {
-			text := l.text
-			if i := strings.Index(text, "#"); i >= 0 {
-				text = text[:i] // a comment may mention make in prose
-			}
-			for _, m := range makeLine.FindAllStringSubmatch(text, -1) {
-				if !targets[m[1]] {
-					t.Errorf("%s:%d: make target %q does not exist in the Makefile\n\t%s", l.file, l.line, m[1], strings.TrimSpace(l.text))
+			for _, args := range commandLines(l.text, "make") {
+				for _, a := range args {
+					a = strings.Trim(a, "[]")
+					if a == "" || strings.HasPrefix(a, "-") || strings.Contains(a, "=") || a == "..." {
+						continue // flags, VAR=value
+					}
+					if !targets[a] {
+						t.Errorf("%s:%d: make target %q does not exist in the Makefile\n\t%s", l.file, l.line, a, strings.TrimSpace(l.text))
+					}
 				}
 			}
 		}
