@@ -22,6 +22,7 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/logring"
+	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -75,6 +76,9 @@ type Options struct {
 // accepting requests, lets running ones finish and closes the database.
 // Thin devices stay active, so containers keep running across restarts.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	if err := SetupLogging(cfg); err != nil {
+		return err
+	}
 	// Before anything logs: diag bundles the last lines from memory.
 	logring.Install(log.L.Logger)
 	started := time.Now()
@@ -103,12 +107,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	m := metrics.New()
 	snCfg := snapshotter.Config{
 		BaseSize:    uint64(cfg.Snapshotter.BaseSize),
 		FSType:      cfg.Snapshotter.FSType,
 		BlockMounts: cfg.Snapshotter.MountType == "block",
 		Extract:     cfg.Extract.Options(),
 		Spares:      cfg.Snapshotter.SpareDevices,
+		RemoteFills: m.Fills(metrics.SourceLayer),
 	}
 	if cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)
@@ -133,14 +139,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Extract:         cfg.Extract.Options(),
 		UnpackTimeout:   time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
 		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
+		Fills:           m.Fills(metrics.SourceImage),
 	}, s3, cd, store)
+	if err := registerCollectors(m, pool, guard, store, imp); err != nil {
+		return err
+	}
+	stopObservability, err := serveObservability(ctx, cfg, m)
+	if err != nil {
+		return err
+	}
+	defer stopObservability()
 
 	l, err := listen(cfg.Address, 0o660)
 	if err != nil {
 		return err
 	}
 	srv := grpc.NewServer()
-	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(m.Snapshotter(sn)))
 	al, err := listen(cfg.AdminAddress, 0o600)
 	if err != nil {
 		return err

@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// registerCollectors adds what Prometheus reads at scrape time: the
+// pool's usage and mode (refusing_new_work uses the same test as the pool
+// guard), devices and runs from the metadata, and the importer's queues.
+func registerCollectors(m *metrics.Metrics, pool *dmpool.Pool, guard *PoolGuard, store *metadata.Store, imp *importer.Importer) error {
+	refusing := func(st dmpool.Status) bool {
+		return FullError(pool.Name(), "", st, guard.Threshold()) != nil
+	}
+	return m.Register(
+		metrics.NewPoolCollector(pool, refusing),
+		metrics.NewStoreCollector(store),
+		metrics.NewQueueCollector(func() []metrics.QueueDepth { return queueDepths(imp.Queues()) }),
+	)
+}
+
+// queueDepths maps the importer's queues onto the metrics' labels.
+func queueDepths(qs []importer.QueueInfo) []metrics.QueueDepth {
+	out := make([]metrics.QueueDepth, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, metrics.QueueDepth{Queue: q.Name, Active: q.Active, Waiting: q.Waiting, Capacity: q.Capacity})
+	}
+	return out
+}
+
+// serveObservability starts the Prometheus endpoint on metrics_address
+// (TCP, /metrics) and pprof on debug_address (a unix socket, mode 0600:
+// profiles show memory contents and cost CPU), each only when
+// configured. A listener that cannot be opened fails the start, as a
+// mistyped address should; a server that dies later is logged but leaves
+// the snapshotter serving. stop closes both.
+func serveObservability(ctx context.Context, cfg config.Config, m *metrics.Metrics) (stop func(), err error) {
+	var servers []*http.Server
+	stop = func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	serve := func(what string, l net.Listener, h http.Handler) {
+		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
+		go func() {
+			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.G(ctx).WithError(err).Errorf("%s server stopped", what)
+			}
+		}()
+		log.G(ctx).Infof("serving %s on %s", what, l.Addr())
+	}
+	if cfg.MetricsAddress != "" {
+		l, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			return stop, fmt.Errorf("metrics_address %q: %w", cfg.MetricsAddress, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		serve("metrics", l, mux)
+	}
+	if cfg.DebugAddress != "" {
+		l, err := listen(cfg.DebugAddress, 0o600)
+		if err != nil {
+			stop()
+			return func() {}, fmt.Errorf("debug_address %q: %w", cfg.DebugAddress, err)
+		}
+		serve("pprof", l, metrics.DebugHandler())
+	}
+	return stop, nil
+}
