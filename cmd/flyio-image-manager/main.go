@@ -51,6 +51,9 @@ func newApp() *cli.App {
 			pushLayersCommand,
 			gcCommand,
 			deleteImageCommand,
+			imagesCommand,
+			snapshotsCommand,
+			diagCommand,
 			dashboardCommand,
 		},
 	}
