@@ -15,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -278,4 +279,40 @@ func TestActivityLogBounded(t *testing.T) {
 	if len(got) != 3 || !strings.HasSuffix(got[2], "line 9") || !strings.HasSuffix(got[0], "line 7") {
 		t.Fatalf("log = %q", got)
 	}
+}
+
+func TestMonitorDaemonAndQueues(t *testing.T) {
+	f := newFake()
+	f.status.Daemon = admin.DaemonInfo{Version: "v1.2.3", PID: 42, UptimeSeconds: 192}
+	f.status.Queues = []importer.QueueInfo{
+		{Name: "downloads", Capacity: 4, Active: 1, Waiting: 2},
+		{Name: "unpacks", Capacity: 2, Active: 1},
+	}
+	s := start(t, f)
+	s.waitFor("daemon v1.2.3, pid 42, up 3m12s",
+		"queues    downloads 1/4 active, 2 waiting   unpacks 1/2 active, 0 waiting")
+}
+
+// TestRunStateChangesLogged checks the activity log follows runs and the
+// Images view follows states: busybox finishes, debian is cancelled, and
+// alpine's image is deleted (its run still says done).
+func TestRunStateChangesLogged(t *testing.T) {
+	f := newFake()
+	f.runs = append(f.runs, metadata.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`, State: metadata.RunDownloading, Size: 40 << 20})
+	s := start(t, f)
+	s.press("2")
+	s.waitFor("images/debian.tar.zst", "importing 0%")
+	s.press() // mark: what follows comes from the source changing
+	f.set(func(f *fakeSource) {
+		f.runs[1].State, f.runs[1].Entries, f.runs[1].Ref = metadata.RunDone, 120, "images.flyio.local/busybox:latest"
+		f.runs[2].State, f.runs[2].Error = metadata.RunCancelled, "cancelled by operator"
+		f.deleted = map[string]bool{"images/alpine.tar": true}
+	})
+	s.waitFor("run r-busybox (images/busybox.tar.gz): done, 120 entries -> images.flyio.local/busybox:latest",
+		"run r-debian (images/debian.tar.zst): cancelled: cancelled by operator",
+		"deleted", "cancelled      ")
+
+	// Enter on a cancelled image imports it again.
+	s.press("G", "enter")
+	s.waitFor("importing images/debian.tar.zst as image debian")
 }

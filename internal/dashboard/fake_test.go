@@ -26,6 +26,20 @@ type fakeSource struct {
 	listDelay time.Duration
 	lists     int
 	requests  []importer.Request
+	deleted   map[string]bool // keys whose image was deleted after its run
+}
+
+// Images are the done runs' images, less the deleted ones.
+func (f *fakeSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []admin.ImageInfo
+	for _, r := range f.runs {
+		if r.State == metadata.RunDone && !f.deleted[r.Key] {
+			out = append(out, admin.ImageInfo{ID: r.ImageID, Ref: r.Ref, Key: r.Key, ETag: r.ETag, RunID: r.ID})
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeSource) Status(ctx context.Context) (admin.Status, error) {

@@ -16,6 +16,10 @@ const (
 	stateImporting
 	stateReady
 	stateFailed
+	stateCancelled
+	// stateDeleted is a version imported once whose image was deleted
+	// since (delete-image): the run says done but nothing is there.
+	stateDeleted
 )
 
 // imageRow is one S3 object and the run (if any) that imported this
@@ -38,6 +42,10 @@ func (r imageRow) label() string {
 		return "ready"
 	case stateFailed:
 		return "failed"
+	case stateCancelled:
+		return "cancelled"
+	case stateDeleted:
+		return "deleted"
 	default:
 		return "not imported"
 	}
@@ -46,8 +54,10 @@ func (r imageRow) label() string {
 // imageRows matches S3 objects to runs by key and ETag, as list-images
 // does: a run of an older version of a key says nothing about the object
 // there now. When a version was imported more than once, the newest run
-// counts.
-func imageRows(objs []s3fetch.ObjectInfo, runs []metadata.Run, requested map[string]bool) []imageRow {
+// counts. imported, when known (nil otherwise), is the set of key+ETag
+// the daemon has an image of, so a done run of a deleted image is not
+// shown as ready.
+func imageRows(objs []s3fetch.ObjectInfo, runs []metadata.Run, imported map[string]bool, requested map[string]bool) []imageRow {
 	latest := make(map[string]metadata.Run, len(runs))
 	for _, r := range runs {
 		k := r.Key + "\x00" + r.ETag
@@ -61,15 +71,19 @@ func imageRows(objs []s3fetch.ObjectInfo, runs []metadata.Run, requested map[str
 		if r, ok := latest[o.Key+"\x00"+o.ETag]; ok {
 			row.run = r
 			switch {
+			case r.State == metadata.RunDone && imported != nil && !imported[o.Key+"\x00"+o.ETag]:
+				row.state = stateDeleted
 			case r.State == metadata.RunDone:
 				row.state = stateReady
-			case r.State == metadata.RunFailed:
+			case r.State == metadata.RunCancelled:
+				row.state = stateCancelled
+			case r.State.Finished():
 				row.state = stateFailed
 			default:
 				row.state = stateImporting
 			}
 		}
-		if requested[o.Key] && (row.state == stateNotImported || row.state == stateFailed) {
+		if requested[o.Key] && !row.busy() {
 			row.state = stateRequested
 		}
 		rows[i] = row
@@ -86,4 +100,10 @@ func percent(part, whole int64) int {
 		return 100
 	}
 	return int(part * 100 / whole)
+}
+
+// busy reports whether the image is imported or on its way, so Enter
+// does not ask for it again.
+func (r imageRow) busy() bool {
+	return r.state == stateRequested || r.state == stateImporting || r.state == stateReady
 }

@@ -83,6 +83,8 @@ func (m *Model) enter() tea.Cmd {
 	row := rows[clamp(m.imageCursor, len(rows))]
 	key := row.obj.Key
 	switch row.state {
+	case stateDeleted:
+		m.logf("%s: its image was deleted; asking the daemon to import it again", key)
 	case stateRequested:
 		m.logf("%s: import already requested, waiting for the daemon", key)
 		return nil

@@ -110,6 +110,7 @@ type Model struct {
 	statusLoaded  bool // a status load finished (well or not)
 	statusLoading bool
 	runStates     map[string]metadata.RunState // for logging state changes
+	imported      map[string]bool              // key+ETag of imported images; nil if unknown
 	daemonDown    bool
 
 	// S3 side, reloaded every ListInterval and on `r`.
@@ -153,6 +154,7 @@ type (
 	statusMsg struct {
 		status    admin.Status
 		runs      []metadata.Run
+		imported  map[string]bool // nil when the images list failed
 		statusErr error
 		runsErr   error
 	}
@@ -198,6 +200,16 @@ func (m *Model) loadStatus() tea.Cmd {
 		msg.status, msg.statusErr = src.Status(ctx)
 		if msg.statusErr == nil {
 			msg.runs, msg.runsErr = src.Runs(ctx)
+		}
+		if msg.statusErr == nil && msg.runsErr == nil {
+			// Only refines "ready"; a daemon without the images endpoint
+			// still gets a working dashboard.
+			if imgs, err := src.Images(ctx); err == nil {
+				msg.imported = make(map[string]bool, len(imgs))
+				for _, im := range imgs {
+					msg.imported[im.Key+"\x00"+im.ETag] = true
+				}
+			}
 		}
 		if ctx.Err() != nil {
 			if msg.statusErr != nil {
@@ -296,6 +308,7 @@ func (m *Model) applyStatus(msg statusMsg) {
 	}
 	m.statusErr, m.daemonDown = nil, false
 	m.status = msg.status
+	m.imported = msg.imported
 	first := m.runs == nil && len(m.runStates) == 0
 	m.runs = msg.runs
 	if m.runs == nil {
@@ -318,8 +331,8 @@ func (m *Model) noteRun(r metadata.Run) {
 	m.runStates[r.ID] = r.State
 	switch {
 	case seen && prev == r.State:
-	case r.State == metadata.RunFailed:
-		m.logf("run %s (%s): failed: %s", r.ID, r.Key, r.Error)
+	case r.State == metadata.RunFailed || r.State == metadata.RunCancelled:
+		m.logf("run %s (%s): %s: %s", r.ID, r.Key, r.State, r.Error)
 	case r.State == metadata.RunDone:
 		m.logf("run %s (%s): done, %d entries -> %s", r.ID, r.Key, r.Entries, r.Ref)
 	default:
@@ -351,7 +364,7 @@ func (m *Model) activeRuns() []metadata.Run {
 	return out
 }
 
-func (m *Model) rows() []imageRow { return imageRows(m.objects, m.runs, m.requested) }
+func (m *Model) rows() []imageRow { return imageRows(m.objects, m.runs, m.imported, m.requested) }
 
 func (m *Model) clampCursors() {
 	m.imageCursor = clamp(m.imageCursor, len(m.objects))

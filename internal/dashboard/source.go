@@ -21,6 +21,8 @@ type Source interface {
 	Runs(ctx context.Context) ([]metadata.Run, error)
 	// ListImages lists the image tarballs under the configured S3 prefix.
 	ListImages(ctx context.Context) ([]s3fetch.ObjectInfo, error)
+	// Images lists the images the daemon has imported.
+	Images(ctx context.Context) ([]admin.ImageInfo, error)
 	// ProcessImage asks the daemon to import an S3 tarball.
 	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
 }
@@ -48,6 +50,11 @@ func (s *DaemonSource) Status(ctx context.Context) (admin.Status, error) { retur
 
 // Runs implements Source.
 func (s *DaemonSource) Runs(ctx context.Context) ([]metadata.Run, error) { return s.admin.Runs(ctx) }
+
+// Images implements Source.
+func (s *DaemonSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
+	return s.admin.Images(ctx)
+}
 
 // ProcessImage implements Source.
 func (s *DaemonSource) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {

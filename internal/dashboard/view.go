@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
@@ -34,7 +36,7 @@ func (m *Model) View() string {
 	var body []string
 	rest := h - 2 // header and footer
 	if m.view == MonitorView {
-		poolH := 7
+		poolH := 8
 		runsH := max(5, (rest-poolH)*2/5)
 		logH := max(4, rest-poolH-runsH)
 		body = []string{
@@ -62,6 +64,9 @@ func (m *Model) header(w int) string {
 		return " " + s + " "
 	}
 	daemon := "daemon: ok"
+	if d := m.status.Daemon; d.Version != "" {
+		daemon = fmt.Sprintf("daemon %s, pid %d, up %s", d.Version, d.PID, units.Duration(time.Duration(d.UptimeSeconds*float64(time.Second))))
+	}
 	switch {
 	case !m.statusLoaded:
 		daemon = "daemon: connecting"
@@ -151,6 +156,7 @@ func (m *Model) poolLines(w int) []string {
 	} else {
 		lines = append(lines, fit(mode+"   accepting new work", w))
 	}
+	lines = append(lines, fit("queues    "+queueList(m.status.Queues), w))
 	counts := fmt.Sprintf("images %d   snapshots %s   devices %s", m.status.Images, countList(m.status.Snapshots), countList(m.status.Devices))
 	return append(lines, fit(counts, w))
 }
@@ -170,6 +176,17 @@ func poolMode(st admin.Status) string {
 		return "out_of_data_space"
 	}
 	return "rw"
+}
+
+func queueList(qs []importer.QueueInfo) string {
+	if len(qs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(qs))
+	for i, q := range qs {
+		parts[i] = fmt.Sprintf("%s %d/%d active, %d waiting", q.Name, q.Active, q.Capacity, q.Waiting)
+	}
+	return strings.Join(parts, "   ")
 }
 
 func countList(c map[string]int) string {
