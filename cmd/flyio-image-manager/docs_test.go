@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -503,4 +504,75 @@ func TestConfigKeysDocumented(t *testing.T) {
 			t.Errorf("config.toml.example lacks %s, which the config decoder accepts", k)
 		}
 	}
+}
+
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestDocsLinksResolve checks that every relative link in README.md and
+// docs/*.md names a file that exists and, with a #fragment, a heading of
+// that file (GitHub's anchor rules), so renaming a doc or a section
+// cannot leave a dead link behind.
+func TestDocsLinksResolve(t *testing.T) {
+	anchors := map[string]map[string]bool{}
+	anchorsOf := func(path string) map[string]bool {
+		if a, ok := anchors[path]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		data, _ := os.ReadFile(path)
+		inFence := false
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "```") {
+				inFence = !inFence
+			}
+			if inFence || !strings.HasPrefix(l, "#") {
+				continue
+			}
+			a[githubAnchor(strings.TrimLeft(l, "# "))] = true
+		}
+		anchors[path] = a
+		return a
+	}
+	for _, f := range docFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(repoRoot, f)
+		for i, l := range strings.Split(string(data), "\n") {
+			for _, m := range mdLink.FindAllStringSubmatch(l, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				file, frag, _ := strings.Cut(target, "#")
+				path := f
+				if file != "" {
+					path = filepath.Join(filepath.Dir(f), file)
+					if _, err := os.Stat(path); err != nil {
+						t.Errorf("%s:%d: link to %s: no such file", rel, i+1, target)
+						continue
+					}
+				}
+				if frag != "" && strings.HasSuffix(path, ".md") && !anchorsOf(path)[frag] {
+					t.Errorf("%s:%d: link to %s: no heading with anchor #%s", rel, i+1, target, frag)
+				}
+			}
+		}
+	}
+}
+
+// githubAnchor is the id GitHub gives a heading: lower case, punctuation
+// other than '-' and '_' dropped, spaces turned into '-'.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
