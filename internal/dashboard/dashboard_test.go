@@ -316,3 +316,28 @@ func TestRunStateChangesLogged(t *testing.T) {
 	s.press("G", "enter")
 	s.waitFor("importing images/debian.tar.zst as image debian")
 }
+
+// TestFitsTerminal checks that both views fill the terminal exactly, at
+// any size, so a resize never leaves stray or wrapped lines.
+func TestFitsTerminal(t *testing.T) {
+	f := newFake()
+	f.status.Refusing = strings.Repeat("a very long refusal message ", 10)
+	m := New(f, Options{})
+	m.Update(m.loadStatus()())
+	m.Update(m.loadList()())
+	for _, size := range [][2]int{{120, 36}, {80, 24}, {60, 16}, {40, 12}, {200, 60}} {
+		m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
+		for _, key := range []string{"1", "2"} {
+			m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(key)})
+			lines := strings.Split(m.View(), "\n")
+			if len(lines) != size[1] {
+				t.Errorf("%dx%d view %s: %d lines", size[0], size[1], key, len(lines))
+			}
+			for i, l := range lines {
+				if w := ansi.StringWidth(l); w > size[0] {
+					t.Errorf("%dx%d view %s line %d is %d wide: %q", size[0], size[1], key, i, w, ansi.Strip(l))
+				}
+			}
+		}
+	}
+}

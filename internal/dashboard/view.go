@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
@@ -36,23 +37,34 @@ func (m *Model) View() string {
 	var body []string
 	rest := h - 2 // header and footer
 	if m.view == MonitorView {
-		poolH := 8
-		runsH := max(5, (rest-poolH)*2/5)
-		logH := max(4, rest-poolH-runsH)
+		// The pool panel keeps its 8 lines unless the terminal is too
+		// short for the runs and log to show a line each.
+		poolH := min(8, max(3, rest-8))
+		runsH := max(4, (rest-poolH)*2/5)
+		logH := max(3, rest-poolH-runsH)
 		body = []string{
 			m.box(panelPool, m.poolTitle(), m.poolLines(w-4), w, poolH),
 			m.box(panelRuns, "Runs in progress", m.runLines(w-4, runsH-3), w, runsH),
 			m.box(panelLog, "Activity log", m.logLines(w-4, logH-3), w, logH),
 		}
 	} else {
-		imgH := max(6, rest*3/5)
-		logH := max(4, rest-imgH)
+		imgH := max(5, rest*3/5)
+		logH := max(3, rest-imgH)
 		body = []string{
 			m.box(panelImages, m.imagesTitle(), m.imageLines(w-4, imgH-3), w, imgH),
 			m.box(panelLog, "Activity log", m.logLines(w-4, logH-3), w, logH),
 		}
 	}
-	return lipgloss.JoinVertical(lipgloss.Left, m.header(w), lipgloss.JoinVertical(lipgloss.Left, body...), m.footer(w))
+	// Exactly h lines: a terminal too small for the minimum panel sizes
+	// loses the bottom of the last panel, never the header or footer.
+	lines := strings.Split(lipgloss.JoinVertical(lipgloss.Left, body...), "\n")
+	if len(lines) > rest {
+		lines = lines[:rest]
+	}
+	for len(lines) < rest {
+		lines = append(lines, "")
+	}
+	return strings.Join(append(append([]string{m.header(w)}, lines...), m.footer(w)), "\n")
 }
 
 func (m *Model) header(w int) string {
@@ -76,7 +88,10 @@ func (m *Model) header(w int) string {
 		daemon = errStyle.Render("daemon: error")
 	}
 	left := "flyio-image-manager  " + tab(MonitorView, "1") + " " + tab(ImagesView, "2")
-	gap := max(1, w-lipgloss.Width(left)-lipgloss.Width(daemon))
+	gap := w - lipgloss.Width(left) - lipgloss.Width(daemon)
+	if gap < 1 {
+		return ansi.Truncate(left+" "+daemon, w, "...")
+	}
 	return left + strings.Repeat(" ", gap) + daemon
 }
 
