@@ -215,4 +215,31 @@ func TestRunsQueueAndCancel(t *testing.T) {
 		t.Errorf("container of the re-imported key printed %q", got)
 	}
 	t.Logf("status at the end:\n%s", s.status())
+
+	// Without a daemon status still shows the pool and says so.
+	s.stopDaemon()
+	down := s.status()
+	t.Logf("status without the daemon:\n%s", down)
+	if !strings.Contains(down, "daemon:    not running") {
+		t.Errorf("status without the daemon does not say it is not running")
+	}
+	usedBlocks(t, down)
+	out, err = s.flyio("status", "--json")
+	if err != nil || !strings.Contains(out, `"daemon_running": false`) || !strings.Contains(out, `"pool_mode": "rw"`) {
+		t.Errorf("status --json without the daemon: %v\n%s", err, out)
+	}
+	if out, err := s.flyio("queue-status"); err == nil || !strings.Contains(out, "daemon is not running") {
+		t.Errorf("queue-status without the daemon: %v %q", err, out)
+	}
+
+	// A restart resumes no cancelled run.
+	s.startDaemon()
+	for _, id := range []string{a, b} {
+		if r, err := s.admin().Run(t.Context(), id); err != nil || r.State != metadata.RunCancelled {
+			t.Errorf("run %s after a restart: %s %v, want cancelled", id, r.State, err)
+		}
+	}
+	if got := unpacksLine(s.queuesJSON()); got != "" {
+		t.Errorf("unpacks queue after a restart: %q, want empty (nothing resumed)", got)
+	}
 }
