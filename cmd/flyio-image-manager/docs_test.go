@@ -576,3 +576,25 @@ func githubAnchor(heading string) string {
 	}
 	return b.String()
 }
+
+// TestCodeLines pins what the doc parser treats as a command: lines of
+// plain blocks, only the "$ " lines of a session block, joined
+// continuation lines and inline code spans.
+func TestCodeLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.md")
+	doc := "Run `flyio-image-manager status` first.\n" +
+		"```sh\nflyio-image-manager gc \\\n  --dry-run\n```\n" +
+		"```\n$ flyio-image-manager version\nflyio-image-manager dev (go1.26)\n```\n"
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range codeLines(t, path) {
+		got = append(got, fmt.Sprintf("%d:%s", l.line, strings.Join(strings.Fields(l.text), " ")))
+	}
+	want := []string{"1:flyio-image-manager status", "3:flyio-image-manager gc --dry-run", "7:$ flyio-image-manager version"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("codeLines = %q, want %q", got, want)
+	}
+}
