@@ -142,6 +142,9 @@ func commandLines(text, bin string) [][]string {
 	cmdPos := true
 	for i := 0; i < len(words); i++ {
 		w := words[i]
+		if strings.HasPrefix(w, "#") {
+			break // a comment: what follows is prose
+		}
 		if shellStops[w] || strings.HasSuffix(w, ";") {
 			cmdPos = true
 			continue
@@ -313,6 +316,7 @@ func TestDocsCheckerRejects(t *testing.T) {
 		{"sudo flyio-image-manager gc --no-such-flag", true},
 		{"flyio-image-manager --nope status", true},
 		{"flyio-image-manager gc --dry-run | flyio-image-manager frobnicate", true},
+		{"systemctl restart x   # then flyio-image-manager nosuch", false}, // prose in a comment
 	} {
 		bad := false
 		for _, args := range invocations(tc.line) {
