@@ -131,9 +131,21 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	for _, rs := range im.active {
-		if r := rs.snapshot(); r.Source() == metadata.SourceID(bucket, req.Key, info.ETag) {
-			return r, nil // join the run under way
+	src := metadata.SourceID(bucket, req.Key, info.ETag)
+	for rs := im.activeFor(src); rs != nil; rs = im.activeFor(src) {
+		if !rs.cancelRequested() {
+			return rs.snapshot(), nil // join the run under way
+		}
+		// It is being cancelled: rather than join a run about to stop,
+		// wait until it has cleaned up (and left im.active), then look
+		// again.
+		im.mu.Unlock()
+		select {
+		case <-rs.done:
+			im.mu.Lock()
+		case <-ctx.Done():
+			im.mu.Lock()
+			return metadata.Run{}, ctx.Err()
 		}
 	}
 	var prev *metadata.Run
@@ -155,6 +167,17 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 	failpoint.Hit(failpoint.ImportAfterQueued)
 	im.start(run)
 	return run, nil
+}
+
+// activeFor returns the live run of source src, if any; im.mu must be
+// held.
+func (im *Importer) activeFor(src string) *runState {
+	for _, rs := range im.active {
+		if r := rs.snapshot(); r.Source() == src {
+			return rs
+		}
+	}
+	return nil
 }
 
 // start runs r in the background; im.mu must be held.
