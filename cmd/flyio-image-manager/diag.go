@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -102,10 +101,12 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 	in.GC = func(ctx context.Context) (*gc.Report, error) {
 		return offlineGC(ctx, cfg, admin.GCRequest{DryRun: true, MinAge: gc.DefaultMinAge.String()})
 	}
-	in.Extra = []diag.Source{
-		{Name: "images.json", Gather: func(context.Context) ([]byte, error) {
-			return nil, errors.New("images and snapshots are listed by the daemon, which is not running")
-		}},
+	if store != nil {
+		inv := daemon.Inventory{Store: store, Pool: cfg.Pool.Name, Namespace: cfg.Containerd.Namespace, Usage: daemon.OfflineUsage(cfg.Pool.Name)}
+		in.Extra = []diag.Source{
+			diag.JSON("images.json", func(ctx context.Context) (any, error) { return inv.Images(ctx) }),
+			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return inv.Snapshots(ctx) }),
+		}
 	}
 	return diag.Sources(in)
 }

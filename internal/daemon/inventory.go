@@ -7,18 +7,45 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
+// Inventory lists the imported images and the snapshot tree of a
+// metadata store and its pool. The daemon serves it on the admin API;
+// diag uses it on the database opened read-only when no daemon runs.
+type Inventory struct {
+	Store *metadata.Store
+	Pool  string
+	// Namespace is [containerd] namespace, where imported bases live.
+	Namespace string
+	// Usage reads how much each device maps.
+	Usage func(ctx context.Context) DeviceUsage
+}
+
+func (b *backend) inventory() Inventory {
+	return Inventory{Store: b.store, Pool: b.pool.Name(), Namespace: b.cfg.Containerd.Namespace, Usage: b.usage}
+}
+
+// Images lists the imported images (see Inventory.Images).
+func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
+	return b.inventory().Images(ctx)
+}
+
+// Snapshots returns the snapshot tree (see Inventory.Snapshots).
+func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
+	return b.inventory().Snapshots(ctx)
+}
+
 // Images lists the images process-image imported, each with its run's
 // sizes, its base device and the snapshots built on it.
-func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
-	ns := b.cfg.Containerd.Namespace
+func (inv Inventory) Images(ctx context.Context) ([]admin.ImageInfo, error) {
+	ns := inv.Namespace
 	out := []admin.ImageInfo{}
-	err := b.store.View(func(tx *metadata.Tx) error {
+	err := inv.Store.View(func(tx *metadata.Tx) error {
 		imgs, err := tx.Images()
 		if err != nil {
 			return err
@@ -39,7 +66,7 @@ func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 			if len(bases) > 0 {
 				info.BaseSnapshot = bases[0]
 				if s, err := tx.Snapshot(bases[0]); err == nil {
-					info.DeviceID, info.DeviceName = s.DeviceID, b.deviceName(s.DeviceID)
+					info.DeviceID, info.DeviceName = s.DeviceID, DeviceName(inv.Pool, s.DeviceID)
 				}
 			}
 			if deps := gc.Dependents(tx, bases); len(deps) > 0 {
@@ -52,7 +79,7 @@ func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := b.usage(ctx)
+	u := inv.Usage(ctx)
 	for i := range out {
 		if out[i].DeviceName != "" {
 			out[i].Usage = u.of(out[i].DeviceID, 0)
@@ -63,13 +90,13 @@ func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 }
 
 // Snapshots returns the snapshot forest and the devices no snapshot owns.
-func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
+func (inv Inventory) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
 	var (
 		snaps   []*metadata.Snapshot
 		devices []*metadata.Device
 		tpls    = map[uint32]*metadata.Template{}
 	)
-	err := b.store.View(func(tx *metadata.Tx) error {
+	err := inv.Store.View(func(tx *metadata.Tx) error {
 		if err := tx.Snapshots(func(_ string, s *metadata.Snapshot, err error) error {
 			if err == nil {
 				snaps = append(snaps, s)
@@ -91,14 +118,13 @@ func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
 	if err != nil {
 		return admin.SnapshotTree{}, err
 	}
-	u := b.usage(ctx)
-	tree := admin.SnapshotTree{Pool: b.pool.Name(), UsageSource: u.source, UsageError: u.err}
-	tree.Roots = BuildTree(snaps, b.deviceName, u)
-	tree.Devices = OtherDevices(devices, tpls, b.deviceName, u)
+	u := inv.Usage(ctx)
+	tree := admin.SnapshotTree{Pool: inv.Pool, UsageSource: u.source, UsageError: u.err}
+	name := func(id uint32) string { return DeviceName(inv.Pool, id) }
+	tree.Roots = BuildTree(snaps, name, u)
+	tree.Devices = OtherDevices(devices, tpls, name, u)
 	return tree, nil
 }
-
-func (b *backend) deviceName(id uint32) string { return DeviceName(b.pool.Name(), id) }
 
 // DeviceName is the dm name of thin id in pool, as the snapshotter
 // names its devices.
@@ -157,6 +183,34 @@ func (b *backend) usage(ctx context.Context) DeviceUsage {
 		}
 	}
 	return u
+}
+
+// OfflineUsage reads usage with no daemon running, from a metadata
+// snapshot of the pool. A device is active when a dm device of its name
+// exists.
+func OfflineUsage(pool string) func(ctx context.Context) DeviceUsage {
+	return func(ctx context.Context) DeviceUsage {
+		u := DeviceUsage{Active: map[uint32]bool{}}
+		names, err := dmpool.ListDevices()
+		if err != nil {
+			u.err = err.Error()
+		}
+		for _, n := range names {
+			if id, ok := strings.CutPrefix(n.Name, pool+"-thin-"); ok {
+				if v, err := strconv.ParseUint(id, 10, 32); err == nil {
+					u.Active[uint32(v)] = true
+				}
+			}
+		}
+		md, err := thinmeta.ReadPool(ctx, pool)
+		if err == nil {
+			u.Mapped, u.source = mappedBytes(md), "pool metadata"
+			return u
+		}
+		// Without the pool metadata only recorded usage is known.
+		u.err, u.source = err.Error(), "records (pool metadata unreadable)"
+		return u
+	}
 }
 
 func mappedBytes(md *thinmeta.Metadata) map[uint32]int64 {

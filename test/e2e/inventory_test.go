@@ -156,7 +156,7 @@ func TestInventory(t *testing.T) {
 	}
 	t.Logf("diag (daemon stopped):\n%s", out)
 	files = readBundle(t, bundle)
-	for _, name := range []string{"dm-version.txt", "pool.txt", "bolt-stats.json", "runs.json", "config.toml", "environment.txt", "diag-command.txt"} {
+	for _, name := range []string{"dm-version.txt", "pool.txt", "bolt-stats.json", "runs.json", "config.toml", "environment.txt", "diag-command.txt", "images.json", "snapshots.json"} {
 		if _, ok := files[name]; !ok {
 			t.Errorf("offline bundle lacks %s (error note: %q)", name, files[name+".error"])
 		}
@@ -165,6 +165,9 @@ func TestInventory(t *testing.T) {
 		if note := files["daemon.log.error"]; !strings.Contains(note, "journal") {
 			t.Errorf("offline bundle has no daemon.log and no note saying why: %q", note)
 		}
+	}
+	if !strings.Contains(files["images.json"], `"dependants": [`) || !strings.Contains(files["snapshots.json"], `"usage_source": "pool metadata"`) {
+		t.Errorf("offline images.json or snapshots.json incomplete:\n%s\n%s", files["images.json"], files["snapshots.json"])
 	}
 	if !strings.Contains(files["diag-command.txt"], "did not answer") {
 		t.Errorf("diag-command.txt = %q, want it to say the daemon did not answer", files["diag-command.txt"])
