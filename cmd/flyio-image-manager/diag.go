@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -34,7 +35,7 @@ itself (the log then comes from journalctl -u ` + journalUnit + `).
 A part that cannot be gathered is written as NAME.error, never skipped
 silently. MANIFEST.txt lists the contents.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the bundle to `FILE` (default flyio-image-manager-diag-<host>-<UTC time>.tar.gz in the current directory)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the bundle to `FILE` (or DIRECTORY; default flyio-image-manager-diag-<host>-<UTC time>.tar.gz in the current directory)"},
 	},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
@@ -42,10 +43,12 @@ silently. MANIFEST.txt lists the contents.`,
 			return err
 		}
 		now := time.Now().UTC()
+		host, _ := os.Hostname()
 		out := c.String("output")
 		if out == "" {
-			host, _ := os.Hostname()
 			out = diag.FileName(host, now)
+		} else if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+			out = filepath.Join(out, diag.FileName(host, now))
 		}
 		files := gatherDiag(c.Context, cfg, now)
 		// Our own environment may hold the same credentials the daemon's
