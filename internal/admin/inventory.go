@@ -2,8 +2,12 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/internal/diag"
 )
@@ -17,6 +21,9 @@ type InventoryBackend interface {
 	// cannot be gathered is an error note in the bundle, never an error
 	// of the call.
 	Diag(ctx context.Context) ([]diag.File, error)
+	// RecentLog returns the daemon's last n log lines (all it keeps when
+	// n <= 0), oldest first.
+	RecentLog(n int) []string
 }
 
 // ImageInfo is one image process-image imported, with what it is made of
@@ -121,6 +128,17 @@ func inventoryRoutes(mux *http.ServeMux, b InventoryBackend) {
 		tree, err := b.Snapshots(r.Context())
 		reply(w, tree, err)
 	})
+	mux.HandleFunc("GET /v1/log", func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		if v := r.URL.Query().Get("lines"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil {
+				writeError(w, fmt.Errorf("lines=%q: not a number: %w", v, errdefs.ErrInvalidArgument))
+				return
+			}
+		}
+		reply(w, b.RecentLog(n), nil)
+	})
 	mux.HandleFunc("GET /v1/diag", func(w http.ResponseWriter, r *http.Request) {
 		files, err := b.Diag(r.Context())
 		reply(w, files, err)
@@ -139,6 +157,14 @@ func (c *Client) Snapshots(ctx context.Context) (SnapshotTree, error) {
 	var tree SnapshotTree
 	err := c.do(ctx, http.MethodGet, "/v1/snapshots", nil, &tree)
 	return tree, err
+}
+
+// RecentLog returns the daemon's last n log lines (all it keeps when
+// n <= 0).
+func (c *Client) RecentLog(ctx context.Context, n int) ([]string, error) {
+	var lines []string
+	err := c.do(ctx, http.MethodGet, "/v1/log?lines="+strconv.Itoa(n), nil, &lines)
+	return lines, err
 }
 
 // Diag returns the daemon's diagnostics files.

@@ -39,6 +39,24 @@ func (b *backend) Diag(ctx context.Context) ([]diag.File, error) {
 	return diag.NewScrubber(env).Files(files), nil
 }
 
+// RecentLog returns the last n lines of the in-memory log (all when
+// n <= 0), with the values of secret environment variables scrubbed.
+func (b *backend) RecentLog(n int) []string {
+	r := logring.Installed()
+	if r == nil {
+		return []string{}
+	}
+	lines := r.Lines()
+	if n > 0 && len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	f := diag.NewScrubber(os.Environ()).Files([]diag.File{{Data: []byte(strings.Join(lines, "\n"))}})
+	if len(lines) == 0 {
+		return []string{}
+	}
+	return strings.Split(string(f[0].Data), "\n")
+}
+
 // RecentLog is the daemon's in-memory log as the "daemon.log" source.
 func RecentLog() diag.Source {
 	return diag.Source{Name: "daemon.log", Gather: func(context.Context) ([]byte, error) {

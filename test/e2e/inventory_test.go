@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
@@ -144,6 +146,14 @@ func TestInventory(t *testing.T) {
 	}
 	if !strings.Contains(out, "wrote "+bundle) || !strings.Contains(out, "bolt-stats.json") {
 		t.Errorf("diag output does not name the bundle and its contents:\n%s", out)
+	}
+
+	// The recent log is served on its own too (the dashboard's activity).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	lines, err := s.admin().RecentLog(ctx, 3)
+	cancel()
+	if err != nil || len(lines) != 3 || !strings.Contains(strings.Join(lines, "\n"), "level=") {
+		t.Errorf("RecentLog(3) = %q, %v; want 3 log lines", lines, err)
 	}
 
 	// diag with the daemon stopped: gathered by the command itself, with
