@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -34,7 +33,7 @@ refuses if a daemon holds the metadata.`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dry-run", Usage: "only list what would be removed"},
 		&cli.BoolFlag{Name: "force", Usage: "remove it"},
-		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+		jsonFlag,
 		&cli.DurationFlag{Name: "min-age", Value: gc.DefaultMinAge, Usage: "ignore snapshots changed more recently than this (containerd records a snapshot only after we create it)"},
 	},
 	Action: func(c *cli.Context) error {
@@ -54,9 +53,7 @@ refuses if a daemon holds the metadata.`,
 			return err
 		}
 		if c.Bool("json") {
-			enc := json.NewEncoder(c.App.Writer)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(rep); err != nil {
+			if err := printJSON(c.App.Writer, rep); err != nil {
 				return err
 			}
 		} else if err := rep.WriteTable(c.App.Writer); err != nil {

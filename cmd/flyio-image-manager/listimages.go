@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
@@ -17,6 +17,7 @@ var listImagesCommand = &cli.Command{
 	Usage: "list the image tarballs in S3 under [s3] prefix, and which the daemon has processed",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "prefix", Usage: "list under this `PREFIX` instead of [s3] prefix"},
+		jsonFlag,
 	},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
@@ -42,15 +43,34 @@ var listImagesCommand = &cli.Command{
 				latest[r.Key+"\x00"+r.ETag] = r
 			}
 		}
-		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "KEY\tSIZE\tMODIFIED\tSTATE\tREF")
+		rows := make([]s3Image, 0, len(objs))
 		for _, o := range objs {
-			state, ref := "-", ""
+			row := s3Image{Key: o.Key, Size: o.Size, Modified: o.LastModified, ETag: o.ETag, State: "-"}
 			if r, ok := latest[o.Key+"\x00"+o.ETag]; ok {
-				state, ref = string(r.State), r.Ref
+				row.State, row.RunID, row.Ref = string(r.State), r.ID, r.Ref
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", o.Key, extract.FormatSize(o.Size), o.LastModified.Format("2006-01-02 15:04"), state, ref)
+			rows = append(rows, row)
+		}
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, rows)
+		}
+		w := newTable(c.App.Writer)
+		fmt.Fprintln(w, "KEY\tSIZE\tMODIFIED\tSTATE\tREF")
+		for _, r := range rows {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Key, units.Bytes(r.Size), r.Modified.Format("2006-01-02 15:04"), r.State, r.Ref)
 		}
 		return w.Flush()
 	},
+}
+
+// s3Image is one row of list-images: an object under the prefix and the
+// latest process-image run of that exact version, if any.
+type s3Image struct {
+	Key      string    `json:"key"`
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified"`
+	ETag     string    `json:"etag"`
+	State    string    `json:"state"`
+	RunID    string    `json:"run_id,omitempty"`
+	Ref      string    `json:"ref,omitempty"`
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 	"text/tabwriter"
+
+	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
 // WriteTable prints the report for operators.
@@ -29,7 +31,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if it.DeviceID != 0 {
 			dev = strconv.FormatUint(uint64(it.DeviceID), 10)
 		}
-		space := HumanBytes(it.Bytes)
+		space := units.Bytes(it.Bytes)
 		if !it.InPool {
 			space = "not in pool"
 		}
@@ -50,26 +52,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		return err
 	}
 	if r.DryRun {
-		_, err := fmt.Fprintf(w, "%d item(s), %s mapped; run 'flyio-image-manager gc --force' to remove them\n", len(r.Items), HumanBytes(r.TotalBytes))
+		_, err := fmt.Fprintf(w, "%d item(s), %s mapped; run 'flyio-image-manager gc --force' to remove them\n", len(r.Items), units.Bytes(r.TotalBytes))
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d removed, %d failed, %s mapped before removal\n", r.Removed, r.Failed, HumanBytes(r.TotalBytes))
+	_, err := fmt.Fprintf(w, "%d removed, %d failed, %s mapped before removal\n", r.Removed, r.Failed, units.Bytes(r.TotalBytes))
 	return err
 }
 
 // String prints the duration like time.Duration.
 func (d Duration) String() string { b, _ := d.MarshalText(); return string(b) }
-
-// HumanBytes formats n with a binary unit, one decimal.
-func HumanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
