@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -259,6 +260,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: extract.unpack_timeout %d must be positive", c.Extract.UnpackTimeout)
 	case c.Extract.UnpackQueueSize <= 0:
 		return fmt.Errorf("config: extract.unpack_queue_size %d must be positive", c.Extract.UnpackQueueSize)
+	case !slices.Contains([]string{"trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"}, c.LogLevel):
+		return fmt.Errorf("config: log_level %q: want trace, debug, info, warn or error", c.LogLevel)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
 	case c.Containerd.Namespace == "" || c.Containerd.Snapshotter == "":

@@ -86,3 +86,19 @@ func TestEnvOverrides(t *testing.T) {
 		t.Fatalf("bad UNPACK_TIMEOUT: %v", err)
 	}
 }
+
+func TestLogSettingsValidated(t *testing.T) {
+	for _, c := range []struct{ toml, want string }{
+		{`log_level = "verbose"`, `log_level "verbose"`},
+		{`log_format = "xml"`, `log_format "xml"`},
+	} {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte(c.toml+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, true)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error naming %s", c.toml, err, c.want)
+		}
+	}
+}
