@@ -71,11 +71,13 @@ demo() {
 	}
 	trap cleanup EXIT
 
+	metrics=127.0.0.1:9150
 	step "Configuring a 4GiB sparse loopback pool under $dir"
 	cat >"$cfg" <<-TOML
 		root_dir = "$dir/flyio"
 		address = "$dir/snapshotter.sock"
 		admin_address = "$dir/admin.sock"
+		metrics_address = "$metrics"
 		[pool]
 		name = "flyio-demo"
 		data_size = "4GiB"
@@ -130,8 +132,14 @@ demo() {
 	step "The snapshot chain: one committed snapshot per layer (containerd's view)"
 	ctr snapshots --snapshotter flyio tree
 
+	step "The same chain as thin devices (flyio-image-manager snapshots): device ids and the data each maps"
+	"$fim" --config "$cfg" snapshots
+
 	step "Pool usage (flyio-image-manager status): thin devices share the blocks of their parents"
 	"$fim" --config "$cfg" status
+
+	step "Prometheus metrics the daemon served meanwhile (metrics_address; first lines)"
+	curl -fsS "http://$metrics/metrics" | grep -E '^flyio_(snapshotter_operations_total\{operation="(prepare|commit)",result="ok"\}|pool_data_(used|size)_bytes)'
 }
 
 case ${1:-} in

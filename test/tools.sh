@@ -16,7 +16,7 @@ NERDCTL_VERSION=${NERDCTL_VERSION:-v2.1.6}
 mkdir -p "$FLYIO_TOOLS_BIN"
 
 apt_missing=()
-for pkg in runc docker-registry e2fsprogs xfsprogs iproute2 kmod thin-provisioning-tools; do
+for pkg in runc docker-registry e2fsprogs xfsprogs iproute2 kmod thin-provisioning-tools curl; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || apt_missing+=("$pkg")
 done
 if ((${#apt_missing[@]})); then
