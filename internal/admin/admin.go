@@ -74,11 +74,12 @@ type DeleteImageResult struct {
 
 // Backend is what the daemon provides to the admin API. Each concern's
 // methods and routes live in their own file: runs.go (process-image runs
-// and queues), inventory.go (images, snapshots, diagnostics) and this one
+// and queues), inventory.go (images, snapshots, diagnostics), backup.go (metadata backups) and this one
 // (status, gc, delete-image).
 type Backend interface {
 	RunBackend
 	InventoryBackend
+	BackupBackend
 	Status(ctx context.Context) (Status, error)
 	GC(ctx context.Context, req GCRequest) (*gc.Report, error)
 	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
@@ -89,6 +90,7 @@ func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	runRoutes(mux, b)
 	inventoryRoutes(mux, b)
+	backupRoutes(mux, b)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)

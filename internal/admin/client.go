@@ -44,40 +44,52 @@ func (c *Client) Running(ctx context.Context) bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send makes a request with in as its JSON body and returns a successful
+// response for the caller to read and close; a daemon error comes back
+// as an error of its errdefs kind.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body bytes.Buffer
 	if in != nil {
 		if err := json.NewEncoder(&body).Encode(in); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://flyio-image-manager"+path, &body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && (errors.Is(err, os.ErrNotExist) || isConnRefused(err)) {
-			return fmt.Errorf("%w (no answer on %s; start it with 'flyio-image-manager daemon'): %w", ErrDaemonNotRunning, c.path, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("%w (no answer on %s; start it with 'flyio-image-manager daemon'): %w", ErrDaemonNotRunning, c.path, errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("admin socket %s: %w", c.path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", c.path, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
 		var e errorBody
 		json.NewDecoder(resp.Body).Decode(&e)
 		for _, k := range kinds {
 			if k.name == e.Kind {
 				// The daemon's message already ends with the kind's text.
-				return &remoteError{msg: e.Error, kind: k.err}
+				return nil, &remoteError{msg: e.Error, kind: k.err}
 			}
 		}
-		return errors.New(e.Error)
+		return nil, errors.New(e.Error)
 	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return resp, nil
 }
 
 // ProcessImage asks the daemon to import an S3 tarball.
