@@ -325,6 +325,7 @@ func TestFitsTerminal(t *testing.T) {
 	m := New(f, Options{})
 	m.Update(m.loadStatus()())
 	m.Update(m.loadList()())
+	m.logf("%s", strings.Repeat("a log entry wider than any panel ", 12))
 	for _, size := range [][2]int{{120, 36}, {80, 24}, {60, 16}, {40, 12}, {200, 60}} {
 		m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
 		for _, key := range []string{"1", "2"} {
@@ -339,5 +340,109 @@ func TestFitsTerminal(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// newFakeTwoRuns is newFake with a second run in progress (debian,
+// downloading), so selecting a run means moving the cursor.
+func newFakeTwoRuns() *fakeSource {
+	f := newFake()
+	f.runs = append(f.runs, metadata.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`,
+		State: metadata.RunDownloading, Size: 40 << 20, CompressedBytes: 4 << 20})
+	return f
+}
+
+func TestCancelRunConfirmed(t *testing.T) {
+	f := newFakeTwoRuns()
+	s := start(t, f)
+	s.waitFor("r-busybox", "r-debian")
+	// The runs panel shows a cursor only once it has focus.
+	s.press("tab")
+	s.waitFor("[Runs in progress]", "> r-busybox", "  r-debian")
+	s.press("j")
+	s.waitFor("> r-debian")
+	s.press("c")
+	s.waitFor("cancel run r-debian (images/debian.tar.zst)? y/n")
+	if n := len(f.cancelled()); n != 0 {
+		t.Fatalf("Cancel called before y: %v", f.cancelled())
+	}
+	s.press("y")
+	s.waitFor("run r-debian (images/debian.tar.zst): cancelled by the operator")
+	if got := f.cancelled(); fmt.Sprint(got) != "[r-debian]" {
+		t.Fatalf("Cancel calls = %v, want [r-debian]", got)
+	}
+	// The help line is back and the cancelled run has left the panel.
+	s.waitFor("c cancel run", "> r-busybox")
+}
+
+func TestCancelRunAborted(t *testing.T) {
+	f := newFakeTwoRuns()
+	s := start(t, f)
+	s.waitFor("r-busybox")
+	s.press("tab", "c")
+	s.waitFor("cancel run r-busybox (images/busybox.tar.gz)? y/n")
+	s.press("n")
+	s.waitFor("not cancelling run r-busybox (images/busybox.tar.gz)")
+	// Any other key aborts too, and is not acted on: j does not move.
+	s.press("c")
+	s.waitFor("cancel run r-busybox (images/busybox.tar.gz)? y/n")
+	s.press("j")
+	s.waitFor("not cancelling run r-busybox")
+	s.press("c")
+	s.waitFor("cancel run r-busybox (images/busybox.tar.gz)? y/n")
+	s.press("q")
+	s.waitFor("not cancelling run r-busybox")
+	if got := f.cancelled(); len(got) != 0 {
+		t.Fatalf("Cancel calls = %v, want none", got)
+	}
+}
+
+func TestCancelRefused(t *testing.T) {
+	f := newFake()
+	f.cancelErr = errors.New("process-image run r-busybox is committing; too late to cancel, use 'delete-image busybox' once it is done: failed precondition")
+	s := start(t, f)
+	s.waitFor("r-busybox")
+	s.press("tab", "c")
+	s.waitFor("cancel run r-busybox (images/busybox.tar.gz)? y/n")
+	s.press("y")
+	// The refusal is wider than the log panel: it wraps, keeping the advice.
+	s.waitFor("cannot cancel run r-busybox (images/busybox.tar.gz): process-image run r-busybox is committing; too late",
+		"           to cancel, use 'delete-image busybox' once it is done")
+	if got := f.cancelled(); fmt.Sprint(got) != "[r-busybox]" {
+		t.Fatalf("Cancel calls = %v, want [r-busybox]", got)
+	}
+}
+
+func TestCancelNothingSelected(t *testing.T) {
+	f := newFake()
+	s := start(t, f)
+	s.waitFor("[Pool flyio-pool]")
+	s.press("c")
+	s.waitFor("c cancels the run selected in the Runs panel: press Tab to focus it")
+	s.press("2")
+	s.waitFor("> images/alpine.tar")
+	s.press("c")
+	s.waitFor("images/alpine.tar: ready, not importing; nothing to cancel")
+	f.set(func(f *fakeSource) { f.runs = f.runs[:1] })
+	s.press("1", "tab")
+	s.waitFor("no runs in progress")
+	s.press("c")
+	s.waitFor("no runs in progress to cancel")
+	if got := f.cancelled(); len(got) != 0 {
+		t.Fatalf("Cancel calls = %v, want none", got)
+	}
+}
+
+func TestImagesViewCancelsImport(t *testing.T) {
+	f := newFake()
+	s := start(t, f)
+	s.press("2")
+	s.waitFor("images/busybox.tar.gz", "importing 50%")
+	s.press("j", "c")
+	s.waitFor("cancel run r-busybox (images/busybox.tar.gz)? y/n")
+	s.press("y")
+	s.waitFor("run r-busybox (images/busybox.tar.gz): cancelled by the operator", "cancelled      ")
+	if got := f.cancelled(); fmt.Sprint(got) != "[r-busybox]" {
+		t.Fatalf("Cancel calls = %v, want [r-busybox]", got)
 	}
 }

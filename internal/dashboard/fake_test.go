@@ -27,6 +27,33 @@ type fakeSource struct {
 	lists     int
 	requests  []importer.Request
 	deleted   map[string]bool // keys whose image was deleted after its run
+	cancels   []string        // run ids Cancel was called with
+	cancelErr error           // what Cancel refuses with, if set
+}
+
+// Cancel records the call and, unless cancelErr is set, marks the run
+// cancelled as the daemon does once the run has cleaned up.
+func (f *fakeSource) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cancels = append(f.cancels, id)
+	for i := range f.runs {
+		if f.runs[i].ID != id {
+			continue
+		}
+		if f.cancelErr != nil {
+			return f.runs[i], f.cancelErr
+		}
+		f.runs[i].State, f.runs[i].Error = metadata.RunCancelled, "cancelled by the operator"
+		return f.runs[i], nil
+	}
+	return metadata.Run{}, errors.New("process-image run " + id + ": no such run: not found")
+}
+
+func (f *fakeSource) cancelled() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.cancels...)
 }
 
 // Images are the done runs' images, less the deleted ones.

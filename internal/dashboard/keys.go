@@ -7,8 +7,13 @@ import (
 )
 
 // handleKey implements the keyboard reference: 1/2 views, j/k and arrows,
-// g/G, r, Tab, Enter, q and Ctrl+C.
+// g/G, r, Tab, Enter, c (then y/n), q and Ctrl+C.
 func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
+	// A pending cancel takes the next key, whatever it is, so a stray key
+	// never both dismisses the question and acts; Ctrl+C still quits.
+	if m.confirm != nil && k.String() != "ctrl+c" {
+		return m.answerCancel(k)
+	}
 	switch k.String() {
 	case "q", "ctrl+c":
 		m.quitting = true
@@ -35,6 +40,8 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return tea.Batch(m.loadStatus(), m.loadList())
 	case "enter":
 		return m.enter()
+	case "c":
+		m.startCancel()
 	}
 	return nil
 }

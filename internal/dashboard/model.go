@@ -1,7 +1,7 @@
 // Package dashboard is the `flyio-image-manager dashboard` terminal UI: a
 // Monitor view (pool gauges, runs in progress, activity log) and an Images
 // view (the S3 tarballs under the prefix and whether they are imported,
-// with Enter to import one). It is a bubbletea program over a Source, so
+// with Enter to import one); `c` cancels a run after a y/n confirmation. It is a bubbletea program over a Source, so
 // tests drive it with a fake and the command with the daemon's admin
 // socket and S3.
 package dashboard
@@ -30,6 +30,9 @@ type Options struct {
 	// panel never says "loading" for longer.
 	StatusTimeout time.Duration
 	ListTimeout   time.Duration
+	// CancelTimeout bounds a cancel (30s): the daemon answers only once
+	// the run has cleaned up, which takes longer than a status load.
+	CancelTimeout time.Duration
 	// LogSize is how many activity log entries are kept (200).
 	LogSize int
 	// Prefix is the S3 prefix listed, shown in the Images panel title.
@@ -50,6 +53,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ListTimeout <= 0 {
 		o.ListTimeout = 20 * time.Second
+	}
+	if o.CancelTimeout <= 0 {
+		o.CancelTimeout = 30 * time.Second
 	}
 	if o.LogSize <= 0 {
 		o.LogSize = 200
@@ -123,6 +129,8 @@ type Model struct {
 	imageCursor int
 	runCursor   int
 	logOffset   int // lines scrolled up from the newest
+
+	confirm *pendingCancel // a cancel waiting for y/n, or nil
 
 	log      activity
 	quitting bool
@@ -279,6 +287,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.logf("import of %s accepted: run %s -> %s (%s)", msg.key, msg.run.ID, msg.run.Ref, msg.run.State)
 		m.noteRun(msg.run)
 		return m, m.loadStatus()
+	case cancelMsg:
+		return m, m.applyCancel(msg)
 	}
 	return m, nil
 }

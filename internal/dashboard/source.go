@@ -25,6 +25,10 @@ type Source interface {
 	Images(ctx context.Context) ([]admin.ImageInfo, error)
 	// ProcessImage asks the daemon to import an S3 tarball.
 	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
+	// Cancel asks the daemon to stop run id (admin.Client.Cancel): the
+	// run's final record, or the daemon's refusal (unknown, finished, or
+	// committing and too late to cancel).
+	Cancel(ctx context.Context, id string) (metadata.Run, error)
 }
 
 // DaemonSource is the Source of a real node: the daemon's admin socket
@@ -59,6 +63,11 @@ func (s *DaemonSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 // ProcessImage implements Source.
 func (s *DaemonSource) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
 	return s.admin.ProcessImage(ctx, req)
+}
+
+// Cancel implements Source.
+func (s *DaemonSource) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+	return s.admin.Cancel(ctx, id)
 }
 
 // ListImages implements Source. The S3 client is built on first use and

@@ -95,8 +95,12 @@ func (m *Model) header(w int) string {
 	return left + strings.Repeat(" ", gap) + daemon
 }
 
+// footer is the help line, or the question while a cancel waits for y/n.
 func (m *Model) footer(w int) string {
-	s := "j/k move  g/G first/last  Tab panel  1/2 view  Enter import  r refresh  q quit"
+	if m.confirm != nil {
+		return warnStyle.Render(fit(m.confirm.prompt()+"  (any other key keeps it)", w))
+	}
+	s := "j/k move  g/G first/last  Tab panel  1/2 view  Enter import  c cancel run  r refresh  q quit"
 	return headStyle.Render(fit(s, w))
 }
 
@@ -248,12 +252,16 @@ func (m *Model) runLines(w, h int) []string {
 	}
 	out := []string{headStyle.Render(row("  ", "RUN", "KEY", "STATE", "PROGRESS", "", "READ", "ENTRIES"))}
 	start, end := window(len(active), m.runCursor, h-1)
+	// The cursor shows only while the panel has focus: that is when `c`
+	// acts on the selected run.
+	focused := m.focused() == panelRuns
 	for i := start; i < end; i++ {
 		r := active[i]
-		l := row(cursor(i == m.runCursor), r.ID, r.Key, string(r.State), bar(r.CompressedBytes, r.Size, runBarW),
+		sel := focused && i == m.runCursor
+		l := row(cursor(sel), r.ID, r.Key, string(r.State), bar(r.CompressedBytes, r.Size, runBarW),
 			fmt.Sprintf("%d%%", percent(r.CompressedBytes, r.Size)),
 			units.Bytes(r.CompressedBytes)+" / "+units.Bytes(r.Size), fmt.Sprint(r.Entries))
-		if i == m.runCursor {
+		if sel {
 			l = selStyle.Render(l)
 		}
 		out = append(out, l)
@@ -312,13 +320,36 @@ func (m *Model) imageLines(w, h int) []string {
 	return out
 }
 
+// logLines is the newest h lines of the log (less logOffset entries).
+// An entry wider than the panel wraps onto a second line under its text,
+// so a daemon's refusal keeps its advice (e.g. "use 'delete-image ...'")
+// instead of losing it to the right edge.
 func (m *Model) logLines(w, h int) []string {
 	all := m.log.lines()
 	end := len(all) - clamp(m.logOffset, len(all))
-	start := max(0, end-h)
-	out := make([]string, 0, h)
-	for _, l := range all[start:end] {
-		out = append(out, fit(l, w))
+	var out []string
+	for i := end - 1; i >= 0 && len(out) < h; i-- {
+		out = append(logEntryLines(all[i], w), out...)
+	}
+	if len(out) > h {
+		out = out[len(out)-h:]
 	}
 	return out
+}
+
+// logIndent lines continuation lines up under the text after "15:04:05  ".
+const logIndent = 10
+
+func logEntryLines(l string, w int) []string {
+	if ansi.StringWidth(l) <= w || w <= logIndent+10 {
+		return []string{fit(l, w)}
+	}
+	first := ansi.Truncate(l, w, "")
+	// Break at the last space of the first line when there is one late
+	// enough, so words are not split.
+	if i := strings.LastIndexByte(first, ' '); i > w/2 {
+		first = first[:i]
+	}
+	rest := strings.TrimLeft(l[len(first):], " ")
+	return []string{fit(first, w), fit(strings.Repeat(" ", logIndent)+rest, w)}
 }
