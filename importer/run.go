@@ -96,7 +96,11 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("removing the half-filled snapshot %s of an interrupted run: %w", key, err)
 	}
-	im.setState(rs, metadata.RunDownloading, func(r *metadata.Run) { r.SnapshotKey = key; r.Error = "" })
+	// Its figures start over too: they only grow while it streams.
+	im.setState(rs, metadata.RunDownloading, func(r *metadata.Run) {
+		r.SnapshotKey, r.Error = key, ""
+		r.CompressedBytes, r.Bytes, r.Entries = 0, 0, 0
+	})
 	failpoint.Hit(failpoint.ImportAfterDownloading)
 
 	res, err := im.fill(ctx, sn, key, rs)
@@ -187,18 +191,38 @@ func (im *Importer) stream(ctx context.Context, dir string, rs *runState) (res e
 		return extract.Result{}, fmt.Errorf("s3://%s/%s changed since the run started (etag %s, now %s): %w", r.Bucket, r.Key, r.ETag, obj.ETag, errdefs.ErrFailedPrecondition)
 	}
 	im.setState(rs, metadata.RunExtracting, nil)
+	// The bytes read from S3 show in the live run (and the fetched-bytes
+	// metric) as they arrive, not only at the extractor's Progress, which
+	// waits for MiBs of uncompressed stream. Both count the same reads,
+	// so the figures only grow; the record is written only at state
+	// changes, not per chunk.
+	counter := newReadCounter(obj, func(n int64) {
+		rs.addCompressed(n)
+		fill.Progress(extract.Progress{CompressedBytes: n})
+	})
+	defer counter.Stop()
 	opts := im.cfg.Extract
 	opts.Progress = func(p extract.Progress) {
 		rs.mu.Lock()
-		rs.run.CompressedBytes, rs.run.Bytes, rs.run.Entries = p.CompressedBytes, p.Bytes, p.Entries
+		rs.run.CompressedBytes = max(rs.run.CompressedBytes, p.CompressedBytes)
+		rs.run.Bytes, rs.run.Entries = p.Bytes, p.Entries
 		rs.mu.Unlock()
 		fill.Progress(p)
 		failpoint.Hit(failpoint.ImportMidExtract)
 	}
 	opts.Warn = func(s string) { log.G(ctx).Warn(s) }
-	res, err = extract.Extract(ctx, obj, dir, opts)
+	res, err = extract.Extract(ctx, counter, dir, opts)
 	if err != nil {
 		return res, fmt.Errorf("extracting s3://%s/%s: %w", r.Bucket, r.Key, err)
 	}
 	return res, nil
+}
+
+// addCompressed raises the live run's CompressedBytes to n, never lowering
+// it: the read counter and the extractor's Progress report the same
+// stream at different times.
+func (rs *runState) addCompressed(n int64) {
+	rs.mu.Lock()
+	rs.run.CompressedBytes = max(rs.run.CompressedBytes, n)
+	rs.mu.Unlock()
 }
