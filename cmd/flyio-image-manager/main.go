@@ -54,6 +54,7 @@ func newApp() *cli.App {
 			imagesCommand,
 			snapshotsCommand,
 			diagCommand,
+			backupCommand,
 			dashboardCommand,
 		},
 	}
