@@ -29,3 +29,29 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
+
+// ForgetSpares drops the records of ready spare devices and returns their
+// thin ids. It is for a backup copy, not the live database: by the time a
+// copy is restored, a spare it lists may have been claimed by a container
+// the copy does not know, and the daemon would hand that device (with the
+// container's files, perhaps mounted) to the next Prepare. Forgotten, the
+// devices are listed by gc as device-without-record, and the daemon makes
+// new spares.
+func (t *Tx) ForgetSpares() ([]uint32, error) {
+	var ids []uint32
+	err := t.Devices(func(id uint32, d *Device, err error) error {
+		if err == nil && d.Role == RoleSpare && d.State == DeviceReady {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := t.DeleteDevice(id); err != nil {
+			return nil, fmt.Errorf("forgetting spare device %d: %w", id, err)
+		}
+	}
+	return ids, nil
+}

@@ -184,3 +184,38 @@ func TestBackupReadOnly(t *testing.T) {
 		t.Fatalf("image in the copy: %v", err)
 	}
 }
+
+func TestForgetSpares(t *testing.T) {
+	s := openTemp(t)
+	err := s.Update(func(tx *Tx) error {
+		for _, d := range []*Device{
+			{ID: 1, State: DeviceReady, Role: RoleTemplate, Owner: "ext4"},
+			{ID: 2, State: DeviceReady, Role: RoleSpare, Owner: "ext4", Origin: 1},
+			{ID: 3, State: DeviceCreating, Role: RoleSpare, Owner: "ext4", Origin: 1},
+			{ID: 4, State: DeviceReady, Role: RoleSnapshot, Owner: "k"},
+		} {
+			if err := tx.PutDevice(d); err != nil {
+				return err
+			}
+		}
+		ids, err := tx.ForgetSpares()
+		if err != nil || len(ids) != 1 || ids[0] != 2 {
+			t.Errorf("ForgetSpares = %v, %v; want [2]", ids, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *Tx) error {
+		for _, id := range []uint32{1, 3, 4} {
+			if _, err := tx.Device(id); err != nil {
+				t.Errorf("device %d: %v", id, err)
+			}
+		}
+		if _, err := tx.Device(2); err == nil {
+			t.Errorf("spare 2 still recorded")
+		}
+		return nil
+	})
+}

@@ -64,6 +64,7 @@ after the backup.`,
 // writeBackup writes the copy to out.tmp and renames it to out once it is
 // complete, checked and on disk. It says where the copy came from.
 func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, from string, err error) {
+	var spares []uint32
 	tmp := out + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -79,19 +80,24 @@ func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, f
 	if err != nil {
 		return n, "", err
 	}
-	if err := f.Sync(); err != nil {
-		return n, "", fmt.Errorf("backup: sync %s: %w", tmp, err)
-	}
 	if err := f.Close(); err != nil {
 		return n, "", fmt.Errorf("backup: close %s: %w", tmp, err)
 	}
-	// Opening it checks bbolt's meta pages and our schema version: what
-	// the daemon would do with it on restore.
-	check, err := metadata.Open(tmp, metadata.Options{ReadOnly: true})
+	// Opening it checks bbolt's meta pages and our schema version, as the
+	// daemon will on restore. The spare records go: see ForgetSpares.
+	spares, err = forgetSpares(tmp)
 	if err != nil {
-		return n, "", fmt.Errorf("backup: the copy in %s does not open: %w", tmp, err)
+		return n, "", err
 	}
-	check.Close()
+	if len(spares) > 0 {
+		from += fmt.Sprintf("; left out %d spare device record(s) (thin ids %v): a spare may be a container's device by the time the copy is restored", len(spares), spares)
+	}
+	if err := syncFile(tmp); err != nil {
+		return n, "", err
+	}
+	if fi, err := os.Stat(tmp); err == nil {
+		n = fi.Size()
+	}
 	if err := os.Rename(tmp, out); err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
@@ -127,4 +133,35 @@ func copyMetadata(ctx context.Context, cfg config.Config, w io.Writer) (int64, s
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
 	return n, "with the daemon stopped", nil
+}
+
+// forgetSpares opens the copy at path, drops its spare device records
+// and closes it again: opening checks bbolt's meta pages and our schema
+// version, as the daemon will on restore.
+func forgetSpares(path string) ([]uint32, error) {
+	s, err := metadata.Open(path, metadata.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("backup: the copy in %s does not open: %w", path, err)
+	}
+	var ids []uint32
+	err = s.Update(func(tx *metadata.Tx) (err error) { ids, err = tx.ForgetSpares(); return err })
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup: leaving the spare devices out of %s: %w", path, err)
+	}
+	return ids, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("backup: sync %s: %w", path, err)
+	}
+	return nil
 }

@@ -27,7 +27,12 @@ func backupEnv(t *testing.T) (dir, cfgPath, sock string) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Update(func(tx *metadata.Tx) error { return tx.PutImage(&metadata.Image{ID: "img-1"}) }); err != nil {
+	if err := s.Update(func(tx *metadata.Tx) error {
+		if err := tx.PutDevice(&metadata.Device{ID: 7, State: metadata.DeviceReady, Role: metadata.RoleSpare}); err != nil {
+			return err
+		}
+		return tx.PutImage(&metadata.Image{ID: "img-1"})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return dir, cfgPath, sock
@@ -52,6 +57,12 @@ func checkBackupHolds(t *testing.T, path, image string) {
 	if err := s.View(func(tx *metadata.Tx) error { _, err := tx.Image(image); return err }); err != nil {
 		t.Errorf("backup %s: %v", path, err)
 	}
+	s.View(func(tx *metadata.Tx) error {
+		if _, err := tx.Device(7); err == nil {
+			t.Errorf("backup %s still records spare device 7", path)
+		}
+		return nil
+	})
 }
 
 // TestBackupOffline backs up with no daemon answering: the command opens
@@ -63,7 +74,8 @@ func TestBackupOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(msg, "wrote "+out) || !strings.Contains(msg, "with the daemon stopped") || !strings.Contains(msg, "To restore") {
+	if !strings.Contains(msg, "wrote "+out) || !strings.Contains(msg, "with the daemon stopped") || !strings.Contains(msg, "To restore") ||
+		!strings.Contains(msg, "left out 1 spare device record(s) (thin ids [7])") {
 		t.Errorf("output:\n%s", msg)
 	}
 	checkBackupHolds(t, out, "img-1")
