@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -50,14 +52,19 @@ func unpacksLine(qs []importer.QueueInfo) string {
 // to completion, and that the cancelled key imports again from scratch.
 func TestRunsQueueAndCancel(t *testing.T) {
 	dmtest.Require(t)
-	s := startS3Env(t, withDaemonEnv("UNPACK_QUEUE_SIZE=1"))
+	// 64 KiB parts (the bare key lands in startS3Env's [s3] table): the
+	// extractor gets each part whole, so a's stall below leaves it with
+	// exactly its first part read.
+	const partSize = 64 << 10
+	s := startS3Env(t, withDaemonEnv("UNPACK_QUEUE_SIZE=1"), withDaemonTOML(fmt.Sprintf("part_size = %d", partSize)))
 	keys := []string{"images/cancel-a.tar", "images/cancel-b.tar", "images/cancel-c.tar"}
 	for _, k := range keys {
 		s.putBusybox(k, "hello from "+k+"\n")
 	}
-	// a's download stalls after 64 KiB, long enough for the test (and
-	// short of the part timeout's retries giving up).
-	s.proxy.Inject(&s3test.Rule{Match: s3test.MatchGet(keys[0]), Fault: s3test.Fault{StallAfterBytes: 64 << 10, StallBody: 10 * time.Minute}})
+	// a's download stalls after its first part: every GET of the second
+	// part (the retries too) hangs, long enough for the test (and short
+	// of the part timeout's retries giving up).
+	s.proxy.Inject(&s3test.Rule{Match: s3test.MatchRangeFrom(keys[0], partSize), Fault: s3test.Fault{StallHeaders: 10 * time.Minute}})
 
 	start := func(key string) string {
 		out, err := s.processImage(cmdTimeout, "--s3-key", key, "--no-wait")
@@ -72,6 +79,13 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	})
 	if ra.State != metadata.RunExtracting {
 		t.Fatalf("run %s of the stalled key is %s (%s), want extracting", a, ra.State, ra.Error)
+	}
+	// While stalled it shows the bytes read so far, not 0 B: the live
+	// run follows the S3 reads, not only the extractor's Progress, which
+	// waits for 4 MiB of tar stream.
+	ra = s.pollRun(a, 30*time.Second, func(r metadata.Run) bool { return r.State.Finished() || r.CompressedBytes > 0 })
+	if ra.State != metadata.RunExtracting || ra.CompressedBytes != partSize {
+		t.Errorf("run %s while stalled: %s, %d bytes read, want extracting with %d (its first part)", a, ra.State, ra.CompressedBytes, partSize)
 	}
 	b := start(keys[1])
 	c := start(keys[2])
@@ -133,6 +147,9 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	t.Logf("status --run-id %s:\n%s", a, out)
 	if err != nil || !strings.Contains(out, "state:     extracting") || !strings.Contains(out, "rate:") {
 		t.Errorf("status --run-id: %v", err)
+	}
+	if want := "progress:  " + units.Bytes(partSize) + " of "; !strings.Contains(out, want) {
+		t.Errorf("status --run-id of the stalled run lacks %q", want)
 	}
 	out, err = s.flyio("status", "--run-id", a, "--json")
 	var rv struct {
