@@ -1,13 +1,20 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // TestBackupRestore takes a backup from the running daemon, restores it
@@ -68,5 +75,124 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if out := e.ctr("run", "--rm", "--snapshotter", "flyio", ref, "new1", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
 		t.Errorf("new container after the restore printed %q", out)
+	}
+}
+
+// readySpares polls the daemon until it keeps n ready spare devices (none
+// being made, so a backup catches no spare half-made) and returns them.
+func (e *env) readySpares(n int) []uint32 {
+	e.t.Helper()
+	var ids []uint32
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tree, err := admin.NewClient(e.cfg.AdminAddress).Snapshots(context.Background())
+		ids = nil
+		busy := false
+		for _, d := range tree.Devices {
+			if d.Role == string(metadata.RoleSpare) {
+				if d.State == string(metadata.DeviceReady) {
+					ids = append(ids, d.ID)
+				} else {
+					busy = true
+				}
+			}
+		}
+		if err == nil && !busy && len(ids) == n {
+			slices.Sort(ids)
+			return ids
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waiting for %d ready spares: have %v (err %v)", n, ids, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// snapshotDevice returns the thin id of our snapshot named name.
+func (e *env) snapshotDevice(name string) uint32 {
+	e.t.Helper()
+	tree, err := admin.NewClient(e.cfg.AdminAddress).Snapshots(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var walk func([]*admin.SnapshotNode) uint32
+	walk = func(ns []*admin.SnapshotNode) uint32 {
+		for _, n := range ns {
+			if n.Name == name {
+				return n.DeviceID
+			}
+			if id := walk(n.Children); id != 0 {
+				return id
+			}
+		}
+		return 0
+	}
+	id := walk(tree.Roots)
+	if id == 0 {
+		e.t.Fatalf("no snapshot %q in the daemon's tree", name)
+	}
+	return id
+}
+
+// TestBackupRestoreSpares checks that a spare the backup listed, claimed
+// by a snapshot after the backup, is never handed out again once the
+// backup is restored: the copy leaves spares out, gc lists them (and the
+// spares made since) as devices without a record, and a new parentless
+// Prepare gets another device.
+func TestBackupRestoreSpares(t *testing.T) {
+	dmtest.Require(t)
+	e := startEnv(t, withSpares(2))
+	spares := e.readySpares(2)
+
+	backup := filepath.Join(e.dir, "metadata.backup")
+	out, err := e.flyio("backup", "--output", backup)
+	t.Logf("backup:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("left out 2 spare device record(s) (thin ids %v)", spares)) {
+		t.Errorf("backup output does not name the spares %v:\n%s", spares, out)
+	}
+
+	// After the backup a parentless Prepare claims a spare.
+	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", "post1")
+	post1 := e.snapshotDevice("post1")
+	if !slices.Contains(spares, post1) {
+		t.Fatalf("post1 got device %d, not one of the spares %v", post1, spares)
+	}
+
+	// The daemon refills its spares: those devices are made after the
+	// backup too.
+	made := e.readySpares(2)
+
+	e.stopDaemon()
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(daemon.MetadataPath(e.cfg), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.startDaemon()
+
+	rep := e.gcReport("--dry-run")
+	var unknown []uint32
+	for _, it := range rep.Items {
+		if it.Kind != gc.KindUnknownDevice {
+			t.Errorf("gc --dry-run after the restore lists %+v", it)
+			continue
+		}
+		unknown = append(unknown, it.DeviceID)
+	}
+	want := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(spares), made...))))
+	slices.Sort(unknown)
+	if !slices.Equal(unknown, want) {
+		t.Errorf("gc lists devices without a record %v, want the left-out spares %v and the spares made since %v", unknown, spares, made)
+	}
+
+	e.readySpares(2)
+	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", "post2")
+	if post2 := e.snapshotDevice("post2"); slices.Contains(spares, post2) {
+		t.Errorf("post2 was given device %d, one of the spares the backup listed %v", post2, spares)
 	}
 }
