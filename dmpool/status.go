@@ -27,6 +27,14 @@ type Status struct {
 	HeldMetadataRoot string
 }
 
+// MetadataBlockSize is dm-thin's metadata block size in bytes, fixed by
+// the kernel; the status line counts metadata in these blocks.
+const MetadataBlockSize = 4096
+
+// UsedMetaBytes and TotalMetaBytes are the metadata figures in bytes.
+func (s Status) UsedMetaBytes() uint64  { return s.UsedMetaBlocks * MetadataBlockSize }
+func (s Status) TotalMetaBytes() uint64 { return s.TotalMetaBlocks * MetadataBlockSize }
+
 // Full reports whether no data block is left.
 func (s Status) Full() bool {
 	return s.OutOfDataSpace || (s.TotalDataBlocks > 0 && s.UsedDataBlocks >= s.TotalDataBlocks) ||

@@ -103,8 +103,10 @@ func (s *Snapshotter) Close() error {
 	return nil
 }
 
-// deviceName is the dm name of a thin id. The pool name is part of it so
-// two pools on one host never collide.
-func (s *Snapshotter) deviceName(id uint32) string {
-	return fmt.Sprintf("%s-thin-%d", s.pool.Name(), id)
+// DeviceName is the dm name of thin id in pool. The pool name is part of
+// it so two pools on one host never collide.
+func DeviceName(pool string, id uint32) string {
+	return fmt.Sprintf("%s-thin-%d", pool, id)
 }
+
+func (s *Snapshotter) deviceName(id uint32) string { return DeviceName(s.pool.Name(), id) }

@@ -18,17 +18,14 @@ under [s3] prefix and whether each is imported; Enter imports the selected one
 Keys: j/k or arrows move, g/G first/last, Tab cycles panels, r refreshes,
 q or Ctrl+C quits. Status refreshes every second, the S3 listing every 30s.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "prefix", Usage: "list under this `PREFIX` instead of [s3] prefix"},
+		prefixFlag,
 	},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
 		}
-		prefix := cfg.S3.Prefix
-		if c.IsSet("prefix") {
-			prefix = c.String("prefix")
-		}
+		prefix := s3Prefix(c, cfg)
 		src := dashboard.NewDaemonSource(admin.NewClient(cfg.AdminAddress), cfg.S3, prefix)
 		m := dashboard.New(src, dashboard.Options{Prefix: prefix})
 		_, err = tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(c.Context)).Run()

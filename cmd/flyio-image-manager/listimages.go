@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
@@ -16,7 +17,7 @@ var listImagesCommand = &cli.Command{
 	Name:  "list-images",
 	Usage: "list the image tarballs in S3 under [s3] prefix, and which the daemon has processed",
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "prefix", Usage: "list under this `PREFIX` instead of [s3] prefix"},
+		prefixFlag,
 		jsonFlag,
 	},
 	Action: func(c *cli.Context) error {
@@ -24,10 +25,7 @@ var listImagesCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		prefix := cfg.S3.Prefix
-		if c.IsSet("prefix") {
-			prefix = c.String("prefix")
-		}
+		prefix := s3Prefix(c, cfg)
 		cl, err := s3fetch.New(c.Context, cfg.S3)
 		if err != nil {
 			return err
@@ -61,6 +59,18 @@ var listImagesCommand = &cli.Command{
 		}
 		return w.Flush()
 	},
+}
+
+// prefixFlag lets list-images and the dashboard look under another S3
+// prefix than the configured one.
+var prefixFlag = &cli.StringFlag{Name: "prefix", Usage: "list under this `PREFIX` instead of [s3] prefix"}
+
+// s3Prefix is --prefix when given, else [s3] prefix.
+func s3Prefix(c *cli.Context, cfg config.Config) string {
+	if c.IsSet("prefix") {
+		return c.String("prefix")
+	}
+	return cfg.S3.Prefix
 }
 
 // s3Image is one row of list-images: an object under the prefix and the

@@ -74,7 +74,7 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 	fmt.Fprintf(w, "  data:      %d/%d blocks used (%s of %s, %s)\n", st.UsedDataBlocks, st.TotalDataBlocks,
 		units.Bytes(st.UsedDataBlocks*st.DataBlockSize), units.Bytes(st.TotalDataBlocks*st.DataBlockSize), units.Percent(st.UsedDataBlocks, st.TotalDataBlocks))
 	fmt.Fprintf(w, "  metadata:  %d/%d blocks used (%s of %s, %s)\n", st.UsedMetaBlocks, st.TotalMetaBlocks,
-		units.Bytes(st.UsedMetaBlocks*thinMetaBlockSize), units.Bytes(st.TotalMetaBlocks*thinMetaBlockSize), units.Percent(st.UsedMetaBlocks, st.TotalMetaBlocks))
+		units.Bytes(st.UsedMetaBytes()), units.Bytes(st.TotalMetaBytes()), units.Percent(st.UsedMetaBlocks, st.TotalMetaBlocks))
 	fmt.Fprintf(w, "  mode:      %s\n", poolMode(st))
 	work := "accepted"
 	if err := daemon.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold); err != nil {
@@ -82,6 +82,3 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 	}
 	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", cfg.Pool.FullThreshold, work)
 }
-
-// thinMetaBlockSize is dm-thin's metadata block size, fixed by the kernel.
-const thinMetaBlockSize = 4096

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // Inventory lists the imported images and the snapshot tree of a
@@ -66,7 +66,7 @@ func (inv Inventory) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 			if len(bases) > 0 {
 				info.BaseSnapshot = bases[0]
 				if s, err := tx.Snapshot(bases[0]); err == nil {
-					info.DeviceID, info.DeviceName = s.DeviceID, DeviceName(inv.Pool, s.DeviceID)
+					info.DeviceID, info.DeviceName = s.DeviceID, snapshotter.DeviceName(inv.Pool, s.DeviceID)
 				}
 			}
 			if deps := gc.Dependents(tx, bases); len(deps) > 0 {
@@ -120,15 +120,11 @@ func (inv Inventory) Snapshots(ctx context.Context) (admin.SnapshotTree, error) 
 	}
 	u := inv.Usage(ctx)
 	tree := admin.SnapshotTree{Pool: inv.Pool, UsageSource: u.source, UsageError: u.err}
-	name := func(id uint32) string { return DeviceName(inv.Pool, id) }
+	name := func(id uint32) string { return snapshotter.DeviceName(inv.Pool, id) }
 	tree.Roots = BuildTree(snaps, name, u)
 	tree.Devices = OtherDevices(devices, tpls, name, u)
 	return tree, nil
 }
-
-// DeviceName is the dm name of thin id in pool, as the snapshotter
-// names its devices.
-func DeviceName(pool string, id uint32) string { return fmt.Sprintf("%s-thin-%d", pool, id) }
 
 // DeviceUsage says how much data each thin device maps, and which are active.
 type DeviceUsage struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 func TestBuildTree(t *testing.T) {
@@ -22,7 +23,7 @@ func TestBuildTree(t *testing.T) {
 		{Key: "remote/sha256:x", Kind: snapshots.KindCommitted, DeviceID: 15, UsageBytes: 4096, Created: t0.Add(5 * time.Minute)},
 	}
 	u := DeviceUsage{Mapped: map[uint32]int64{10: 1 << 20, 11: 1<<20 + 4096}, Active: map[uint32]bool{11: true}}
-	roots := BuildTree(snaps, func(id uint32) string { return DeviceName("p", id) }, u)
+	roots := BuildTree(snaps, func(id uint32) string { return snapshotter.DeviceName("p", id) }, u)
 
 	var got []string
 	admin.SnapshotTree{Roots: roots}.Walk(func(n *admin.SnapshotNode, depth int) {
@@ -59,7 +60,7 @@ func TestOtherDevices(t *testing.T) {
 		{ID: 4, Role: metadata.RoleSnapshot, State: metadata.DeviceOrphaned, Error: "mkfs failed"},
 	}
 	tpls := map[uint32]*metadata.Template{1: {Name: "ext4-256MiB", DeviceID: 1, Created: t0}}
-	got := OtherDevices(devs, tpls, func(id uint32) string { return DeviceName("p", id) }, DeviceUsage{Mapped: map[uint32]int64{1: 8192}, Active: map[uint32]bool{2: true}})
+	got := OtherDevices(devs, tpls, func(id uint32) string { return snapshotter.DeviceName("p", id) }, DeviceUsage{Mapped: map[uint32]int64{1: 8192}, Active: map[uint32]bool{2: true}})
 	if len(got) != 3 || got[0].ID != 1 || got[1].ID != 2 || got[2].ID != 4 {
 		t.Fatalf("other devices = %+v, want 1, 2, 4", got)
 	}

@@ -14,10 +14,6 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
-// thinMetadataBlockSize is dm-thin's metadata block size: the status line
-// counts metadata in 4 KiB blocks whatever the data block size.
-const thinMetadataBlockSize = 4096
-
 var (
 	focusedBorder   = lipgloss.NewStyle().Border(lipgloss.ThickBorder()).BorderForeground(lipgloss.Color("12"))
 	unfocusedBorder = lipgloss.NewStyle().Border(lipgloss.NormalBorder()).BorderForeground(lipgloss.Color("8"))
@@ -167,7 +163,7 @@ func (m *Model) poolLines(w int) []string {
 	}
 	lines := []string{
 		gauge("data", ps.UsedDataBlocks*bs, ps.TotalDataBlocks*bs),
-		gauge("metadata", ps.UsedMetaBlocks*thinMetadataBlockSize, ps.TotalMetaBlocks*thinMetadataBlockSize),
+		gauge("metadata", ps.UsedMetaBytes(), ps.TotalMetaBytes()),
 	}
 	mode := fmt.Sprintf("mode %s   full threshold %d%%", poolMode(m.status), m.status.FullThreshold)
 	if m.status.Refusing != "" {

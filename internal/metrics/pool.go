@@ -9,10 +9,6 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 )
 
-// metadataBlockSize is the thin-pool metadata block size, fixed by the
-// kernel at 4KiB whatever the data block size.
-const metadataBlockSize = 4096
-
 // scrapeTimeout bounds the status ioctl of one scrape: a wedged pool
 // must not hang Prometheus' request.
 const scrapeTimeout = 5 * time.Second
@@ -72,8 +68,8 @@ func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.up, 1)
 	gauge(c.dataUsed, float64(st.UsedDataBlocks*st.DataBlockSize))
 	gauge(c.dataSize, float64(st.TotalDataBlocks*st.DataBlockSize))
-	gauge(c.metaUsed, float64(st.UsedMetaBlocks*metadataBlockSize))
-	gauge(c.metaSize, float64(st.TotalMetaBlocks*metadataBlockSize))
+	gauge(c.metaUsed, float64(st.UsedMetaBytes()))
+	gauge(c.metaSize, float64(st.TotalMetaBytes()))
 	gauge(c.readOnly, flag(st.ReadOnly))
 	gauge(c.needsCheck, flag(st.NeedsCheck))
 	gauge(c.failed, flag(st.Fail))
