@@ -63,7 +63,7 @@ done
 # dependencies come from the module proxy (-mod=mod: the tree has no vendor
 # directory).
 build_nerdctl() {
-	local want="nerdctl version $NERDCTL_VERSION"
+	local want="nerdctl version ${NERDCTL_VERSION#v}" # as it prints itself
 	if [[ -x $FLYIO_TOOLS_BIN/nerdctl ]] && "$FLYIO_TOOLS_BIN/nerdctl" --version 2>/dev/null | grep -qx "$want"; then
 		return 0
 	fi
