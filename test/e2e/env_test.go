@@ -57,6 +57,9 @@ type envOptions struct {
 	spares     int      // [snapshotter] spare_devices, default the product's
 	daemonTOML string   // appended to the daemon's config (e.g. an [s3] table)
 	daemonEnv  []string // extra environment of the daemon (e.g. AWS credentials)
+	// containerdTOML, when set, writes containerd's configuration
+	// instead of harness.ContainerdConfig (e.g. with CRI on).
+	containerdTOML func(e *env) string
 }
 
 type envOption func(*envOptions)
@@ -121,7 +124,11 @@ namespace = %q
 	})
 
 	ctrdCfg := filepath.Join(e.dir, "containerd.toml")
-	writeFile(t, ctrdCfg, harness.ContainerdConfig(filepath.Join(e.dir, "containerd"), e.sock, cfg.Address))
+	ctrdTOML := harness.ContainerdConfig(filepath.Join(e.dir, "containerd"), e.sock, cfg.Address)
+	if e.opts.containerdTOML != nil {
+		ctrdTOML = e.opts.containerdTOML(e)
+	}
+	writeFile(t, ctrdCfg, ctrdTOML)
 	e.ctrd = e.start("containerd", exec.Command(filepath.Join(e.tools, "containerd"), "--config", ctrdCfg))
 	e.waitFor("containerd", 90*time.Second, e.ctrd, func() bool {
 		_, err := e.ctrErr("version")

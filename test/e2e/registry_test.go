@@ -51,6 +51,14 @@ func TestRegistryPull(t *testing.T) {
 func startRegistry(t *testing.T, e *env) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startRegistryAt(t, e, addr)
+	return addr
+}
+
+// startRegistryAt runs the registry on addr (host:port), for a test that
+// must name it before the registry can start.
+func startRegistryAt(t *testing.T, e *env, addr string) {
+	t.Helper()
 	cfg := filepath.Join(e.dir, "registry.yml")
 	writeFile(t, cfg, fmt.Sprintf(`version: 0.1
 log:
@@ -79,7 +87,6 @@ http:
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return addr
 }
 
 func countLines(s string) int {
