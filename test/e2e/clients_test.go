@@ -161,6 +161,7 @@ func checkOurRootfs(t *testing.T, pool, out string) string {
 		t.Errorf("container root is %q, want /dev/mapper/%s-thin-N (ext4 or xfs): not one of our snapshots", first, pool)
 		return rest
 	}
+	t.Logf("container root (/proc/mounts): %s", first)
 	if _, err := os.Stat(filepath.Join("/dev/mapper", m[1])); err != nil {
 		t.Errorf("container root %s is not an active device of the pool: %v", m[1], err)
 	}
