@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,13 @@ type Config struct {
 	BlockSize uint32
 	// LowWaterMark in data blocks; the kernel raises an event below it.
 	LowWaterMark uint64
+
+	// SkipBlockZeroing turns off dm-thin's zeroing of newly provisioned
+	// blocks. With it, the unwritten part of a block a new device writes
+	// into partially still holds what a deleted device left there, and
+	// anyone who reads the raw device (a microVM guest) reads it. The zero
+	// value zeroes; Open applies a change to an active pool.
+	SkipBlockZeroing bool
 
 	// QueueIfNoSpace makes writers block (up to the kernel's
 	// no_space_timeout) when data space runs out. The default is
@@ -118,8 +126,15 @@ func (c Config) withDefaults() (Config, error) {
 
 func (c Config) usesFiles() bool { return c.DataDevice == "" }
 
+// features are the thin-pool feature arguments of the table. Discards are
+// never disabled (no ignore_discard, no no_discard_passdown): a discard of
+// a thin device's blocks reaches the data device, so a loop file gets its
+// space back and an SSD its TRIM.
 func (c Config) features() []string {
-	f := []string{"skip_block_zeroing"}
+	var f []string
+	if c.SkipBlockZeroing {
+		f = append(f, "skip_block_zeroing")
+	}
 	if !c.QueueIfNoSpace {
 		f = append(f, "error_if_no_space")
 	}
@@ -165,6 +180,9 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 	}
 	if info.Exists && info.Active {
 		if err := p.verifyActive(info); err != nil {
+			return nil, "", err
+		}
+		if err := p.applyFeatures(ctx); err != nil {
 			return nil, "", err
 		}
 		return p, Found, nil
@@ -270,6 +288,61 @@ func (p *Pool) verifyActive(info DeviceInfo) error {
 	}
 	p.poolDev = devString(info.Major, info.Minor)
 	return nil
+}
+
+// applyFeatures reloads the table of the active pool when its feature
+// arguments differ from the configured ones, so that a changed
+// zero_new_blocks (or out-of-space policy) takes effect on an existing
+// pool at start. Devices, length, block size and low-water mark stay as
+// they are. The kernel keeps the pool and its thin devices across the
+// reload; the swap is one resume ioctl, and a pool it leaves suspended is
+// resumed on its old table.
+func (p *Pool) applyFeatures(ctx context.Context) error {
+	name := p.cfg.Name
+	ts, err := Table(name)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
+	}
+	pt, err := parsePoolTable(ts[0].Params)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	want := p.cfg.features()
+	if sameFeatures(pt.Features, want) {
+		return nil
+	}
+	old := pt.Features
+	pt.Features = want
+	table := []Target{{Start: ts[0].Start, Length: ts[0].Length, Type: "thin-pool", Params: pt.String()}}
+	if err := LoadTable(name, table); err != nil {
+		return fmt.Errorf("pool %q: apply features %v: %w", name, want, err)
+	}
+	// A resume with an inactive table suspends, swaps and resumes.
+	if err := Resume(name); err != nil {
+		if info, ierr := GetDeviceInfo(name); ierr == nil && info.Suspended {
+			if rerr := resumeWithRetry(ctx, name); rerr != nil {
+				log.G(ctx).WithError(rerr).Errorf("pool %q left suspended after a failed table reload", name)
+			}
+		}
+		return fmt.Errorf("pool %q: apply features %v: %w", name, want, err)
+	}
+	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, want)
+	return nil
+}
+
+func sameFeatures(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, f := range a {
+		if !slices.Contains(b, f) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Pool) checkDev(role, actual, device, file string) error {

@@ -250,8 +250,16 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil || c.BlockSize != 128<<10 {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if got := strings.Join(c.features(), " "); got != "skip_block_zeroing error_if_no_space" {
+	// Zeroing is the zero value: a Config that forgets it still zeroes.
+	if got := strings.Join(c.features(), " "); got != "error_if_no_space" {
 		t.Fatalf("features %q", got)
+	}
+	c.SkipBlockZeroing = true
+	if got := strings.Join(c.features(), " "); got != "skip_block_zeroing error_if_no_space" {
+		t.Fatalf("features with SkipBlockZeroing %q", got)
+	}
+	if !sameFeatures([]string{"error_if_no_space", "skip_block_zeroing"}, c.features()) || sameFeatures([]string{"error_if_no_space"}, c.features()) {
+		t.Fatal("sameFeatures compares feature sets")
 	}
 	bad := []Config{
 		{Name: "", DataFile: "d", MetadataFile: "m"},
