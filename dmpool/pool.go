@@ -290,14 +290,15 @@ func (p *Pool) verifyActive(info DeviceInfo) error {
 	return nil
 }
 
-// applyFeatures reloads the table of the active pool when its feature
-// arguments differ from the configured ones, so that a changed
-// zero_new_blocks (or out-of-space policy) takes effect on an existing
-// pool at start. Devices, length, block size and low-water mark stay as
-// they are. The kernel keeps the pool and its thin devices across the
-// reload; the swap is one resume ioctl, and a pool it leaves suspended is
-// resumed on its old table.
+// applyFeatures reloads the table of the active pool when its
+// skip_block_zeroing differs from the configuration, so that a changed
+// zero_new_blocks takes effect on an existing pool at start. Everything
+// else in the table (devices, length, block size, low-water mark, other
+// features such as an operator's read_only) stays as it is. The kernel
+// keeps the pool and its thin devices across the reload; the swap is one
+// resume ioctl, and a pool it leaves suspended is resumed on its old table.
 func (p *Pool) applyFeatures(ctx context.Context) error {
+	const skip = "skip_block_zeroing"
 	name := p.cfg.Name
 	ts, err := Table(name)
 	if err != nil {
@@ -310,15 +311,20 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
-	want := p.cfg.features()
-	if sameFeatures(pt.Features, want) {
+	if slices.Contains(pt.Features, skip) == p.cfg.SkipBlockZeroing {
 		return nil
 	}
 	old := pt.Features
-	pt.Features = want
+	pt.Features = slices.DeleteFunc(slices.Clone(old), func(f string) bool { return f == skip })
+	if p.cfg.SkipBlockZeroing {
+		pt.Features = append([]string{skip}, pt.Features...)
+	}
 	table := []Target{{Start: ts[0].Start, Length: ts[0].Length, Type: "thin-pool", Params: pt.String()}}
+	fail := func(err error) error {
+		return fmt.Errorf("pool %q: reload with features %v (active: %v; [pool] zero_new_blocks decides %s): %w", name, pt.Features, old, skip, err)
+	}
 	if err := LoadTable(name, table); err != nil {
-		return fmt.Errorf("pool %q: apply features %v: %w", name, want, err)
+		return fail(err)
 	}
 	// A resume with an inactive table suspends, swaps and resumes.
 	if err := Resume(name); err != nil {
@@ -327,22 +333,10 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 				log.G(ctx).WithError(rerr).Errorf("pool %q left suspended after a failed table reload", name)
 			}
 		}
-		return fmt.Errorf("pool %q: apply features %v: %w", name, want, err)
+		return fail(err)
 	}
-	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, want)
+	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
 	return nil
-}
-
-func sameFeatures(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, f := range a {
-		if !slices.Contains(b, f) {
-			return false
-		}
-	}
-	return true
 }
 
 func (p *Pool) checkDev(role, actual, device, file string) error {

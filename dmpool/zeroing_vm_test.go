@@ -42,8 +42,8 @@ func TestNewDeviceNeverReadsDeletedData(t *testing.T) {
 	if err != nil || res != Found {
 		t.Fatalf("reopen of the active pool with zeroing: %s, %v", res, err)
 	}
-	if f := poolFeatures(t, cfg.Name); slices.Contains(f, "skip_block_zeroing") {
-		t.Fatalf("active pool still has features %v after Open with zeroing", f)
+	if f := poolFeatures(t, cfg.Name); slices.Contains(f, "skip_block_zeroing") || !slices.Contains(f, "error_if_no_space") {
+		t.Fatalf("active pool has features %v after Open with zeroing, want error_if_no_space only", f)
 	}
 	leaked, blocks = leakedBlocks(t, p, 3, 4, devSize)
 	if leaked != 0 {
