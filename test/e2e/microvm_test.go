@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/opencontainers/image-spec/identity"
 	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
 )
 
 // TestMicroVMUsesMountSource is the block-device contract of
@@ -30,6 +32,11 @@ import (
 // the written snapshot is committed and a child of it sees the file.
 func TestMicroVMUsesMountSource(t *testing.T) {
 	e := startEnv(t, withSnapshotterTOML(`mount_type = "block"`))
+	// The daemon's default zero_new_blocks: what the guest reads of a new
+	// block it wrote only partly is zeros, never another tenant's data.
+	if ts, err := dmpool.Table(e.cfg.Pool.Name); err != nil || len(ts) != 1 || strings.Contains(ts[0].Params, "skip_block_zeroing") {
+		t.Fatalf("pool table %+v, %v: want zeroing of new blocks", ts, err)
+	}
 	const ref = "docker.io/library/microvm:latest"
 	e.importImage(ref)
 
