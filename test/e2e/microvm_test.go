@@ -46,6 +46,12 @@ func TestMicroVMUsesMountSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// A runtime's snapshot is referenced by its container; this one is held
+	// by a lease, or containerd's garbage collection removes it from us.
+	ctx, releaseLease, err := c.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	img, err := c.GetImage(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +109,9 @@ func TestMicroVMUsesMountSource(t *testing.T) {
 	}
 	// containerd removes snapshots from us at its garbage collection; a
 	// synchronous image delete runs one now.
+	if err := releaseLease(ctx); err != nil {
+		t.Fatal(err)
+	}
 	e.ctr("images", "rm", "--sync", ref)
 	for _, d := range []string{dev, childDev} {
 		if slices.Contains(activeThins(t, e.cfg.Pool.Name), filepath.Base(d)) {
