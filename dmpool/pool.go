@@ -254,20 +254,29 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 	return p, res, nil
 }
 
+// liveTable reads and parses the live table of pool name.
+func liveTable(name string) (Target, poolTable, error) {
+	ts, err := Table(name)
+	if err != nil {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: %w", name, err)
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
+	}
+	pt, err := parsePoolTable(ts[0].Params)
+	if err != nil {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: %w", name, err)
+	}
+	return ts[0], pt, nil
+}
+
 // verifyActive checks that the live pool table uses the configured
 // storage and block size, and resumes a pool a crash left suspended.
 func (p *Pool) verifyActive(info DeviceInfo) error {
 	name := p.cfg.Name
-	ts, err := Table(name)
+	_, pt, err := liveTable(name)
 	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
-	}
-	if len(ts) != 1 || ts[0].Type != "thin-pool" {
-		return fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
-	}
-	pt, err := parsePoolTable(ts[0].Params)
-	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
+		return err
 	}
 	if pt.BlockSectors != p.blockSectors {
 		return fmt.Errorf("pool %q: active block size %d sectors, configured %d: %w", name, pt.BlockSectors, p.blockSectors, ErrMismatch)
@@ -300,16 +309,9 @@ func (p *Pool) verifyActive(info DeviceInfo) error {
 func (p *Pool) applyFeatures(ctx context.Context) error {
 	const skip = "skip_block_zeroing"
 	name := p.cfg.Name
-	ts, err := Table(name)
+	t, pt, err := liveTable(name)
 	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
-	}
-	if len(ts) != 1 || ts[0].Type != "thin-pool" {
-		return fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
-	}
-	pt, err := parsePoolTable(ts[0].Params)
-	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
+		return err
 	}
 	if slices.Contains(pt.Features, skip) == p.cfg.SkipBlockZeroing {
 		return nil
@@ -319,7 +321,7 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 	if p.cfg.SkipBlockZeroing {
 		pt.Features = append([]string{skip}, pt.Features...)
 	}
-	table := []Target{{Start: ts[0].Start, Length: ts[0].Length, Type: "thin-pool", Params: pt.String()}}
+	table := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
 	fail := func(err error) error {
 		return fmt.Errorf("pool %q: reload with features %v (active: %v; [pool] zero_new_blocks decides %s): %w", name, pt.Features, old, skip, err)
 	}
