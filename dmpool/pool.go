@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,13 @@ type Config struct {
 	BlockSize uint32
 	// LowWaterMark in data blocks; the kernel raises an event below it.
 	LowWaterMark uint64
+
+	// SkipBlockZeroing turns off dm-thin's zeroing of newly provisioned
+	// blocks. With it, the unwritten part of a block a new device writes
+	// into partially still holds what a deleted device left there, and
+	// anyone who reads the raw device (a microVM guest) reads it. The zero
+	// value zeroes; Open applies a change to an active pool.
+	SkipBlockZeroing bool
 
 	// QueueIfNoSpace makes writers block (up to the kernel's
 	// no_space_timeout) when data space runs out. The default is
@@ -118,8 +126,15 @@ func (c Config) withDefaults() (Config, error) {
 
 func (c Config) usesFiles() bool { return c.DataDevice == "" }
 
+// features are the thin-pool feature arguments of the table. Discards are
+// never disabled (no ignore_discard, no no_discard_passdown): a discard of
+// a thin device's blocks reaches the data device, so a loop file gets its
+// space back and an SSD its TRIM.
 func (c Config) features() []string {
-	f := []string{"skip_block_zeroing"}
+	var f []string
+	if c.SkipBlockZeroing {
+		f = append(f, "skip_block_zeroing")
+	}
 	if !c.QueueIfNoSpace {
 		f = append(f, "error_if_no_space")
 	}
@@ -165,6 +180,9 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 	}
 	if info.Exists && info.Active {
 		if err := p.verifyActive(info); err != nil {
+			return nil, "", err
+		}
+		if err := p.applyFeatures(ctx); err != nil {
 			return nil, "", err
 		}
 		return p, Found, nil
@@ -236,20 +254,29 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 	return p, res, nil
 }
 
+// liveTable reads and parses the live table of pool name.
+func liveTable(name string) (Target, poolTable, error) {
+	ts, err := Table(name)
+	if err != nil {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: %w", name, err)
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
+	}
+	pt, err := parsePoolTable(ts[0].Params)
+	if err != nil {
+		return Target{}, poolTable{}, fmt.Errorf("pool %q: %w", name, err)
+	}
+	return ts[0], pt, nil
+}
+
 // verifyActive checks that the live pool table uses the configured
 // storage and block size, and resumes a pool a crash left suspended.
 func (p *Pool) verifyActive(info DeviceInfo) error {
 	name := p.cfg.Name
-	ts, err := Table(name)
+	_, pt, err := liveTable(name)
 	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
-	}
-	if len(ts) != 1 || ts[0].Type != "thin-pool" {
-		return fmt.Errorf("pool %q: device has table %q, not a thin-pool: %w", name, tableString(ts), ErrMismatch)
-	}
-	pt, err := parsePoolTable(ts[0].Params)
-	if err != nil {
-		return fmt.Errorf("pool %q: %w", name, err)
+		return err
 	}
 	if pt.BlockSectors != p.blockSectors {
 		return fmt.Errorf("pool %q: active block size %d sectors, configured %d: %w", name, pt.BlockSectors, p.blockSectors, ErrMismatch)
@@ -269,6 +296,48 @@ func (p *Pool) verifyActive(info DeviceInfo) error {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
 	p.poolDev = devString(info.Major, info.Minor)
+	return nil
+}
+
+// applyFeatures reloads the table of the active pool when its
+// skip_block_zeroing differs from the configuration, so that a changed
+// zero_new_blocks takes effect on an existing pool at start. Everything
+// else in the table (devices, length, block size, low-water mark, other
+// features such as an operator's read_only) stays as it is. The kernel
+// keeps the pool and its thin devices across the reload; the swap is one
+// resume ioctl, and a pool it leaves suspended is resumed on its old table.
+func (p *Pool) applyFeatures(ctx context.Context) error {
+	const skip = "skip_block_zeroing"
+	name := p.cfg.Name
+	t, pt, err := liveTable(name)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(pt.Features, skip) == p.cfg.SkipBlockZeroing {
+		return nil
+	}
+	old := pt.Features
+	pt.Features = slices.DeleteFunc(slices.Clone(old), func(f string) bool { return f == skip })
+	if p.cfg.SkipBlockZeroing {
+		pt.Features = append([]string{skip}, pt.Features...)
+	}
+	table := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
+	fail := func(err error) error {
+		return fmt.Errorf("pool %q: reload with features %v (active: %v; [pool] zero_new_blocks decides %s): %w", name, pt.Features, old, skip, err)
+	}
+	if err := LoadTable(name, table); err != nil {
+		return fail(err)
+	}
+	// A resume with an inactive table suspends, swaps and resumes.
+	if err := Resume(name); err != nil {
+		if info, ierr := GetDeviceInfo(name); ierr == nil && info.Suspended {
+			if rerr := resumeWithRetry(ctx, name); rerr != nil {
+				log.G(ctx).WithError(rerr).Errorf("pool %q left suspended after a failed table reload", name)
+			}
+		}
+		return fail(err)
+	}
+	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
 	return nil
 }
 

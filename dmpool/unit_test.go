@@ -250,8 +250,13 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil || c.BlockSize != 128<<10 {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if got := strings.Join(c.features(), " "); got != "skip_block_zeroing error_if_no_space" {
+	// Zeroing is the zero value: a Config that forgets it still zeroes.
+	if got := strings.Join(c.features(), " "); got != "error_if_no_space" {
 		t.Fatalf("features %q", got)
+	}
+	c.SkipBlockZeroing = true
+	if got := strings.Join(c.features(), " "); got != "skip_block_zeroing error_if_no_space" {
+		t.Fatalf("features with SkipBlockZeroing %q", got)
 	}
 	bad := []Config{
 		{Name: "", DataFile: "d", MetadataFile: "m"},

@@ -36,6 +36,12 @@ func randName(prefix string) string {
 // registers a cleanup that removes every device of it.
 func newTestPool(t *testing.T, dataSize int64) (*Pool, Config) {
 	t.Helper()
+	return newTestPoolWith(t, dataSize, func(*Config) {})
+}
+
+// newTestPoolWith is newTestPool with the Config adjusted by tweak first.
+func newTestPoolWith(t *testing.T, dataSize int64, tweak func(*Config)) (*Pool, Config) {
+	t.Helper()
 	dmtest.Require(t)
 	if v, err := DriverVersion(); err == nil {
 		t.Logf("device-mapper %s, kernel %s", v, dmtest.KernelRelease())
@@ -48,6 +54,7 @@ func newTestPool(t *testing.T, dataSize int64) (*Pool, Config) {
 		DataSize:     dataSize,
 		MetadataSize: 8 * mib,
 	}
+	tweak(&cfg)
 	p, res, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)

@@ -15,6 +15,8 @@ type fakePool struct {
 	thins  map[uint32]uint64 // id -> mapped bytes
 	active map[string]uint32
 	fail   map[string]error // operation name -> error to return once
+	// discarded lists the thin ids Discard was called for, in order.
+	discarded []uint32
 }
 
 func newFakePool() *fakePool {
@@ -101,6 +103,23 @@ func (p *fakePool) Delete(ctx context.Context, id uint32) error {
 		}
 	}
 	delete(p.thins, id)
+	return nil
+}
+
+func (p *fakePool) Discard(ctx context.Context, name string, id uint32, size uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("discard"); err != nil {
+		return err
+	}
+	if _, ok := p.thins[id]; !ok {
+		return fmt.Errorf("thin %d: %w", id, dmpool.ErrNotFound)
+	}
+	if _, ok := p.active[name]; ok {
+		return fmt.Errorf("%s: %w", name, dmpool.ErrDeviceBusy)
+	}
+	p.thins[id] = 0
+	p.discarded = append(p.discarded, id)
 	return nil
 }
 

@@ -30,19 +30,14 @@ func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 	return s.mounts(rec), nil
 }
 
-// mounts describes how to mount rec's device.
+// mounts describes how to mount rec's device: one ext4 (or xfs) mount
+// whose Source is the thin device's node. containerd's unpacker and runc
+// mount it; microVM runtimes (firecracker-containerd, Kata) see a single
+// mount whose Source is a block device and attach Source to the guest
+// instead (docs/microvm.md).
 func (s *Snapshotter) mounts(rec *metadata.Snapshot) []mount.Mount {
 	dev := "/dev/mapper/" + s.deviceName(rec.DeviceID)
 	ro := rec.Kind == snapshots.KindView
-	if s.cfg.BlockMounts {
-		// For microVM runtimes: the source is the block device itself;
-		// the runtime attaches it to the guest rather than mounting it.
-		opts := []string{"rw"}
-		if ro {
-			opts[0] = "ro"
-		}
-		return []mount.Mount{{Type: "bind", Source: dev, Options: opts}}
-	}
 	var opts []string
 	if ro {
 		opts = append(opts, "ro")

@@ -16,6 +16,7 @@ type Pool interface {
 	Activate(ctx context.Context, name string, id uint32, size uint64) (string, error)
 	Deactivate(ctx context.Context, name string) error
 	Delete(ctx context.Context, id uint32) error
+	Discard(ctx context.Context, name string, id uint32, size uint64) error
 	ThinStatus(ctx context.Context, name string) (dmpool.ThinStatus, error)
 }
 

@@ -99,9 +99,6 @@ var errNotRemote = errors.New("layer not in the remote store")
 func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blob io.Reader, diffID string, fill *metrics.Fill) (err error) {
 	var res extract.Result
 	defer func() { fill.Done(res, err) }()
-	if s.cfg.BlockMounts {
-		return fmt.Errorf("remote fill needs filesystem mounts (snapshotter.mount_type = \"fs\"): %w", errdefs.ErrNotImplemented)
-	}
 	opts := s.cfg.Extract
 	opts.Mode = extract.Layer
 	opts.ExpectedDiffID = diffID

@@ -52,6 +52,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return err
 	}
 	failpoint.Hit(failpoint.RemoveAfterDeactivate)
+	s.discard(ctx, name, rec.DeviceID, rec.Size)
 	// From here the snapshot is gone for containerd whatever the pool says;
 	// a device that cannot be deleted now stays on record as "deleting" and
 	// Cleanup retries it.
@@ -147,9 +148,24 @@ func (s *Snapshotter) deleteDevice(ctx context.Context, d *metadata.Device) erro
 	if err := s.pool.Deactivate(ctx, d.Name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err
 	}
+	s.discard(ctx, d.Name, d.ID, d.Size)
 	if err := s.pool.Delete(ctx, d.ID); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err
 	}
 	failpoint.Hit(failpoint.CleanupAfterDelete)
 	return s.store.Update(func(tx *metadata.Tx) error { return tx.DeleteDevice(d.ID) })
+}
+
+// discard hands an inactive device's blocks back to the data device
+// before its delete, when discard_blocks is set. The caller has
+// deactivated the device, which proved nobody had it open. A failure is
+// logged and the delete goes ahead: the removal needs the delete, not the
+// discard.
+func (s *Snapshotter) discard(ctx context.Context, name string, id uint32, size uint64) {
+	if !s.cfg.DiscardBlocks {
+		return
+	}
+	if err := s.pool.Discard(ctx, name, id, size); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
+		log.G(ctx).WithError(err).Warnf("could not discard the blocks of %s before deleting it", name)
+	}
 }

@@ -27,9 +27,9 @@ type Config struct {
 	BaseSize uint64
 	// FSType is "ext4" or "xfs".
 	FSType string
-	// BlockMounts makes Mounts return the raw thin device for microVM
-	// runtimes instead of a filesystem mount.
-	BlockMounts bool
+	// DiscardBlocks discards a device's blocks before it is deleted, so
+	// that a loop-backed pool's file shrinks and an SSD gets TRIM.
+	DiscardBlocks bool
 	// Remote, when set, is the layer store Prepare fills layers from
 	// before containerd would download them.
 	Remote RemoteLayers

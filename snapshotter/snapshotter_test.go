@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -284,22 +285,41 @@ func TestBadRecordsAreQuarantinedNotFatal(t *testing.T) {
 	})
 }
 
-func TestBlockMountsHandTheDeviceItself(t *testing.T) {
+// TestMountsAreOneFilesystemOnTheDevice pins what microVM runtimes read
+// (docs/microvm.md): exactly one mount, Type the filesystem, Source the
+// thin device's node, "ro" only for views.
+func TestMountsAreOneFilesystemOnTheDevice(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newTestSnapshotter(t)
-	s.cfg.BlockMounts = true
 	m, err := s.Prepare(ctx, "vm-rootfs", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m) != 1 || m[0].Type != "bind" || !strings.HasPrefix(m[0].Source, "/dev/mapper/fake-thin-") || m[0].Options[0] != "rw" {
-		t.Fatalf("block mount = %+v", m)
+	if len(m) != 1 || m[0].Type != "ext4" || !strings.HasPrefix(m[0].Source, "/dev/mapper/fake-thin-") || len(m[0].Options) != 0 {
+		t.Fatalf("active mount = %+v", m)
 	}
 	if err := s.Commit(ctx, "base", "vm-rootfs"); err != nil {
 		t.Fatal(err)
 	}
 	v, err := s.View(ctx, "ro", "base")
-	if err != nil || v[0].Options[0] != "ro" {
-		t.Fatalf("block view = %+v, %v", v, err)
+	if err != nil || len(v) != 1 || v[0].Type != "ext4" || !slices.Equal(v[0].Options, []string{"ro"}) {
+		t.Fatalf("view mount = %+v, %v", v, err)
+	}
+}
+
+func TestDiscardBlocksBeforeDelete(t *testing.T) {
+	ctx := context.Background()
+	for _, on := range []bool{false, true} {
+		s, pool, _ := newTestSnapshotter(t)
+		s.cfg.DiscardBlocks = on
+		if _, err := s.Prepare(ctx, "c", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(ctx, "c"); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(pool.discarded); (got == 1) != on {
+			t.Errorf("discard_blocks=%v: %d discards on Remove", on, got)
+		}
 	}
 }

@@ -36,6 +36,8 @@ type options struct {
 	out         string
 	compare     bool
 	breakdown   bool
+	zeroing     bool
+	zeroingMiB  int64
 }
 
 func main() {
@@ -52,6 +54,8 @@ func main() {
 	flag.BoolVar(&o.verbose, "v", false, "log snapshotter debug output")
 	flag.BoolVar(&o.compare, "compare", true, "run the flyio vs devmapper comparison")
 	flag.BoolVar(&o.breakdown, "breakdown", true, "time the steps of flyio's Prepare and Remove on a pool of their own")
+	flag.BoolVar(&o.zeroing, "zeroing", true, "measure write throughput into new thin devices with zero_new_blocks on and off")
+	flag.Int64Var(&o.zeroingMiB, "zeroing-mib", 256, "bytes written into each new device of the zeroing benchmark, in MiB")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
 	flag.Parse()
 	o.cfg.DataSize = dataMiB << 20
@@ -105,7 +109,7 @@ func run(ctx context.Context, w io.Writer, o options) error {
 	dmVer, _ := dmpool.DriverVersion()
 	fmt.Fprintf(w, "snapbench %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "kernel %s, device-mapper %s, %d CPUs (GOMAXPROCS %d)\n", dmtest.KernelRelease(), dmVer, runtime.NumCPU(), runtime.GOMAXPROCS(0))
-	fmt.Fprintf(w, "pools: loop files in %s, data %d MiB, metadata %d MiB, block %d KiB, skip_block_zeroing, error_if_no_space; base filesystem ext4 %d MiB\n",
+	fmt.Fprintf(w, "pools: loop files in %s, data %d MiB, metadata %d MiB, block %d KiB, zeroing new blocks (zero_new_blocks), error_if_no_space; base filesystem ext4 %d MiB\n",
 		o.cfg.Dir, o.cfg.DataSize>>20, o.cfg.MetadataSize>>20, o.cfg.BlockSize>>10, o.cfg.BaseSize>>20)
 	fmt.Fprintf(w, "iterations %d, concurrent round %d Prepares × %d\n\n", o.iterations, o.concurrency, o.concReps)
 
@@ -115,7 +119,12 @@ func run(ctx context.Context, w io.Writer, o options) error {
 		}
 	}
 	if o.breakdown {
-		return breakdown(ctx, w, o.cfg, o.iterations, o.concurrency)
+		if err := breakdown(ctx, w, o.cfg, o.iterations, o.concurrency); err != nil {
+			return err
+		}
+	}
+	if o.zeroing {
+		return zeroingCost(ctx, w, o.cfg, o.iterations, o.zeroingMiB<<20)
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ type poolConfig struct {
 	MetadataSize int64
 	BlockSize    uint32
 	BaseSize     uint64
+	// SkipBlockZeroing is off (zeroing, the product's default) except
+	// for the baseline pool of the zeroing benchmark.
+	SkipBlockZeroing bool
 }
 
 func (c poolConfig) open(ctx context.Context, name string) (*dmpool.Pool, error) {
@@ -38,6 +41,8 @@ func (c poolConfig) open(ctx context.Context, name string) (*dmpool.Pool, error)
 		DataSize:     c.DataSize,
 		MetadataSize: c.MetadataSize,
 		BlockSize:    c.BlockSize,
+
+		SkipBlockZeroing: c.SkipBlockZeroing,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", name, err)

@@ -99,6 +99,10 @@ type Pool struct {
 	// new snapshots and imports are refused ("devicemapper pool is full")
 	// instead of letting writers run the pool out of space.
 	FullThreshold int `toml:"full_threshold"`
+	// ZeroNewBlocks makes dm-thin zero a newly provisioned block before a
+	// partial write, so no device (or microVM guest) reads what a deleted
+	// device left there. Applied to an existing pool at start.
+	ZeroNewBlocks bool `toml:"zero_new_blocks"`
 }
 
 // Snapshotter configures how snapshots map onto thin devices.
@@ -108,9 +112,13 @@ type Snapshotter struct {
 	BaseSize Size `toml:"base_size"`
 	// FSType is "ext4" or "xfs".
 	FSType string `toml:"fs_type"`
-	// MountType is "fs" (mount the filesystem) or "block" (hand the raw
-	// thin device to a microVM runtime such as Firecracker).
+	// MountType is "fs". "block" is retired and means the same: every
+	// mount is the ext4/xfs filesystem of the thin device, whose Source a
+	// microVM runtime attaches to the guest (docs/microvm.md).
 	MountType string `toml:"mount_type"`
+	// DiscardBlocks discards a snapshot's blocks before its device is
+	// deleted, so a loop-backed pool's file shrinks and SSDs get TRIM.
+	DiscardBlocks bool `toml:"discard_blocks"`
 	// SpareDevices is how many activated, empty snapshots of the default
 	// template are kept ready, so a parentless Prepare is one metadata
 	// transaction. Each costs a few metadata blocks and no data blocks.
@@ -132,6 +140,7 @@ func Default() Config {
 			BlockSize:     128 << 10,
 			LowWaterMark:  32768,
 			FullThreshold: 90,
+			ZeroNewBlocks: true,
 		},
 		Snapshotter: Snapshotter{
 			BaseSize:     10 << 30,

@@ -102,3 +102,19 @@ func TestLogSettingsValidated(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantSafeDefaults: new blocks are zeroed unless the file says
+// otherwise (a guest owning a raw device must not read deleted data), and
+// discards stay opt-in as in containerd's devmapper.
+func TestTenantSafeDefaults(t *testing.T) {
+	def := Default()
+	if !def.Pool.ZeroNewBlocks || def.Snapshotter.DiscardBlocks {
+		t.Fatalf("defaults: zero_new_blocks %v, discard_blocks %v", def.Pool.ZeroNewBlocks, def.Snapshotter.DiscardBlocks)
+	}
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("[pool]\nzero_new_blocks = false\n[snapshotter]\ndiscard_blocks = true\n"), 0o644)
+	cfg, err := Load(path, true)
+	if err != nil || cfg.Pool.ZeroNewBlocks || !cfg.Snapshotter.DiscardBlocks {
+		t.Fatalf("loaded zero_new_blocks %v, discard_blocks %v, %v", cfg.Pool.ZeroNewBlocks, cfg.Snapshotter.DiscardBlocks, err)
+	}
+}

@@ -47,6 +47,8 @@ func PoolConfig(cfg config.Config) dmpool.Config {
 		MetadataSize:   int64(cfg.Pool.MetadataSize),
 		BlockSize:      uint32(cfg.Pool.BlockSize),
 		LowWaterMark:   cfg.Pool.LowWaterMark,
+		// The zero value of dmpool zeroes: only an explicit false skips it.
+		SkipBlockZeroing: !cfg.Pool.ZeroNewBlocks,
 	}
 }
 
@@ -107,14 +109,17 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Snapshotter.MountType == "block" {
+		log.G(ctx).Warn(`snapshotter.mount_type = "block" is retired and now means "fs": mounts are the thin device's ext4/xfs filesystem, whose Source microVM runtimes attach (docs/microvm.md); remove the key`)
+	}
 	m := metrics.New()
 	snCfg := snapshotter.Config{
-		BaseSize:    uint64(cfg.Snapshotter.BaseSize),
-		FSType:      cfg.Snapshotter.FSType,
-		BlockMounts: cfg.Snapshotter.MountType == "block",
-		Extract:     cfg.Extract.Options(),
-		Spares:      cfg.Snapshotter.SpareDevices,
-		RemoteFills: m.Fills(metrics.SourceLayer),
+		BaseSize:      uint64(cfg.Snapshotter.BaseSize),
+		FSType:        cfg.Snapshotter.FSType,
+		DiscardBlocks: cfg.Snapshotter.DiscardBlocks,
+		Extract:       cfg.Extract.Options(),
+		Spares:        cfg.Snapshotter.SpareDevices,
+		RemoteFills:   m.Fills(metrics.SourceLayer),
 	}
 	if cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)

@@ -56,6 +56,7 @@ type envOptions struct {
 	baseSize   string   // [snapshotter] base_size, default "256MiB"
 	spares     int      // [snapshotter] spare_devices, default the product's
 	daemonTOML string   // appended to the daemon's config (e.g. an [s3] table)
+	snapTOML   string   // more [snapshotter] keys
 	daemonEnv  []string // extra environment of the daemon (e.g. AWS credentials)
 	// containerdTOML, when set, writes containerd's configuration
 	// instead of harness.ContainerdConfig (e.g. with CRI on).
@@ -73,6 +74,9 @@ func withSpares(n int) envOption { return func(o *envOptions) { o.spares = n } }
 
 // withDaemonTOML appends tables to the daemon's configuration.
 func withDaemonTOML(s string) envOption { return func(o *envOptions) { o.daemonTOML += "\n" + s } }
+
+// withSnapshotterTOML adds keys to the daemon's [snapshotter] table.
+func withSnapshotterTOML(s string) envOption { return func(o *envOptions) { o.snapTOML += "\n" + s } }
 
 // withDaemonEnv adds KEY=VALUE pairs to the daemon's environment.
 func withDaemonEnv(kv ...string) envOption {
@@ -102,12 +106,13 @@ metadata_size = "64MiB"
 [snapshotter]
 base_size = %q
 spare_devices = %d
+%s
 [containerd]
 address = %q
 namespace = %q
 %s
 `, filepath.Join(e.dir, "flyio"), filepath.Join(e.dir, "snapshotter.sock"), filepath.Join(e.dir, "admin.sock"), pool,
-		e.opts.baseSize, e.opts.spares, e.sock, namespace, e.opts.daemonTOML))
+		e.opts.baseSize, e.opts.spares, e.opts.snapTOML, e.sock, namespace, e.opts.daemonTOML))
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
 		t.Fatal(err)
