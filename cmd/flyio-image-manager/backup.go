@@ -25,9 +25,11 @@ on admin_address it takes the copy in one read transaction while it keeps
 serving; otherwise backup opens the database read-only itself (and refuses
 if a daemon that does not answer still holds it).
 
-The copy is written to FILE.tmp, checked by opening it, synced and only
+The copy is written to a new temporary file with a random name beside
+FILE (.FILE.tmp-*, mode 0600, created exclusively: nothing already there,
+symlink or not, is ever opened), checked by opening it, synced and only
 then renamed to FILE, so FILE is never a partial copy. An existing FILE is
-kept unless --force is given.
+kept unless --force is given; a symlink at FILE is refused.
 
 To restore: stop the daemon, put the copy at <root_dir>/metadata.db, start
 the daemon. See docs/OPERATIONS.md for what happens to devices created
@@ -42,11 +44,15 @@ after the backup.`,
 			return err
 		}
 		out := c.String("output")
-		if fi, err := os.Stat(out); err == nil {
-			if fi.IsDir() {
+		if fi, err := os.Lstat(out); err == nil {
+			switch {
+			case fi.IsDir():
 				return fmt.Errorf("backup: %s is a directory; give a file name", out)
-			}
-			if !c.Bool("force") {
+			case fi.Mode()&os.ModeSymlink != 0:
+				// The rename would replace the link, not write where it points:
+				// say so rather than surprise whoever planted or expects it.
+				return fmt.Errorf("backup: %s is a symbolic link; give the path of the file itself", out)
+			case !c.Bool("force"):
 				return fmt.Errorf("backup: %s already exists; give --force to replace it", out)
 			}
 		}
@@ -61,30 +67,37 @@ after the backup.`,
 	},
 }
 
-// writeBackup writes the copy to out.tmp and renames it to out once it is
-// complete, checked and on disk. It says where the copy came from.
+// writeBackup writes the copy to a temporary file beside out and renames
+// it to out once it is complete, checked and on disk. It says where the
+// copy came from.
+//
+// The directory of out may be shared (/tmp, a backup spool): the
+// temporary file gets a random name and is created with O_EXCL, so a
+// symlink or file planted at any name is never opened, and it is checked
+// to be still the file we created before it is renamed into place.
 func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, from string, err error) {
 	var spares []uint32
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	dir := filepath.Dir(out)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
 		return 0, "", fmt.Errorf("backup: %w", err)
 	}
+	tmp := f.Name()
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(tmp)
+			removeIfSame(tmp, f)
 		}
+		f.Close()
 	}()
 	n, from, err = copyMetadata(ctx, cfg, f)
 	if err != nil {
 		return n, "", err
 	}
-	if err := f.Close(); err != nil {
-		return n, "", fmt.Errorf("backup: close %s: %w", tmp, err)
-	}
 	// Opening it checks bbolt's meta pages and our schema version, as the
 	// daemon will on restore. The spare records go: see ForgetSpares.
+	if err := sameFile(tmp, f); err != nil {
+		return n, "", err
+	}
 	spares, err = forgetSpares(tmp)
 	if err != nil {
 		return n, "", err
@@ -92,20 +105,57 @@ func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, f
 	if len(spares) > 0 {
 		from += fmt.Sprintf("; left out %d spare device record(s) (thin ids %v): a spare may be a container's device by the time the copy is restored", len(spares), spares)
 	}
-	if err := syncFile(tmp); err != nil {
-		return n, "", err
+	// bbolt wrote through its own descriptor of the same inode: syncing
+	// ours flushes those writes too.
+	if err := f.Sync(); err != nil {
+		return n, "", fmt.Errorf("backup: sync %s: %w", tmp, err)
 	}
-	if fi, err := os.Stat(tmp); err == nil {
+	if fi, err := f.Stat(); err == nil {
 		n = fi.Size()
+	}
+	if err := sameFile(tmp, f); err != nil {
+		return n, "", err
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
-	if d, err := os.Open(filepath.Dir(out)); err == nil {
-		d.Sync()
-		d.Close()
+	if err := syncDir(dir); err != nil {
+		return n, "", fmt.Errorf("backup: %s is in place but its directory was not synced, so a crash may lose it: %w", out, err)
 	}
 	return n, from, nil
+}
+
+// sameFile fails unless path still names f, the file we created: a
+// process that can write to the directory could have swapped it.
+func sameFile(path string, f *os.File) error {
+	want, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	got, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if !os.SameFile(want, got) {
+		return fmt.Errorf("backup: %s was replaced by another process while the copy was written; check who can write to %s", path, filepath.Dir(path))
+	}
+	return nil
+}
+
+// removeIfSame removes path if it still names f.
+func removeIfSame(path string, f *os.File) {
+	if sameFile(path, f) == nil {
+		os.Remove(path)
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // copyMetadata writes the database to w: from the daemon when it answers,
@@ -152,16 +202,4 @@ func forgetSpares(path string) ([]uint32, error) {
 		return nil, fmt.Errorf("backup: leaving the spare devices out of %s: %w", path, err)
 	}
 	return ids, nil
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("backup: sync %s: %w", path, err)
-	}
-	return nil
 }
