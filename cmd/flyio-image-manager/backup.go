@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 	"github.com/superfly/flyio-image-manager/internal/units"
@@ -68,94 +68,40 @@ after the backup.`,
 }
 
 // writeBackup writes the copy to a temporary file beside out and renames
-// it to out once it is complete, checked and on disk. It says where the
-// copy came from.
-//
-// The directory of out may be shared (/tmp, a backup spool): the
-// temporary file gets a random name and is created with O_EXCL, so a
-// symlink or file planted at any name is never opened, and it is checked
-// to be still the file we created before it is renamed into place.
+// it to out once it is complete, checked and on disk (see atomicfile: the
+// directory may be shared). It says where the copy came from.
 func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, from string, err error) {
 	var spares []uint32
-	dir := filepath.Dir(out)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
+	f, err := atomicfile.Create(out)
 	if err != nil {
 		return 0, "", fmt.Errorf("backup: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			removeIfSame(tmp, f)
-		}
-		f.Close()
-	}()
+	defer f.Abort()
 	n, from, err = copyMetadata(ctx, cfg, f)
 	if err != nil {
 		return n, "", err
 	}
 	// Opening it checks bbolt's meta pages and our schema version, as the
 	// daemon will on restore. The spare records go: see ForgetSpares.
-	if err := sameFile(tmp, f); err != nil {
-		return n, "", err
+	if err := f.Check(); err != nil {
+		return n, "", fmt.Errorf("backup: %w", err)
 	}
-	spares, err = forgetSpares(tmp)
+	spares, err = forgetSpares(f.Name())
 	if err != nil {
 		return n, "", err
 	}
 	if len(spares) > 0 {
 		from += fmt.Sprintf("; left out %d spare device record(s) (thin ids %v): a spare may be a container's device by the time the copy is restored", len(spares), spares)
 	}
-	// bbolt wrote through its own descriptor of the same inode: syncing
-	// ours flushes those writes too.
-	if err := f.Sync(); err != nil {
-		return n, "", fmt.Errorf("backup: sync %s: %w", tmp, err)
-	}
 	if fi, err := f.Stat(); err == nil {
 		n = fi.Size()
 	}
-	if err := sameFile(tmp, f); err != nil {
-		return n, "", err
-	}
-	if err := os.Rename(tmp, out); err != nil {
+	// bbolt wrote through its own descriptor of the same inode: syncing
+	// ours in Commit flushes those writes too.
+	if err := f.Commit(); err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
-		return n, "", fmt.Errorf("backup: %s is in place but its directory was not synced, so a crash may lose it: %w", out, err)
-	}
 	return n, from, nil
-}
-
-// sameFile fails unless path still names f, the file we created: a
-// process that can write to the directory could have swapped it.
-func sameFile(path string, f *os.File) error {
-	want, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	got, err := os.Lstat(path)
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	if !os.SameFile(want, got) {
-		return fmt.Errorf("backup: %s was replaced by another process while the copy was written; check who can write to %s", path, filepath.Dir(path))
-	}
-	return nil
-}
-
-// removeIfSame removes path if it still names f.
-func removeIfSame(path string, f *os.File) {
-	if sameFile(path, f) == nil {
-		os.Remove(path)
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // copyMetadata writes the database to w: from the daemon when it answers,

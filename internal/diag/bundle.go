@@ -13,12 +13,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 )
 
 // File is one file of the bundle.
@@ -127,34 +128,20 @@ func Write(w io.Writer, dir string, files []File, now time.Time) error {
 }
 
 // WriteFile writes the bundle to path (mode 0600: it describes the host).
-//
 // path is often in a shared directory (/tmp, the current one) under a
-// name anyone can predict: the bundle goes to a new temporary file beside
-// it, created exclusively with a random name, and is renamed over path,
-// which replaces whatever another user put there (a symlink, a file they
-// could read) without following or opening it.
-func WriteFile(path string, files []File, now time.Time) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+// name anyone can predict: see atomicfile for why nothing planted there
+// is opened.
+func WriteFile(path string, files []File, now time.Time) error {
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return fmt.Errorf("diagnostics bundle: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
+	defer f.Abort()
 	dir := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".gz"), ".tar")
 	if err := Write(f, dir, files, now); err != nil {
 		return fmt.Errorf("diagnostics bundle %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("diagnostics bundle %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("diagnostics bundle %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("diagnostics bundle: %w", err)
 	}
 	return nil
