@@ -1,7 +1,7 @@
 // Package stagedir builds a directory tree where no one looks for it and
 // puts it at its destination only once it is complete, so a failed build
-// leaves nothing behind, not even for an instant a half tree at the
-// destination.
+// leaves nothing behind and the destination never holds a half tree
+// (except a mount point, which is filled in place and emptied on failure).
 package stagedir
 
 import (
@@ -36,13 +36,14 @@ type Stage struct {
 }
 
 // New prepares to build a tree for dest, which must be a new path in an
-// existing directory, or an empty directory (lost+found aside on the
-// root of a filesystem). The tree
-// is built in a fresh directory beside dest (".<name>.extract-<random>",
-// mode 0700 while it is built) that Commit renames to dest, keeping the
-// mode and owner of an existing dest unless the tree's root entry sets
-// them. A dest that is a mount point cannot be renamed over: the tree is
-// then built in it directly, and Abort removes what was written.
+// existing directory, or an empty directory (lost+found aside on the root
+// of a filesystem). The tree is built in a fresh directory beside dest
+// (".<name>.extract-<random>", made with a name no one could prepare)
+// that Commit renames to dest. It has the mode and owner of an existing
+// dest (0755 for a new one) unless the tree's root entry sets them. A
+// dest that is a mount point, or that we cannot build beside, cannot be
+// renamed over: the tree is then built in it directly, and Abort removes
+// what was written.
 func New(dest string) (*Stage, error) {
 	if real, err := filepath.EvalSymlinks(dest); err == nil {
 		dest = real
@@ -138,9 +139,6 @@ func (s *Stage) Dir() string { return s.dir }
 
 // Dest is the destination, symlinks resolved.
 func (s *Stage) Dest() string { return s.dest }
-
-// InPlace says the tree is built in Dest itself (a mount point).
-func (s *Stage) InPlace() bool { return s.inPlace }
 
 // Commit puts the complete tree at Dest. On failure the tree stays in Dir
 // and the error says so.
