@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 	"github.com/superfly/flyio-image-manager/internal/units"
@@ -25,9 +25,11 @@ on admin_address it takes the copy in one read transaction while it keeps
 serving; otherwise backup opens the database read-only itself (and refuses
 if a daemon that does not answer still holds it).
 
-The copy is written to FILE.tmp, checked by opening it, synced and only
+The copy is written to a new temporary file with a random name beside
+FILE (.FILE.tmp-*, mode 0600, created exclusively: nothing already there,
+symlink or not, is ever opened), checked by opening it, synced and only
 then renamed to FILE, so FILE is never a partial copy. An existing FILE is
-kept unless --force is given.
+kept unless --force is given; a symlink at FILE is refused.
 
 To restore: stop the daemon, put the copy at <root_dir>/metadata.db, start
 the daemon. See docs/OPERATIONS.md for what happens to devices created
@@ -42,11 +44,15 @@ after the backup.`,
 			return err
 		}
 		out := c.String("output")
-		if fi, err := os.Stat(out); err == nil {
-			if fi.IsDir() {
+		if fi, err := os.Lstat(out); err == nil {
+			switch {
+			case fi.IsDir():
 				return fmt.Errorf("backup: %s is a directory; give a file name", out)
-			}
-			if !c.Bool("force") {
+			case fi.Mode()&os.ModeSymlink != 0:
+				// The rename would replace the link, not write where it points:
+				// say so rather than surprise whoever planted or expects it.
+				return fmt.Errorf("backup: %s is a symbolic link; give the path of the file itself", out)
+			case !c.Bool("force"):
 				return fmt.Errorf("backup: %s already exists; give --force to replace it", out)
 			}
 		}
@@ -61,49 +67,39 @@ after the backup.`,
 	},
 }
 
-// writeBackup writes the copy to out.tmp and renames it to out once it is
-// complete, checked and on disk. It says where the copy came from.
+// writeBackup writes the copy to a temporary file beside out and renames
+// it to out once it is complete, checked and on disk (see atomicfile: the
+// directory may be shared). It says where the copy came from.
 func writeBackup(ctx context.Context, cfg config.Config, out string) (n int64, from string, err error) {
 	var spares []uint32
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := atomicfile.Create(out)
 	if err != nil {
 		return 0, "", fmt.Errorf("backup: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 	n, from, err = copyMetadata(ctx, cfg, f)
 	if err != nil {
 		return n, "", err
 	}
-	if err := f.Close(); err != nil {
-		return n, "", fmt.Errorf("backup: close %s: %w", tmp, err)
-	}
 	// Opening it checks bbolt's meta pages and our schema version, as the
 	// daemon will on restore. The spare records go: see ForgetSpares.
-	spares, err = forgetSpares(tmp)
+	if err := f.Check(); err != nil {
+		return n, "", fmt.Errorf("backup: %w", err)
+	}
+	spares, err = forgetSpares(f.Name())
 	if err != nil {
 		return n, "", err
 	}
 	if len(spares) > 0 {
 		from += fmt.Sprintf("; left out %d spare device record(s) (thin ids %v): a spare may be a container's device by the time the copy is restored", len(spares), spares)
 	}
-	if err := syncFile(tmp); err != nil {
-		return n, "", err
-	}
-	if fi, err := os.Stat(tmp); err == nil {
+	if fi, err := f.Stat(); err == nil {
 		n = fi.Size()
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	// bbolt wrote through its own descriptor of the same inode: syncing
+	// ours in Commit flushes those writes too.
+	if err := f.Commit(); err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(out)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return n, from, nil
 }
@@ -152,16 +148,4 @@ func forgetSpares(path string) ([]uint32, error) {
 		return nil, fmt.Errorf("backup: leaving the spare devices out of %s: %w", path, err)
 	}
 	return ids, nil
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("backup: sync %s: %w", path, err)
-	}
-	return nil
 }

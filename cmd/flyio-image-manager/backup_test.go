@@ -79,8 +79,8 @@ func TestBackupOffline(t *testing.T) {
 		t.Errorf("output:\n%s", msg)
 	}
 	checkBackupHolds(t, out, "img-1")
-	if _, err := os.Stat(out + ".tmp"); !os.IsNotExist(err) {
-		t.Errorf("%s.tmp left behind: %v", out, err)
+	if left, _ := filepath.Glob(filepath.Join(dir, ".meta.backup.tmp*")); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
 	}
 
 	// An existing file is kept unless --force.
@@ -139,9 +139,63 @@ func TestBackupFromDaemon(t *testing.T) {
 	if _, err := runBackup(t, cfgPath, "--output", cut); err == nil {
 		t.Errorf("a copy cut short was accepted")
 	}
-	for _, p := range []string{cut, cut + ".tmp"} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s after a failed backup: %v", p, err)
-		}
+	if _, err := os.Stat(cut); !os.IsNotExist(err) {
+		t.Errorf("%s after a failed backup: %v", cut, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".cut.db.tmp*")); len(left) > 0 {
+		t.Errorf("temporary files left after a failed backup: %v", left)
+	}
+}
+
+// TestBackupPlantedSymlinks plants symlinks where a backup into a shared
+// directory could be tricked: at the FILE.tmp name older versions wrote
+// through (following the link and then renaming the link over FILE), and
+// at FILE itself. Neither link is followed or installed, and the file they
+// point to is unchanged.
+func TestBackupPlantedSymlinks(t *testing.T) {
+	dir, cfgPath, _ := backupEnv(t)
+	victim := filepath.Join(dir, "victim")
+	const content = "not yours to overwrite\n"
+	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spool, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(spool, "meta.backup")
+	if err := os.Symlink(victim, out+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runBackup(t, cfgPath, "--output", out); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(out); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s is not a regular file of mode 0600: %v, %v", out, fi, err)
+	}
+	checkBackupHolds(t, out, "img-1")
+	if link, err := os.Readlink(out + ".tmp"); err != nil || link != victim {
+		t.Errorf("the planted %s.tmp -> %s was touched: %q, %v", out, victim, link, err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != content {
+		t.Errorf("the symlink's target was written: %.60q, %v", b, err)
+	}
+	if ents, _ := os.ReadDir(spool); len(ents) != 2 {
+		t.Errorf("%s holds %d entries, want the copy and the planted link: %v", spool, len(ents), ents)
+	}
+
+	// A symlink at FILE is refused, even with --force.
+	os.Remove(out)
+	if err := os.Symlink(victim, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runBackup(t, cfgPath, "--output", out, "--force"); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("backup onto a symlink: %v", err)
+	}
+	if link, err := os.Readlink(out); err != nil || link != victim {
+		t.Errorf("the planted %s -> %s was touched: %q, %v", out, victim, link, err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != content {
+		t.Errorf("the symlink's target was written: %.60q, %v", b, err)
 	}
 }

@@ -24,10 +24,10 @@ var extractCommand = &cli.Command{
 	Name:      "extract",
 	Usage:     "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
 	ArgsUsage: "FILE|-",
-	Flags:     append([]cli.Flag{&cli.StringFlag{Name: "dest", Required: true, Usage: "existing target `DIR`"}}, extractFlags...),
+	Flags:     append([]cli.Flag{&cli.StringFlag{Name: "dest", Required: true, Usage: "target `DIR`, new or empty (a --layer also goes onto a full one); filled only once the whole archive passed"}}, extractFlags...),
 	Action: func(c *cli.Context) error {
 		return runExtract(c, func(r io.Reader, opts extract.Options) (extract.Result, error) {
-			return extract.Extract(c.Context, r, c.String("dest"), opts)
+			return extractDest(c.Context, r, c.String("dest"), opts)
 		})
 	},
 }

@@ -4,9 +4,7 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -210,27 +208,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		srv.Stop()
 	}
 	return nil
-}
-
-// listen opens a unix socket at path with mode, replacing a stale socket
-// left by a daemon that died. Only called with the database lock held, so
-// the socket cannot belong to a live daemon of this root_dir.
-func listen(path string, mode os.FileMode) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 // reserveExistingIDs keeps the device id counter above every thin id the

@@ -13,12 +13,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 )
 
 // File is one file of the bundle.
@@ -127,18 +128,21 @@ func Write(w io.Writer, dir string, files []File, now time.Time) error {
 }
 
 // WriteFile writes the bundle to path (mode 0600: it describes the host).
+// path is often in a shared directory (/tmp, the current one) under a
+// name anyone can predict: see atomicfile for why nothing planted there
+// is opened.
 func WriteFile(path string, files []File, now time.Time) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return fmt.Errorf("diagnostics bundle: %w", err)
 	}
+	defer f.Abort()
 	dir := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".gz"), ".tar")
 	if err := Write(f, dir, files, now); err != nil {
-		f.Close()
 		return fmt.Errorf("diagnostics bundle %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("diagnostics bundle %s: %w", path, err)
+	if err := f.Commit(); err != nil {
+		return fmt.Errorf("diagnostics bundle: %w", err)
 	}
 	return nil
 }
