@@ -90,3 +90,36 @@ func TestForgetTemplateChecksTheDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestConfirmMissingAsksTheLivePool(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "live", ""); err != nil {
+		t.Fatal(err)
+	}
+	var id uint32
+	store.View(func(tx *metadata.Tx) error {
+		rec, _ := tx.Snapshot("live")
+		id = rec.DeviceID
+		return nil
+	})
+	if err := s.ConfirmMissing(ctx, "live", id); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a device in the pool confirmed missing: %v", err)
+	}
+	for name := range pool.active {
+		if name != s.deviceName(id) && pool.active[name] == id {
+			t.Errorf("probe device %s left active", name)
+		}
+	}
+	if err := s.ConfirmMissing(ctx, "live", id+100); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a record on another device confirmed: %v", err)
+	}
+	delete(pool.thins, id)
+	if err := s.ConfirmMissing(ctx, "live", id); err != nil {
+		t.Fatalf("a device gone from the pool: %v", err)
+	}
+	pool.fail["activate"] = errors.New("pool failed")
+	if err := s.ConfirmMissing(ctx, "", id); err == nil {
+		t.Fatal("a failed probe confirmed the device missing")
+	}
+}

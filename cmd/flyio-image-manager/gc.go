@@ -27,12 +27,23 @@ record of. Each is listed with the space its device maps.
 
 --force removes them, snapshots children first; a snapshot live snapshots
 depend on, a template, or a device a snapshot uses is never removed.
+Quarantined devices (set aside because a record could not be decoded or a
+device could not be activated at start: their data may be recoverable)
+are listed but kept unless --include-quarantined is given too.
+
+gc reads its records first and the pool after, from a metadata snapshot
+it takes itself; it refuses to use one somebody else holds (see 'pool
+release-metadata-snap'). A record whose device is not in that view is
+removed only after the live pool confirms the device is gone, and a
+snapshot containerd does not know only if no namespace uses it, asked
+again just before the removal.
 When the daemon answers on admin_address it does the work itself, under
 its own locking; otherwise gc opens the metadata and the pool itself, and
 refuses if a daemon holds the metadata.`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dry-run", Usage: "only list what would be removed"},
 		&cli.BoolFlag{Name: "force", Usage: "remove it"},
+		&cli.BoolFlag{Name: "include-quarantined", Usage: "with --force, also remove quarantined devices (their data may be recoverable)"},
 		jsonFlag,
 		&cli.DurationFlag{Name: "min-age", Value: gc.DefaultMinAge, Usage: "ignore snapshots changed more recently than this (containerd records a snapshot only after we create it)"},
 	},
@@ -44,7 +55,7 @@ refuses if a daemon holds the metadata.`,
 		if err != nil {
 			return err
 		}
-		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String()}
+		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String(), IncludeQuarantined: c.Bool("include-quarantined")}
 		rep, err := admin.NewClient(cfg.AdminAddress).GC(c.Context, req)
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			rep, err = offlineGC(c.Context, cfg, req)

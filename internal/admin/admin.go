@@ -62,6 +62,8 @@ type DaemonInfo struct {
 type GCRequest struct {
 	DryRun bool   `json:"dry_run"`
 	MinAge string `json:"min_age,omitempty"`
+	// IncludeQuarantined lets gc remove quarantined devices.
+	IncludeQuarantined bool `json:"include_quarantined,omitempty"`
 }
 
 // DeleteImageResult says what delete-image removed.
