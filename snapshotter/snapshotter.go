@@ -83,6 +83,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
+	s.retireSpares(ctx, cfg.Spares)
 	if cfg.Spares > 0 {
 		s.spares = newSpares(s, cfg.Spares)
 		if tp, err := s.lookupTemplate(templateName(cfg.FSType, cfg.BaseSize)); err == nil {
