@@ -149,9 +149,12 @@ var deleteImageCommand = &cli.Command{
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "deleted image %s (%s); base %s", res.Image.ID, res.Image.Ref, res.Image.ChainID)
-		if len(res.Snapshots) == 0 {
+		switch {
+		case len(res.Kept) > 0:
+			fmt.Fprintf(c.App.Writer, " kept (%v): a containerd namespace still uses it; gc removes it once none does\n", res.Kept)
+		case len(res.Snapshots) == 0:
 			fmt.Fprintln(c.App.Writer, " kept: another imported image uses it")
-		} else {
+		default:
 			fmt.Fprintf(c.App.Writer, " removed (%v)\n", res.Snapshots)
 		}
 		return nil

@@ -140,3 +140,17 @@ func backendName(key string) string {
 	}
 	return ""
 }
+
+// UsedByContainerd asks containerd whether any of its namespaces uses
+// our snapshot key (see references). For removals outside a gc plan,
+// such as delete-image's base.
+func UsedByContainerd(ctx context.Context, cd Containerd, key string) (bool, error) {
+	if cd == nil {
+		return false, fmt.Errorf("no containerd configured")
+	}
+	snaps, err := cd.Snapshots(ctx)
+	if err != nil {
+		return false, err
+	}
+	return newReferences(snaps).uses(key), nil
+}

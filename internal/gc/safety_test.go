@@ -187,3 +187,21 @@ func TestQuarantinedDevicesNeedTheirFlag(t *testing.T) {
 		t.Errorf("with the flag: %v", col.calls)
 	}
 }
+
+// delete-image's base: another namespace that adopted it keeps it.
+func TestUsedByContainerdLooksInEveryNamespace(t *testing.T) {
+	ctx := context.Background()
+	cd := &fakeContainerd{snaps: map[string]map[string]snapshots.Info{
+		"flyio": {},
+		"b":     {"sha256:base": labelled("flyio/4/sha256:base")},
+	}}
+	if used, err := UsedByContainerd(ctx, cd, "flyio/4/sha256:base"); err != nil || !used {
+		t.Errorf("base adopted by b: used %v, %v", used, err)
+	}
+	if used, err := UsedByContainerd(ctx, cd, "flyio/5/sha256:other"); err != nil || used {
+		t.Errorf("a base nobody uses: used %v, %v", used, err)
+	}
+	if _, err := UsedByContainerd(ctx, nil, "x"); err == nil {
+		t.Error("no containerd: no error")
+	}
+}
