@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,12 +75,13 @@ func TestGCHeldMetadataSnapshot(t *testing.T) {
 	}
 }
 
-// TestGCLayerSharedAcrossNamespaces: namespace A unpacks an image from
-// the registry; after push-layers, namespace B pulls it through the
-// layer store, and containerd adopts A's committed layers for B (the
-// remote fill answers ErrAlreadyExists, containerd takes the first
-// committed snapshot with the ref label and parent). Once A deleted its
-// image, only B uses those layers: gc --force must keep them, and B's
+// TestGCLayerSharedAcrossNamespaces: namespace a unpacks an image from
+// the registry; after push-layers, namespace b pulls it through the
+// layer store, and containerd adopts a's committed layers for b (the
+// remote fill answers ErrAlreadyExists, and containerd takes the first
+// committed snapshot with the ref label and parent in our Walk order:
+// "a/<n>/<chain id>" sorts before "remote/<chain id>"). Once a deleted its
+// image only b uses those layers: gc --force must keep them, and b's
 // container must run.
 func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	dmtest.Require(t)
@@ -98,36 +100,42 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	s.ctr("images", "push", "--plain-http", remote)
 	s.ctr("images", "rm", "--sync", local, remote)
 
-	// A: a normal unpack, then the layers go to the layer store.
-	s.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
-	if out, err := s.pushLayers(remote); err != nil {
-		t.Fatal(err)
+	ctrIn := func(ns string, args ...string) string {
+		t.Helper()
+		out, err := s.run(filepath.Join(s.tools, "ctr"), append([]string{"--address", s.sock, "--namespace", ns}, args...)...)
+		if err != nil {
+			t.Fatalf("ctr in namespace %s: %v\n%s", ns, err, out)
+		}
+		return out
+	}
+	// a: a normal unpack (the layer store is still empty), then the
+	// layers go to the layer store.
+	ctrIn("a", "images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	push := exec.CommandContext(ctx, s.bin, "--config", s.cfgPath, "push-layers", "--namespace", "a", remote)
+	push.Env = append(append(os.Environ(), "PATH="+s.path), s.gw.Env()...)
+	if out, err := push.CombinedOutput(); err != nil {
+		t.Fatalf("push-layers: %v\n%s", err, out)
 	} else {
 		t.Logf("push-layers:\n%s", out)
 	}
-	// B: the same image through the layer store.
-	ctrB := func(args ...string) (string, error) {
-		return s.run(filepath.Join(s.tools, "ctr"), append([]string{"--address", s.sock, "--namespace", "b"}, args...)...)
-	}
-	if out, err := ctrB("images", "pull", "--plain-http", "--snapshotter", "flyio", remote); err != nil {
-		t.Fatalf("namespace b pull: %v\n%s", err, out)
-	}
-	lsB, _ := ctrB("snapshots", "--snapshotter", "flyio", "ls")
-	t.Logf("namespace b snapshots:\n%s", lsB)
-	t.Logf("daemon's snapshots: %v", remoteFills(t, s.cfg.Address))
+	// b: the same image through the layer store.
+	ctrIn("b", "images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	t.Logf("namespace b snapshots:\n%s", ctrIn("b", "snapshots", "--snapshotter", "flyio", "ls"))
 
-	// A forgets the image; containerd keeps what B references.
-	s.ctr("images", "rm", "--sync", remote)
-	shared := daemonCommitted(t, s.cfg.Address, namespace+"/")
-	t.Logf("namespace %s's committed layers left after its rm: %v", namespace, shared)
+	// a forgets the image; containerd keeps what b references.
+	ctrIn("a", "images", "rm", "--sync", remote)
+	shared := daemonCommitted(t, s.cfg.Address, "a/")
+	t.Logf("namespace a's committed layers left after its rm: %v", shared)
 	if len(shared) == 0 {
-		t.Fatalf("no committed layer of namespace %s is left: containerd did not adopt them for b, so this test proves nothing", namespace)
+		t.Fatalf("no committed layer of namespace a is left: containerd did not adopt them for b, so this test proves nothing")
 	}
 	rep := s.gcReport("--dry-run")
 	for _, it := range rep.Items {
 		t.Logf("gc --dry-run: %s %s (%s) %s", it.Kind, it.What(), it.Detail, it.Blocked)
-		if it.Kind == gc.KindUnreferenced && strings.HasPrefix(it.Snapshot, namespace+"/") {
-			t.Errorf("namespace %s's layer %s, which b uses, listed as unreferenced", namespace, it.Snapshot)
+		if it.Kind == gc.KindUnreferenced && strings.HasPrefix(it.Snapshot, "a/") {
+			t.Errorf("namespace a's layer %s, which b uses, listed as unreferenced", it.Snapshot)
 		}
 	}
 	out, err := s.flyio("gc", "--force", "--min-age", "0s")
@@ -135,10 +143,11 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	if left := daemonCommitted(t, s.cfg.Address, namespace+"/"); len(left) != len(shared) {
+	if left := daemonCommitted(t, s.cfg.Address, "a/"); len(left) != len(shared) {
 		t.Errorf("gc --force removed layers b uses: %v before, %v after", shared, left)
 	}
-	got, err := ctrB("run", "--rm", "--snapshotter", "flyio", remote, "shared", "/bin/sh", "-c", ociarchive.CheckScript)
+	got, err := s.run(filepath.Join(s.tools, "ctr"), "--address", s.sock, "--namespace", "b",
+		"run", "--rm", "--snapshotter", "flyio", remote, "shared", "/bin/sh", "-c", ociarchive.CheckScript)
 	if err != nil || got != ociarchive.CheckWant {
 		t.Errorf("namespace b's container after gc --force: %v\n%s\nwant:\n%s", err, got, ociarchive.CheckWant)
 	}
