@@ -120,6 +120,8 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{
 		BaseSize: uint64(cfg.Snapshotter.BaseSize),
 		FSType:   cfg.Snapshotter.FSType,
+		// The daemon retires spares at its start, by its spare_devices.
+		LeaveSpares: true,
 	})
 	if err != nil {
 		return nil, err
