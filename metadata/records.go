@@ -1,6 +1,8 @@
 package metadata
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -39,10 +41,20 @@ type Snapshot struct {
 }
 
 // Info converts the record to containerd's snapshots.Info.
+//
+// The labels of a snapshot containerd's metadata made ("<ns>/<seq>/<name>")
+// or a remote fill ("remote/<ref>") carry the key itself as
+// LabelBackendKey: containerd shows our labels under its own names, so gc
+// learns which of our snapshots each namespace uses (a layer one
+// namespace made can be another's). Other keys (direct clients, the
+// snapshotter test suite) get exactly the labels they set.
 func (s *Snapshot) Info() snapshots.Info {
 	labels := make(map[string]string, len(s.Labels))
 	for k, v := range s.Labels {
 		labels[k] = v
+	}
+	if containerdKey(s.Key) {
+		labels[LabelBackendKey] = s.Key
 	}
 	return snapshots.Info{
 		Kind:    s.Kind,
@@ -52,6 +64,26 @@ func (s *Snapshot) Info() snapshots.Info {
 		Created: s.Created,
 		Updated: s.Updated,
 	}
+}
+
+// LabelBackendKey is the label Info sets to the snapshot's key. It is
+// ours, never stored: Update drops it.
+const LabelBackendKey = "flyio.io/backend-key"
+
+// containerdKey reports whether key has the form of containerd's backend
+// keys "<ns>/<seq>/<name>" (core/metadata/snapshot.go createKey) or of a
+// remote fill, "remote/<ref>".
+func containerdKey(key string) bool {
+	if ref, ok := strings.CutPrefix(key, "remote/"); ok {
+		return ref != ""
+	}
+	ns, rest, ok1 := strings.Cut(key, "/")
+	seq, name, ok2 := strings.Cut(rest, "/")
+	if !ok1 || !ok2 || ns == "" || name == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(seq, 10, 64)
+	return err == nil
 }
 
 // DeviceState is where a thin device is in its life.

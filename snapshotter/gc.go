@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -150,4 +151,41 @@ func (s *Snapshotter) deactivateID(ctx context.Context, id uint32, name string) 
 		}
 	}
 	return nil
+}
+
+// ConfirmMissing returns nil only if thin id is absent from the live
+// pool, and snapshot (when not "") is still recorded on device id. gc
+// finds "records without device" in a metadata snapshot of the pool; the
+// device is asked for here, by loading a table for it on a probe dm
+// device: the kernel opens the thin id in the pool's current metadata,
+// and refuses with ENODATA only if it does not exist. Any other answer,
+// a failed pool included, keeps the record.
+func (s *Snapshotter) ConfirmMissing(ctx context.Context, snapshot string, id uint32) error {
+	if snapshot != "" {
+		err := s.store.View(func(tx *metadata.Tx) error {
+			rec, err := tx.Snapshot(snapshot)
+			if err != nil {
+				return err
+			}
+			if rec.DeviceID != id {
+				return fmt.Errorf("snapshot %q is on device %d now, not %d: %w", snapshot, rec.DeviceID, id, errdefs.ErrFailedPrecondition)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	probe := fmt.Sprintf("%s-gcprobe-%d", s.pool.Name(), id)
+	_, err := s.pool.Activate(ctx, probe, id, 512)
+	switch {
+	case errors.Is(err, dmpool.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("probing thin id %d: %w", id, err)
+	}
+	if err := s.pool.Deactivate(ctx, probe); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
+		log.G(ctx).WithError(err).Warnf("gc: could not remove probe device %s", probe)
+	}
+	return fmt.Errorf("thin id %d is in the pool: %w", id, errdefs.ErrFailedPrecondition)
 }

@@ -3,6 +3,8 @@ package snapshotter
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -88,5 +90,104 @@ func TestForgetTemplateChecksTheDevice(t *testing.T) {
 	// The next parentless Prepare makes a new template.
 	if _, err := s.Prepare(ctx, "b", ""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestConfirmMissingAsksTheLivePool(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "live", ""); err != nil {
+		t.Fatal(err)
+	}
+	var id uint32
+	store.View(func(tx *metadata.Tx) error {
+		rec, _ := tx.Snapshot("live")
+		id = rec.DeviceID
+		return nil
+	})
+	if err := s.ConfirmMissing(ctx, "live", id); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a device in the pool confirmed missing: %v", err)
+	}
+	for name := range pool.active {
+		if name != s.deviceName(id) && pool.active[name] == id {
+			t.Errorf("probe device %s left active", name)
+		}
+	}
+	if err := s.ConfirmMissing(ctx, "live", id+100); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a record on another device confirmed: %v", err)
+	}
+	delete(pool.thins, id)
+	if err := s.ConfirmMissing(ctx, "live", id); err != nil {
+		t.Fatalf("a device gone from the pool: %v", err)
+	}
+	pool.fail["activate"] = errors.New("pool failed")
+	if err := s.ConfirmMissing(ctx, "", id); err == nil {
+		t.Fatal("a failed probe confirmed the device missing")
+	}
+}
+
+// Spares of a template that is no longer the default (base size changed)
+// and spares when spare_devices went to 0 are retired at start, not left
+// active forever.
+func TestStaleSparesAreRetiredAtStart(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	pool := newFakePool()
+	s := &Snapshotter{pool: pool, store: store, cfg: Config{BaseSize: 64 << 20, FSType: "ext4"},
+		templates: map[string]*sync.Mutex{}, format: func(context.Context, string, string) error { return nil }}
+	s.spares = newSpares(s, 3)
+	s.spares.refill(ctx)
+	spareIDs := func() []uint32 {
+		var ids []uint32
+		store.View(func(tx *metadata.Tx) error {
+			return tx.Devices(func(id uint32, d *metadata.Device, err error) error {
+				if err == nil && d.Role == metadata.RoleSpare {
+					ids = append(ids, id)
+				}
+				return nil
+			})
+		})
+		return ids
+	}
+	old := spareIDs()
+	if len(old) != 3 {
+		t.Fatalf("%d spares made, want 3", len(old))
+	}
+
+	// Fewer spares wanted: the extra ones go, the rest stay.
+	s1, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, Spares: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
+	if left := spareIDs(); len(left) != 1 {
+		t.Errorf("spare_devices 1: spares %v left of %v", left, old)
+	}
+
+	// The base size changed: the old template's spares are never handed
+	// out again, so they go.
+	s2, err := New(ctx, pool, store, Config{BaseSize: 128 << 20, Spares: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+	if left := spareIDs(); len(left) != 0 {
+		t.Errorf("spares of the old template left: %v", left)
+	}
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	for _, id := range old {
+		if _, ok := pool.thins[id]; ok {
+			t.Errorf("spare %d still in the pool", id)
+		}
+		for name, a := range pool.active {
+			if a == id {
+				t.Errorf("spare %d still active as %s", id, name)
+			}
+		}
 	}
 }

@@ -59,6 +59,9 @@ func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpath
 				return fmt.Errorf("cannot update %q field on snapshot %q: %w", path, info.Name, errdefs.ErrInvalidArgument)
 			}
 		}
+		// Info sets it; a client that sends back what Stat showed
+		// must not store it.
+		delete(rec.Labels, metadata.LabelBackendKey)
 		rec.Updated = time.Now().UTC()
 		if err := tx.PutSnapshot(rec); err != nil {
 			return err

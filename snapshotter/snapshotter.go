@@ -41,6 +41,9 @@ type Config struct {
 	// Spares is how many activated, empty snapshots of the default
 	// template are kept ready for parentless Prepares (0: none).
 	Spares int
+	// LeaveSpares keeps New from retiring spares: for offline tools
+	// (gc with no daemon), which do not run the daemon's spare_devices.
+	LeaveSpares bool
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -82,6 +85,9 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, format: formatEmpty}
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
+	}
+	if !cfg.LeaveSpares {
+		s.retireSpares(ctx, cfg.Spares)
 	}
 	if cfg.Spares > 0 {
 		s.spares = newSpares(s, cfg.Spares)

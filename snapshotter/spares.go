@@ -213,3 +213,40 @@ func (sp *spares) giveBack(d *metadata.Device) {
 	sp.ready = append(sp.ready, d)
 	sp.mu.Unlock()
 }
+
+// retireSpares deletes the spares this configuration will never hand
+// out: every one when spares are off, those of a template that is no
+// longer the default (base_size or fs_type changed), and those beyond
+// target. load only picks up the default template's, so without this the
+// others stayed active, holding a device and pool space, forever. It runs
+// in New, before anything can claim a spare; a spare that cannot be
+// deleted is left in state deleting, for gc.
+func (s *Snapshotter) retireSpares(ctx context.Context, target int) {
+	var def uint32
+	if tp, err := s.lookupTemplate(templateName(s.cfg.FSType, s.cfg.BaseSize)); err == nil {
+		def = tp.DeviceID
+	}
+	var stale []*metadata.Device
+	kept := 0
+	s.store.View(func(tx *metadata.Tx) error {
+		return tx.Devices(func(_ uint32, d *metadata.Device, err error) error {
+			if err != nil || d.Role != metadata.RoleSpare || d.State != metadata.DeviceReady {
+				return nil
+			}
+			if def != 0 && d.Origin == def && kept < target {
+				kept++
+				return nil
+			}
+			stale = append(stale, d)
+			return nil
+		})
+	})
+	for _, d := range stale {
+		ctx := s.withDevice(ctx, d.ID)
+		if err := s.CollectDevice(ctx, d.ID, metadata.DeviceReady); err != nil {
+			log.G(ctx).WithError(err).Warnf("could not retire spare device %s (template %q is not the default or spares are fewer); gc will", d.Name, d.Owner)
+			continue
+		}
+		log.G(ctx).Infof("retired spare device %s of template %q: not the default template, or more spares than spare_devices", d.Name, d.Owner)
+	}
+}

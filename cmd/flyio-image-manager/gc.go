@@ -27,12 +27,23 @@ record of. Each is listed with the space its device maps.
 
 --force removes them, snapshots children first; a snapshot live snapshots
 depend on, a template, or a device a snapshot uses is never removed.
+Quarantined devices (set aside because a record could not be decoded or a
+device could not be activated at start: their data may be recoverable)
+are listed but kept unless --include-quarantined is given too.
+
+gc reads its records first and the pool after, from a metadata snapshot
+it takes itself; it refuses to use one somebody else holds (see 'pool
+release-metadata-snap'). A record whose device is not in that view is
+removed only after the live pool confirms the device is gone, and a
+snapshot containerd does not know only if no namespace uses it, asked
+again just before the removal.
 When the daemon answers on admin_address it does the work itself, under
 its own locking; otherwise gc opens the metadata and the pool itself, and
 refuses if a daemon holds the metadata.`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dry-run", Usage: "only list what would be removed"},
 		&cli.BoolFlag{Name: "force", Usage: "remove it"},
+		&cli.BoolFlag{Name: "include-quarantined", Usage: "with --force, also remove quarantined devices (their data may be recoverable)"},
 		jsonFlag,
 		&cli.DurationFlag{Name: "min-age", Value: gc.DefaultMinAge, Usage: "ignore snapshots changed more recently than this (containerd records a snapshot only after we create it)"},
 	},
@@ -44,7 +55,7 @@ refuses if a daemon holds the metadata.`,
 		if err != nil {
 			return err
 		}
-		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String()}
+		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String(), IncludeQuarantined: c.Bool("include-quarantined")}
 		rep, err := admin.NewClient(cfg.AdminAddress).GC(c.Context, req)
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			rep, err = offlineGC(c.Context, cfg, req)
@@ -109,6 +120,8 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{
 		BaseSize: uint64(cfg.Snapshotter.BaseSize),
 		FSType:   cfg.Snapshotter.FSType,
+		// The daemon retires spares at its start, by its spare_devices.
+		LeaveSpares: true,
 	})
 	if err != nil {
 		return nil, err
@@ -138,9 +151,12 @@ var deleteImageCommand = &cli.Command{
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "deleted image %s (%s); base %s", res.Image.ID, res.Image.Ref, res.Image.ChainID)
-		if len(res.Snapshots) == 0 {
+		switch {
+		case len(res.Kept) > 0:
+			fmt.Fprintf(c.App.Writer, " kept (%v): a containerd namespace still uses it; gc removes it once none does\n", res.Kept)
+		case len(res.Snapshots) == 0:
 			fmt.Fprintln(c.App.Writer, " kept: another imported image uses it")
-		} else {
+		default:
 			fmt.Fprintf(c.App.Writer, " removed (%v)\n", res.Snapshots)
 		}
 		return nil

@@ -40,6 +40,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			versionCommand,
 			setupPoolCommand,
+			poolCommand,
 			daemonCommand,
 			statusCommand,
 			cancelCommand,

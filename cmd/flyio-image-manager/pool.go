@@ -12,6 +12,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
@@ -81,4 +82,33 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 		work = "REFUSED (devicemapper pool is full, cannot create device); free space with 'flyio-image-manager gc' or remove images"
 	}
 	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", cfg.Pool.FullThreshold, work)
+}
+
+var poolCommand = &cli.Command{
+	Name:  "pool",
+	Usage: "operator actions on the thin-pool",
+	Subcommands: []*cli.Command{{
+		Name:  "release-metadata-snap",
+		Usage: "release a metadata snapshot left held on the pool (gc, status and diag refuse to use one they did not take)",
+		Description: `A held metadata snapshot is left by a reserve_metadata_snap nobody released
+(thin_dump -m, a failed release, a crash inside a read). Its view of the
+pool is frozen when it was taken, so gc refuses to judge anything by it.
+Release it only when no thin_dump, thin_ls or other reader is using it.`,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			was, err := thinmeta.Release(cfg.Pool.Name)
+			if err != nil {
+				return err
+			}
+			if was == "-" {
+				fmt.Fprintf(c.App.Writer, "pool %s holds no metadata snapshot\n", cfg.Pool.Name)
+				return nil
+			}
+			fmt.Fprintf(c.App.Writer, "released the metadata snapshot of pool %s (root block %s)\n", cfg.Pool.Name, was)
+			return nil
+		},
+	}},
 }

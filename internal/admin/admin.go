@@ -62,6 +62,8 @@ type DaemonInfo struct {
 type GCRequest struct {
 	DryRun bool   `json:"dry_run"`
 	MinAge string `json:"min_age,omitempty"`
+	// IncludeQuarantined lets gc remove quarantined devices.
+	IncludeQuarantined bool `json:"include_quarantined,omitempty"`
 }
 
 // DeleteImageResult says what delete-image removed.
@@ -70,6 +72,10 @@ type DeleteImageResult struct {
 	// Snapshots are the base snapshot keys removed with it (none when
 	// another imported image shares the base).
 	Snapshots []string `json:"snapshots"`
+	// Kept are base snapshots left in place because a containerd
+	// namespace still uses them (a layer adopted by another namespace);
+	// gc removes them once none does.
+	Kept []string `json:"kept,omitempty"`
 }
 
 // Backend is what the daemon provides to the admin API. Each concern's

@@ -133,7 +133,7 @@ func (b *backend) GC(ctx context.Context, req admin.GCRequest) (*gc.Report, erro
 
 // GCOptions turns an admin request into gc options.
 func GCOptions(req admin.GCRequest) (gc.Options, error) {
-	var opts gc.Options
+	opts := gc.Options{IncludeQuarantined: req.IncludeQuarantined}
 	if req.MinAge != "" {
 		d, err := time.ParseDuration(req.MinAge)
 		if err != nil {

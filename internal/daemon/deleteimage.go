@@ -81,7 +81,13 @@ func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImage
 			return res, fmt.Errorf("delete-image %s: removing base snapshot %s from containerd: %w", id, img.ChainID, err)
 		}
 		for _, key := range bases {
-			if err := b.removeBase(ctx, key); err != nil {
+			err := b.removeBase(ctx, key)
+			if errors.Is(err, errBaseInUse) {
+				log.G(ctx).Warnf("delete-image %s: base snapshot %s kept: a containerd namespace still uses it", id, key)
+				res.Kept = append(res.Kept, key)
+				continue
+			}
+			if err != nil {
 				return res, fmt.Errorf("delete-image %s: %w", id, err)
 			}
 			res.Snapshots = append(res.Snapshots, key)
@@ -104,6 +110,8 @@ func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImage
 	return res, err
 }
 
+var errBaseInUse = errors.New("a containerd namespace still uses it")
+
 // removeBase waits briefly for containerd's gc to remove our snapshot
 // key, then removes it itself.
 func (b *backend) removeBase(ctx context.Context, key string) error {
@@ -118,7 +126,17 @@ func (b *backend) removeBase(ctx context.Context, key string) error {
 	if gone() {
 		return nil
 	}
-	err := b.sn.Remove(ctx, key)
+	// containerd's gc did not remove it: a lease, a slow gc, or another
+	// namespace that adopted the layer (containerd keeps a backend
+	// snapshot any namespace uses). Only the first two are ours to undo.
+	used, err := gc.UsedByContainerd(ctx, b.containerd(), key)
+	if err != nil {
+		return fmt.Errorf("base snapshot %s kept: could not ask containerd whether a namespace still uses it: %w", key, err)
+	}
+	if used {
+		return errBaseInUse
+	}
+	err = b.sn.Remove(ctx, key)
 	if err != nil && (errdefs.IsNotFound(err) || gone()) {
 		return nil
 	}

@@ -17,19 +17,43 @@ type Collector interface {
 	CollectDevice(ctx context.Context, id uint32, states ...metadata.DeviceState) error
 	CollectUnknownDevice(ctx context.Context, id uint32) error
 	ForgetTemplate(ctx context.Context, name string, deviceID uint32) error
+	// ConfirmMissing returns nil only when thin id is not in the live
+	// pool now (asked of the pool itself, not of a metadata snapshot)
+	// and, if snapshot is not "", that snapshot's record still names id.
+	ConfirmMissing(ctx context.Context, snapshot string, id uint32) error
 }
 
 // Apply removes the report's items that are not blocked, in the order
 // Plan put them: snapshots deepest first (children before parents), then
 // device records and devices. Every removal re-checks its item in the
 // metadata, so an item that came into use since Plan is refused, not
-// removed. cd may be nil.
+// removed. A record whose device the plan did not find is removed only
+// once the live pool confirms the device is gone, and a snapshot
+// containerd did not know only if, asked again, no namespace uses it.
+// cd may be nil.
 func Apply(ctx context.Context, rep *Report, c Collector, cd Containerd) {
 	rep.DryRun = false
+	var fresh *references
+	var freshErr error
 	for i := range rep.Items {
 		it := &rep.Items[i]
 		if it.Blocked != "" {
 			continue
+		}
+		if it.Kind == KindUnreferenced {
+			// containerd may have adopted the layer since the plan
+			// read it (a pull in another namespace): ask again.
+			if fresh == nil && freshErr == nil {
+				fresh, freshErr = recheck(ctx, cd)
+			}
+			switch {
+			case freshErr != nil:
+				it.Blocked = fmt.Sprintf("not removed: containerd could not be asked again: %v", freshErr)
+				continue
+			case fresh.uses(it.Snapshot):
+				it.Blocked = "containerd uses it now"
+				continue
+			}
 		}
 		if err := apply(ctx, it, c, cd); err != nil {
 			it.Error = err.Error()
@@ -45,6 +69,18 @@ func Apply(ctx context.Context, rep *Report, c Collector, cd Containerd) {
 
 func apply(ctx context.Context, it *Item, c Collector, cd Containerd) error {
 	switch {
+	case it.Kind == KindMissingDevice:
+		// The plan's view of the pool may be older than the record.
+		if err := c.ConfirmMissing(ctx, it.Snapshot, it.DeviceID); err != nil {
+			return fmt.Errorf("not removed: the live pool does not confirm device %d is gone: %w", it.DeviceID, err)
+		}
+		if it.Template != "" {
+			return c.ForgetTemplate(ctx, it.Template, it.DeviceID)
+		}
+		if err := c.Remove(ctx, it.Snapshot); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
 	case it.Snapshot != "":
 		if it.Name != "" && cd != nil {
 			if err := cd.Remove(ctx, it.Namespace, it.Name); err != nil && !errdefs.IsNotFound(err) {
@@ -67,6 +103,17 @@ func apply(ctx context.Context, it *Item, c Collector, cd Containerd) error {
 		return c.CollectDevice(ctx, it.DeviceID, metadata.DeviceDeleting)
 	}
 	return fmt.Errorf("gc: no way to remove %s item %+v", it.Kind, *it)
+}
+
+func recheck(ctx context.Context, cd Containerd) (*references, error) {
+	if cd == nil {
+		return nil, fmt.Errorf("no containerd configured")
+	}
+	snaps, err := cd.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newReferences(snaps), nil
 }
 
 // What names the item for messages.

@@ -3,11 +3,14 @@ package gc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // Containerd is what gc asks containerd.
@@ -73,4 +76,81 @@ func (c *containerdClient) Remove(ctx context.Context, ns, name string) error {
 		return err
 	}
 	return cli.SnapshotService(c.snapshotter).Remove(namespaces.WithNamespace(ctx, ns), name)
+}
+
+// references is what containerd's namespaces hold of our snapshots.
+// containerd maps each of its snapshots to one of our keys (its
+// "backend key"), but its API shows only its own names. Our Stat puts
+// the key in the metadata.LabelBackendKey label, and containerd's Walk
+// and Stat show our labels under its own: so each snapshot containerd
+// lists says which of ours it uses. One whose label is missing, or does
+// not fit its name, makes every snapshot of ours that could be it used.
+type references struct {
+	byNS  map[string]map[string]snapshots.Info
+	keys  map[string]bool // backend keys containerd snapshots name
+	doubt map[string]bool // names (and snapshot.ref targets) of the others
+}
+
+func newReferences(byNS map[string]map[string]snapshots.Info) *references {
+	r := &references{byNS: byNS, keys: map[string]bool{}, doubt: map[string]bool{}}
+	for _, snaps := range byNS {
+		for name, info := range snaps {
+			if k := info.Labels[metadata.LabelBackendKey]; k != "" && backendName(k) == name {
+				r.keys[k] = true
+				continue
+			}
+			r.doubt[name] = true
+			if ref := info.Labels[snapshots.LabelSnapshotRef]; ref != "" {
+				r.doubt[ref] = true
+			}
+		}
+	}
+	return r
+}
+
+// uses reports whether any namespace's snapshot may be backend key key.
+func (r *references) uses(key string) bool {
+	if r.keys[key] {
+		return true
+	}
+	name := backendName(key)
+	return name == "" || r.doubt[name]
+}
+
+// has reports whether namespace ns has a snapshot called name.
+func (r *references) has(ns, name string) bool {
+	if r == nil {
+		return false
+	}
+	_, ok := r.byNS[ns][name]
+	return ok
+}
+
+func (r *references) namespaces() int { return len(r.byNS) }
+
+// backendName is the containerd name our key stands for: "<name>" of
+// containerd's "<ns>/<seq>/<name>", the ref of a remote fill
+// "remote/<ref>"; "" for keys of neither form.
+func backendName(key string) string {
+	if _, name, ok := splitBackendKey(key); ok {
+		return name
+	}
+	if ref, ok := strings.CutPrefix(key, "remote/"); ok && ref != "" {
+		return ref
+	}
+	return ""
+}
+
+// UsedByContainerd asks containerd whether any of its namespaces uses
+// our snapshot key (see references). For removals outside a gc plan,
+// such as delete-image's base.
+func UsedByContainerd(ctx context.Context, cd Containerd, key string) (bool, error) {
+	if cd == nil {
+		return false, fmt.Errorf("no containerd configured")
+	}
+	snaps, err := cd.Snapshots(ctx)
+	if err != nil {
+		return false, err
+	}
+	return newReferences(snaps).uses(key), nil
 }

@@ -1,14 +1,21 @@
 // Package gc finds what the pool and the metadata hold that nothing uses
 // any more, and removes it: the operator's `flyio-image-manager gc`.
 //
-// Plan only reads. It lists the thin ids in the pool first (from a
-// reserved metadata snapshot, internal/thinmeta) and reads our metadata
-// after: Prepare records a device before it creates it, so an id found
-// in the pool without a record at that later read really has none.
-// Apply removes a plan's items through the snapshotter's own methods,
-// whose metadata transactions re-check each item, so it is safe beside a
-// running daemon's Prepare and Remove. The daemon runs it itself (POST
-// /v1/gc); the command does it offline only when no daemon answers.
+// Plan only reads. It reads our metadata first and the thin ids in the
+// pool after (from a metadata snapshot it reserves itself,
+// internal/thinmeta, never one somebody else holds): Prepare records a
+// device before it creates it and marks it ready only after, so every
+// record Plan judges is older than its view of the pool, and a snapshot
+// created meanwhile never looks like a record without device. An id in
+// the pool that the first read did not record is checked against the
+// records once more before it is reported. Apply removes a plan's items
+// through the snapshotter's own methods, whose metadata transactions
+// re-check each item, so it is safe beside a running daemon's Prepare and
+// Remove; a record without device is removed only once the live pool
+// confirms the device is gone, and a snapshot containerd does not know
+// only if, asked again, none of its namespaces uses it. The daemon runs
+// it itself (POST /v1/gc); the command does it offline only when no
+// daemon answers.
 package gc
 
 import (

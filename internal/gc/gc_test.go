@@ -3,6 +3,7 @@ package gc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +31,18 @@ func (f *fakeContainerd) Remove(_ context.Context, ns, name string) error {
 	return nil
 }
 
-type fakeCollector struct{ calls []string }
+type fakeCollector struct {
+	calls []string
+	// live is the pool as it is now; nil: every id is missing.
+	live map[uint32]uint64
+}
+
+func (f *fakeCollector) ConfirmMissing(_ context.Context, _ string, id uint32) error {
+	if _, ok := f.live[id]; ok {
+		return fmt.Errorf("thin id %d is in the pool", id)
+	}
+	return nil
+}
 
 func (f *fakeCollector) Remove(_ context.Context, key string) error {
 	f.calls = append(f.calls, "remove "+key)
@@ -229,7 +241,13 @@ func TestPlanFindsEachKindAndOrdersChildrenFirst(t *testing.T) {
 	if len(cd.removed) != 1 || cd.removed[0] != "default/flyio-import-r1" {
 		t.Errorf("containerd removals %v", cd.removed)
 	}
-	if rep.Removed != len(want)-1 || rep.Failed != 0 {
+	for _, c := range col.calls {
+		if c == "device "+itoa(quarantined) {
+			t.Errorf("quarantined device removed without --include-quarantined: %v", col.calls)
+		}
+	}
+	// All but the blocked base and the quarantined device.
+	if rep.Removed != len(want)-2 || rep.Failed != 0 {
 		t.Errorf("removed %d failed %d", rep.Removed, rep.Failed)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -24,6 +24,9 @@ type Options struct {
 	MinAge time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// IncludeQuarantined lets quarantined devices be removed; without
+	// it they are listed, kept.
+	IncludeQuarantined bool
 }
 
 // Plan lists what can be cleaned. cd may be nil (no containerd
@@ -41,22 +44,31 @@ func Plan(ctx context.Context, poolName string, readPool PoolReader, store *meta
 	}
 	rep := &Report{Pool: poolName, DryRun: true, MinAge: Duration(opts.MinAge), Items: []Item{}}
 
-	// containerd first, then the pool, then our metadata: a snapshot is
-	// recorded by us before containerd records it, and a device before it
-	// is created, so whatever is missing from an earlier read but present
-	// in a later one is new, and covered by MinAge or the read order.
-	var refs map[string]map[string]snapshots.Info
+	// containerd first, then our metadata, then the pool. containerd
+	// records a snapshot only after our Prepare returned, so one of ours
+	// it does not know yet is young and covered by MinAge. Our records
+	// are read before the pool, and Prepare records a device before it
+	// creates it and marks it ready only once created: every record the
+	// plan judges is older than the pool view it is judged against, so a
+	// snapshot created meanwhile is never "a record without device". A
+	// device created after the records were read does look unrecorded;
+	// CollectUnknownDevice re-checks the records before deleting it.
+	var refs *references
 	switch {
 	case cd == nil:
 		rep.Containerd = "not configured: unreferenced snapshots not checked"
 	default:
-		var err error
-		if refs, err = cd.Snapshots(ctx); err != nil {
-			refs = nil
+		snaps, err := cd.Snapshots(ctx)
+		if err != nil {
 			rep.Containerd = fmt.Sprintf("unreachable (%v): unreferenced snapshots not checked", err)
 		} else {
-			rep.Containerd = fmt.Sprintf("checked %d namespace(s)", len(refs))
+			refs = newReferences(snaps)
+			rep.Containerd = fmt.Sprintf("checked %d namespace(s)", len(snaps))
 		}
+	}
+	recs, err := loadRecords(store)
+	if err != nil {
+		return nil, err
 	}
 	md, err := readPool(ctx)
 	if err != nil {
@@ -67,14 +79,15 @@ func Plan(ctx context.Context, poolName string, readPool PoolReader, store *meta
 		inPool[d.ID] = d.MappedBlocks * md.DataBlockSize
 	}
 
-	err = store.View(func(tx *metadata.Tx) error {
-		p := &planner{rep: rep, tx: tx, inPool: inPool, refs: refs, now: now(), minAge: opts.MinAge,
-			recs: map[string]*metadata.Snapshot{}, byDevice: map[uint32]string{}, runs: map[string]*metadata.Run{}}
-		return p.plan()
-	})
-	if err != nil {
+	// An id the records did not know may have been created since they
+	// were read: its record is written before it is.
+	if err := recs.recheckUnrecorded(store, inPool); err != nil {
 		return nil, err
 	}
+
+	p := &planner{rep: rep, records: recs, inPool: inPool, refs: refs, now: now(), minAge: opts.MinAge,
+		includeQuarantined: opts.IncludeQuarantined}
+	p.plan()
 	for _, it := range rep.Items {
 		if it.Blocked == "" {
 			rep.TotalBytes += it.Bytes
@@ -83,108 +96,117 @@ func Plan(ctx context.Context, poolName string, readPool PoolReader, store *meta
 	return rep, nil
 }
 
-type planner struct {
-	rep      *Report
-	tx       *metadata.Tx
-	inPool   map[uint32]uint64
-	refs     map[string]map[string]snapshots.Info
-	now      time.Time
-	minAge   time.Duration
-	recs     map[string]*metadata.Snapshot
-	byDevice map[uint32]string
-	runs     map[string]*metadata.Run
+// records is a copy of the metadata gc judges, read in one transaction
+// before the pool is read.
+type records struct {
+	snaps     map[string]*metadata.Snapshot
+	children  map[string][]string
+	byDevice  map[uint32]string
+	devices   []deviceRecord // in id order
+	templates map[uint32]string
+	runs      map[string]*metadata.Run
+	// recent are ids recorded after the records were read.
+	recent map[uint32]bool
 }
 
-func (p *planner) plan() error {
-	if err := p.tx.Snapshots(func(key string, s *metadata.Snapshot, err error) error {
-		if err == nil {
-			p.recs[key] = s
-			p.byDevice[s.DeviceID] = key
+type deviceRecord struct {
+	id uint32
+	d  *metadata.Device // nil: undecodable (reconcile quarantines it)
+}
+
+// recheckUnrecorded adds to r.recent the ids of inPool that r has no
+// record of but the metadata has now.
+func (r *records) recheckUnrecorded(store *metadata.Store, inPool map[uint32]uint64) error {
+	known := make(map[uint32]bool, len(r.devices))
+	for _, d := range r.devices {
+		known[d.id] = true
+	}
+	return store.View(func(tx *metadata.Tx) error {
+		for id := range inPool {
+			if known[id] || r.byDevice[id] != "" || r.templates[id] != "" {
+				continue
+			}
+			if _, err := tx.Device(id); err == nil {
+				r.recent[id] = true
+			} else if !errdefs.IsNotFound(err) {
+				r.recent[id] = true // undecodable: not unknown either
+			}
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	templates := map[uint32]string{}
-	if err := p.tx.Templates(func(tp *metadata.Template) error {
-		templates[tp.DeviceID] = tp.Name
-		return nil
-	}); err != nil {
-		return err
-	}
-	runs, err := p.tx.Runs()
-	if err != nil {
-		return err
-	}
-	for _, r := range runs {
-		p.runs[r.ID] = r
-	}
+	})
+}
 
+func loadRecords(store *metadata.Store) (*records, error) {
+	r := &records{snaps: map[string]*metadata.Snapshot{}, children: map[string][]string{}, byDevice: map[uint32]string{},
+		templates: map[uint32]string{}, runs: map[string]*metadata.Run{}, recent: map[uint32]bool{}}
+	err := store.View(func(tx *metadata.Tx) error {
+		if err := tx.Snapshots(func(key string, s *metadata.Snapshot, err error) error {
+			if err == nil {
+				r.snaps[key] = s
+				r.byDevice[s.DeviceID] = key
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for key := range r.snaps {
+			if kids := tx.Children(key); len(kids) > 0 {
+				r.children[key] = kids
+			}
+		}
+		if err := tx.Templates(func(tp *metadata.Template) error {
+			r.templates[tp.DeviceID] = tp.Name
+			return nil
+		}); err != nil {
+			return err
+		}
+		runs, err := tx.Runs()
+		if err != nil {
+			return err
+		}
+		for _, run := range runs {
+			r.runs[run.ID] = run
+		}
+		return tx.Devices(func(id uint32, d *metadata.Device, err error) error {
+			if err != nil {
+				d = nil
+			}
+			r.devices = append(r.devices, deviceRecord{id: id, d: d})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+type planner struct {
+	*records
+	rep                *Report
+	inPool             map[uint32]uint64
+	refs               *references // nil: containerd not asked
+	now                time.Time
+	minAge             time.Duration
+	includeQuarantined bool
+}
+
+func (p *planner) plan() {
 	// Device records against the pool.
 	recorded := map[uint32]bool{}
 	var devItems []Item
-	if err := p.tx.Devices(func(id uint32, d *metadata.Device, err error) error {
-		recorded[id] = true
-		if err != nil {
-			return nil // reconcile quarantines undecodable records
+	for _, rec := range p.devices {
+		recorded[rec.id] = true
+		if rec.d == nil {
+			continue // reconcile quarantines undecodable records
 		}
-		bytes, in := p.inPool[id]
-		it := Item{DeviceID: id, InPool: in, Bytes: bytes, Detail: d.Error}
-		switch d.State {
-		case metadata.DeviceOrphaned:
-			it.Kind = KindOrphaned
-		case metadata.DeviceQuarantined:
-			it.Kind = KindQuarantined
-		case metadata.DeviceDeleting:
-			it.Kind = KindDeleting
-		case metadata.DeviceReady:
-			// A spare is an empty snapshot kept ready for Prepare.
-			used := p.byDevice[id] != "" || templates[id] != "" || d.Role == metadata.RoleSpare
-			if in && used {
-				return nil
-			}
-			if in {
-				it.Kind = KindOrphaned
-				it.Detail = fmt.Sprintf("record says ready for %q, but no snapshot or template uses it", d.Owner)
-				break
-			}
-			it.Kind = KindMissingDevice
-			switch {
-			case templates[id] != "":
-				it.Template = templates[id]
-				it.Detail = fmt.Sprintf("template %q", templates[id])
-			case p.byDevice[id] != "":
-				it.Snapshot = p.byDevice[id]
-				it.Depth = p.depth(it.Snapshot)
-				it.Detail = fmt.Sprintf("snapshot %q", it.Snapshot)
-			default:
-				it.Detail = fmt.Sprintf("owner %q has no record", d.Owner)
-				// Nothing but the record: forget it like an orphan.
-				it.Kind = KindOrphaned
-			}
-		default:
-			return nil // creating: a Prepare is under way
+		if it, ok := p.device(rec.id, rec.d); ok {
+			devItems = append(devItems, it)
 		}
-		if it.Kind != KindMissingDevice {
-			if user := p.byDevice[id]; user != "" {
-				it.Blocked = fmt.Sprintf("snapshot %q uses it", user)
-			} else if tp := templates[id]; tp != "" {
-				it.Blocked = fmt.Sprintf("template %q uses it", tp)
-			}
-			if !in && it.Detail == "" {
-				it.Detail = "not in the pool"
-			} else if !in {
-				it.Detail = "not in the pool; " + it.Detail
-			}
-		}
-		devItems = append(devItems, it)
-		return nil
-	}); err != nil {
-		return err
 	}
 	ids := make([]uint32, 0, len(p.inPool))
 	for id := range p.inPool {
-		if !recorded[id] && p.byDevice[id] == "" && templates[id] == "" {
+		if !recorded[id] && !p.recent[id] && p.byDevice[id] == "" && p.templates[id] == "" {
 			ids = append(ids, id)
 		}
 	}
@@ -208,20 +230,81 @@ func (p *planner) plan() error {
 			p.rep.Items = append(p.rep.Items, it)
 		}
 	}
-	return nil
+}
+
+// device judges one device record against the pool; ok is false when
+// there is nothing to report.
+func (p *planner) device(id uint32, d *metadata.Device) (it Item, ok bool) {
+	templates := p.templates
+	bytes, in := p.inPool[id]
+	it = Item{DeviceID: id, InPool: in, Bytes: bytes, Detail: d.Error}
+	switch d.State {
+	case metadata.DeviceOrphaned:
+		it.Kind = KindOrphaned
+	case metadata.DeviceQuarantined:
+		// Set aside because something about it could not be checked:
+		// its data may be recoverable, so only an explicit request
+		// removes it.
+		it.Kind = KindQuarantined
+		if !p.includeQuarantined {
+			it.Blocked = "quarantined (its data may be recoverable); gc --force --include-quarantined removes it"
+		}
+	case metadata.DeviceDeleting:
+		it.Kind = KindDeleting
+	case metadata.DeviceReady:
+		// A spare is an empty snapshot kept ready for Prepare.
+		used := p.byDevice[id] != "" || templates[id] != "" || d.Role == metadata.RoleSpare
+		if in && used {
+			return it, false
+		}
+		if in {
+			it.Kind = KindOrphaned
+			it.Detail = fmt.Sprintf("record says ready for %q, but no snapshot or template uses it", d.Owner)
+			break
+		}
+		it.Kind = KindMissingDevice
+		switch {
+		case templates[id] != "":
+			it.Template = templates[id]
+			it.Detail = fmt.Sprintf("template %q", templates[id])
+		case p.byDevice[id] != "":
+			it.Snapshot = p.byDevice[id]
+			it.Depth = p.depth(it.Snapshot)
+			it.Detail = fmt.Sprintf("snapshot %q", it.Snapshot)
+		default:
+			it.Detail = fmt.Sprintf("owner %q has no record", d.Owner)
+			// Nothing but the record: forget it like an orphan.
+			it.Kind = KindOrphaned
+		}
+	default:
+		return it, false // creating: a Prepare is under way
+	}
+	if it.Kind != KindMissingDevice {
+		if user := p.byDevice[id]; user != "" {
+			it.Blocked = fmt.Sprintf("snapshot %q uses it", user)
+		} else if tp := templates[id]; tp != "" {
+			it.Blocked = fmt.Sprintf("template %q uses it", tp)
+		}
+		if !in && it.Detail == "" {
+			it.Detail = "not in the pool"
+		} else if !in {
+			it.Detail = "not in the pool; " + it.Detail
+		}
+	}
+	return it, true
 }
 
 // snapshots finds failed imports, remote-fill leftovers and snapshots
 // containerd does not know.
 func (p *planner) snapshots() []Item {
 	var out []Item
-	keys := make([]string, 0, len(p.recs))
-	for k := range p.recs {
+	keys := make([]string, 0, len(p.snaps))
+	for k := range p.snaps {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
-		s := p.recs[key]
+		s := p.snaps[key]
 		if s.State != metadata.SnapshotReady {
 			continue
 		}
@@ -249,7 +332,7 @@ func (p *planner) snapshots() []Item {
 				it.Detail = fmt.Sprintf("run %s has no record", runID)
 			}
 			it.Kind = KindFailedImport
-			if _, ok := p.refs[ns][name]; ok {
+			if p.refs.has(ns, name) {
 				it.Namespace, it.Name = ns, name
 			}
 		case strings.HasPrefix(key, "remote-fill/"):
@@ -260,42 +343,21 @@ func (p *planner) snapshots() []Item {
 			it.Detail = "interrupted remote layer fill"
 		case p.refs == nil || !old:
 			continue
-		case mapped:
-			if _, ok := p.refs[ns][name]; ok {
+		case mapped || strings.HasPrefix(key, "remote/"):
+			// A committed layer made in one namespace is adopted by
+			// others (a remote fill answering ErrAlreadyExists), so
+			// its key's namespace says nothing about who uses it.
+			if p.refs.uses(key) {
 				continue
 			}
 			it.Kind = KindUnreferenced
-			it.Detail = fmt.Sprintf("containerd namespace %q has no snapshot %q", ns, name)
-		case strings.HasPrefix(key, "remote/"):
-			ref := strings.TrimPrefix(key, "remote/")
-			if p.referencedAnywhere(ref) {
-				continue
-			}
-			it.Kind = KindUnreferenced
-			it.Detail = fmt.Sprintf("no containerd snapshot carries %s=%s", snapshots.LabelSnapshotRef, ref)
+			it.Detail = fmt.Sprintf("no snapshot in any of containerd's %d namespace(s) uses it", p.refs.namespaces())
 		default:
 			continue // a key we cannot map to containerd's: leave it
 		}
 		out = append(out, it)
 	}
 	return out
-}
-
-// referencedAnywhere reports whether any namespace has the committed
-// snapshot of chain id ref: containerd names a remote fill by its target
-// ref and keeps our "remote/<ref>" only as the backend key.
-func (p *planner) referencedAnywhere(ref string) bool {
-	for _, snaps := range p.refs {
-		if _, ok := snaps[ref]; ok {
-			return true
-		}
-		for _, info := range snaps {
-			if info.Labels[snapshots.LabelSnapshotRef] == ref {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // block marks snapshot items that other, live snapshots depend on: only
@@ -314,7 +376,7 @@ func (p *planner) block(items []Item) {
 				continue
 			}
 			var live []string
-			for _, kid := range p.tx.Children(it.Snapshot) {
+			for _, kid := range p.children[it.Snapshot] {
 				if !going[kid] {
 					live = append(live, kid)
 				}
@@ -330,7 +392,7 @@ func (p *planner) block(items []Item) {
 
 func (p *planner) depth(key string) int {
 	n := 0
-	for s := p.recs[key]; s != nil && s.Parent != "" && n < 1000; s = p.recs[s.Parent] {
+	for s := p.snaps[key]; s != nil && s.Parent != "" && n < 1000; s = p.snaps[s.Parent] {
 		n++
 	}
 	return n

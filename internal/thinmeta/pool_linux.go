@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,12 +18,19 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 )
 
+// ErrSnapshotHeld means the pool already holds a metadata snapshot this
+// read did not take: its view can be arbitrarily old (a forgotten
+// reserve_metadata_snap before thin_dump -m, a failed release, a crash
+// inside a read), so it is never used.
+var ErrSnapshotHeld = errors.New("a metadata snapshot is already held")
+
 // ReadPool lists the thin devices of the active pool called pool. It
 // reserves a metadata snapshot, reads it from the pool's metadata device
 // with O_DIRECT (the kernel writes metadata below the page cache, so a
 // buffered read could return blocks cached by an earlier run) and
-// releases the snapshot. A snapshot someone else holds (thin_dump
-// --metadata-snap) is read and left held.
+// releases the snapshot. A snapshot someone else holds is refused
+// (ErrSnapshotHeld, with how to release it): only a snapshot taken by
+// this read is known to be no older than the read.
 func ReadPool(ctx context.Context, pool string) (*Metadata, error) {
 	table, err := dmpool.Table(pool)
 	if err != nil {
@@ -35,63 +43,109 @@ func ReadPool(ctx context.Context, pool string) (*Metadata, error) {
 	if len(metaDev) == 0 {
 		return nil, fmt.Errorf("pool %q: empty table", pool)
 	}
-
-	root, ours, err := reserve(pool)
-	if err != nil {
-		return nil, err
-	}
-	if ours {
-		defer func() {
-			if _, err := dmpool.Message(pool, "release_metadata_snap"); err != nil {
-				log.G(ctx).WithError(err).Warnf("pool %q: releasing the metadata snapshot", pool)
-			}
-		}()
-	}
 	f, err := openDirect(metaDev[0])
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: metadata device %s: %w", pool, metaDev[0], err)
 	}
 	defer f.Close()
-	md, err := Read(alignedReader{f}, root)
+	return readReserved(ctx, liveDM(pool), alignedReader{f})
+}
+
+// dm is the pool's status and messages; a fake in unit tests.
+type dm struct {
+	pool string
+	// heldRoot is the "held metadata root" field of the pool status,
+	// "-" when none is held.
+	heldRoot func() (string, error)
+	message  func(msg string) error
+}
+
+func liveDM(pool string) dm {
+	return dm{
+		pool: pool,
+		heldRoot: func() (string, error) {
+			ts, err := dmpool.TargetStatus(pool)
+			if err != nil {
+				return "", err
+			}
+			if len(ts) != 1 {
+				return "", fmt.Errorf("unexpected status %v", ts)
+			}
+			f := strings.Fields(ts[0].Params)
+			if len(f) < 4 {
+				return "", fmt.Errorf("unexpected status %q", ts[0].Params)
+			}
+			return f[3], nil
+		},
+		message: func(msg string) error { _, err := dmpool.Message(pool, msg); return err },
+	}
+}
+
+// readReserved reserves a metadata snapshot, reads it and releases it,
+// refusing one already held. The held root is checked again after the
+// read: a snapshot released (and its blocks reused) under the read makes
+// it fail rather than return what those blocks hold now.
+func readReserved(ctx context.Context, d dm, r io.ReaderAt) (*Metadata, error) {
+	held, err := d.heldRoot()
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: metadata snapshot at block %d: %w", pool, root, err)
+		return nil, fmt.Errorf("pool %q: %w", d.pool, err)
+	}
+	if held != "-" {
+		return nil, fmt.Errorf("pool %q: %w (root block %s), not taken by this read, so its view may be arbitrarily old and "+
+			"is not used; if no thin_dump, thin_ls or other reader is using it, release it with "+
+			"'flyio-image-manager pool release-metadata-snap' (or 'dmsetup message %s 0 release_metadata_snap') and retry",
+			d.pool, ErrSnapshotHeld, held, d.pool)
+	}
+	if err := d.message("reserve_metadata_snap"); err != nil {
+		return nil, fmt.Errorf("pool %q: reserve_metadata_snap: %w", d.pool, err)
+	}
+	held, err = d.heldRoot()
+	defer func() {
+		// Release ours only: if it is gone, whatever is held now is
+		// someone else's.
+		if now, err := d.heldRoot(); err != nil || now != held {
+			log.G(ctx).Warnf("pool %q: the metadata snapshot this read took (root %s) is no longer held (%q, %v); not releasing", d.pool, held, now, err)
+			return
+		}
+		if err := d.message("release_metadata_snap"); err != nil {
+			log.G(ctx).WithError(err).Warnf("pool %q: releasing the metadata snapshot", d.pool)
+		}
+	}()
+	if err == nil && held == "-" {
+		err = errors.New("no held metadata root after reserve_metadata_snap")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", d.pool, err)
+	}
+	root, err := strconv.ParseUint(held, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: held metadata root %q: %w", d.pool, held, err)
+	}
+	md, err := Read(r, root)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: metadata snapshot at block %d: %w", d.pool, root, err)
+	}
+	if after, err := d.heldRoot(); err != nil || after != held {
+		return nil, fmt.Errorf("pool %q: the metadata snapshot at block %d was released during the read (held root now %q, %v)", d.pool, root, after, err)
 	}
 	return md, nil
 }
 
-// reserve returns the block of a held metadata snapshot, reserving one if
-// none is held; ours says whether it must be released.
-func reserve(pool string) (root uint64, ours bool, _ error) {
-	held := func() (uint64, bool, error) {
-		ts, err := dmpool.TargetStatus(pool)
-		if err != nil {
-			return 0, false, fmt.Errorf("pool %q: %w", pool, err)
-		}
-		if len(ts) != 1 {
-			return 0, false, fmt.Errorf("pool %q: unexpected status %v", pool, ts)
-		}
-		f := strings.Fields(ts[0].Params)
-		if len(f) < 4 || f[3] == "-" {
-			return 0, false, nil
-		}
-		n, err := strconv.ParseUint(f[3], 10, 64)
-		return n, err == nil, err
-	}
-	if r, ok, err := held(); err != nil || ok {
-		return r, false, err
-	}
-	if _, err := dmpool.Message(pool, "reserve_metadata_snap"); err != nil {
-		return 0, false, fmt.Errorf("pool %q: reserve_metadata_snap: %w", pool, err)
-	}
-	r, ok, err := held()
-	if err == nil && !ok {
-		err = errors.New("no held metadata root after reserve_metadata_snap")
-	}
+// Release releases the pool's held metadata snapshot, whoever took it.
+// Only for an operator who knows no reader uses it.
+func Release(pool string) (was string, _ error) {
+	d := liveDM(pool)
+	held, err := d.heldRoot()
 	if err != nil {
-		dmpool.Message(pool, "release_metadata_snap")
-		return 0, false, fmt.Errorf("pool %q: %w", pool, err)
+		return "", fmt.Errorf("pool %q: %w", pool, err)
 	}
-	return r, true, nil
+	if held == "-" {
+		return "-", nil
+	}
+	if err := d.message("release_metadata_snap"); err != nil {
+		return held, fmt.Errorf("pool %q: release_metadata_snap: %w", pool, err)
+	}
+	return held, nil
 }
 
 // openDirect opens the block device "major:minor" for O_DIRECT reads. The

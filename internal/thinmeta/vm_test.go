@@ -2,6 +2,7 @@ package thinmeta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,18 +91,22 @@ func TestReadPoolOnRealDmThin(t *testing.T) {
 	if err := pool.CreateThin(ctx, 6); err != nil {
 		t.Fatal(err)
 	}
-	// Someone else holds a metadata snapshot: it is read and stays held.
+	// Someone else holds a metadata snapshot: its view may be older
+	// than anything the caller knows, so it is refused, and stays held.
 	if _, err := dmpool.Message(cfg.Name, "reserve_metadata_snap"); err != nil {
 		t.Fatal(err)
 	}
-	check("with a snapshot held elsewhere")
+	if _, err := ReadPool(ctx, cfg.Name); !errors.Is(err, ErrSnapshotHeld) {
+		t.Errorf("read with a snapshot held elsewhere: %v; want ErrSnapshotHeld", err)
+	}
 	st, err := pool.Status(ctx)
 	if err != nil || st.HeldMetadataRoot == "-" {
 		t.Errorf("the other holder's snapshot was released (%v)", err)
 	}
-	if _, err := dmpool.Message(cfg.Name, "release_metadata_snap"); err != nil {
-		t.Fatal(err)
+	if was, err := Release(cfg.Name); err != nil || was == "-" {
+		t.Fatalf("release: %q, %v", was, err)
 	}
+	check("after the release")
 	if st, _ := pool.Status(ctx); st.HeldMetadataRoot != "-" {
 		t.Errorf("a metadata snapshot is still held: %s", st.HeldMetadataRoot)
 	}
