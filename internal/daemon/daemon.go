@@ -50,20 +50,13 @@ func PoolConfig(cfg config.Config) dmpool.Config {
 	}
 }
 
-// OpenPool opens (creating or re-creating) the pool of cfg. For a
-// loopback pool it first makes the directories of its files: dmpool
-// creates missing files but not their directory, and the default
-// <root_dir>/pool/ does not exist on a fresh host.
+// OpenPool opens (creating or re-creating) the pool of cfg. dmpool makes
+// the directories of a new loopback pool's files itself (the default
+// <root_dir>/pool/ does not exist on a fresh host), and only when both
+// files are absent: one without the other stops the start, changing
+// nothing. setup-pool, gc and the daemon all open the pool here.
 func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.OpenResult, error) {
-	pc := PoolConfig(cfg)
-	if pc.DataDevice == "" {
-		for _, f := range []string{pc.DataFile, pc.MetadataFile} {
-			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
-				return nil, "", fmt.Errorf("pool %q: %w", pc.Name, err)
-			}
-		}
-	}
-	return dmpool.Open(ctx, pc)
+	return dmpool.Open(ctx, PoolConfig(cfg))
 }
 
 // Options are what the daemon is told besides its configuration.
