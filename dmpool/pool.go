@@ -26,8 +26,12 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
 )
 
+// SectorSize is the unit of dm table lengths: a thin device's size must
+// be a multiple of it.
+const SectorSize = 512
+
 const (
-	sectorSize       = 512
+	sectorSize       = SectorSize
 	defaultBlockSize = 128 << 10
 	minBlockSize     = 64 << 10
 	maxBlockSize     = 1 << 30

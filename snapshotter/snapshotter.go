@@ -14,8 +14,10 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -59,6 +61,9 @@ type Snapshotter struct {
 	format func(ctx context.Context, fsType, dev string) error
 
 	spares *spares // nil when Config.Spares is 0
+
+	// keys serialises Commit and Remove per snapshot key.
+	keys keyLocks
 }
 
 var (
@@ -78,6 +83,9 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	}
 	if cfg.BaseSize == 0 {
 		cfg.BaseSize = 10 << 30
+	}
+	if cfg.BaseSize%dmpool.SectorSize != 0 {
+		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
 	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, format: formatEmpty}
 	if err := s.reconcile(ctx); err != nil {
