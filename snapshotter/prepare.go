@@ -72,6 +72,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err != nil {
 		return nil, err
 	}
+	healed := false
 	for attempt := 1; ; attempt++ {
 		rec, op, err := s.reserve(kind, key, parent, info.Labels, origin, size, fsType)
 		if err != nil {
@@ -85,6 +86,17 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			// The id is taken by a device the metadata does not know:
 			// keep it on record as an orphan for gc and take the next id.
 			s.abandon(ctx, rec, op, err, false)
+			continue
+		}
+		if parent == "" && errors.Is(err, dmpool.ErrNotFound) && !healed {
+			// The template's device is gone from the pool although its
+			// record says ready: make a new template and try once more.
+			s.abandon(ctx, rec, op, err, false)
+			s.forgetTemplate(ctx, templateName(fsType, size), origin, err)
+			healed = true
+			if origin, size, fsType, err = s.origin(ctx, parent, size); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err != nil {

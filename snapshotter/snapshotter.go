@@ -64,6 +64,10 @@ type Snapshotter struct {
 
 	// keys serialises Commit and Remove per snapshot key.
 	keys keyLocks
+
+	// background counts work that outlives its caller (a template being
+	// made for a caller that gave up); Close waits for it.
+	background sync.WaitGroup
 }
 
 var (
@@ -107,6 +111,7 @@ func (s *Snapshotter) Close() error {
 	if s.spares != nil {
 		s.spares.close()
 	}
+	s.background.Wait()
 	log.L.Debug("snapshotter closed")
 	return nil
 }
