@@ -107,7 +107,8 @@ func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blo
 	opts.ExpectedDiffID = diffID
 	opts.Warn = func(w string) { log.G(ctx).Warn(w) }
 	opts.Progress = fill.Progress
-	return fillmount.With(mounts, func(dir string) (err error) {
+	return fillmount.With(s.cfg.MountDir, mounts, func(dir string) (err error) {
+		failpoint.Hit(failpoint.RemoteMounted)
 		res, err = extract.Extract(ctx, blob, dir, opts)
 		return err
 	})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
@@ -43,6 +44,11 @@ type Config struct {
 	// Spares is how many activated, empty snapshots of the default
 	// template are kept ready for parentless Prepares (0: none).
 	Spares int
+	// MountDir is the private directory temporary mounts go under
+	// (fillmount.Dir of root_dir). New unmounts what a killed daemon left
+	// there before reconciling. Empty: the system's temp directory, and
+	// no clean-up (tests and tools).
+	MountDir string
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -91,7 +97,20 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.BaseSize%dmpool.SectorSize != 0 {
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, format: formatEmpty}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
+	s.format = func(ctx context.Context, fsType, dev string) error { return formatEmpty(ctx, cfg.MountDir, fsType, dev) }
+	if cfg.MountDir != "" {
+		// Before reconcile: a fill or template mount a kill -9 left
+		// would keep its device busy, and reconcile and gc would find
+		// it so.
+		unmounted, err := fillmount.Setup(ctx, cfg.MountDir)
+		for _, m := range unmounted {
+			log.G(ctx).Warnf("unmounted %s, left mounted by a daemon that died", m)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -148,10 +149,12 @@ func (sp *spares) make(ctx context.Context) (*metadata.Device, error) {
 		}
 		return nil, err
 	}
+	failpoint.Hit(failpoint.SpareAfterCreateSnap)
 	if _, err := s.pool.Activate(ctx, d.Name, d.ID, d.Size); err != nil {
 		s.abandonDevice(ctx, d.ID, "", op, err, true)
 		return nil, err
 	}
+	failpoint.Hit(failpoint.SpareAfterActivate)
 	err = s.store.Update(func(tx *metadata.Tx) error {
 		d.State = metadata.DeviceReady
 		if err := tx.PutDevice(d); err != nil {

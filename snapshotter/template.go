@@ -182,7 +182,10 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 // Inode tables are initialised now (lazy_itable_init=0) so that the
 // kernel's lazy init never writes into, and allocates blocks for, every
 // snapshot made from the template.
-func formatEmpty(ctx context.Context, fsType, dev string) error {
+//
+// The mount for that goes under mountDir, where a daemon killed during it
+// leaves it for the next start to unmount.
+func formatEmpty(ctx context.Context, mountDir, fsType, dev string) error {
 	var cmd *exec.Cmd
 	switch fsType {
 	case "ext4":
@@ -199,14 +202,15 @@ func formatEmpty(ctx context.Context, fsType, dev string) error {
 	if fsType != "ext4" {
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "flyio-template-")
+	dir, err := os.MkdirTemp(mountDir, "template-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(dir)
-	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+	if err := unix.Mount(dev, dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s to remove lost+found: %w", dev, err)
 	}
+	failpoint.Hit(failpoint.TemplateMounted)
 	rmErr := os.Remove(filepath.Join(dir, "lost+found"))
 	if err := unix.Unmount(dir, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", dir, err)
