@@ -98,7 +98,9 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
 	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
-	s.format = func(ctx context.Context, fsType, dev string) error { return formatEmpty(ctx, cfg.MountDir, fsType, dev) }
+	s.format = func(ctx context.Context, fsType, dev string) error {
+		return formatEmpty(ctx, cfg.MountDir, fsType, dev)
+	}
 	if cfg.MountDir != "" {
 		// Before reconcile: a fill or template mount a kill -9 left
 		// would keep its device busy, and reconcile and gc would find
