@@ -35,6 +35,14 @@ func (l *keyLocks) lock(ctx context.Context, keys ...string) (func(), error) {
 	}
 	for _, k := range keys {
 		kl := l.ref(k)
+		// A free lock is taken even on a cancelled context (select
+		// would pick at random): clean-ups run on such contexts.
+		select {
+		case kl.ch <- struct{}{}:
+			held = append(held, k)
+			continue
+		default:
+		}
 		select {
 		case kl.ch <- struct{}{}:
 			held = append(held, k)
