@@ -307,6 +307,12 @@ func (p *Pool) checkDev(role, actual, device, file string) error {
 func (p *Pool) prepareStorage() (fresh bool, _ error) {
 	name := p.cfg.Name
 	metaPath := p.cfg.MetadataDevice
+	if !p.cfg.usesFiles() {
+		// Before the metadata device is looked at, let alone formatted.
+		if _, err := os.Stat(p.cfg.DataDevice); err != nil {
+			return false, fmt.Errorf("pool %q: data device: %w", name, err)
+		}
+	}
 	if p.cfg.usesFiles() {
 		metaPath = p.cfg.MetadataFile
 		create, err := checkPoolFiles(name, p.cfg.DataFile, p.cfg.MetadataFile)

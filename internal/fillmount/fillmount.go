@@ -89,6 +89,10 @@ func Setup(ctx context.Context, dir string) ([]string, error) {
 		errs = append(errs, err)
 	}
 	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		// Fails, keeping everything, unless the directory is empty.
 		if err := os.Remove(filepath.Join(real, e.Name())); err != nil {
 			log.G(ctx).WithError(err).Warnf("leaving %s in the mount directory", e.Name())
 		}

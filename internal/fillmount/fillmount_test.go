@@ -35,6 +35,8 @@ func TestSetupUnmountsLeftovers(t *testing.T) {
 	kept := filepath.Join(dir, "not-a-mount")
 	os.MkdirAll(kept, 0o755)
 	os.WriteFile(filepath.Join(kept, "file"), []byte("x"), 0o644)
+	stray := filepath.Join(dir, "stray-file")
+	os.WriteFile(stray, []byte("x"), 0o644)
 
 	unmounted, err := Setup(context.Background(), dir)
 	if err != nil {
@@ -51,6 +53,9 @@ func TestSetupUnmountsLeftovers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(kept, "file")); err != nil {
 		t.Errorf("a directory with files was removed: %v", err)
+	}
+	if _, err := os.Stat(stray); err != nil {
+		t.Errorf("a file in the mount directory was removed: %v", err)
 	}
 	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
 		t.Errorf("mount directory mode %v, want 0700", st.Mode().Perm())
