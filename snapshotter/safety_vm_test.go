@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -43,7 +44,7 @@ func readFileVia(t *testing.T, m []mount.Mount, name string) string {
 }
 
 // TestConcurrentCommitOfOneKeyOnDMThin commits one active snapshot under
-// eight names at once on real dm-thin: exactly one wins, the others find
+// eight names at once on real dm-thin, its device busy for a moment: exactly one wins, the others find
 // the key gone, no two snapshots share a device, and the winner holds the
 // data.
 func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
@@ -62,7 +63,17 @@ func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFileVia(t, m, "data", "committed once\n")
+	// The snapshot is still mounted when the commits start, and is
+	// unmounted while they retry its busy device: as when containerd's
+	// unmount is released a moment late. Every commit then finds the
+	// device active (ThinStatus) before any could deactivate it.
+	dir := t.TempDir()
+	if err := mount.All(m, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("committed once\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	const n = 8
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -76,6 +87,10 @@ func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
 		}()
 	}
 	close(start)
+	time.Sleep(300 * time.Millisecond)
+	if err := mount.UnmountAll(dir, 0); err != nil {
+		t.Fatal(err)
+	}
 	wg.Wait()
 	winner := ""
 	for i, err := range errs {
