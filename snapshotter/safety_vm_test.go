@@ -43,22 +43,30 @@ func readFileVia(t *testing.T, m []mount.Mount, name string) string {
 	return string(b)
 }
 
-// TestConcurrentCommitOfOneKeyOnDMThin commits one active snapshot under
-// eight names at once on real dm-thin, its device busy for a moment: exactly one wins, the others find
-// the key gone, no two snapshots share a device, and the winner holds the
-// data.
-func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
+// spareLessSnapshotter is a snapshotter on a fresh loopback pool without
+// spares, torn down (and checked) when t ends.
+func spareLessSnapshotter(t *testing.T) *Snapshotter {
+	t.Helper()
 	dmtest.Require(t)
-	ctx := context.Background()
-	sn, cleanup, err := realSnapshotterWith(ctx, t.TempDir(), Config{BaseSize: 64 << 20})
+	sn, cleanup, err := realSnapshotterWith(context.Background(), t.TempDir(), Config{BaseSize: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := cleanup(); err != nil {
 			t.Error(err)
 		}
-	}()
+	})
+	return sn
+}
+
+// TestConcurrentCommitOfOneKeyOnDMThin commits one active snapshot under
+// eight names at once on real dm-thin, its device busy for a moment:
+// exactly one wins, the others find the key gone, no two snapshots share
+// a device, and the winner holds the data.
+func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
+	ctx := context.Background()
+	sn := spareLessSnapshotter(t)
 	m, err := sn.Prepare(ctx, "a", "")
 	if err != nil {
 		t.Fatal(err)
@@ -141,17 +149,8 @@ func TestConcurrentCommitOfOneKeyOnDMThin(t *testing.T) {
 // next parentless Prepare makes a new template and works, instead of
 // failing until gc runs.
 func TestVanishedTemplateOnDMThin(t *testing.T) {
-	dmtest.Require(t)
 	ctx := context.Background()
-	sn, cleanup, err := realSnapshotterWith(ctx, t.TempDir(), Config{BaseSize: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := cleanup(); err != nil {
-			t.Error(err)
-		}
-	}()
+	sn := spareLessSnapshotter(t)
 	if _, err := sn.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
