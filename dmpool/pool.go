@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -26,8 +27,12 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
 )
 
+// SectorSize is the unit of dm table lengths: a thin device's size must
+// be a multiple of it.
+const SectorSize = 512
+
 const (
-	sectorSize       = 512
+	sectorSize       = SectorSize
 	defaultBlockSize = 128 << 10
 	minBlockSize     = 64 << 10
 	maxBlockSize     = 1 << 30
@@ -371,17 +376,20 @@ func (p *Pool) checkDev(role, actual, device, file string) error {
 func (p *Pool) prepareStorage() (fresh bool, _ error) {
 	name := p.cfg.Name
 	metaPath := p.cfg.MetadataDevice
+	if !p.cfg.usesFiles() {
+		// Before the metadata device is looked at, let alone formatted.
+		if _, err := os.Stat(p.cfg.DataDevice); err != nil {
+			return false, fmt.Errorf("pool %q: data device: %w", name, err)
+		}
+	}
 	if p.cfg.usesFiles() {
 		metaPath = p.cfg.MetadataFile
-		if _, err := createSparse(p.cfg.DataFile, p.cfg.DataSize); err != nil {
-			return false, fmt.Errorf("pool %q: data file: %w", name, err)
-		}
-		created, err := createSparse(p.cfg.MetadataFile, p.cfg.MetadataSize)
+		create, err := checkPoolFiles(name, p.cfg.DataFile, p.cfg.MetadataFile)
 		if err != nil {
-			return false, fmt.Errorf("pool %q: metadata file: %w", name, err)
+			return false, err
 		}
-		if created {
-			if err := zeroHeader(metaPath); err != nil {
+		if create {
+			if err := createPoolFiles(p.cfg); err != nil {
 				return false, fmt.Errorf("pool %q: %w", name, err)
 			}
 			return true, nil
@@ -404,6 +412,81 @@ func (p *Pool) prepareStorage() (fresh bool, _ error) {
 	}
 	return false, fmt.Errorf("pool %q: %s holds no thin-pool metadata and is not zeroed; refusing to format it: %w",
 		name, metaPath, ErrMismatch)
+}
+
+// checkPoolFiles decides whether a loopback pool is new: only when both
+// of its files are absent. One file without the other is a disk that is
+// not mounted or a file moved away: creating the missing one would bring
+// the pool up with every mapping pointing at zeros (a new data file) or
+// format metadata over data that is still there (a new metadata file).
+// That is refused, naming the missing file, and nothing is changed.
+func checkPoolFiles(name, dataFile, metaFile string) (create bool, _ error) {
+	dataOK, err := fileExists(dataFile)
+	if err != nil {
+		return false, fmt.Errorf("pool %q: data file: %w", name, err)
+	}
+	metaOK, err := fileExists(metaFile)
+	if err != nil {
+		return false, fmt.Errorf("pool %q: metadata file: %w", name, err)
+	}
+	switch {
+	case dataOK && metaOK:
+		return false, nil
+	case !dataOK && !metaOK:
+		return true, nil
+	case !dataOK:
+		return false, fmt.Errorf("pool %q: data file %s is missing but metadata file %s exists; "+
+			"refusing to create an empty data file under existing metadata (is its disk mounted? was it moved?): %w",
+			name, dataFile, metaFile, ErrMismatch)
+	default:
+		return false, fmt.Errorf("pool %q: metadata file %s is missing but data file %s exists; "+
+			"refusing to format new metadata over existing data (is its disk mounted? was it moved?): %w",
+			name, metaFile, dataFile, ErrMismatch)
+	}
+}
+
+func fileExists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}
+
+// createPoolFiles makes the directories and both files of a new loopback
+// pool, the metadata header zeroed. On failure neither file is left, so a
+// retry sees both absent again rather than one without the other.
+func createPoolFiles(cfg Config) (err error) {
+	for _, f := range []string{cfg.DataFile, cfg.MetadataFile} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			return err
+		}
+	}
+	var made []string
+	defer func() {
+		if err != nil {
+			for _, f := range made {
+				os.Remove(f)
+			}
+		}
+	}()
+	for _, f := range []struct {
+		what, path string
+		size       int64
+	}{{"data file", cfg.DataFile, cfg.DataSize}, {"metadata file", cfg.MetadataFile, cfg.MetadataSize}} {
+		created, err := createSparse(f.path, f.size)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.what, err)
+		}
+		if !created {
+			return fmt.Errorf("%s %s appeared while the pool was being created: %w", f.what, f.path, ErrMismatch)
+		}
+		made = append(made, f.path)
+	}
+	return zeroHeader(cfg.MetadataFile)
 }
 
 func createSparse(path string, size int64) (bool, error) {

@@ -315,3 +315,63 @@ func TestPrepareStorage(t *testing.T) {
 		t.Fatal("garbage metadata was zeroed")
 	}
 }
+
+// TestPrepareStorageRefusesHalfAPool checks that a loopback pool with one
+// of its two files missing (a disk not mounted, a file moved) is refused,
+// naming the missing file, and that nothing is created or changed; only
+// when both are absent is a new pool made, directories included.
+func TestPrepareStorageRefusesHalfAPool(t *testing.T) {
+	for _, missing := range []string{"data", "meta"} {
+		t.Run("missing-"+missing, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := Config{Name: "unit", DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
+				DataSize: 1 << 20, MetadataSize: 1 << 20}
+			cfg, _ = cfg.withDefaults()
+			p := &Pool{cfg: cfg}
+			hdr := make([]byte, 4096)
+			binary.LittleEndian.PutUint64(hdr[32:], thinSuperblockMagic)
+			present, gone := cfg.MetadataFile, cfg.DataFile
+			if missing == "meta" {
+				present, gone = cfg.DataFile, cfg.MetadataFile
+			}
+			if err := os.WriteFile(present, hdr, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := p.prepareStorage()
+			if !errors.Is(err, ErrMismatch) || !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), gone) {
+				t.Fatalf("prepareStorage with %s missing: %v; want ErrMismatch naming %s", missing, err, gone)
+			}
+			if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("%s was created: %v", gone, err)
+			}
+			if b, _ := os.ReadFile(present); len(b) != 4096 || binary.LittleEndian.Uint64(b[32:]) != thinSuperblockMagic {
+				t.Fatalf("%s was changed", present)
+			}
+		})
+	}
+	t.Run("both-missing", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "pool")
+		cfg := Config{Name: "unit", DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
+			DataSize: 1 << 20, MetadataSize: 1 << 20}
+		cfg, _ = cfg.withDefaults()
+		p := &Pool{cfg: cfg}
+		if fresh, err := p.prepareStorage(); err != nil || !fresh {
+			t.Fatalf("both missing: fresh=%v err=%v", fresh, err)
+		}
+	})
+	t.Run("failed-create-leaves-neither", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := Config{Name: "unit", DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
+			DataSize: 1 << 20, MetadataSize: 0}
+		cfg, _ = cfg.withDefaults()
+		p := &Pool{cfg: cfg}
+		if _, err := p.prepareStorage(); err == nil {
+			t.Fatal("a zero metadata size was accepted")
+		}
+		for _, f := range []string{cfg.DataFile, cfg.MetadataFile} {
+			if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s left after a failed create: %v", f, err)
+			}
+		}
+	})
+}

@@ -423,6 +423,26 @@ func TestVMReboot(t *testing.T) {
 		}
 	}
 
+	// A data file missing after the reboot (its disk not mounted yet)
+	// is refused, naming it, and nothing is created: no empty data file,
+	// no pool device.
+	moved := cfg.DataFile + ".elsewhere"
+	if err := os.Rename(cfg.DataFile, moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Open(ctx, cfg); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), cfg.DataFile) {
+		t.Fatalf("Open with the data file missing: %v, want ErrMismatch naming %s", err, cfg.DataFile)
+	}
+	if _, err := os.Stat(cfg.DataFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open created %s: %v", cfg.DataFile, err)
+	}
+	if info, _ := GetDeviceInfo(cfg.Name); info.Exists {
+		t.Fatal("Open made a pool device with the data file missing")
+	}
+	if err := os.Rename(moved, cfg.DataFile); err != nil {
+		t.Fatal(err)
+	}
+
 	p2, res, err := Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

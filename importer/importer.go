@@ -45,6 +45,9 @@ type Config struct {
 	// Fills records each run's S3 fill in the daemon's metrics; nil
 	// records nothing.
 	Fills *metrics.Fills
+	// MountDir is where runs mount their snapshot (fillmount.Dir of
+	// root_dir); "" is the system's temp directory.
+	MountDir string
 }
 
 // Request asks for one S3 object to be processed.

@@ -165,7 +165,7 @@ func (im *Importer) fill(ctx context.Context, sn snapshots.Snapshotter, key stri
 	}
 	failpoint.Hit(failpoint.ImportAfterPrepare)
 	var res extract.Result
-	err = fillmount.With(mounts, func(dir string) (err error) {
+	err = fillmount.With(im.cfg.MountDir, mounts, func(dir string) (err error) {
 		res, err = im.stream(ctx, dir, rs)
 		return err
 	})

@@ -16,11 +16,28 @@ import (
 // Commit turns the active snapshot key into the committed snapshot name.
 // The device is kept and deactivated: a committed snapshot is never written
 // again, and an inactive origin can be snapshotted without a suspend.
+//
+// Commit holds the locks of key and name throughout, so a second Commit
+// of key or a Remove of either waits and then sees the outcome. Options
+// are applied before any device work; a step that fails after the
+// deactivation activates the device again, leaving the snapshot active,
+// ready and usable as it was.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	ctx = withFields(ctx, log.Fields{fieldKey: key, fieldName: name})
+	var info snapshots.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return fmt.Errorf("commit %q: %w", key, err)
+		}
+	}
+	unlock, err := s.keys.lock(ctx, key, name)
+	if err != nil {
+		return fmt.Errorf("commit %q: %w", key, err)
+	}
+	defer unlock()
 	var rec *metadata.Snapshot
 	var op *metadata.Op
-	err := s.store.Update(func(tx *metadata.Tx) (err error) {
+	err = s.store.Update(func(tx *metadata.Tx) (err error) {
 		rec, err = tx.Snapshot(key)
 		if err != nil {
 			return err
@@ -46,45 +63,70 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	}
 	failpoint.Hit(failpoint.CommitAfterDeactivate)
 	if err != nil {
+		// Nothing changed: the device is still active (a busy device is
+		// not removed).
 		s.endOp(ctx, op)
 		return fmt.Errorf("commit %q: %w", key, err)
 	}
-	if err := s.step(op, "deactivated"); err != nil {
-		return err
-	}
+	err = s.step(op, "deactivated")
 	failpoint.Hit(failpoint.CommitBeforeRename)
-
-	var info snapshots.Info
-	for _, o := range opts {
-		if err := o(&info); err != nil {
-			return err
-		}
-	}
-	err = s.store.Update(func(tx *metadata.Tx) error {
-		committed := *rec
-		committed.Key, committed.Kind = name, snapshots.KindCommitted
-		// A commit is a new snapshot for containerd: created now.
-		committed.Created = time.Now().UTC()
-		committed.Updated = committed.Created
-		committed.UsageBytes = int64(usage.MappedBytes)
-		if len(info.Labels) > 0 {
-			committed.Labels = info.Labels
-		}
-		if err := tx.RenameSnapshot(key, &committed); err != nil {
-			return err
-		}
-		d, err := tx.Device(rec.DeviceID)
-		if err != nil {
-			return err
-		}
-		d.Owner = name
-		if err := tx.PutDevice(d); err != nil {
-			return err
-		}
-		return tx.EndOp(op)
-	})
 	if err == nil {
-		log.G(ctx).Debugf("snapshot committed (%d bytes mapped)", usage.MappedBytes)
+		err = s.store.Update(func(tx *metadata.Tx) error {
+			// Checked again inside the rename: whatever changed the
+			// record since the first transaction (another process on
+			// this database) wins, and this commit is undone.
+			cur, err := tx.Snapshot(key)
+			if err != nil {
+				return err
+			}
+			if cur.Kind != snapshots.KindActive || cur.State != metadata.SnapshotReady || cur.DeviceID != rec.DeviceID {
+				return fmt.Errorf("commit %q: snapshot changed during the commit: %w", key, errdefs.ErrConflict)
+			}
+			committed := *cur
+			committed.Key, committed.Kind = name, snapshots.KindCommitted
+			// A commit is a new snapshot for containerd: created now.
+			committed.Created = time.Now().UTC()
+			committed.Updated = committed.Created
+			committed.UsageBytes = int64(usage.MappedBytes)
+			if len(info.Labels) > 0 {
+				committed.Labels = info.Labels
+			}
+			if err := tx.RenameSnapshot(key, &committed); err != nil {
+				return err
+			}
+			d, err := tx.Device(rec.DeviceID)
+			if err != nil {
+				return err
+			}
+			d.Owner = name
+			if err := tx.PutDevice(d); err != nil {
+				return err
+			}
+			return tx.EndOp(op)
+		})
 	}
-	return err
+	if err != nil {
+		s.undoCommit(ctx, rec, op, err)
+		return fmt.Errorf("commit %q as %q: %w", key, name, err)
+	}
+	log.G(ctx).Debugf("snapshot committed (%d bytes mapped)", usage.MappedBytes)
+	return nil
+}
+
+// undoCommit activates again the device of an active snapshot whose
+// commit failed after the deactivation, so that the snapshot that is still
+// "ready" on record has its device. The activation runs even when the
+// caller has gone: a ready snapshot without a device is what must not be
+// left. Should it fail, the device is quarantined and the next start's
+// reconcile tries again.
+func (s *Snapshotter) undoCommit(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op, cause error) {
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size)
+	if err != nil {
+		log.G(ctx).WithError(err).Errorf("commit failed (%v) and the device could not be activated again; quarantined until the next start", cause)
+	} else {
+		log.G(ctx).WithError(cause).Warn("commit failed; the snapshot stays active with its device")
+	}
+	s.setQuarantine(ctx, rec.DeviceID, err)
+	s.endOp(ctx, op)
 }

@@ -17,13 +17,28 @@ type fakePool struct {
 	fail   map[string]error // operation name -> error to return once
 	// discarded lists the thin ids Discard was called for, in order.
 	discarded []uint32
+	// hooks run once, outside the lock, when the operation is entered:
+	// tests use them to interleave operations or change the metadata
+	// at a chosen point.
+	hooks map[string]func()
 }
 
 func newFakePool() *fakePool {
-	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{}}
+	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{}, hooks: map[string]func(){}}
 }
 
 func (p *fakePool) Name() string { return "fake" }
+
+// hook runs and forgets the hook of op, if one is set.
+func (p *fakePool) hook(op string) {
+	p.mu.Lock()
+	h := p.hooks[op]
+	delete(p.hooks, op)
+	p.mu.Unlock()
+	if h != nil {
+		h()
+	}
+}
 
 func (p *fakePool) injected(op string) error {
 	if err, ok := p.fail[op]; ok {
@@ -34,6 +49,7 @@ func (p *fakePool) injected(op string) error {
 }
 
 func (p *fakePool) CreateThin(ctx context.Context, id uint32) error {
+	p.hook("create")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.injected("create"); err != nil {
@@ -47,6 +63,7 @@ func (p *fakePool) CreateThin(ctx context.Context, id uint32) error {
 }
 
 func (p *fakePool) CreateSnapshot(ctx context.Context, id, origin uint32) error {
+	p.hook("snapshot")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.injected("snapshot"); err != nil {
@@ -63,6 +80,7 @@ func (p *fakePool) CreateSnapshot(ctx context.Context, id, origin uint32) error 
 }
 
 func (p *fakePool) Activate(ctx context.Context, name string, id uint32, size uint64) (string, error) {
+	p.hook("activate")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.injected("activate"); err != nil {
@@ -76,19 +94,19 @@ func (p *fakePool) Activate(ctx context.Context, name string, id uint32, size ui
 }
 
 func (p *fakePool) Deactivate(ctx context.Context, name string) error {
+	p.hook("deactivate")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.injected("deactivate"); err != nil {
 		return err
 	}
-	if _, ok := p.active[name]; !ok {
-		return fmt.Errorf("%s: %w", name, dmpool.ErrNotFound)
-	}
+	// Like dmpool, deactivating a device that is not active succeeds.
 	delete(p.active, name)
 	return nil
 }
 
 func (p *fakePool) Delete(ctx context.Context, id uint32) error {
+	p.hook("delete")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.injected("delete"); err != nil {
@@ -124,6 +142,7 @@ func (p *fakePool) Discard(ctx context.Context, name string, id uint32, size uin
 }
 
 func (p *fakePool) ThinStatus(ctx context.Context, name string) (dmpool.ThinStatus, error) {
+	p.hook("status")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	id, ok := p.active[name]

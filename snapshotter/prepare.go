@@ -42,6 +42,12 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if key == "" {
 		return nil, fmt.Errorf("snapshot key must not be empty: %w", errdefs.ErrInvalidArgument)
 	}
+	// Checked before anything else: a size dm-thin cannot take would
+	// otherwise reach create_thin and orphan a device every time.
+	size, err := s.requestedSize(info.Labels)
+	if err != nil {
+		return nil, err
+	}
 	ctx = withSnapshot(ctx, key, parent)
 	if s.remoteCandidate(kind, info.Labels) {
 		err := s.fillRemote(ctx, parent, info.Labels)
@@ -62,10 +68,11 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			return s.mounts(rec), nil
 		}
 	}
-	origin, size, fsType, err := s.origin(ctx, parent, info.Labels)
+	origin, size, fsType, err := s.origin(ctx, parent, size)
 	if err != nil {
 		return nil, err
 	}
+	healed := false
 	for attempt := 1; ; attempt++ {
 		rec, op, err := s.reserve(kind, key, parent, info.Labels, origin, size, fsType)
 		if err != nil {
@@ -79,6 +86,17 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			// The id is taken by a device the metadata does not know:
 			// keep it on record as an orphan for gc and take the next id.
 			s.abandon(ctx, rec, op, err, false)
+			continue
+		}
+		if parent == "" && errors.Is(err, dmpool.ErrNotFound) && !healed {
+			// The template's device is gone from the pool although its
+			// record says ready: make a new template and try once more.
+			s.abandon(ctx, rec, op, err, false)
+			s.forgetTemplate(ctx, templateName(fsType, size), origin, err)
+			healed = true
+			if origin, size, fsType, err = s.origin(ctx, parent, size); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err != nil {
@@ -105,18 +123,36 @@ func (s *Snapshotter) defaultSize(labels map[string]string) bool {
 	return !ok || v == strconv.FormatUint(s.cfg.BaseSize, 10)
 }
 
+const (
+	minSnapshotSize = 16 << 20
+	// maxSnapshotSize bounds the max-size label: a template of that size
+	// is formatted with its inode tables written out, so an absurd size
+	// would fill the pool (or take hours) on the first Prepare.
+	maxSnapshotSize = 16 << 40
+)
+
+// requestedSize is the filesystem size of a parentless snapshot: the base
+// size, or the containerd.io/snapshot/max-size label. The label is
+// untrusted input: it must be a decimal byte count, a whole number of
+// 512-byte sectors, from 16MiB to 16TiB. It is checked even when a parent
+// makes it moot, so that a bad label is always the same clear error.
+func (s *Snapshotter) requestedSize(labels map[string]string) (uint64, error) {
+	v, ok := labels[snapshots.LabelSnapshotMaxSize]
+	if !ok {
+		return s.cfg.BaseSize, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n < minSnapshotSize || n > maxSnapshotSize || n%dmpool.SectorSize != 0 {
+		return 0, fmt.Errorf("label %s=%q: want a decimal byte count, a multiple of %d, from 16MiB to 16TiB: %w",
+			snapshots.LabelSnapshotMaxSize, v, dmpool.SectorSize, errdefs.ErrInvalidArgument)
+	}
+	return n, nil
+}
+
 // origin finds the thin id a new snapshot is made from: the committed
-// parent's device, or the empty template of the requested size.
-func (s *Snapshotter) origin(ctx context.Context, parent string, labels map[string]string) (origin uint32, size uint64, fsType string, err error) {
+// parent's device, or the empty template of size.
+func (s *Snapshotter) origin(ctx context.Context, parent string, size uint64) (origin uint32, _ uint64, fsType string, err error) {
 	if parent == "" {
-		size = s.cfg.BaseSize
-		if v, ok := labels[snapshots.LabelSnapshotMaxSize]; ok {
-			n, perr := strconv.ParseUint(v, 10, 64)
-			if perr != nil || n < 16<<20 {
-				return 0, 0, "", fmt.Errorf("label %s=%q: want a byte count of at least 16MiB: %w", snapshots.LabelSnapshotMaxSize, v, errdefs.ErrInvalidArgument)
-			}
-			size = n
-		}
 		tp, err := s.template(ctx, s.cfg.FSType, size)
 		if err != nil {
 			return 0, 0, "", err

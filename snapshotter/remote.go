@@ -72,8 +72,13 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		return err
 	}
 	failpoint.Hit(failpoint.RemoteAfterPrepare)
+	// The fill snapshot is ours to remove even when the caller has gone
+	// (a cancelled unpack is the usual reason a fill fails): on the
+	// caller's context a busy device's retries would stop at once and
+	// leave it behind.
+	cleanupCtx := context.WithoutCancel(ctx)
 	if err := s.extractInto(ctx, mounts, blob, diffID, fill); err != nil {
-		if rmErr := s.Remove(ctx, tmp); rmErr != nil {
+		if rmErr := s.Remove(cleanupCtx, tmp); rmErr != nil {
 			log.G(ctx).WithError(rmErr).Warnf("removing failed remote fill %q", tmp)
 		}
 		return err
@@ -82,7 +87,9 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 	// The committed snapshot carries the ref label: that is how
 	// containerd's metadata layer finds it after ErrAlreadyExists.
 	if err := s.Commit(ctx, name, tmp, snapshots.WithLabels(labels)); err != nil {
-		s.Remove(ctx, tmp)
+		if rmErr := s.Remove(cleanupCtx, tmp); rmErr != nil {
+			log.G(ctx).WithError(rmErr).Warnf("removing uncommitted remote fill %q", tmp)
+		}
 		if errdefs.IsAlreadyExists(err) {
 			return nil // a concurrent fill won
 		}
@@ -104,7 +111,8 @@ func (s *Snapshotter) extractInto(ctx context.Context, mounts []mount.Mount, blo
 	opts.ExpectedDiffID = diffID
 	opts.Warn = func(w string) { log.G(ctx).Warn(w) }
 	opts.Progress = fill.Progress
-	return fillmount.With(mounts, func(dir string) (err error) {
+	return fillmount.With(s.cfg.MountDir, mounts, func(dir string) (err error) {
+		failpoint.Hit(failpoint.RemoteMounted)
 		res, err = extract.Extract(ctx, blob, dir, opts)
 		return err
 	})

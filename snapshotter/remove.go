@@ -17,9 +17,14 @@ import (
 // other snapshots depend on it.
 func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	ctx = withSnapshot(ctx, key, "")
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return fmt.Errorf("remove %q: %w", key, err)
+	}
+	defer unlock()
 	var rec *metadata.Snapshot
 	var op *metadata.Op
-	err := s.store.Update(func(tx *metadata.Tx) (err error) {
+	err = s.store.Update(func(tx *metadata.Tx) (err error) {
 		rec, err = tx.Snapshot(key)
 		if err != nil {
 			return err

@@ -14,9 +14,12 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
@@ -44,6 +47,11 @@ type Config struct {
 	// LeaveSpares keeps New from retiring spares: for offline tools
 	// (gc with no daemon), which do not run the daemon's spare_devices.
 	LeaveSpares bool
+	// MountDir is the private directory temporary mounts go under
+	// (fillmount.Dir of root_dir). New unmounts what a killed daemon left
+	// there before reconciling. Empty: the system's temp directory, and
+	// no clean-up (tests and tools).
+	MountDir string
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -62,6 +70,13 @@ type Snapshotter struct {
 	format func(ctx context.Context, fsType, dev string) error
 
 	spares *spares // nil when Config.Spares is 0
+
+	// keys serialises Commit and Remove per snapshot key.
+	keys keyLocks
+
+	// background counts work that outlives its caller (a template being
+	// made for a caller that gave up); Close waits for it.
+	background sync.WaitGroup
 }
 
 var (
@@ -82,7 +97,25 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.BaseSize == 0 {
 		cfg.BaseSize = 10 << 30
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, format: formatEmpty}
+	if cfg.BaseSize%dmpool.SectorSize != 0 {
+		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
+	}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
+	s.format = func(ctx context.Context, fsType, dev string) error {
+		return formatEmpty(ctx, cfg.MountDir, fsType, dev)
+	}
+	if cfg.MountDir != "" {
+		// Before reconcile: a fill or template mount a kill -9 left
+		// would keep its device busy, and reconcile and gc would find
+		// it so.
+		unmounted, err := fillmount.Setup(ctx, cfg.MountDir)
+		for _, m := range unmounted {
+			log.G(ctx).Warnf("unmounted %s, left mounted by a daemon that died", m)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
@@ -105,6 +138,7 @@ func (s *Snapshotter) Close() error {
 	if s.spares != nil {
 		s.spares.close()
 	}
+	s.background.Wait()
 	log.L.Debug("snapshotter closed")
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -142,12 +144,17 @@ func (sp *spares) make(ctx context.Context) (*metadata.Device, error) {
 	ctx = s.withDevice(withFields(ctx, log.Fields{fieldTemplate: tp.Name}), d.ID)
 	if err := s.pool.CreateSnapshot(ctx, d.ID, tp.DeviceID); err != nil {
 		s.abandonDevice(ctx, d.ID, "", op, err, false)
+		if errors.Is(err, dmpool.ErrNotFound) {
+			s.forgetTemplate(ctx, tp.Name, tp.DeviceID, err) // the next refill makes a new one
+		}
 		return nil, err
 	}
+	failpoint.Hit(failpoint.SpareAfterCreateSnap)
 	if _, err := s.pool.Activate(ctx, d.Name, d.ID, d.Size); err != nil {
 		s.abandonDevice(ctx, d.ID, "", op, err, true)
 		return nil, err
 	}
+	failpoint.Hit(failpoint.SpareAfterActivate)
 	err = s.store.Update(func(tx *metadata.Tx) error {
 		d.State = metadata.DeviceReady
 		if err := tx.PutDevice(d); err != nil {

@@ -34,21 +34,81 @@ func (s *Snapshotter) templateLock(name string) *sync.Mutex {
 	return mu
 }
 
+// templateTimeout bounds the making of one template (mkfs included).
+const templateTimeout = 10 * time.Minute
+
 // template returns the empty, formatted template device for fsType and
 // size, making it the first time it is asked for. Only that first
 // parentless Prepare pays for mkfs; every later one is a create_snap.
+//
+// The template is made on a context of its own, not the caller's: a
+// caller that gives up (containerd's timeout, a client's ^C) gets its
+// error at once, while the template is finished for the next caller
+// instead of being orphaned half-formatted.
 func (s *Snapshotter) template(ctx context.Context, fsType string, size uint64) (*metadata.Template, error) {
 	name := templateName(fsType, size)
 	if tp, err := s.lookupTemplate(name); err == nil || !errdefs.IsNotFound(err) {
 		return tp, err
 	}
+	type result struct {
+		tp  *metadata.Template
+		err error
+	}
+	done := make(chan result, 1)
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		mu := s.templateLock(name)
+		mu.Lock()
+		defer mu.Unlock()
+		if tp, err := s.lookupTemplate(name); err == nil || !errdefs.IsNotFound(err) {
+			done <- result{tp, err}
+			return
+		}
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), templateTimeout)
+		defer cancel()
+		tp, err := s.makeTemplate(mctx, name, fsType, size)
+		done <- result{tp, err}
+	}()
+	select {
+	case r := <-done:
+		return r.tp, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("template %s: %w (it is still being made, for the next caller)", name, ctx.Err())
+	}
+}
+
+// forgetTemplate drops the record of template name when its device id is
+// no longer in the pool (create_snap from it said not found), so that the
+// next caller makes a new one instead of every parentless Prepare failing
+// until gc runs. The old device record is kept, orphaned, for gc to check
+// against the pool and report. A record that already points elsewhere (a
+// concurrent caller healed it) is left alone.
+func (s *Snapshotter) forgetTemplate(ctx context.Context, name string, id uint32, cause error) {
 	mu := s.templateLock(name)
 	mu.Lock()
 	defer mu.Unlock()
-	if tp, err := s.lookupTemplate(name); err == nil || !errdefs.IsNotFound(err) {
-		return tp, err
+	forgot := false
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		tp, err := tx.Template(name)
+		if err != nil || tp.DeviceID != id {
+			return nil
+		}
+		if err := tx.DeleteTemplate(name); err != nil {
+			return err
+		}
+		forgot = true
+		err = markDevice(tx, id, metadata.DeviceOrphaned, fmt.Errorf("template device missing from the pool: %w", cause))
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Errorf("forgetting template %s whose device %s is missing", name, s.deviceName(id))
+	} else if forgot {
+		log.G(ctx).WithError(cause).Warnf("template %s: its device %s is missing from the pool; making a new template (run 'flyio-image-manager gc' to review the old record)", name, s.deviceName(id))
 	}
-	return s.makeTemplate(ctx, name, fsType, size)
 }
 
 func (s *Snapshotter) lookupTemplate(name string) (*metadata.Template, error) {
@@ -122,7 +182,10 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 // Inode tables are initialised now (lazy_itable_init=0) so that the
 // kernel's lazy init never writes into, and allocates blocks for, every
 // snapshot made from the template.
-func formatEmpty(ctx context.Context, fsType, dev string) error {
+//
+// The mount for that goes under mountDir, where a daemon killed during it
+// leaves it for the next start to unmount.
+func formatEmpty(ctx context.Context, mountDir, fsType, dev string) error {
 	var cmd *exec.Cmd
 	switch fsType {
 	case "ext4":
@@ -139,14 +202,15 @@ func formatEmpty(ctx context.Context, fsType, dev string) error {
 	if fsType != "ext4" {
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "flyio-template-")
+	dir, err := os.MkdirTemp(mountDir, "template-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(dir)
-	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+	if err := unix.Mount(dev, dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s to remove lost+found: %w", dev, err)
 	}
+	failpoint.Hit(failpoint.TemplateMounted)
 	rmErr := os.Remove(filepath.Join(dir, "lost+found"))
 	if err := unix.Unmount(dir, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", dir, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
@@ -122,6 +123,9 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 		FSType:   cfg.Snapshotter.FSType,
 		// The daemon retires spares at its start, by its spare_devices.
 		LeaveSpares: true,
+		// The database lock proves no daemon runs on this root_dir:
+		// what is mounted there is a killed daemon's leftover.
+		MountDir: fillmount.Dir(cfg.RootDir),
 	})
 	if err != nil {
 		return nil, err

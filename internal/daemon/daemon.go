@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/logring"
 	"github.com/superfly/flyio-image-manager/internal/metrics"
 	"github.com/superfly/flyio-image-manager/internal/thinmeta"
@@ -50,20 +50,13 @@ func PoolConfig(cfg config.Config) dmpool.Config {
 	}
 }
 
-// OpenPool opens (creating or re-creating) the pool of cfg. For a
-// loopback pool it first makes the directories of its files: dmpool
-// creates missing files but not their directory, and the default
-// <root_dir>/pool/ does not exist on a fresh host.
+// OpenPool opens (creating or re-creating) the pool of cfg. dmpool makes
+// the directories of a new loopback pool's files itself (the default
+// <root_dir>/pool/ does not exist on a fresh host), and only when both
+// files are absent: one without the other stops the start, changing
+// nothing. setup-pool, gc and the daemon all open the pool here.
 func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.OpenResult, error) {
-	pc := PoolConfig(cfg)
-	if pc.DataDevice == "" {
-		for _, f := range []string{pc.DataFile, pc.MetadataFile} {
-			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
-				return nil, "", fmt.Errorf("pool %q: %w", pc.Name, err)
-			}
-		}
-	}
-	return dmpool.Open(ctx, pc)
+	return dmpool.Open(ctx, PoolConfig(cfg))
 }
 
 // Options are what the daemon is told besides its configuration.
@@ -118,6 +111,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Extract:       cfg.Extract.Options(),
 		Spares:        cfg.Snapshotter.SpareDevices,
 		RemoteFills:   m.Fills(metrics.SourceLayer),
+		MountDir:      fillmount.Dir(cfg.RootDir),
 	}
 	if cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)
@@ -143,6 +137,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		UnpackTimeout:   time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
 		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
 		Fills:           m.Fills(metrics.SourceImage),
+		MountDir:        fillmount.Dir(cfg.RootDir),
 	}, s3, cd, store)
 	if err := registerCollectors(m, pool, guard, store, imp); err != nil {
 		return err
@@ -157,7 +152,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer()
+	srv := newGRPCServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(m.Snapshotter(sn)))
 	al, err := listen(cfg.AdminAddress, 0o600)
 	if err != nil {
@@ -199,15 +194,36 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	adminSrv.Close()
 	stopRuns()
 	imp.Wait()
+	drainGRPC(ctx, srv, 30*time.Second, 30*time.Second)
+	return nil
+}
+
+// newGRPCServer makes the snapshots API server. WaitForHandlers: Stop,
+// after the drain deadline, cancels the calls still running and waits
+// for their handlers to return, so nothing works on the pool after Run
+// returned and the database closed.
+func newGRPCServer() *grpc.Server { return grpc.NewServer(grpc.WaitForHandlers(true)) }
+
+// drainGRPC stops srv: it lets running calls finish for up to drain,
+// then cancels them and waits up to cancel more for their handlers to
+// return (a handler in the middle of a device-mapper step finishes the
+// step). A handler that does not return even then is abandoned, logged:
+// the journal makes whatever it was doing safe at the next start.
+func drainGRPC(ctx context.Context, srv *grpc.Server, drain, cancel time.Duration) {
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(30 * time.Second):
-		log.G(ctx).Warn("requests still running after 30s; stopping anyway")
-		srv.Stop()
+		return
+	case <-time.After(drain):
 	}
-	return nil
+	log.G(ctx).Warnf("snapshots API calls still running after %s; cancelling them", drain)
+	go srv.Stop()
+	select {
+	case <-stopped:
+	case <-time.After(cancel):
+		log.G(ctx).Errorf("snapshots API calls still running %s after they were cancelled; stopping without them", cancel)
+	}
 }
 
 // reserveExistingIDs keeps the device id counter above every thin id the

@@ -56,6 +56,10 @@ const (
 	// four leave an orphaned device and no template; the next parentless
 	// Prepare makes a new one.
 	TemplateAfterDeactivate = "template/after-deactivate"
+	// TemplateMounted: formatted ext4 template mounted under
+	// root_dir/mounts to remove lost+found. The next start unmounts it
+	// before reconcile, so the orphaned device is not busy.
+	TemplateMounted = "template/mounted"
 
 	// Remote layer fill (snapshotter/remote.go).
 
@@ -64,6 +68,17 @@ const (
 	RemoteAfterPrepare = "remote/after-prepare"
 	// RemoteAfterExtract: the layer is extracted, not yet committed.
 	RemoteAfterExtract = "remote/after-extract"
+	// RemoteMounted: the fill snapshot is mounted under root_dir/mounts,
+	// nothing extracted. The next start unmounts it before reconcile.
+	RemoteMounted = "remote/mounted"
+
+	// Spare creation (snapshotter/spares.go), in the background refill.
+	// SpareAfterCreateSnap: the spare's thin device exists, inactive,
+	// recorded "creating". Reconcile orphans it.
+	SpareAfterCreateSnap = "spare/after-create-snap"
+	// SpareAfterActivate: the spare is active, still "creating".
+	// Reconcile orphans it (left active until gc).
+	SpareAfterActivate = "spare/after-activate"
 
 	// process-image (importer/).
 
@@ -98,8 +113,9 @@ var All = []string{
 	PrepareAfterReserve, PrepareAfterCreateSnap, PrepareAfterActivate,
 	CommitAfterBegin, CommitAfterDeactivate, CommitBeforeRename,
 	RemoveAfterMark, RemoveAfterDeactivate, RemoveAfterDelete, CleanupAfterDelete,
-	TemplateAfterReserve, TemplateAfterCreateThin, TemplateAfterMkfs, TemplateAfterDeactivate,
-	RemoteAfterPrepare, RemoteAfterExtract,
+	TemplateAfterReserve, TemplateAfterCreateThin, TemplateMounted, TemplateAfterMkfs, TemplateAfterDeactivate,
+	RemoteAfterPrepare, RemoteMounted, RemoteAfterExtract,
+	SpareAfterCreateSnap, SpareAfterActivate,
 	ImportAfterQueued, ImportAfterDownloading, ImportAfterPrepare, ImportMidExtract,
 	ImportAfterExtract, ImportBeforeCommit, ImportAfterCommit, ImportAfterRegister, ImportBeforeDone,
 }

@@ -61,7 +61,7 @@ func TestCrashMatrix(t *testing.T) {
 	// No spare devices: the template and Prepare failpoints are on the
 	// paths a parentless Prepare takes without them. With spares, the
 	// template is made in the background at start-up and Prepare claims a
-	// spare; spare creation has no failpoints of its own.
+	// spare; spare creation's failpoints run in TestCrashInMounts.
 	e := newEnv(t, "", "spare_devices = 0")
 	ctx := context.Background()
 	base := makeImage(t, "images/base.tar", "base image", 1)
@@ -149,7 +149,7 @@ func TestCrashMatrix(t *testing.T) {
 	// Templates first, on a pool that has none: every crash leaves an
 	// orphaned device and no template, so the next Prepare makes another.
 	n := 0
-	for _, p := range []string{fp.TemplateAfterReserve, fp.TemplateAfterCreateThin, fp.TemplateAfterMkfs, fp.TemplateAfterDeactivate} {
+	for _, p := range []string{fp.TemplateAfterReserve, fp.TemplateAfterCreateThin, fp.TemplateMounted, fp.TemplateAfterMkfs, fp.TemplateAfterDeactivate} {
 		n++
 		leaves := orphan
 		if p == fp.TemplateAfterReserve {
@@ -194,7 +194,7 @@ func TestCrashMatrix(t *testing.T) {
 	// first layer from the layer store and dies in it. The interrupted
 	// fill is a remote-fill snapshot gc removes; the import then succeeds
 	// from the layer store.
-	for _, p := range []string{fp.RemoteAfterPrepare, fp.RemoteAfterExtract} {
+	for _, p := range []string{fp.RemoteAfterPrepare, fp.RemoteMounted, fp.RemoteAfterExtract} {
 		n++
 		runCase(n, crashCase{fp: p, stopContainerd: true,
 			drive: func(t *testing.T, n int) error {
