@@ -68,7 +68,7 @@ func (e *kindError) Unwrap() error { return e.kind }
 // EntryError is an error about one tar entry. Its message is
 // "<what>: <entry><detail>", for example
 // "path traversal detected: ../etc/passwd" or
-// "file too large: big.img: 2GB (max 1GB)".
+// "file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)".
 type EntryError struct {
 	// Entry is the entry name as it appears in the archive.
 	Entry string

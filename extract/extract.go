@@ -268,11 +268,11 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 		return entryErr(ErrCorrupt, name, " (negative size)")
 	}
 	if hdr.Size > x.opts.MaxFileSize {
-		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", FormatSize(hdr.Size), FormatSize(x.opts.MaxFileSize))
+		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", ExactSize(hdr.Size), ExactSize(x.opts.MaxFileSize))
 	}
 	x.content += hdr.Size
 	if x.content > x.opts.MaxTotalSize {
-		return entryErr(ErrArchiveTooLarge, name, ": %s of content so far (max %s)", FormatSize(x.content), FormatSize(x.opts.MaxTotalSize))
+		return entryErr(ErrArchiveTooLarge, name, ": %s of content so far (max %s)", ExactSize(x.content), ExactSize(x.opts.MaxTotalSize))
 	}
 	e := &entry{name: name, rel: rel, hdr: hdr}
 

@@ -433,7 +433,15 @@ func hostileCases() []hostileCase {
 				// A header claiming 2 GiB; the data never comes.
 				return [][]byte{rawHeader("big.img", '0', 2<<30, "")}
 			},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2GB (max 1GB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)"},
+		},
+		{
+			// Issue 11 item 7: one byte over used to print "1GB (max 1GB)".
+			name: "file-one-byte-over-the-limit",
+			layers: func(t *testing.T, s *sandbox) [][]byte {
+				return [][]byte{rawHeader("big.img", '0', 1<<30+1, "")}
+			},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 1073741825 bytes (max 1073741824 bytes = 1GB)"},
 		},
 		{
 			name: "gzip-bomb-file",
@@ -441,7 +449,7 @@ func hostileCases() []hostileCase {
 				return [][]byte{gz(t, mkTar(t, ent{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "bomb", Size: 64 << 20, Mode: 0o644}, body: make([]byte, 64<<20)}))}
 			},
 			opts:    Options{MaxFileSize: 1 << 20},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 64MB (max 1MB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 67108864 bytes = 64MB (max 1048576 bytes = 1MB)"},
 		},
 		{
 			name: "gzip-bomb-total",
