@@ -46,6 +46,9 @@
 //     "/bin/sh -> /bin/busybox"); they are never followed out of the root
 //     here.
 //   - whiteouts of "", "." or ".." (".wh...").
+//   - uid or gid outside 0..4294967294 and device numbers mknod cannot
+//     carry (major over 4095, minor over 1048575), naming the entry, as
+//     GNU tar does: never truncated (uid 2^32 would become root).
 //   - entries over MaxFileSize (default 1 GiB), more than MaxEntries
 //     (default 1,000,000) entries, more than MaxTotalSize (default 64 GiB)
 //     of content or of uncompressed stream (which also bounds decompression

@@ -32,6 +32,11 @@ var (
 	ErrSymlinkEscape = newKind("symlink target escapes base directory", errdefs.ErrInvalidArgument)
 	// ErrInvalidWhiteout: a whiteout that names ".", ".." or nothing.
 	ErrInvalidWhiteout = newKind("invalid whiteout", errdefs.ErrInvalidArgument)
+	// ErrOutOfRange: a uid or gid outside 0..4294967294 (2^32-1 is
+	// chown's "leave unchanged", which would keep the extractor's own
+	// root), or a device number the kernel cannot represent. Never
+	// truncated: a setuid file with uid 2^32 would become setuid root.
+	ErrOutOfRange = newKind("value out of range", errdefs.ErrInvalidArgument)
 	// ErrFileTooLarge: one entry over Options.MaxFileSize.
 	ErrFileTooLarge = newKind("file too large", errdefs.ErrOutOfRange)
 	// ErrTooManyEntries: more than Options.MaxEntries entries.

@@ -267,6 +267,9 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if hdr.Size < 0 {
 		return entryErr(ErrCorrupt, name, " (negative size)")
 	}
+	if err := checkIDs(name, hdr); err != nil {
+		return err
+	}
 	if hdr.Size > x.opts.MaxFileSize {
 		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", ExactSize(hdr.Size), ExactSize(x.opts.MaxFileSize))
 	}
@@ -416,4 +419,32 @@ func (x *extraction) linkTarget(e *entry) (string, error) {
 		return "", entryErr(ErrInvalidHardlink, e.name, " -> %s (target is the root)", printable(t))
 	}
 	return rel, nil
+}
+
+// Ranges of the numbers an entry hands to the kernel. uid_t and gid_t are
+// 32 bits and (uid_t)-1 means "unchanged" to chown; dev_t reaches mknod as
+// 32 bits, 12 of major and 20 of minor. Values outside are refused, as GNU
+// tar does ("value out of uid_t range"), never truncated.
+const (
+	maxID       = 1<<32 - 2
+	maxDevMajor = 1<<12 - 1
+	maxDevMinor = 1<<20 - 1
+)
+
+func checkIDs(name string, hdr *tar.Header) error {
+	if hdr.Uid < 0 || int64(hdr.Uid) > maxID {
+		return entryErr(ErrOutOfRange, name, ": uid %d (allowed 0..%d)", hdr.Uid, int64(maxID))
+	}
+	if hdr.Gid < 0 || int64(hdr.Gid) > maxID {
+		return entryErr(ErrOutOfRange, name, ": gid %d (allowed 0..%d)", hdr.Gid, int64(maxID))
+	}
+	if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
+		if hdr.Devmajor < 0 || hdr.Devmajor > maxDevMajor {
+			return entryErr(ErrOutOfRange, name, ": device major %d (allowed 0..%d)", hdr.Devmajor, maxDevMajor)
+		}
+		if hdr.Devminor < 0 || hdr.Devminor > maxDevMinor {
+			return entryErr(ErrOutOfRange, name, ": device minor %d (allowed 0..%d)", hdr.Devminor, maxDevMinor)
+		}
+	}
+	return nil
 }

@@ -573,6 +573,32 @@ func hostileCases() []hostileCase {
 			},
 		},
 
+		// --- ids (issue 11 item 5) ---------------------------------------
+		{
+			// uid 2^32 was truncated to 0: a setuid-root file.
+			name:    "uid-2pow32-setuid",
+			layers:  raw(rawPAXFile(map[string]string{"uid": "4294967296"}, "bin/su", "x"), endOfArchive()),
+			wantErr: ErrOutOfRange, wantMsg: []string{"bin/su: uid 4294967296 (allowed 0..4294967294)"},
+		},
+		{name: "gid-2pow32", layers: one(file("g", "x").owner(0, 1<<32).format(tar.FormatPAX)), wantErr: ErrOutOfRange, wantMsg: []string{"g: gid 4294967296"}},
+		{
+			// 2^32-1 is chown's "leave unchanged": the file would stay root's.
+			name:    "uid-minus-one-as-unsigned",
+			layers:  raw(rawPAXFile(map[string]string{"uid": "4294967295"}, "bin/su", "x"), endOfArchive()),
+			wantErr: ErrOutOfRange, wantMsg: []string{"uid 4294967295"},
+		},
+		{name: "uid-negative", layers: raw(rawPAXFile(map[string]string{"uid": "-1"}, "neg", "x"), endOfArchive()), wantErr: ErrOutOfRange},
+		{name: "uid-gnu-base256-huge", layers: one(file("huge", "x").owner(1<<40, 0).format(tar.FormatGNU)), wantErr: ErrOutOfRange, wantMsg: []string{"huge: uid 1099511627776"}},
+		{name: "uid-largest-ok", layers: one(file("ok", "x").owner(1<<32-2, 1<<32-2).format(tar.FormatPAX))},
+		{
+			// mknod gets 12 bits of major: 4097 would become 1 (/dev/mem).
+			name:    "device-major-truncated",
+			layers:  one(node("mem", tar.TypeChar, 4097, 1)),
+			opts:    Options{AllowDevices: true},
+			wantErr: ErrOutOfRange, wantMsg: []string{"mem: device major 4097"},
+		},
+		{name: "device-minor-truncated", layers: one(node("m", tar.TypeBlock, 8, 1<<20)), opts: Options{AllowDevices: true}, wantErr: ErrOutOfRange},
+
 		// --- devices -------------------------------------------------------
 		{
 			name:   "devices-skipped-by-default",
@@ -606,7 +632,7 @@ func hostileCases() []hostileCase {
 }
 
 // staticKinds are errors Validate must find too: they need no filesystem.
-var staticKinds = []error{ErrPathTraversal, ErrInvalidName, ErrHardlinkEscape, ErrSymlinkEscape, ErrInvalidWhiteout,
+var staticKinds = []error{ErrOutOfRange, ErrPathTraversal, ErrInvalidName, ErrHardlinkEscape, ErrSymlinkEscape, ErrInvalidWhiteout,
 	ErrFileTooLarge, ErrTooManyEntries, ErrArchiveTooLarge, ErrTruncated, ErrCorrupt, ErrUnsupportedCompression}
 
 func TestHostileArchives(t *testing.T) {
