@@ -79,6 +79,12 @@
 //     entry must be under it; whiteouts are skipped. In Layer mode,
 //     ".wh.<name>" removes <name> and ".wh..wh..opq" empties its directory
 //     of everything this layer did not itself write.
+//   - PAX global headers (the first header of every `git archive`) are
+//     not entries: their name is not checked and does not decide the
+//     rootfs/ layout. Their uid, gid, uname, gname, mtime, atime and
+//     SCHILY.xattr.* records apply to every later entry that does not set
+//     them itself, as in GNU tar; path, linkpath, size and other records
+//     that would rewrite every entry are ignored with a warning.
 //   - Data after the tar end-of-archive marker is hashed but never
 //     extracted; non-zero data there is warned about.
 //

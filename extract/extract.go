@@ -59,6 +59,10 @@ type extraction struct {
 
 	rootfsDecided bool
 	stripRootfs   bool
+
+	// global holds the records of the PAX global headers read so far,
+	// applied to every later entry that does not set them itself.
+	global map[string]string
 }
 
 func run(ctx context.Context, r io.Reader, opts Options, s sink) (Result, error) {
@@ -152,6 +156,16 @@ func (x *extraction) run() error {
 		x.last, x.current = hdr.Name, hdr.Name
 		if x.res.Entries > x.opts.MaxEntries {
 			return entryErr(ErrTooManyEntries, hdr.Name, " (max %d)", x.opts.MaxEntries)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			// Not a file: its name (git's "pax_global_header") is
+			// neither checked, nor stripped, nor does it decide the
+			// rootfs/ layout.
+			x.setGlobal(hdr)
+			continue
+		}
+		if err := x.applyGlobal(hdr); err != nil {
+			return err
 		}
 		if err := x.entry(hdr, tr); err != nil {
 			return err
@@ -316,8 +330,6 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 			return nil
 		}
 		return x.sink.node(e)
-	case tar.TypeXGlobalHeader:
-		return nil // PAX global header: nothing to extract
 	}
 	x.skip(name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
 	return nil

@@ -573,6 +573,64 @@ func hostileCases() []hostileCase {
 			},
 		},
 
+		// --- PAX global headers (issue 11 item 4) -------------------------
+		{
+			// `git archive --prefix=rootfs/` starts with one.
+			name:   "pax-global-first-rootfs-stripped",
+			layers: one(globalHeader(map[string]string{"comment": "0123abcd"}), dir("rootfs/"), file("rootfs/etc/x", "x")),
+			check: func(t *testing.T, s *sandbox, res Result) {
+				if got := readFile(t, filepath.Join(s.root, "etc/x")); got != "x" {
+					t.Errorf("got %q", got)
+				}
+				mustNotExist(t, filepath.Join(s.root, "rootfs"))
+				mustNotExist(t, filepath.Join(s.root, "pax_global_header"))
+				if res.StrippedPrefix != "rootfs/" {
+					t.Errorf("StrippedPrefix = %q", res.StrippedPrefix)
+				}
+			},
+		},
+		{
+			name:   "pax-global-in-the-middle-of-rootfs",
+			layers: one(dir("rootfs/"), file("rootfs/a", "a"), globalHeader(map[string]string{"comment": "x"}), file("rootfs/b", "b")),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, "b")); got != "b" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{
+			name: "pax-global-records-apply-to-later-entries",
+			layers: one(file("before", "x"), globalHeader(map[string]string{"mtime": "1000000000.5", "uid": "4242"}),
+				file("after", "x"), file("own", "x").owner(7, 0).pax("uid", "7")),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				fi, err := os.Lstat(filepath.Join(s.root, "after"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fi.ModTime().UnixNano(); got != 1000000000_500000000 {
+					t.Errorf("after: mtime %d, want the global one", got)
+				}
+				if isRoot() {
+					if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 4242 {
+						t.Errorf("after: uid %d, want the global 4242", uid)
+					}
+					fi, _ = os.Lstat(filepath.Join(s.root, "own"))
+					if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 7 {
+						t.Errorf("own: uid %d, want its own 7", uid)
+					}
+				}
+				fi, _ = os.Lstat(filepath.Join(s.root, "before"))
+				if !fi.ModTime().Equal(testTime) {
+					t.Errorf("before: mtime %v changed by a later global header", fi.ModTime())
+				}
+			},
+		},
+		{
+			name:    "pax-global-uid-out-of-range",
+			layers:  one(globalHeader(map[string]string{"uid": "4294967296"}), file("su", "x").mode(0o4755)),
+			wantErr: ErrOutOfRange, wantMsg: []string{"su: uid 4294967296"},
+		},
+
 		// --- ids (issue 11 item 5) ---------------------------------------
 		{
 			// uid 2^32 was truncated to 0: a setuid-root file.
