@@ -72,8 +72,12 @@
 //     contents. trusted.* xattrs are dropped (they belong to the host, e.g.
 //     overlayfs). As non-root, ownership that cannot be given away is
 //     left as the caller's with one warning.
-//   - Devices and FIFOs are created only with AllowDevices; otherwise they
-//     are skipped, warned about and listed in Result.Skipped.
+//   - Device nodes are created only with AllowDevices; otherwise they are
+//     skipped, warned about and listed in Result.Skipped. FIFOs are always
+//     created.
+//   - A first block that is a tar header with a valid checksum makes the
+//     input a plain tar, whatever compression magic its first name
+//     starts with.
 //   - In Rootfs mode, an archive whose first entry is "rootfs/" (the
 //     predecessor's layout) has that prefix stripped, and every other
 //     entry must be under it; whiteouts are skipped. In Layer mode,

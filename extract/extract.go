@@ -112,7 +112,7 @@ func (x *extraction) progress() Progress {
 
 func (x *extraction) run() error {
 	br := bufio.NewReaderSize(x.src, 1<<20)
-	head, err := br.Peek(8)
+	head, err := br.Peek(512) // a whole tar header: see DetectCompression
 	if len(head) == 0 {
 		if err == nil || err == io.EOF {
 			return fmt.Errorf("%w: empty input", ErrTruncated)
@@ -324,9 +324,13 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 			return err
 		}
 		return x.sink.hardlink(e, target)
-	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeFifo:
+		// Harmless (a name, no access to anything) and part of real
+		// images; created always.
+		return x.sink.node(e)
+	case tar.TypeChar, tar.TypeBlock:
 		if !x.opts.AllowDevices {
-			x.skip(name, "device or fifo (AllowDevices is off)")
+			x.skip(name, "device (AllowDevices is off)")
 			return nil
 		}
 		return x.sink.node(e)

@@ -70,9 +70,9 @@ type Options struct {
 	// whatever they say: they are never followed out of the root here,
 	// and inside the image's own mount namespace they are harmless.
 	StrictSymlinks bool
-	// AllowDevices creates character and block devices and FIFOs.
-	// Otherwise they are skipped with a warning and listed in
-	// Result.Skipped.
+	// AllowDevices creates character and block devices. Otherwise they
+	// are skipped with a warning and listed in Result.Skipped. FIFOs are
+	// always created: they give access to nothing.
 	AllowDevices bool
 	// ExpectedDiffID, when set, is the sha256 the uncompressed tar stream
 	// must hash to ("sha256:<hex>" or bare hex).
