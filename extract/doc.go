@@ -89,6 +89,9 @@
 //     SCHILY.xattr.* records apply to every later entry that does not set
 //     them itself, as in GNU tar; path, linkpath, size and other records
 //     that would rewrite every entry are ignored with a warning.
+//   - Sparse entries (GNU and PAX) keep their holes: block-aligned runs
+//     of zeros are not written, and the file gets its logical size, which
+//     is the size counted against MaxFileSize and MaxTotalSize.
 //   - Data after the tar end-of-archive marker is hashed but never
 //     extracted; non-zero data there is warned about.
 //

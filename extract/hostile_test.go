@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -57,6 +58,70 @@ func writeIn(t *testing.T, root, name, body string) {
 // (archive/tar's writer would move a non-ASCII name to a PAX header).
 func rawFile(name, body string) func(*testing.T, *sandbox) [][]byte {
 	return raw(rawHeader(name, '0', int64(len(body)), ""), pad([]byte(body)), endOfArchive())
+}
+
+// sparsePAX is a PAX 1.0 sparse entry (what `tar --sparse` writes with
+// --format=posix) of logical size size, with head at offset 0 and tail
+// ending at size, and nothing stored in between.
+func sparsePAX(name string, size int64, head, tail string) []byte {
+	m := fmt.Sprintf("2\n0\n%d\n%d\n%d\n", len(head), size-int64(len(tail)), len(tail))
+	body := string(pad([]byte(m))) + head + tail
+	return rawPAX(map[string]string{
+		"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+		"GNU.sparse.name": name, "GNU.sparse.realsize": fmt.Sprint(size),
+	}, "GNUSparseFile.0/"+name, '0', "", body)
+}
+
+// sparseGNU is the same as an old GNU 'S' header with an inline map.
+func sparseGNU(name string, size int64, head, tail string) []byte {
+	b := rawHeader(name, 'S', int64(len(head)+len(tail)), "")
+	copy(b[257:265], "ustar  \x00") // GNU magic
+	num := func(off int, v int64) { copy(b[off:off+12], fmt.Sprintf("%011o\x00", v)) }
+	num(386, 0)                     // sparse[0].offset
+	num(398, int64(len(head)))      // sparse[0].numbytes
+	num(410, size-int64(len(tail))) // sparse[1].offset
+	num(422, int64(len(tail)))      // sparse[1].numbytes
+	num(483, size)                  // realsize
+	for i := 148; i < 156; i++ {
+		b[i] = ' '
+	}
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return append(b, pad([]byte(head+tail))...)
+}
+
+func checkSparse(name string, size int64, head, tail string) func(*testing.T, *sandbox, Result) {
+	return func(t *testing.T, s *sandbox, _ Result) {
+		p := filepath.Join(s.root, name)
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != size {
+			t.Errorf("size %d, want %d", st.Size, size)
+		}
+		if used := st.Blocks * 512; used > 1<<20 {
+			t.Errorf("%s allocates %d bytes for %d of data: holes written out", name, used, len(head)+len(tail))
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got := make([]byte, len(head))
+		f.ReadAt(got, 0)
+		if string(got) != head {
+			t.Errorf("head %q", got)
+		}
+		got = make([]byte, len(tail))
+		f.ReadAt(got, size-int64(len(tail)))
+		if string(got) != tail {
+			t.Errorf("tail %q", got)
+		}
+	}
 }
 
 func fileIs(name, body string) func(*testing.T, *sandbox, Result) {
@@ -646,6 +711,33 @@ func hostileCases() []hostileCase {
 			name:    "pax-global-uid-out-of-range",
 			layers:  one(globalHeader(map[string]string{"uid": "4294967296"}), file("su", "x").mode(0o4755)),
 			wantErr: ErrOutOfRange, wantMsg: []string{"su: uid 4294967296"},
+		},
+
+		// --- sparse files (issue 11 item 6) ------------------------------
+		{
+			// A few KB of archive, 256 MiB of logical file: the holes
+			// must stay holes.
+			name:   "sparse-pax-1.0-keeps-holes",
+			layers: raw(sparsePAX("sparse.img", 256<<20, "head", "tail"), endOfArchive()),
+			check:  checkSparse("sparse.img", 256<<20, "head", "tail"),
+		},
+		{
+			name:   "sparse-gnu-old-keeps-holes",
+			layers: raw(sparseGNU("old.img", 256<<20, "head", "tail"), endOfArchive()),
+			check:  checkSparse("old.img", 256<<20, "head", "tail"),
+		},
+		{
+			// The logical size is what counts against the limits.
+			name:    "sparse-logical-size-over-limit",
+			layers:  raw(sparsePAX("sparse.img", 2<<20, "head", "tail"), endOfArchive()),
+			opts:    Options{MaxFileSize: 1 << 20},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"sparse.img: 2097152 bytes = 2MB (max 1048576 bytes = 1MB)"},
+		},
+		{
+			name:    "sparse-logical-total-over-limit",
+			layers:  raw(sparsePAX("a.img", 3<<20, "a", "a"), sparsePAX("b.img", 3<<20, "b", "b"), endOfArchive()),
+			opts:    Options{MaxTotalSize: 4 << 20},
+			wantErr: ErrArchiveTooLarge, wantMsg: []string{"b.img"},
 		},
 
 		// --- format detection (issue 11 item 11) -------------------------

@@ -238,7 +238,12 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	}
 	f := os.NewFile(uintptr(fd), e.rel)
 	defer f.Close()
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	var n int64
+	if isSparse(e.hdr) {
+		n, err = copySparse(fd, r, s.buf)
+	} else {
+		n, err = io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	}
 	if err != nil {
 		return opErr("write", e.name, err)
 	}
