@@ -37,6 +37,14 @@
 //     same as relative ones.
 //   - NUL in a name, names of PATH_MAX (4096) bytes or more, components
 //     over NAME_MAX (255), empty names, non-directories naming the root.
+//   - an entry whose directory does not resolve to one: through a regular
+//     file or other non-directory, a symlink that leads nowhere, or a
+//     symlink loop (more than 40 symlinks) ("invalid parent directory").
+//     Missing parents are made (mode 0755) and count as entries against
+//     MaxEntries.
+//   - a regular file whose name ends in "/" and that has data; without
+//     data it is a directory, as in GNU tar.
+//   - more than 64 MiB of symlink targets in all (Validate keeps them).
 //   - hardlinks whose target has "..", is outside "rootfs/" when that
 //     prefix is stripped, does not exist in the root (resolved like any
 //     other path, inside the root), or is a directory. A hardlink to a
@@ -94,6 +102,23 @@
 //     is the size counted against MaxFileSize and MaxTotalSize.
 //   - Data after the tar end-of-archive marker is hashed but never
 //     extracted; non-zero data there is warned about.
+//
+// # One set of rules
+//
+// Validate decides every entry as Extract does on an empty root (a fresh
+// device; in Layer mode, an empty parent): its model of the tree resolves
+// paths with the kernel's RESOLVE_IN_ROOT rules, and the differential test
+// (differential_test.go, in `go test`) runs the hostile, containerd and fuzz
+// corpora through both and requires the same verdict. In Layer mode,
+// Validate assumes paths the layer did not write may be directories in the
+// parent and hardlink targets it did not write may exist there.
+//
+// Both keep memory bounded by the number of entries, never by the length
+// of names: Validate's model stores a type byte and a 128-bit hash per path
+// (and the bounded symlink targets), Extract stores directory metadata by
+// inode and, in Layer mode, hashes of the paths it wrote. Path resolution
+// costs the number of components looked at, so it is linear in the
+// archive.
 //
 // Any error leaves the root in an unspecified partial state: the caller
 // must discard it.

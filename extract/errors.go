@@ -32,6 +32,11 @@ var (
 	ErrSymlinkEscape = newKind("symlink target escapes base directory", errdefs.ErrInvalidArgument)
 	// ErrInvalidWhiteout: a whiteout that names ".", ".." or nothing.
 	ErrInvalidWhiteout = newKind("invalid whiteout", errdefs.ErrInvalidArgument)
+	// ErrInvalidParent: an entry whose parent path does not lead to a
+	// directory: it goes through a regular file or other
+	// non-directory, through a symlink that leads nowhere, or through a
+	// symlink loop (more than 40 symlinks).
+	ErrInvalidParent = newKind("invalid parent directory", errdefs.ErrInvalidArgument)
 	// ErrOutOfRange: a uid or gid outside 0..4294967294 (2^32-1 is
 	// chown's "leave unchanged", which would keep the extractor's own
 	// root), or a device number the kernel cannot represent. Never

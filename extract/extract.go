@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Extract reads an image tarball (plain tar, gzip or zstd, detected from
@@ -53,9 +55,10 @@ type extraction struct {
 	dec *decodeReader
 	ts  *tarStream
 
-	content int64  // sum of entry sizes
-	last    string // last entry name read, for errors between entries
-	current string
+	content      int64  // sum of entry sizes
+	symlinkBytes int64  // sum of symlink target lengths
+	last         string // last entry name read, for errors between entries
+	current      string
 
 	rootfsDecided bool
 	stripRootfs   bool
@@ -169,6 +172,11 @@ func (x *extraction) run() error {
 		}
 		if err := x.entry(hdr, tr); err != nil {
 			return err
+		}
+		if n := x.res.Entries + x.sink.impliedDirs(); n > x.opts.MaxEntries {
+			// Parents no entry names are made (and modelled) too: a
+			// few bytes of name can imply 2,000 directories.
+			return entryErr(ErrTooManyEntries, hdr.Name, " (max %d, counting %d directories made for parents)", x.opts.MaxEntries, x.sink.impliedDirs())
 		}
 		x.current = ""
 	}
@@ -297,6 +305,15 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return x.whiteout(e, dir, base)
 	}
+	if (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) && strings.HasSuffix(name, "/") {
+		// Old tars mark directories with a trailing slash alone, and GNU
+		// tar reads a regular file so named as one. With data it is
+		// neither.
+		if hdr.Size != 0 {
+			return entryErr(ErrInvalidName, name, " (a regular file with %d bytes of data, named like a directory)", hdr.Size)
+		}
+		hdr.Typeflag = tar.TypeDir
+	}
 	if rel == "" && hdr.Typeflag != tar.TypeDir {
 		return entryErr(ErrInvalidName, name, " (a non-directory entry naming the root)")
 	}
@@ -403,6 +420,13 @@ func (x *extraction) checkSymlink(e *entry) error {
 	if len(t) >= MaxPathLen {
 		return entryErr(ErrInvalidName, e.name, " (symlink target of 4096 bytes or more)")
 	}
+	// Validate keeps every target to resolve paths through it; the
+	// total is bounded so that memory stays bounded, and Extract refuses
+	// the same archives.
+	x.symlinkBytes += int64(len(t))
+	if x.symlinkBytes > maxSymlinkTargets {
+		return entryErr(ErrArchiveTooLarge, e.name, ": symlink targets total more than %s", ExactSize(maxSymlinkTargets))
+	}
 	if x.opts.StrictSymlinks && symlinkEscapes(e.rel, t) {
 		return entryErr(ErrSymlinkEscape, e.name, " -> %s", printable(t))
 	}
@@ -461,6 +485,25 @@ func checkIDs(name string, hdr *tar.Header) error {
 		if hdr.Devminor < 0 || hdr.Devminor > maxDevMinor {
 			return entryErr(ErrOutOfRange, name, ": device minor %d (allowed 0..%d)", hdr.Devminor, maxDevMinor)
 		}
+	}
+	return nil
+}
+
+// maxSymlinkTargets bounds the sum of the lengths of all symlink targets
+// in one archive. Real images have kilobytes of them (tens of MB for the
+// largest Nix closures); Validate keeps them all.
+const maxSymlinkTargets = 64 << 20
+
+// parentErr is the error for an entry whose parent does not resolve to a
+// directory, from the model's errors or the kernel's, worded the same.
+func parentErr(name string, err error) error {
+	switch {
+	case errors.Is(err, errNotDir) || errors.Is(err, unix.ENOTDIR):
+		return entryErr(ErrInvalidParent, name, " (a component of its directory is not a directory)")
+	case errors.Is(err, errDangling) || errors.Is(err, unix.ENOENT):
+		return entryErr(ErrInvalidParent, name, " (a symlink in its directory leads nowhere)")
+	case errors.Is(err, errLoop) || errors.Is(err, unix.ELOOP):
+		return entryErr(ErrInvalidParent, name, " (a symlink loop, or more than 40 symlinks, in its directory)")
 	}
 	return nil
 }

@@ -655,6 +655,63 @@ func hostileCases() []hostileCase {
 			},
 		},
 
+		// --- parents (issue 11 item 1: Validate passed these) -------------
+		{name: "entry-under-regular-file", layers: one(file("f", "x"), file("f/x", "y")), wantErr: ErrInvalidParent, wantMsg: []string{"f/x (a component of its directory is not a directory)"}},
+		{name: "entry-under-fifo", layers: one(node("p", tar.TypeFifo, 0, 0), dir("p/d/")), wantErr: ErrInvalidParent},
+		{name: "entry-under-dangling-symlink", layers: one(symlink("l", "nowhere/deeper"), file("l/x", "y")), wantErr: ErrInvalidParent, wantMsg: []string{"l/x (a symlink in its directory leads nowhere)"}},
+		{name: "entry-under-symlink-to-file", layers: one(file("f", "x"), symlink("l", "f"), file("l/x", "y")), wantErr: ErrInvalidParent},
+		{name: "entry-under-looping-symlink", layers: one(symlink("a", "b/x"), symlink("b", "a/y"), dir("a/z/")), wantErr: ErrInvalidParent, wantMsg: []string{"a/z/ (a symlink loop"}},
+		{name: "entry-under-self-symlink", layers: one(symlink("s", "s"), file("s/x", "y")), wantErr: ErrInvalidParent},
+		{
+			name:    "hardlink-into-replaced-directory",
+			layers:  one(dir("d"), file("d/a", "a"), file("d", "now a file"), dir("d"), hardlink("h", "d/a")),
+			wantErr: ErrInvalidHardlink, wantMsg: []string{"h -> d/a (target not found)"},
+		},
+		{
+			name:    "entry-under-directory-replaced-by-file",
+			layers:  one(dir("d"), dir("d/sub"), file("d", "now a file"), file("d/sub/x", "x")),
+			wantErr: ErrInvalidParent,
+		},
+		{
+			name:   "entry-under-symlink-in-replaced-directory",
+			layers: one(dir("d"), symlink("d/s", "/nowhere"), file("d", "f"), dir("d"), file("d/s/x", "x")),
+			check:  fileIs("d/s/x", "x"),
+		},
+		{
+			// GNU tar reads a regular file named "x/" as a directory.
+			name:   "type0-trailing-slash-is-a-directory",
+			layers: raw(rawHeader("d/", '0', 0, ""), rawHeader("d/x", '0', 1, ""), pad([]byte("x")), endOfArchive()),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, "d/x")); got != "x" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{
+			name:    "type0-trailing-slash-with-data",
+			layers:  raw(rawHeader("d/", '0', 3, ""), pad([]byte("abc")), endOfArchive()),
+			wantErr: ErrInvalidName, wantMsg: []string{"d/ (a regular file with 3 bytes of data, named like a directory)"},
+		},
+		{
+			// Implied parents count as entries: a few bytes of name
+			// must not make thousands of directories past MaxEntries.
+			name:    "implied-parents-count-as-entries",
+			layers:  one(file(deepName(50, "f"), "x")),
+			opts:    Options{MaxEntries: 20},
+			wantErr: ErrTooManyEntries, wantMsg: []string{"counting 50 directories made for parents"},
+		},
+		{
+			name: "symlink-targets-total-bounded",
+			layers: func(t *testing.T, s *sandbox) [][]byte {
+				long := strings.Repeat("t/", 2000)
+				one := mkTar(t, symlink("l", long))
+				one = one[:len(one)-1024] // without the end marker
+				n := maxSymlinkTargets/len(long) + 1
+				return [][]byte{gz(t, append(bytes.Repeat(one, n), endOfArchive()...))}
+			},
+			wantErr: ErrArchiveTooLarge, wantMsg: []string{"symlink targets total more than 67108864 bytes = 64MB"},
+		},
+
 		// --- PAX global headers (issue 11 item 4) -------------------------
 		{
 			// `git archive --prefix=rootfs/` starts with one.

@@ -95,6 +95,11 @@ type Options struct {
 	// forceWalk makes the resolver use the userspace walk even where
 	// openat2 exists, so tests cover both paths.
 	forceWalk bool
+	// emptyParent tells Validate in Layer mode that the parent is empty,
+	// so it judges like Extract onto an empty root (the differential
+	// test). Without it, paths the layer did not write may be in the
+	// parent and are given the benefit of the doubt.
+	emptyParent bool
 }
 
 // Progress is a snapshot of how far the stream has been read.
