@@ -712,6 +712,18 @@ func hostileCases() []hostileCase {
 			wantErr: ErrArchiveTooLarge, wantMsg: []string{"symlink targets total more than 67108864 bytes = 64MB"},
 		},
 
+		{
+			// Issue 11 item 2: 20,000 components per lookup.
+			name:   "deep-20000-components-through-symlinks",
+			layers: func(t *testing.T, _ *sandbox) [][]byte { return [][]byte{deepThroughSymlinks(t, 20)} },
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, deepName(2000, "f19"))); got != "x" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{name: "deep-chain-500", layers: func(t *testing.T, _ *sandbox) [][]byte { return [][]byte{deepChain(t, 500)} }},
+
 		// --- PAX global headers (issue 11 item 4) -------------------------
 		{
 			// `git archive --prefix=rootfs/` starts with one.
