@@ -283,6 +283,15 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if err != nil {
 		return err
 	}
+	if (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) && strings.HasSuffix(name, "/") {
+		// Old tars mark directories with a trailing slash alone, and GNU
+		// tar reads a regular file so named as one. With data it is
+		// neither.
+		if hdr.Size != 0 {
+			return entryErr(ErrInvalidName, name, " (a regular file with %d bytes of data, named like a directory)", hdr.Size)
+		}
+		hdr.Typeflag = tar.TypeDir
+	}
 	if rel, err = x.rootfsPrefix(name, rel, hdr.Typeflag); err != nil {
 		return err
 	}
@@ -304,15 +313,6 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	dir, base := splitRel(rel)
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return x.whiteout(e, dir, base)
-	}
-	if (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) && strings.HasSuffix(name, "/") {
-		// Old tars mark directories with a trailing slash alone, and GNU
-		// tar reads a regular file so named as one. With data it is
-		// neither.
-		if hdr.Size != 0 {
-			return entryErr(ErrInvalidName, name, " (a regular file with %d bytes of data, named like a directory)", hdr.Size)
-		}
-		hdr.Typeflag = tar.TypeDir
 	}
 	if rel == "" && hdr.Typeflag != tar.TypeDir {
 		return entryErr(ErrInvalidName, name, " (a non-directory entry naming the root)")

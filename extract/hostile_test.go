@@ -688,6 +688,11 @@ func hostileCases() []hostileCase {
 			},
 		},
 		{
+			name:   "type0-trailing-slash-rootfs-is-the-prefix",
+			layers: raw(rawHeader("rootfs/", '0', 0, ""), rawHeader("rootfs/x", '0', 1, ""), pad([]byte("x")), endOfArchive()),
+			check:  fileIs("x", "x"),
+		},
+		{
 			name:    "type0-trailing-slash-with-data",
 			layers:  raw(rawHeader("d/", '0', 3, ""), pad([]byte("abc")), endOfArchive()),
 			wantErr: ErrInvalidName, wantMsg: []string{"d/ (a regular file with 3 bytes of data, named like a directory)"},
