@@ -10,11 +10,18 @@
 BENCH_ARGS ?=
 # S3 fill benchmark (bench/s3bench), e.g. S3BENCH_ARGS="-size 536870912 -n 5".
 S3BENCH_ARGS ?=
+# Extractor peak RSS and time on a generated 1M-entry archive against GNU
+# tar (bench/extractmem), e.g. EXTRACTMEM_ARGS="-entries 200000 -dir /var/tmp".
+EXTRACTMEM_ARGS ?=
 
-.PHONY: bench bench-s3
+.PHONY: bench bench-s3 bench-extractmem
 bench:
 	bench/run.sh $(BENCH_ARGS)
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
+	$(MAKE) bench-extractmem
+
+bench-extractmem:
+	$(GO) run ./bench/extractmem $(EXTRACTMEM_ARGS)
 
 bench-s3:
 	bench/s3bench/run.sh $(S3BENCH_ARGS)

@@ -33,11 +33,15 @@ var (
 )
 
 // DetectCompression names the encoding of a stream from its first bytes
-// (pass at least 6). Anything that is not gzip, zstd or a known but
-// unsupported format is taken to be a plain tar, which the tar reader then
-// checks; for bzip2 and xz it returns ErrUnsupportedCompression.
+// (pass 512, or all of a shorter stream). A first block that is a tar
+// header with a valid checksum is a plain tar, whatever magic its name
+// starts with. Anything else that is not gzip, zstd or a known but
+// unsupported format is taken to be a plain tar too, which the tar reader
+// then checks; for bzip2 and xz it returns ErrUnsupportedCompression.
 func DetectCompression(head []byte) (Compression, error) {
 	switch {
+	case isTarHeader(head):
+		return Uncompressed, nil
 	case bytes.HasPrefix(head, magicGzip):
 		return Gzip, nil
 	case bytes.HasPrefix(head, magicZstd):

@@ -37,6 +37,14 @@
 //     same as relative ones.
 //   - NUL in a name, names of PATH_MAX (4096) bytes or more, components
 //     over NAME_MAX (255), empty names, non-directories naming the root.
+//   - an entry whose directory does not resolve to one: through a regular
+//     file or other non-directory, a symlink that leads nowhere, or a
+//     symlink loop (more than 40 symlinks) ("invalid parent directory").
+//     Missing parents are made (mode 0755) and count as entries against
+//     MaxEntries.
+//   - a regular file whose name ends in "/" and that has data; without
+//     data it is a directory, as in GNU tar.
+//   - more than 64 MiB of symlink targets in all (Validate keeps them).
 //   - hardlinks whose target has "..", is outside "rootfs/" when that
 //     prefix is stripped, does not exist in the root (resolved like any
 //     other path, inside the root), or is a directory. A hardlink to a
@@ -46,6 +54,9 @@
 //     "/bin/sh -> /bin/busybox"); they are never followed out of the root
 //     here.
 //   - whiteouts of "", "." or ".." (".wh...").
+//   - uid or gid outside 0..4294967294 and device numbers mknod cannot
+//     carry (major over 4095, minor over 1048575), naming the entry, as
+//     GNU tar does: never truncated (uid 2^32 would become root).
 //   - entries over MaxFileSize (default 1 GiB), more than MaxEntries
 //     (default 1,000,000) entries, more than MaxTotalSize (default 64 GiB)
 //     of content or of uncompressed stream (which also bounds decompression
@@ -69,15 +80,45 @@
 //     contents. trusted.* xattrs are dropped (they belong to the host, e.g.
 //     overlayfs). As non-root, ownership that cannot be given away is
 //     left as the caller's with one warning.
-//   - Devices and FIFOs are created only with AllowDevices; otherwise they
-//     are skipped, warned about and listed in Result.Skipped.
+//   - Device nodes are created only with AllowDevices; otherwise they are
+//     skipped, warned about and listed in Result.Skipped. FIFOs are always
+//     created.
+//   - A first block that is a tar header with a valid checksum makes the
+//     input a plain tar, whatever compression magic its first name
+//     starts with.
 //   - In Rootfs mode, an archive whose first entry is "rootfs/" (the
 //     predecessor's layout) has that prefix stripped, and every other
 //     entry must be under it; whiteouts are skipped. In Layer mode,
 //     ".wh.<name>" removes <name> and ".wh..wh..opq" empties its directory
 //     of everything this layer did not itself write.
+//   - PAX global headers (the first header of every `git archive`) are
+//     not entries: their name is not checked and does not decide the
+//     rootfs/ layout. Their uid, gid, uname, gname, mtime, atime and
+//     SCHILY.xattr.* records apply to every later entry that does not set
+//     them itself, as in GNU tar; path, linkpath, size and other records
+//     that would rewrite every entry are ignored with a warning.
+//   - Sparse entries (GNU and PAX) keep their holes: block-aligned runs
+//     of zeros are not written, and the file gets its logical size, which
+//     is the size counted against MaxFileSize and MaxTotalSize.
 //   - Data after the tar end-of-archive marker is hashed but never
 //     extracted; non-zero data there is warned about.
+//
+// # One set of rules
+//
+// Validate decides every entry as Extract does on an empty root (a fresh
+// device; in Layer mode, an empty parent): its model of the tree resolves
+// paths with the kernel's RESOLVE_IN_ROOT rules, and the differential test
+// (differential_test.go, in `go test`) runs the hostile, containerd and fuzz
+// corpora through both and requires the same verdict. In Layer mode,
+// Validate assumes paths the layer did not write may be directories in the
+// parent and hardlink targets it did not write may exist there.
+//
+// Both keep memory bounded by the number of entries, never by the length
+// of names: Validate's model stores a type byte and a 128-bit hash per path
+// (and the bounded symlink targets), Extract stores directory metadata by
+// inode and, in Layer mode, hashes of the paths it wrote. Path resolution
+// costs the number of components looked at, so it is linear in the
+// archive.
 //
 // Any error leaves the root in an unspecified partial state: the caller
 // must discard it.

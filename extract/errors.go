@@ -32,6 +32,16 @@ var (
 	ErrSymlinkEscape = newKind("symlink target escapes base directory", errdefs.ErrInvalidArgument)
 	// ErrInvalidWhiteout: a whiteout that names ".", ".." or nothing.
 	ErrInvalidWhiteout = newKind("invalid whiteout", errdefs.ErrInvalidArgument)
+	// ErrInvalidParent: an entry whose parent path does not lead to a
+	// directory: it goes through a regular file or other
+	// non-directory, through a symlink that leads nowhere, or through a
+	// symlink loop (more than 40 symlinks).
+	ErrInvalidParent = newKind("invalid parent directory", errdefs.ErrInvalidArgument)
+	// ErrOutOfRange: a uid or gid outside 0..4294967294 (2^32-1 is
+	// chown's "leave unchanged", which would keep the extractor's own
+	// root), or a device number the kernel cannot represent. Never
+	// truncated: a setuid file with uid 2^32 would become setuid root.
+	ErrOutOfRange = newKind("value out of range", errdefs.ErrInvalidArgument)
 	// ErrFileTooLarge: one entry over Options.MaxFileSize.
 	ErrFileTooLarge = newKind("file too large", errdefs.ErrOutOfRange)
 	// ErrTooManyEntries: more than Options.MaxEntries entries.
@@ -68,7 +78,7 @@ func (e *kindError) Unwrap() error { return e.kind }
 // EntryError is an error about one tar entry. Its message is
 // "<what>: <entry><detail>", for example
 // "path traversal detected: ../etc/passwd" or
-// "file too large: big.img: 2GB (max 1GB)".
+// "file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)".
 type EntryError struct {
 	// Entry is the entry name as it appears in the archive.
 	Entry string

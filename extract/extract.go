@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Extract reads an image tarball (plain tar, gzip or zstd, detected from
@@ -53,12 +55,17 @@ type extraction struct {
 	dec *decodeReader
 	ts  *tarStream
 
-	content int64  // sum of entry sizes
-	last    string // last entry name read, for errors between entries
-	current string
+	content      int64  // sum of entry sizes
+	symlinkBytes int64  // sum of symlink target lengths
+	last         string // last entry name read, for errors between entries
+	current      string
 
 	rootfsDecided bool
 	stripRootfs   bool
+
+	// global holds the records of the PAX global headers read so far,
+	// applied to every later entry that does not set them itself.
+	global map[string]string
 }
 
 func run(ctx context.Context, r io.Reader, opts Options, s sink) (Result, error) {
@@ -108,7 +115,7 @@ func (x *extraction) progress() Progress {
 
 func (x *extraction) run() error {
 	br := bufio.NewReaderSize(x.src, 1<<20)
-	head, err := br.Peek(8)
+	head, err := br.Peek(512) // a whole tar header: see DetectCompression
 	if len(head) == 0 {
 		if err == nil || err == io.EOF {
 			return fmt.Errorf("%w: empty input", ErrTruncated)
@@ -153,8 +160,23 @@ func (x *extraction) run() error {
 		if x.res.Entries > x.opts.MaxEntries {
 			return entryErr(ErrTooManyEntries, hdr.Name, " (max %d)", x.opts.MaxEntries)
 		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			// Not a file: its name (git's "pax_global_header") is
+			// neither checked, nor stripped, nor does it decide the
+			// rootfs/ layout.
+			x.setGlobal(hdr)
+			continue
+		}
+		if err := x.applyGlobal(hdr); err != nil {
+			return err
+		}
 		if err := x.entry(hdr, tr); err != nil {
 			return err
+		}
+		if n := x.res.Entries + x.sink.impliedDirs(); n > x.opts.MaxEntries {
+			// Parents no entry names are made (and modelled) too: a
+			// few bytes of name can imply 2,000 directories.
+			return entryErr(ErrTooManyEntries, hdr.Name, " (max %d, counting %d directories made for parents)", x.opts.MaxEntries, x.sink.impliedDirs())
 		}
 		x.current = ""
 	}
@@ -261,18 +283,30 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if err != nil {
 		return err
 	}
+	if (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) && strings.HasSuffix(name, "/") {
+		// Old tars mark directories with a trailing slash alone, and GNU
+		// tar reads a regular file so named as one. With data it is
+		// neither.
+		if hdr.Size != 0 {
+			return entryErr(ErrInvalidName, name, " (a regular file with %d bytes of data, named like a directory)", hdr.Size)
+		}
+		hdr.Typeflag = tar.TypeDir
+	}
 	if rel, err = x.rootfsPrefix(name, rel, hdr.Typeflag); err != nil {
 		return err
 	}
 	if hdr.Size < 0 {
 		return entryErr(ErrCorrupt, name, " (negative size)")
 	}
+	if err := checkIDs(name, hdr); err != nil {
+		return err
+	}
 	if hdr.Size > x.opts.MaxFileSize {
-		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", FormatSize(hdr.Size), FormatSize(x.opts.MaxFileSize))
+		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", ExactSize(hdr.Size), ExactSize(x.opts.MaxFileSize))
 	}
 	x.content += hdr.Size
 	if x.content > x.opts.MaxTotalSize {
-		return entryErr(ErrArchiveTooLarge, name, ": %s of content so far (max %s)", FormatSize(x.content), FormatSize(x.opts.MaxTotalSize))
+		return entryErr(ErrArchiveTooLarge, name, ": %s of content so far (max %s)", ExactSize(x.content), ExactSize(x.opts.MaxTotalSize))
 	}
 	e := &entry{name: name, rel: rel, hdr: hdr}
 
@@ -307,14 +341,16 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 			return err
 		}
 		return x.sink.hardlink(e, target)
-	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeFifo:
+		// Harmless (a name, no access to anything) and part of real
+		// images; created always.
+		return x.sink.node(e)
+	case tar.TypeChar, tar.TypeBlock:
 		if !x.opts.AllowDevices {
-			x.skip(name, "device or fifo (AllowDevices is off)")
+			x.skip(name, "device (AllowDevices is off)")
 			return nil
 		}
 		return x.sink.node(e)
-	case tar.TypeXGlobalHeader:
-		return nil // PAX global header: nothing to extract
 	}
 	x.skip(name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
 	return nil
@@ -384,6 +420,13 @@ func (x *extraction) checkSymlink(e *entry) error {
 	if len(t) >= MaxPathLen {
 		return entryErr(ErrInvalidName, e.name, " (symlink target of 4096 bytes or more)")
 	}
+	// Validate keeps every target to resolve paths through it; the
+	// total is bounded so that memory stays bounded, and Extract refuses
+	// the same archives.
+	x.symlinkBytes += int64(len(t))
+	if x.symlinkBytes > maxSymlinkTargets {
+		return entryErr(ErrArchiveTooLarge, e.name, ": symlink targets total more than %s", ExactSize(maxSymlinkTargets))
+	}
 	if x.opts.StrictSymlinks && symlinkEscapes(e.rel, t) {
 		return entryErr(ErrSymlinkEscape, e.name, " -> %s", printable(t))
 	}
@@ -416,4 +459,51 @@ func (x *extraction) linkTarget(e *entry) (string, error) {
 		return "", entryErr(ErrInvalidHardlink, e.name, " -> %s (target is the root)", printable(t))
 	}
 	return rel, nil
+}
+
+// Ranges of the numbers an entry hands to the kernel. uid_t and gid_t are
+// 32 bits and (uid_t)-1 means "unchanged" to chown; dev_t reaches mknod as
+// 32 bits, 12 of major and 20 of minor. Values outside are refused, as GNU
+// tar does ("value out of uid_t range"), never truncated.
+const (
+	maxID       = 1<<32 - 2
+	maxDevMajor = 1<<12 - 1
+	maxDevMinor = 1<<20 - 1
+)
+
+func checkIDs(name string, hdr *tar.Header) error {
+	if hdr.Uid < 0 || int64(hdr.Uid) > maxID {
+		return entryErr(ErrOutOfRange, name, ": uid %d (allowed 0..%d)", hdr.Uid, int64(maxID))
+	}
+	if hdr.Gid < 0 || int64(hdr.Gid) > maxID {
+		return entryErr(ErrOutOfRange, name, ": gid %d (allowed 0..%d)", hdr.Gid, int64(maxID))
+	}
+	if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
+		if hdr.Devmajor < 0 || hdr.Devmajor > maxDevMajor {
+			return entryErr(ErrOutOfRange, name, ": device major %d (allowed 0..%d)", hdr.Devmajor, maxDevMajor)
+		}
+		if hdr.Devminor < 0 || hdr.Devminor > maxDevMinor {
+			return entryErr(ErrOutOfRange, name, ": device minor %d (allowed 0..%d)", hdr.Devminor, maxDevMinor)
+		}
+	}
+	return nil
+}
+
+// maxSymlinkTargets bounds the sum of the lengths of all symlink targets
+// in one archive. Real images have kilobytes of them (tens of MB for the
+// largest Nix closures); Validate keeps them all.
+const maxSymlinkTargets = 64 << 20
+
+// parentErr is the error for an entry whose parent does not resolve to a
+// directory, from the model's errors or the kernel's, worded the same.
+func parentErr(name string, err error) error {
+	switch {
+	case errors.Is(err, errNotDir) || errors.Is(err, unix.ENOTDIR):
+		return entryErr(ErrInvalidParent, name, " (a component of its directory is not a directory)")
+	case errors.Is(err, errDangling) || errors.Is(err, unix.ENOENT):
+		return entryErr(ErrInvalidParent, name, " (a symlink in its directory leads nowhere)")
+	case errors.Is(err, errLoop) || errors.Is(err, unix.ELOOP):
+		return entryErr(ErrInvalidParent, name, " (a symlink loop, or more than 40 symlinks, in its directory)")
+	}
+	return nil
 }

@@ -51,6 +51,11 @@ func node(name string, typ byte, major, minor int64) ent {
 	return ent{hdr: tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor, ModTime: testTime}}
 }
 
+// globalHeader is a PAX global header as `git archive` writes first.
+func globalHeader(records map[string]string) ent {
+	return ent{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: records, Format: tar.FormatPAX}}
+}
+
 func (e ent) mode(m int64) ent        { e.hdr.Mode = m; return e }
 func (e ent) owner(uid, gid int) ent  { e.hdr.Uid, e.hdr.Gid = uid, gid; return e }
 func (e ent) format(f tar.Format) ent { e.hdr.Format = f; return e }

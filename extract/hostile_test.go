@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -50,6 +51,87 @@ func writeIn(t *testing.T, root, name, body string) {
 	}
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// rawFile is a one-file ustar archive with the name in the first bytes
+// (archive/tar's writer would move a non-ASCII name to a PAX header).
+func rawFile(name, body string) func(*testing.T, *sandbox) [][]byte {
+	return raw(rawHeader(name, '0', int64(len(body)), ""), pad([]byte(body)), endOfArchive())
+}
+
+// sparsePAX is a PAX 1.0 sparse entry (what `tar --sparse` writes with
+// --format=posix) of logical size size, with head at offset 0 and tail
+// ending at size, and nothing stored in between.
+func sparsePAX(name string, size int64, head, tail string) []byte {
+	m := fmt.Sprintf("2\n0\n%d\n%d\n%d\n", len(head), size-int64(len(tail)), len(tail))
+	body := string(pad([]byte(m))) + head + tail
+	return rawPAX(map[string]string{
+		"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+		"GNU.sparse.name": name, "GNU.sparse.realsize": fmt.Sprint(size),
+	}, "GNUSparseFile.0/"+name, '0', "", body)
+}
+
+// sparseGNU is the same as an old GNU 'S' header with an inline map.
+func sparseGNU(name string, size int64, head, tail string) []byte {
+	b := rawHeader(name, 'S', int64(len(head)+len(tail)), "")
+	copy(b[257:265], "ustar  \x00") // GNU magic
+	num := func(off int, v int64) { copy(b[off:off+12], fmt.Sprintf("%011o\x00", v)) }
+	num(386, 0)                     // sparse[0].offset
+	num(398, int64(len(head)))      // sparse[0].numbytes
+	num(410, size-int64(len(tail))) // sparse[1].offset
+	num(422, int64(len(tail)))      // sparse[1].numbytes
+	num(483, size)                  // realsize
+	for i := 148; i < 156; i++ {
+		b[i] = ' '
+	}
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return append(b, pad([]byte(head+tail))...)
+}
+
+func checkSparse(name string, size int64, head, tail string) func(*testing.T, *sandbox, Result) {
+	return func(t *testing.T, s *sandbox, _ Result) {
+		p := filepath.Join(s.root, name)
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != size {
+			t.Errorf("size %d, want %d", st.Size, size)
+		}
+		if used := st.Blocks * 512; used > 1<<20 {
+			t.Errorf("%s allocates %d bytes for %d of data: holes written out", name, used, len(head)+len(tail))
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got := make([]byte, len(head))
+		f.ReadAt(got, 0)
+		if string(got) != head {
+			t.Errorf("head %q", got)
+		}
+		got = make([]byte, len(tail))
+		f.ReadAt(got, size-int64(len(tail)))
+		if string(got) != tail {
+			t.Errorf("tail %q", got)
+		}
+	}
+}
+
+func fileIs(name, body string) func(*testing.T, *sandbox, Result) {
+	return func(t *testing.T, s *sandbox, res Result) {
+		if got := readFile(t, filepath.Join(s.root, name)); got != body {
+			t.Errorf("%q = %q", name, got)
+		}
+		if res.Compression != string(Uncompressed) {
+			t.Errorf("compression %q", res.Compression)
+		}
 	}
 }
 
@@ -433,7 +515,15 @@ func hostileCases() []hostileCase {
 				// A header claiming 2 GiB; the data never comes.
 				return [][]byte{rawHeader("big.img", '0', 2<<30, "")}
 			},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2GB (max 1GB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)"},
+		},
+		{
+			// Issue 11 item 7: one byte over used to print "1GB (max 1GB)".
+			name: "file-one-byte-over-the-limit",
+			layers: func(t *testing.T, s *sandbox) [][]byte {
+				return [][]byte{rawHeader("big.img", '0', 1<<30+1, "")}
+			},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 1073741825 bytes (max 1073741824 bytes = 1GB)"},
 		},
 		{
 			name: "gzip-bomb-file",
@@ -441,7 +531,7 @@ func hostileCases() []hostileCase {
 				return [][]byte{gz(t, mkTar(t, ent{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "bomb", Size: 64 << 20, Mode: 0o644}, body: make([]byte, 64<<20)}))}
 			},
 			opts:    Options{MaxFileSize: 1 << 20},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 64MB (max 1MB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 67108864 bytes = 64MB (max 1048576 bytes = 1MB)"},
 		},
 		{
 			name: "gzip-bomb-total",
@@ -565,6 +655,200 @@ func hostileCases() []hostileCase {
 			},
 		},
 
+		// --- parents (issue 11 item 1: Validate passed these) -------------
+		{name: "entry-under-regular-file", layers: one(file("f", "x"), file("f/x", "y")), wantErr: ErrInvalidParent, wantMsg: []string{"f/x (a component of its directory is not a directory)"}},
+		{name: "entry-under-fifo", layers: one(node("p", tar.TypeFifo, 0, 0), dir("p/d/")), wantErr: ErrInvalidParent},
+		{name: "entry-under-dangling-symlink", layers: one(symlink("l", "nowhere/deeper"), file("l/x", "y")), wantErr: ErrInvalidParent, wantMsg: []string{"l/x (a symlink in its directory leads nowhere)"}},
+		{name: "entry-under-symlink-to-file", layers: one(file("f", "x"), symlink("l", "f"), file("l/x", "y")), wantErr: ErrInvalidParent},
+		{name: "entry-under-looping-symlink", layers: one(symlink("a", "b/x"), symlink("b", "a/y"), dir("a/z/")), wantErr: ErrInvalidParent, wantMsg: []string{"a/z/ (a symlink loop"}},
+		{name: "entry-under-self-symlink", layers: one(symlink("s", "s"), file("s/x", "y")), wantErr: ErrInvalidParent},
+		{
+			name:    "hardlink-into-replaced-directory",
+			layers:  one(dir("d"), file("d/a", "a"), file("d", "now a file"), dir("d"), hardlink("h", "d/a")),
+			wantErr: ErrInvalidHardlink, wantMsg: []string{"h -> d/a (target not found)"},
+		},
+		{
+			name:    "entry-under-directory-replaced-by-file",
+			layers:  one(dir("d"), dir("d/sub"), file("d", "now a file"), file("d/sub/x", "x")),
+			wantErr: ErrInvalidParent,
+		},
+		{
+			name:   "entry-under-symlink-in-replaced-directory",
+			layers: one(dir("d"), symlink("d/s", "/nowhere"), file("d", "f"), dir("d"), file("d/s/x", "x")),
+			check:  fileIs("d/s/x", "x"),
+		},
+		{
+			// GNU tar reads a regular file named "x/" as a directory.
+			name:   "type0-trailing-slash-is-a-directory",
+			layers: raw(rawHeader("d/", '0', 0, ""), rawHeader("d/x", '0', 1, ""), pad([]byte("x")), endOfArchive()),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, "d/x")); got != "x" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{
+			name:   "type0-trailing-slash-rootfs-is-the-prefix",
+			layers: raw(rawHeader("rootfs/", '0', 0, ""), rawHeader("rootfs/x", '0', 1, ""), pad([]byte("x")), endOfArchive()),
+			check:  fileIs("x", "x"),
+		},
+		{
+			name:    "type0-trailing-slash-with-data",
+			layers:  raw(rawHeader("d/", '0', 3, ""), pad([]byte("abc")), endOfArchive()),
+			wantErr: ErrInvalidName, wantMsg: []string{"d/ (a regular file with 3 bytes of data, named like a directory)"},
+		},
+		{
+			// Implied parents count as entries: a few bytes of name
+			// must not make thousands of directories past MaxEntries.
+			name:    "implied-parents-count-as-entries",
+			layers:  one(file(deepName(50, "f"), "x")),
+			opts:    Options{MaxEntries: 20},
+			wantErr: ErrTooManyEntries, wantMsg: []string{"counting 50 directories made for parents"},
+		},
+		{
+			name: "symlink-targets-total-bounded",
+			layers: func(t *testing.T, s *sandbox) [][]byte {
+				long := strings.Repeat("t/", 2000)
+				one := mkTar(t, symlink("l", long))
+				one = one[:len(one)-1024] // without the end marker
+				n := maxSymlinkTargets/len(long) + 1
+				return [][]byte{gz(t, append(bytes.Repeat(one, n), endOfArchive()...))}
+			},
+			wantErr: ErrArchiveTooLarge, wantMsg: []string{"symlink targets total more than 67108864 bytes = 64MB"},
+		},
+
+		{
+			// Issue 11 item 2: 20,000 components per lookup.
+			name:   "deep-20000-components-through-symlinks",
+			layers: func(t *testing.T, _ *sandbox) [][]byte { return [][]byte{deepThroughSymlinks(t, 20)} },
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, deepName(2000, "f19"))); got != "x" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{name: "deep-chain-500", layers: func(t *testing.T, _ *sandbox) [][]byte { return [][]byte{deepChain(t, 500)} }},
+
+		// --- PAX global headers (issue 11 item 4) -------------------------
+		{
+			// `git archive --prefix=rootfs/` starts with one.
+			name:   "pax-global-first-rootfs-stripped",
+			layers: one(globalHeader(map[string]string{"comment": "0123abcd"}), dir("rootfs/"), file("rootfs/etc/x", "x")),
+			check: func(t *testing.T, s *sandbox, res Result) {
+				if got := readFile(t, filepath.Join(s.root, "etc/x")); got != "x" {
+					t.Errorf("got %q", got)
+				}
+				mustNotExist(t, filepath.Join(s.root, "rootfs"))
+				mustNotExist(t, filepath.Join(s.root, "pax_global_header"))
+				if res.StrippedPrefix != "rootfs/" {
+					t.Errorf("StrippedPrefix = %q", res.StrippedPrefix)
+				}
+			},
+		},
+		{
+			name:   "pax-global-in-the-middle-of-rootfs",
+			layers: one(dir("rootfs/"), file("rootfs/a", "a"), globalHeader(map[string]string{"comment": "x"}), file("rootfs/b", "b")),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				if got := readFile(t, filepath.Join(s.root, "b")); got != "b" {
+					t.Errorf("got %q", got)
+				}
+			},
+		},
+		{
+			name: "pax-global-records-apply-to-later-entries",
+			layers: one(file("before", "x"), globalHeader(map[string]string{"mtime": "1000000000.5", "uid": "4242"}),
+				file("after", "x"), file("own", "x").owner(7, 0).pax("uid", "7")),
+			check: func(t *testing.T, s *sandbox, _ Result) {
+				fi, err := os.Lstat(filepath.Join(s.root, "after"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fi.ModTime().UnixNano(); got != 1000000000_500000000 {
+					t.Errorf("after: mtime %d, want the global one", got)
+				}
+				if isRoot() {
+					if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 4242 {
+						t.Errorf("after: uid %d, want the global 4242", uid)
+					}
+					fi, _ = os.Lstat(filepath.Join(s.root, "own"))
+					if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 7 {
+						t.Errorf("own: uid %d, want its own 7", uid)
+					}
+				}
+				fi, _ = os.Lstat(filepath.Join(s.root, "before"))
+				if !fi.ModTime().Equal(testTime) {
+					t.Errorf("before: mtime %v changed by a later global header", fi.ModTime())
+				}
+			},
+		},
+		{
+			name:    "pax-global-uid-out-of-range",
+			layers:  one(globalHeader(map[string]string{"uid": "4294967296"}), file("su", "x").mode(0o4755)),
+			wantErr: ErrOutOfRange, wantMsg: []string{"su: uid 4294967296"},
+		},
+
+		// --- sparse files (issue 11 item 6) ------------------------------
+		{
+			// A few KB of archive, 256 MiB of logical file: the holes
+			// must stay holes.
+			name:   "sparse-pax-1.0-keeps-holes",
+			layers: raw(sparsePAX("sparse.img", 256<<20, "head", "tail"), endOfArchive()),
+			check:  checkSparse("sparse.img", 256<<20, "head", "tail"),
+		},
+		{
+			name:   "sparse-gnu-old-keeps-holes",
+			layers: raw(sparseGNU("old.img", 256<<20, "head", "tail"), endOfArchive()),
+			check:  checkSparse("old.img", 256<<20, "head", "tail"),
+		},
+		{
+			// The logical size is what counts against the limits.
+			name:    "sparse-logical-size-over-limit",
+			layers:  raw(sparsePAX("sparse.img", 2<<20, "head", "tail"), endOfArchive()),
+			opts:    Options{MaxFileSize: 1 << 20},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"sparse.img: 2097152 bytes = 2MB (max 1048576 bytes = 1MB)"},
+		},
+		{
+			name:    "sparse-logical-total-over-limit",
+			layers:  raw(sparsePAX("a.img", 3<<20, "a", "a"), sparsePAX("b.img", 3<<20, "b", "b"), endOfArchive()),
+			opts:    Options{MaxTotalSize: 4 << 20},
+			wantErr: ErrArchiveTooLarge, wantMsg: []string{"b.img"},
+		},
+
+		// --- format detection (issue 11 item 11) -------------------------
+		// Plain tars whose first bytes, the first entry's name, are as
+		// much of a compression magic as a name can hold.
+		{name: "tar-named-like-gzip", layers: rawFile("\x1f\x8b\x08gz", "x"), check: fileIs("\x1f\x8b\x08gz", "x")},
+		{name: "tar-named-like-zstd", layers: rawFile("\x28\xb5\x2f\xfdzst", "x"), check: fileIs("\x28\xb5\x2f\xfdzst", "x")},
+		{name: "tar-named-like-zstd-skippable", layers: rawFile("\x50\x2a\x4d\x18skip", "x"), check: fileIs("\x50\x2a\x4d\x18skip", "x")},
+		{name: "tar-named-like-xz", layers: rawFile("\xfd7zXZ", "x"), check: fileIs("\xfd7zXZ", "x")},
+		{name: "tar-named-like-bzip2", layers: rawFile("BZh91AY&SY", "x"), check: fileIs("BZh91AY&SY", "x")},
+
+		// --- ids (issue 11 item 5) ---------------------------------------
+		{
+			// uid 2^32 was truncated to 0: a setuid-root file.
+			name:    "uid-2pow32-setuid",
+			layers:  raw(rawPAXFile(map[string]string{"uid": "4294967296"}, "bin/su", "x"), endOfArchive()),
+			wantErr: ErrOutOfRange, wantMsg: []string{"bin/su: uid 4294967296 (allowed 0..4294967294)"},
+		},
+		{name: "gid-2pow32", layers: one(file("g", "x").owner(0, 1<<32).format(tar.FormatPAX)), wantErr: ErrOutOfRange, wantMsg: []string{"g: gid 4294967296"}},
+		{
+			// 2^32-1 is chown's "leave unchanged": the file would stay root's.
+			name:    "uid-minus-one-as-unsigned",
+			layers:  raw(rawPAXFile(map[string]string{"uid": "4294967295"}, "bin/su", "x"), endOfArchive()),
+			wantErr: ErrOutOfRange, wantMsg: []string{"uid 4294967295"},
+		},
+		{name: "uid-negative", layers: raw(rawPAXFile(map[string]string{"uid": "-1"}, "neg", "x"), endOfArchive()), wantErr: ErrOutOfRange},
+		{name: "uid-gnu-base256-huge", layers: one(file("huge", "x").owner(1<<40, 0).format(tar.FormatGNU)), wantErr: ErrOutOfRange, wantMsg: []string{"huge: uid 1099511627776"}},
+		{name: "uid-largest-ok", layers: one(file("ok", "x").owner(1<<32-2, 1<<32-2).format(tar.FormatPAX))},
+		{
+			// mknod gets 12 bits of major: 4097 would become 1 (/dev/mem).
+			name:    "device-major-truncated",
+			layers:  one(node("mem", tar.TypeChar, 4097, 1)),
+			opts:    Options{AllowDevices: true},
+			wantErr: ErrOutOfRange, wantMsg: []string{"mem: device major 4097"},
+		},
+		{name: "device-minor-truncated", layers: one(node("m", tar.TypeBlock, 8, 1<<20)), opts: Options{AllowDevices: true}, wantErr: ErrOutOfRange},
+
 		// --- devices -------------------------------------------------------
 		{
 			name:   "devices-skipped-by-default",
@@ -572,8 +856,21 @@ func hostileCases() []hostileCase {
 			check: func(t *testing.T, s *sandbox, res Result) {
 				mustNotExist(t, filepath.Join(s.root, "dev/sda"))
 				mustNotExist(t, filepath.Join(s.root, "dev/mem"))
-				mustNotExist(t, filepath.Join(s.root, "fifo"))
-				if len(res.Skipped) != 3 {
+				if len(res.Skipped) != 2 {
+					t.Errorf("skipped = %v", res.Skipped)
+				}
+			},
+		},
+		{
+			// Issue 11 item 11: FIFOs are harmless and in real images.
+			name:   "fifo-created-by-default",
+			layers: one(dir("run"), node("run/initctl", tar.TypeFifo, 0, 0).mode(0o600)),
+			check: func(t *testing.T, s *sandbox, res Result) {
+				fi, err := os.Lstat(filepath.Join(s.root, "run/initctl"))
+				if err != nil || fi.Mode()&os.ModeNamedPipe == 0 || fi.Mode().Perm() != 0o600 {
+					t.Errorf("fifo: %v %v", fi, err)
+				}
+				if len(res.Skipped) != 0 {
 					t.Errorf("skipped = %v", res.Skipped)
 				}
 			},
@@ -598,7 +895,7 @@ func hostileCases() []hostileCase {
 }
 
 // staticKinds are errors Validate must find too: they need no filesystem.
-var staticKinds = []error{ErrPathTraversal, ErrInvalidName, ErrHardlinkEscape, ErrSymlinkEscape, ErrInvalidWhiteout,
+var staticKinds = []error{ErrOutOfRange, ErrPathTraversal, ErrInvalidName, ErrHardlinkEscape, ErrSymlinkEscape, ErrInvalidWhiteout,
 	ErrFileTooLarge, ErrTooManyEntries, ErrArchiveTooLarge, ErrTruncated, ErrCorrupt, ErrUnsupportedCompression}
 
 func TestHostileArchives(t *testing.T) {

@@ -70,9 +70,9 @@ type Options struct {
 	// whatever they say: they are never followed out of the root here,
 	// and inside the image's own mount namespace they are harmless.
 	StrictSymlinks bool
-	// AllowDevices creates character and block devices and FIFOs.
-	// Otherwise they are skipped with a warning and listed in
-	// Result.Skipped.
+	// AllowDevices creates character and block devices. Otherwise they
+	// are skipped with a warning and listed in Result.Skipped. FIFOs are
+	// always created: they give access to nothing.
 	AllowDevices bool
 	// ExpectedDiffID, when set, is the sha256 the uncompressed tar stream
 	// must hash to ("sha256:<hex>" or bare hex).
@@ -95,6 +95,11 @@ type Options struct {
 	// forceWalk makes the resolver use the userspace walk even where
 	// openat2 exists, so tests cover both paths.
 	forceWalk bool
+	// emptyParent tells Validate in Layer mode that the parent is empty,
+	// so it judges like Extract onto an empty root (the differential
+	// test). Without it, paths the layer did not write may be in the
+	// parent and are given the benefit of the doubt.
+	emptyParent bool
 }
 
 // Progress is a snapshot of how far the stream has been read.

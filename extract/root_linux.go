@@ -27,6 +27,12 @@ type root struct {
 	// profile that refuses it): resolution is then done component by
 	// component in userspace with the same semantics.
 	walk bool
+
+	// created counts the directories openDir made for parents; onCreate,
+	// when set, is told of each (an O_PATH fd to it).
+	created  int
+	onCreate func(fd int)
+	ends     []int // openDir scratch
 }
 
 func openRoot(path string, forceWalk bool) (*root, error) {
@@ -83,46 +89,72 @@ func (r *root) openDir(rel string, create bool) (int, error) {
 	if err == nil || !create || !errors.Is(err, unix.ENOENT) {
 		return fd, err
 	}
-	comps := strings.Split(rel, "/")
+	// ends[i] is where the prefix of i+1 components ends in rel, so
+	// prefixes are slices of rel, never rebuilt (a 2,000-deep path would
+	// otherwise copy megabytes per entry).
+	ends := r.ends[:0]
+	for i := 0; i < len(rel); i++ {
+		if rel[i] == '/' {
+			ends = append(ends, i)
+		}
+	}
+	ends = append(ends, len(rel))
+	r.ends = ends
+	prefix := func(k int) string { // the first k components
+		if k == 0 {
+			return ""
+		}
+		return rel[:ends[k-1]]
+	}
+	comp := func(i int) string { // component i
+		start := 0
+		if i > 0 {
+			start = ends[i-1] + 1
+		}
+		return rel[start:ends[i]]
+	}
 	// Binary search for the longest prefix that resolves: if prefix k
 	// resolves, every shorter one does, since resolving it walks them.
-	lo, hi := 0, len(comps)-1 // prefix lo resolves; prefix hi+1 does not
+	lo, hi := 0, len(ends)-1 // prefix lo resolves; prefix hi+1 does not
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
-		fd, err := r.resolve(strings.Join(comps[:mid], "/"))
+		fd, err := r.resolve(prefix(mid))
 		if err == nil {
 			unix.Close(fd)
 			lo = mid
 		} else if errors.Is(err, unix.ENOENT) {
 			hi = mid - 1
 		} else {
-			return -1, fmt.Errorf("resolve %s: %w", strings.Join(comps[:mid], "/"), err)
+			return -1, fmt.Errorf("resolve %s: %w", prefix(mid), err)
 		}
 	}
-	parent, err := r.resolve(strings.Join(comps[:lo], "/"))
+	parent, err := r.resolve(prefix(lo))
 	if err != nil {
-		return -1, fmt.Errorf("resolve %s: %w", strings.Join(comps[:lo], "/"), err)
+		return -1, fmt.Errorf("resolve %s: %w", prefix(lo), err)
 	}
-	for i := lo; i < len(comps); i++ {
-		prefix := strings.Join(comps[:i+1], "/")
-		if err := unix.Mkdirat(parent, comps[i], 0o755); err != nil {
+	for i := lo; i < len(ends); i++ {
+		if err := unix.Mkdirat(parent, comp(i), 0o755); err != nil {
 			unix.Close(parent)
 			if err != unix.EEXIST {
-				return -1, fmt.Errorf("mkdir %s: %w", prefix, err)
+				return -1, fmt.Errorf("mkdir %s: %w", prefix(i+1), err)
 			}
 			// Something is there that did not resolve to a directory
 			// (a dangling symlink, a loop, a file): report why.
-			next, rerr := r.resolve(prefix)
+			next, rerr := r.resolve(prefix(i + 1))
 			if rerr != nil {
-				return -1, fmt.Errorf("resolve %s: %w", prefix, rerr)
+				return -1, fmt.Errorf("resolve %s: %w", prefix(i+1), rerr)
 			}
 			parent = next
 			continue
 		}
-		next, err := unix.Openat(parent, comps[i], unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		next, err := unix.Openat(parent, comp(i), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		unix.Close(parent)
 		if err != nil {
-			return -1, fmt.Errorf("open %s: %w", prefix, err)
+			return -1, fmt.Errorf("open %s: %w", prefix(i+1), err)
+		}
+		r.created++
+		if r.onCreate != nil {
+			r.onCreate(next)
 		}
 		parent = next
 	}
@@ -151,11 +183,22 @@ func (r *root) walkResolve(rel string) (int, error) {
 			unix.Close(fd)
 		}
 	}
-	todo := splitPath(rel)
+	// todo is a stack, next component on top: a symlink's target is
+	// pushed onto it rather than spliced in front of a copied rest, so the
+	// cost is the number of components, not their square.
+	var todo []string
+	pushPath := func(p string) {
+		start := len(todo)
+		components(p, func(c string) bool { todo = append(todo, c); return true })
+		for i, j := start, len(todo)-1; i < j; i, j = i+1, j-1 {
+			todo[i], todo[j] = todo[j], todo[i]
+		}
+	}
+	pushPath(rel)
 	links := 0
 	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
+		c := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
 		switch c {
 		case "", ".":
 			continue
@@ -198,7 +241,7 @@ func (r *root) walkResolve(rel string) (int, error) {
 					stack = stack[:len(stack)-1]
 				}
 			}
-			todo = append(splitPath(target), todo...)
+			pushPath(target)
 		default:
 			unix.Close(fd)
 			closeAll()
@@ -209,13 +252,6 @@ func (r *root) walkResolve(rel string) (int, error) {
 	stack = stack[:len(stack)-1]
 	closeAll()
 	return top, nil
-}
-
-func splitPath(p string) []string {
-	if p == "" {
-		return nil
-	}
-	return strings.Split(p, "/")
 }
 
 // readlinkFd reads the target of the symlink an O_PATH|O_NOFOLLOW fd

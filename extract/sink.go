@@ -25,6 +25,9 @@ type sink interface {
 	whiteout(e *entry, dir, name string) error
 	// opaque empties dir of everything this layer has not written.
 	opaque(e *entry, dir string) error
+	// impliedDirs is the number of directories made so far for parents
+	// no entry named; they count as entries against MaxEntries.
+	impliedDirs() int
 	// finish applies what had to wait for the end: directory modes and
 	// times.
 	finish() error

@@ -2,6 +2,8 @@ package extract
 
 import (
 	"archive/tar"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,10 @@ import (
 
 // diskSink writes entries under a root. See root for how paths are
 // resolved; every method here acts on (parent fd, base name).
+//
+// What it remembers between entries is bounded by the number of entries,
+// never by the length of their names: directories by inode, the paths a
+// layer wrote by hash.
 type diskSink struct {
 	r    *root
 	opts Options
@@ -22,36 +28,59 @@ type diskSink struct {
 
 	// dirs holds directory metadata applied at the end, after the
 	// contents (creating a child changes a directory's mtime, and a
-	// read-only directory could not be filled by a non-root caller).
-	dirs     map[string]dirMeta
-	dirOrder []string
+	// read-only directory could not be filled by a non-root caller),
+	// by inode. onPath holds every directory on the way from the root
+	// to one of them, so finish walks only those.
+	dirs    map[inode]dirMeta
+	onPath  map[inode]struct{}
+	rootIno inode
+	walkBuf []byte
 
-	// written is every path this layer wrote (Layer mode only): an
-	// opaque whiteout keeps them even when it comes after them.
-	written map[string]struct{}
+	// written is every path this layer wrote, and their parents, as
+	// chained hashes of the cleaned names (Layer mode only): an opaque
+	// whiteout keeps them even when it comes after them.
+	written map[pathHash]struct{}
+	h       *hasher
 
 	warnedChown bool
 }
 
+type inode struct{ dev, ino uint64 }
+
 type dirMeta struct {
-	mode     uint32
-	times    [2]unix.Timespec
-	dev, ino uint64
+	mode  uint32
+	times [2]unix.Timespec
 }
 
 func newDiskSink(r *root, opts Options) *diskSink {
 	s := &diskSink{
-		r:    r,
-		opts: opts,
-		euid: os.Geteuid(),
-		buf:  make([]byte, 1<<20),
-		dirs: map[string]dirMeta{},
+		r:      r,
+		opts:   opts,
+		euid:   os.Geteuid(),
+		buf:    make([]byte, 1<<20),
+		dirs:   map[inode]dirMeta{},
+		onPath: map[inode]struct{}{},
+		h:      newHasher(),
+	}
+	var st unix.Stat_t
+	if unix.Fstat(r.fd, &st) == nil {
+		s.rootIno = inode{st.Dev, st.Ino}
+	}
+	// A directory made for a parent may reuse the inode of one removed
+	// earlier: it must not take that one's metadata.
+	r.onCreate = func(fd int) {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			delete(s.dirs, inode{st.Dev, st.Ino})
+		}
 	}
 	if opts.Mode == Layer {
-		s.written = map[string]struct{}{}
+		s.written = map[pathHash]struct{}{}
 	}
 	return s
 }
+
+func (s *diskSink) impliedDirs() int { return s.r.created }
 
 func (s *diskSink) mark(rel string) {
 	if s.written == nil {
@@ -59,16 +88,50 @@ func (s *diskSink) mark(rel string) {
 	}
 	// Mark the parents too: an opaque whiteout of a parent must descend
 	// into them rather than remove them.
-	for p := rel; ; {
-		if _, ok := s.written[p]; ok {
-			return
-		}
-		s.written[p] = struct{}{}
-		if p == "" {
-			return
-		}
-		p, _ = splitRel(p)
+	var h pathHash
+	s.written[h] = struct{}{}
+	components(rel, func(c string) bool {
+		h = s.h.chain(h, c)
+		s.written[h] = struct{}{}
+		return true
+	})
+}
+
+// noteOnPath records the directory open at fd, and its parents up to the
+// root, as on the way to a directory with metadata. Parents are usually
+// known already, so this is one fstat per directory entry.
+func (s *diskSink) noteOnPath(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
 	}
+	if in := (inode{st.Dev, st.Ino}); in == s.rootIno || hasKey(s.onPath, in) {
+		return nil
+	}
+	dup, err := unix.Openat(fd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	for range MaxPathLen {
+		var st unix.Stat_t
+		if err := unix.Fstat(dup, &st); err != nil {
+			unix.Close(dup)
+			return err
+		}
+		in := inode{st.Dev, st.Ino}
+		if _, ok := s.onPath[in]; ok || in == s.rootIno {
+			break
+		}
+		s.onPath[in] = struct{}{}
+		up, err := unix.Openat(dup, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(dup)
+		if err != nil {
+			return err
+		}
+		dup = up
+	}
+	unix.Close(dup)
+	return nil
 }
 
 // parent resolves the directory of rel inside the root, creating missing
@@ -77,6 +140,9 @@ func (s *diskSink) parent(e *entry) (int, string, error) {
 	dir, base := splitRel(e.rel)
 	fd, err := s.r.openDir(dir, true)
 	if err != nil {
+		if perr := parentErr(e.name, err); perr != nil {
+			return -1, "", perr
+		}
 		return -1, "", opErr("resolve parent directory of", e.name, err)
 	}
 	return fd, base, nil
@@ -212,10 +278,12 @@ func (s *diskSink) dir(e *entry) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return opErr("stat", e.name, err)
 	}
-	if _, seen := s.dirs[e.rel]; !seen {
-		s.dirOrder = append(s.dirOrder, e.rel)
+	s.dirs[inode{st.Dev, st.Ino}] = dirMeta{mode: m, times: times(e.hdr)}
+	if e.rel != "" {
+		if err := s.noteOnPath(pfd); err != nil {
+			return opErr("stat parents of", e.name, err)
+		}
 	}
-	s.dirs[e.rel] = dirMeta{mode: m, times: times(e.hdr), dev: st.Dev, ino: st.Ino}
 	s.mark(e.rel)
 	return nil
 }
@@ -238,7 +306,12 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	}
 	f := os.NewFile(uintptr(fd), e.rel)
 	defer f.Close()
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	var n int64
+	if isSparse(e.hdr) {
+		n, err = copySparse(fd, r, s.buf)
+	} else {
+		n, err = io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	}
 	if err != nil {
 		return opErr("write", e.name, err)
 	}
@@ -293,8 +366,8 @@ func (s *diskSink) hardlink(e *entry, target string) error {
 	tdir, tbase := splitRel(target)
 	tfd, err := s.r.openDir(tdir, false)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-			return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", e.hdr.Linkname)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", printable(e.hdr.Linkname))
 		}
 		return opErr("resolve hardlink target of", e.name, err)
 	}
@@ -304,10 +377,10 @@ func (s *diskSink) hardlink(e *entry, target string) error {
 		return opErr("stat hardlink target of", e.name, err)
 	}
 	if !exists {
-		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", e.hdr.Linkname)
+		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target not found)", printable(e.hdr.Linkname))
 	}
 	if isDir(&tst) {
-		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target is a directory)", e.hdr.Linkname)
+		return entryErr(ErrInvalidHardlink, e.name, " -> %s (target is a directory)", printable(e.hdr.Linkname))
 	}
 	pfd, base, err := s.parent(e)
 	if err != nil {
@@ -376,7 +449,7 @@ func (s *diskSink) node(e *entry) error {
 func (s *diskSink) whiteout(e *entry, dir, name string) error {
 	fd, err := s.r.openDir(dir, false)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			return nil // nothing below to hide
 		}
 		return opErr("resolve whiteout directory of", e.name, err)
@@ -391,31 +464,31 @@ func (s *diskSink) whiteout(e *entry, dir, name string) error {
 func (s *diskSink) opaque(e *entry, dir string) error {
 	fd, err := s.r.openDir(dir, false)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			return nil
 		}
 		return opErr("resolve opaque directory of", e.name, err)
 	}
 	defer unix.Close(fd)
-	if err := s.emptyKeepingWritten(fd, dir); err != nil {
+	var h pathHash
+	components(dir, func(c string) bool { h = s.h.chain(h, c); return true })
+	if err := s.emptyKeepingWritten(fd, h); err != nil {
 		return opErr("apply opaque whiteout", e.name, err)
 	}
 	return nil
 }
 
 // emptyKeepingWritten removes everything in the directory open at fd
-// (named rel) except what this layer wrote; directories this layer wrote
-// are descended into, since what the lower layers had in them goes too.
-func (s *diskSink) emptyKeepingWritten(fd int, rel string) error {
+// (whose cleaned name hashes to dir) except what this layer wrote;
+// directories this layer wrote are descended into, since what the lower
+// layers had in them goes too.
+func (s *diskSink) emptyKeepingWritten(fd int, dir pathHash) error {
 	names, err := readDirNames(fd)
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
-		child := n
-		if rel != "" {
-			child = rel + "/" + n
-		}
+		child := s.h.chain(dir, n)
 		if _, ok := s.written[child]; !ok {
 			if err := removeAllAt(fd, n); err != nil {
 				return err
@@ -442,53 +515,99 @@ func (s *diskSink) emptyKeepingWritten(fd int, rel string) error {
 	return nil
 }
 
-// finish sets each directory's final mode and times. A directory that was
-// since replaced (by a later entry or a whiteout) is left alone: the
-// device and inode recorded at creation must still match.
+// finish sets each directory's final mode and times, children before
+// parents. It walks down from the root through the directories on the
+// way to one with metadata (by inode, from the directory entries
+// themselves, so neither names nor symlinks are involved) and applies
+// the metadata of those it meets; one that was since replaced or removed
+// is not met.
 func (s *diskSink) finish() error {
-	for _, rel := range s.dirOrder {
-		m := s.dirs[rel]
-		if err := s.finishDir(rel, m); err != nil {
+	fd, err := unix.Openat(s.r.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return opErr("open", "root", err)
+	}
+	defer unix.Close(fd)
+	s.walkBuf = make([]byte, 8<<10)
+	return s.finishDir(fd, ".", 0)
+}
+
+// finishDir applies metadata under the directory open at fd, then to it.
+// name is for errors only.
+func (s *diskSink) finishDir(fd int, name string, depth int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return opErr("stat", name, err)
+	}
+	here := inode{st.Dev, st.Ino}
+	if here == s.rootIno || hasKey(s.onPath, here) {
+		if depth > MaxPathLen {
+			return opErr("walk", name, unix.ELOOP)
+		}
+		if err := s.finishChildren(fd, st.Dev, depth); err != nil {
 			return err
 		}
+	}
+	m, ok := s.dirs[here]
+	if !ok {
+		return nil
+	}
+	if err := unix.Fchmod(fd, m.mode); err != nil {
+		return opErr("chmod", name, err)
+	}
+	ts := m.times
+	if err := futimens(fd, &ts); err != nil {
+		return opErr("set times of", name, err)
 	}
 	return nil
 }
 
-func (s *diskSink) finishDir(rel string, m dirMeta) error {
-	dir, base := splitRel(rel)
-	if rel == "" {
-		base = "."
+func (s *diskSink) finishChildren(fd int, dev uint64, depth int) error {
+	buf := make([]byte, 8<<10) // one per level: the walk recurses mid-listing
+	if depth == 0 {
+		buf = s.walkBuf
 	}
-	pfd, err := s.r.openDir(dir, false)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return opErr("list", "directory", err)
+		}
+		if n <= 0 {
 			return nil
 		}
-		return opErr("resolve", rel, err)
-	}
-	defer unix.Close(pfd)
-	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-			return nil
+		for off := 0; off < n; {
+			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
+			ino := binary.NativeEndian.Uint64(buf[off:])
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+			typ := buf[off+18]
+			name := buf[off+19 : off+reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			off += reclen
+			if (typ != unix.DT_DIR && typ != unix.DT_UNKNOWN) || string(name) == "." || string(name) == ".." {
+				continue
+			}
+			in := inode{dev, ino}
+			if !hasKey(s.onPath, in) && !hasKey(s.dirs, in) {
+				continue
+			}
+			cfd, err := unix.Openat(fd, string(name), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				return opErr("open directory", string(name), err)
+			}
+			err = s.finishDir(cfd, string(name), depth+1)
+			unix.Close(cfd)
+			if err != nil {
+				return err
+			}
 		}
-		return opErr("open directory", rel, err)
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return opErr("stat", rel, err)
-	}
-	if st.Dev != m.dev || st.Ino != m.ino {
-		return nil
-	}
-	if err := unix.Fchmod(fd, m.mode); err != nil {
-		return opErr("chmod", rel, err)
-	}
-	ts := m.times
-	if err := futimens(fd, &ts); err != nil {
-		return opErr("set times of", rel, err)
-	}
-	return nil
+}
+
+func hasKey[V any](m map[inode]V, k inode) bool {
+	_, ok := m[k]
+	return ok
 }

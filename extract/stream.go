@@ -38,7 +38,7 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	if s.n > s.limit && err == nil {
 		// A compressed stream larger than the uncompressed limit is
 		// garbage after the end or a bomb of its own.
-		err = &limitError{msg: "more than " + FormatSize(s.limit) + " of input"}
+		err = &limitError{msg: "more than " + ExactSize(s.limit) + " of input"}
 		s.err = err
 	}
 	return n, err
@@ -71,7 +71,7 @@ func (t *tarStream) Read(p []byte) (int, error) {
 	t.n += int64(n)
 	t.keepTail(p[:n])
 	if t.n > t.limit {
-		t.err = &limitError{msg: "uncompressed stream exceeds " + FormatSize(t.limit)}
+		t.err = &limitError{msg: "uncompressed stream exceeds " + ExactSize(t.limit)}
 		return n, t.err
 	}
 	if t.progress != nil && t.n-t.lastProg >= progressEvery {

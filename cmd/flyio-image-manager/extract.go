@@ -15,7 +15,7 @@ var extractFlags = []cli.Flag{
 	&cli.StringFlag{Name: "max-total-size", Usage: "largest archive, uncompressed (default: [extract] max_total_size)"},
 	&cli.IntFlag{Name: "max-entries", Usage: "most entries (default: [extract] max_entries)"},
 	&cli.BoolFlag{Name: "strict-symlinks", Usage: "also reject symlinks whose target climbs out of the root"},
-	&cli.BoolFlag{Name: "allow-devices", Usage: "create device nodes and FIFOs instead of skipping them"},
+	&cli.BoolFlag{Name: "allow-devices", Usage: "create device nodes instead of skipping them (FIFOs are always created)"},
 	&cli.BoolFlag{Name: "layer", Usage: "apply as an OCI layer (whiteouts) instead of a flattened rootfs"},
 	&cli.StringFlag{Name: "diff-id", Usage: "fail unless the uncompressed stream hashes to this sha256"},
 }

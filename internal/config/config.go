@@ -68,7 +68,8 @@ type Extract struct {
 	MaxEntries   int  `toml:"max_entries"`
 	// StrictSymlinks rejects symlinks whose target climbs out of the root.
 	StrictSymlinks bool `toml:"strict_symlinks"`
-	// AllowDevices creates device nodes and FIFOs instead of skipping them.
+	// AllowDevices creates device nodes instead of skipping them (FIFOs
+	// are always created).
 	AllowDevices bool `toml:"allow_devices"`
 	// UnpackTimeout bounds one extraction, in seconds. Env UNPACK_TIMEOUT
 	// overrides it.

@@ -1,0 +1,78 @@
+package extract
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Issue 11 item 2: Validate rebuilt the whole path at every component (a
+// 2,000-deep chain took 25 s, 20,000 components did not finish). The cost
+// is now the number of components looked at; these tests count it (and
+// the bytes allocated, which the old code spent rebuilding paths) rather
+// than time it.
+
+// deepChain is a directory per level down to depth, each its own entry.
+func deepChain(t testing.TB, depth int) []byte {
+	var ents []ent
+	for i := 1; i <= depth; i++ {
+		ents = append(ents, dir(strings.Repeat("d/", i)))
+	}
+	return mkTar(t, ents...)
+}
+
+// deepThroughSymlinks makes every one of n files resolve through 20,000
+// components: a 2,000-deep directory P holding a symlink s back to /P,
+// and "deep" -> /P/s/s/s/s/s/s/s/s/s.
+func deepThroughSymlinks(t testing.TB, n int) []byte {
+	p := strings.TrimSuffix(strings.Repeat("d/", 2000), "/")
+	ents := []ent{file(p+"/f", "f"), symlink(p+"/s", "/"+p), symlink("deep", "/"+p+strings.Repeat("/s", 9))}
+	for i := range n {
+		ents = append(ents, file("deep/f"+strconv.Itoa(i), "x"))
+	}
+	return mkTar(t, ents...)
+}
+
+func allocated(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+func TestValidateDeepPathsCostLinear(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		data       []byte
+		components int64 // what a linear resolver looks at, about
+	}{
+		{"chain-2000", deepChain(t, 2000), 2000 * 2001 / 2},
+		{"20000-through-symlinks", deepThroughSymlinks(t, 200), 200 * 20_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			var steps int64
+			alloc := allocated(func() {
+				m := newModelSink(Options{})
+				_, err = run(context.Background(), bytes.NewReader(tc.data), Options{}, m)
+				steps = m.steps
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if steps > 2*tc.components+10_000 {
+				t.Errorf("%d components looked at, want about %d", steps, tc.components)
+			}
+			// The archive itself is a few MB; rebuilding paths costs GB.
+			if limit := uint64(64<<20) + 4*uint64(len(tc.data)); alloc > limit {
+				t.Errorf("allocated %d bytes, want under %d", alloc, limit)
+			}
+			t.Logf("%d bytes of archive: %d components, %d bytes allocated", len(tc.data), steps, alloc)
+		})
+	}
+}
