@@ -433,7 +433,7 @@ func hostileCases() []hostileCase {
 				// A header claiming 2 GiB; the data never comes.
 				return [][]byte{rawHeader("big.img", '0', 2<<30, "")}
 			},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2GB (max 1GB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2 GiB (max 1 GiB)"},
 		},
 		{
 			name: "gzip-bomb-file",
@@ -441,7 +441,7 @@ func hostileCases() []hostileCase {
 				return [][]byte{gz(t, mkTar(t, ent{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "bomb", Size: 64 << 20, Mode: 0o644}, body: make([]byte, 64<<20)}))}
 			},
 			opts:    Options{MaxFileSize: 1 << 20},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 64MB (max 1MB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 64 MiB (max 1 MiB)"},
 		},
 		{
 			name: "gzip-bomb-total",
