@@ -22,7 +22,7 @@ var (
 	ErrCorrupt         = fmt.Errorf("inconsistent response: %w", errdefs.ErrDataLoss)
 	// ErrNoBucket: [s3] bucket is empty (the default), and the operation
 	// needs one.
-	ErrNoBucket = fmt.Errorf("no S3 bucket configured: set [s3] bucket in the config file (docs/CONFIG.md#s3): %w", errdefs.ErrFailedPrecondition)
+	ErrNoBucket      = fmt.Errorf("no S3 bucket configured: set [s3] bucket in the config file (docs/CONFIG.md#s3): %w", errdefs.ErrFailedPrecondition)
 	ErrNoCredentials = fmt.Errorf("no AWS credentials: %w", errdefs.ErrPermissionDenied)
 )
 
