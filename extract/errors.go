@@ -43,6 +43,10 @@ var (
 	// entry's data, inside the compressed stream, or without the tar
 	// end-of-archive marker).
 	ErrTruncated = newKind("truncated archive", errdefs.ErrDataLoss)
+	// ErrNotTar: the input, once decompressed, does not start with a tar
+	// header (a text file, an OCI layout, a zip). Reported instead of
+	// ErrTruncated or ErrCorrupt when no entry could be read at all.
+	ErrNotTar = newKind("not a tar archive", errdefs.ErrInvalidArgument)
 	// ErrCorrupt: a malformed tar header or compressed stream.
 	ErrCorrupt = newKind("corrupt archive", errdefs.ErrDataLoss)
 	// ErrUnsupportedCompression: bzip2, xz and other formats we do not

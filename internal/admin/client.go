@@ -21,6 +21,19 @@ import (
 // ErrDaemonNotRunning means nothing answers on the admin socket.
 var ErrDaemonNotRunning = errors.New("flyio-image-manager daemon is not running")
 
+// notRunningError is ErrDaemonNotRunning (and errdefs.ErrUnavailable) for
+// one socket, with what to do about it.
+type notRunningError struct{ path string }
+
+func (e *notRunningError) Error() string {
+	return fmt.Sprintf("%v: nothing answers on its admin socket %s. Start it with 'systemctl start flyio-image-manager' "+
+		"('systemctl status flyio-image-manager' and 'journalctl -u flyio-image-manager' say why it stopped), "+
+		"or run 'flyio-image-manager daemon' in the foreground; a daemon started with another config file needs the same --config here",
+		ErrDaemonNotRunning, e.path)
+}
+
+func (e *notRunningError) Unwrap() []error { return []error{ErrDaemonNotRunning, errdefs.ErrUnavailable} }
+
 // Client talks to a daemon's admin socket.
 type Client struct {
 	path string
@@ -73,7 +86,10 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && (errors.Is(err, os.ErrNotExist) || isConnRefused(err)) {
-			return nil, fmt.Errorf("%w (no answer on %s; start it with 'flyio-image-manager daemon'): %w", ErrDaemonNotRunning, c.path, errdefs.ErrUnavailable)
+			return nil, &notRunningError{path: c.path}
+		}
+		if errors.As(err, &op) && errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("admin socket %s: permission denied: it is root's (mode 0600); run the command as root, e.g. with sudo: %w", c.path, errdefs.ErrPermissionDenied)
 		}
 		return nil, fmt.Errorf("admin socket %s: %w", c.path, err)
 	}
