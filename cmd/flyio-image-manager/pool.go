@@ -18,6 +18,15 @@ import (
 var setupPoolCommand = &cli.Command{
 	Name:  "setup-pool",
 	Usage: "create the thin-pool, or re-create it from its files after a reboot; idempotent",
+	Description: `Makes the [pool] of the config exist in device-mapper: with data_device
+and metadata_device it uses those block devices; otherwise the loopback
+files data_file and metadata_file under root_dir, created sparse at
+data_size and metadata_size when absent. An active pool is left as it is
+("found"); a pool whose storage exists but is not active (after a reboot)
+is re-created from it with its thin devices kept. It then prints the
+pool's usage. The daemon does the same at start, so running it by hand
+is only needed to check the pool before the daemon runs. Needs root and
+device-mapper with dm_thin_pool (modprobe dm_thin_pool).`,
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
 		if err != nil {

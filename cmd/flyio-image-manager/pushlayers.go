@@ -23,7 +23,7 @@ Daemons with the same [s3] layer_prefix then fill these layers themselves
 when containerd unpacks them, instead of downloading them from a registry.
 The image must be pulled (its layers in the content store) first.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "namespace", Usage: "containerd `NAMESPACE` (default: [containerd] namespace)"},
+		&cli.StringFlag{Name: "namespace", Usage: "containerd `NAMESPACE`", DefaultText: "[containerd] namespace"},
 		&cli.StringFlag{Name: "platform", Value: "linux/amd64", Usage: "`PLATFORM` to push from a multi-platform image"},
 	},
 	Action: func(c *cli.Context) error {
