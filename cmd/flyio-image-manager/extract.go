@@ -22,8 +22,8 @@ var extractFlags = []cli.Flag{
 }
 
 var extractCommand = &cli.Command{
-	Name:      "extract",
-	Usage:     "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
+	Name:  "extract",
+	Usage: "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
 	Description: `Applies the same checks as process-image (no path traversal, no escaping
 hardlinks, size and entry limits from [extract] or the flags) while
 writing into --dest, which must exist. FILE may be - for standard input.
@@ -38,8 +38,8 @@ Needs no daemon and no device-mapper.`,
 }
 
 var validateCommand = &cli.Command{
-	Name:      "validate",
-	Usage:     "check an image tarball as extract would, writing nothing",
+	Name:  "validate",
+	Usage: "check an image tarball as extract would, writing nothing",
 	Description: `Reads the whole archive (tar, tar.gz or tar.zst; FILE or - for standard
 input) through every check extract makes and prints its entries, size,
 diff_id and digest; the first problem is an error naming the entry.
