@@ -43,8 +43,8 @@ func run(endpoint, region, bucket, key, busybox string) error {
 		return errors.New("-endpoint and -bucket are required")
 	}
 	// Big enough that the progress bar moves for a few seconds in the VM.
-	spec := tarballgen.Spec{Seed: 1, Busybox: busybox, SmallFiles: 1500, SmallMin: 1 << 10, SmallMax: 8 << 10,
-		LargeFiles: 3, LargeSize: 4 << 20, Compression: tarballgen.Gzip, Variant: "demo"}
+	spec := tarballgen.Spec{Seed: 1, Busybox: busybox, SmallFiles: 300, SmallMin: 1 << 10, SmallMax: 8 << 10,
+		LargeFiles: 1, LargeSize: 4 << 20, Compression: tarballgen.Gzip, Variant: "demo"}
 	var b bytes.Buffer
 	sum, err := tarballgen.Write(&b, spec)
 	if err != nil {
