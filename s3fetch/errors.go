@@ -22,9 +22,19 @@ var (
 	ErrCorrupt         = fmt.Errorf("inconsistent response: %w", errdefs.ErrDataLoss)
 	// ErrNoBucket: [s3] bucket is empty (the default), and the operation
 	// needs one.
-	ErrNoBucket      = fmt.Errorf("no S3 bucket configured: set [s3] bucket in the config file (docs/CONFIG.md#s3): %w", errdefs.ErrFailedPrecondition)
-	ErrNoCredentials = fmt.Errorf("no AWS credentials: %w", errdefs.ErrPermissionDenied)
+	ErrNoBucket      error = &kindError{"no S3 bucket configured: set [s3] bucket in the config file (docs/CONFIG.md#s3)", errdefs.ErrFailedPrecondition}
+	ErrNoCredentials       = fmt.Errorf("no AWS credentials: %w", errdefs.ErrPermissionDenied)
 )
+
+// kindError is a message that matches an errdefs kind without printing
+// the kind's own text after it.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
 
 // noCredentialsHint is what an operator does about ErrNoCredentials.
 const noCredentialsHint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of " +

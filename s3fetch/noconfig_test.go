@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -26,7 +28,7 @@ func TestNoBucketSaysSetIt(t *testing.T) {
 		t.Fatalf("New with no bucket: %v (the daemon must run without one)", err)
 	}
 	_, err = cl.Stat(context.Background(), "images/a.tar")
-	if !errors.Is(err, s3fetch.ErrNoBucket) || !strings.Contains(err.Error(), "set [s3] bucket") {
+	if !errors.Is(err, s3fetch.ErrNoBucket) || !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "set [s3] bucket") || strings.HasSuffix(err.Error(), "failed precondition") {
 		t.Errorf("Stat with no bucket: %v", err)
 	}
 	if _, err := cl.List(context.Background(), "images/"); !errors.Is(err, s3fetch.ErrNoBucket) {
