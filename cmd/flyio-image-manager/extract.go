@@ -55,7 +55,7 @@ Sizes take units: --max-file-size 1PiB, --max-total-size 64GiB.`,
 
 func runExtract(c *cli.Context, do func(io.Reader, extract.Options) (extract.Result, error)) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("want one archive (a file, or - for standard input)")
+		return fmt.Errorf("%s takes one archive (a FILE, or - for standard input), got %d arguments", c.Command.Name, c.NArg())
 	}
 	opts, err := extractOptions(c)
 	if err != nil {

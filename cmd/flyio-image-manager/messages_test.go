@@ -166,3 +166,18 @@ func TestMakeHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherUsageErrors: the rest of the CLI's own checks name the bad
+// thing and what is wanted, without errdefs' kind text tacked on.
+func TestOtherUsageErrors(t *testing.T) {
+	cfg := emptyConfig(t)
+	_, err := runApp(t, "--config", cfg, "queue-status", "--queue", "x")
+	wantErr(t, err, `--queue "x": no such queue; want downloads or unpacks`)
+	if strings.HasSuffix(err.Error(), "invalid argument") {
+		t.Errorf("%q ends in errdefs' kind", err)
+	}
+	_, err = runApp(t, "--config", cfg, "validate")
+	wantErr(t, err, "validate takes one archive", "got 0 arguments")
+	_, err = runApp(t, "--config", cfg, "push-layers", "docker.io/library/alpine:3.20")
+	wantErr(t, err, "layer_prefix is empty", "set it")
+}

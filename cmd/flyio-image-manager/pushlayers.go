@@ -28,7 +28,7 @@ The image must be pulled (its layers in the content store) first.`,
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
-			return fmt.Errorf("push-layers takes one image reference, got %d arguments", c.NArg())
+			return fmt.Errorf("push-layers takes one image reference (e.g. docker.io/library/alpine:3.20), got %d arguments", c.NArg())
 		}
 		ref := c.Args().First()
 		cfg, err := loadConfig(c)
@@ -36,7 +36,7 @@ The image must be pulled (its layers in the content store) first.`,
 			return err
 		}
 		if cfg.S3.LayerPrefix == "" {
-			return fmt.Errorf("[s3] layer_prefix is empty: the layer store is off")
+			return fmt.Errorf("[s3] layer_prefix is empty, so the layer store is off: set it (e.g. layer_prefix = \"layers/\") in the config to push layers")
 		}
 		platform, err := platforms.Parse(c.String("platform"))
 		if err != nil {
