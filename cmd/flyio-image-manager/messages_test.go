@@ -172,7 +172,7 @@ func TestMakeHelp(t *testing.T) {
 func TestOtherUsageErrors(t *testing.T) {
 	cfg := emptyConfig(t)
 	_, err := runApp(t, "--config", cfg, "queue-status", "--queue", "x")
-	wantErr(t, err, `--queue "x": no such queue; want downloads or unpacks`)
+	wantErr(t, err, `unknown queue "x" (--queue): want downloads or unpacks`)
 	if strings.HasSuffix(err.Error(), "invalid argument") {
 		t.Errorf("%q ends in errdefs' kind", err)
 	}

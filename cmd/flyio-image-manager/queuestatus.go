@@ -26,7 +26,7 @@ place in line (1 goes next).`,
 	Action: func(c *cli.Context) error {
 		name := c.String("queue")
 		if name != "" && name != importer.QueueDownloads && name != importer.QueueUnpacks {
-			return fmt.Errorf("--queue %q: no such queue; want %s or %s", name, importer.QueueDownloads, importer.QueueUnpacks)
+			return fmt.Errorf("unknown queue %q (--queue): want %s or %s", name, importer.QueueDownloads, importer.QueueUnpacks)
 		}
 		cfg, err := loadConfig(c)
 		if err != nil {
