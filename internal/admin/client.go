@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/containerd/errdefs"
 
@@ -89,7 +90,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 			return nil, &notRunningError{path: c.path}
 		}
 		if errors.As(err, &op) && errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("admin socket %s: permission denied: it is root's (mode 0600); run the command as root, e.g. with sudo: %w", c.path, errdefs.ErrPermissionDenied)
+			return nil, &remoteError{msg: fmt.Sprintf("admin socket %s: permission denied: it is root's (mode 0600); run the command as root, e.g. with sudo", c.path), kind: errdefs.ErrPermissionDenied}
 		}
 		return nil, fmt.Errorf("admin socket %s: %w", c.path, err)
 	}
@@ -99,8 +100,10 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 		json.NewDecoder(resp.Body).Decode(&e)
 		for _, k := range kinds {
 			if k.name == e.Kind {
-				// The daemon's message already ends with the kind's text.
-				return nil, &remoteError{msg: e.Error, kind: k.err}
+				// The daemon's message ends with the kind's text
+				// (": failed precondition"), which says nothing to an
+				// operator; the kind still travels in the error.
+				return nil, &remoteError{msg: strings.TrimSuffix(e.Error, ": "+k.err.Error()), kind: k.err}
 			}
 		}
 		return nil, errors.New(e.Error)

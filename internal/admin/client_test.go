@@ -3,7 +3,9 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,5 +38,27 @@ func TestNotRunningSaysWhatToDo(t *testing.T) {
 		if strings.HasSuffix(msg, ": unavailable") {
 			t.Errorf("%q ends in a stray \": unavailable\"", msg)
 		}
+	}
+}
+
+// TestRemoteErrorWithoutKindText: a daemon error keeps its errdefs kind
+// but loses the kind's text at its end (": failed precondition").
+func TestRemoteErrorWithoutKindText(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("delete-image demo: base still has 1 dependent snapshot(s): %w", errdefs.ErrFailedPrecondition))
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	_, err = NewClient(sock).DeleteImage(context.Background(), "demo")
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("%v: kind lost", err)
+	}
+	if got, want := err.Error(), "delete-image demo: base still has 1 dependent snapshot(s)"; got != want {
+		t.Errorf("message %q, want %q", got, want)
 	}
 }
