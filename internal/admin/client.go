@@ -33,7 +33,9 @@ func (e *notRunningError) Error() string {
 		ErrDaemonNotRunning, e.path)
 }
 
-func (e *notRunningError) Unwrap() []error { return []error{ErrDaemonNotRunning, errdefs.ErrUnavailable} }
+func (e *notRunningError) Unwrap() []error {
+	return []error{ErrDaemonNotRunning, errdefs.ErrUnavailable}
+}
 
 // Client talks to a daemon's admin socket.
 type Client struct {
