@@ -125,6 +125,8 @@ func (c *Config) ApplyEnv() error {
 // need a bucket fail with ErrNoBucket.
 func (c *Config) Validate() error {
 	switch {
+	case c.LayerPrefix != "" && c.Bucket == "":
+		return fmt.Errorf("s3: layer_prefix %q turns the layer store on, which needs a bucket: set [s3] bucket", c.LayerPrefix)
 	case c.Region == "":
 		return fmt.Errorf("s3: region must be set")
 	case c.PartSize <= 0:

@@ -165,3 +165,16 @@ func TestConfigMessagesNameKeyNotGoType(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerStoreNeedsBucket: with no default bucket, turning the layer
+// store on without one is refused at load, naming the key to set.
+func TestLayerStoreNeedsBucket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("[s3]\nlayer_prefix = \"layers/\"\n"), 0o644)
+	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "set [s3] bucket") {
+		t.Fatalf("layer_prefix without bucket: %v", err)
+	}
+	if cfg, err := Load(filepath.Join(t.TempDir(), "absent.toml"), false); err != nil || cfg.S3.Bucket != "" {
+		t.Fatalf("defaults: bucket %q, %v; want none and no error", cfg.S3.Bucket, err)
+	}
+}
