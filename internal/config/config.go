@@ -169,6 +169,8 @@ func Load(path string, explicit bool) (Config, error) {
 			return cfg, fmt.Errorf("config %s: %w", path, err)
 		}
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	case errors.Is(err, fs.ErrNotExist):
+		return cfg, fmt.Errorf("config file %s (named by --config) does not exist; without --config, a missing %s means all defaults", path, DefaultPath)
 	default:
 		return cfg, fmt.Errorf("config: %w", err)
 	}

@@ -15,8 +15,9 @@ func TestMissingDefaultFileMeansDefaults(t *testing.T) {
 	if cfg.Pool.BlockSize != 128<<10 || cfg.Pool.Name != "flyio-pool" || cfg.Pool.DataFile != "/var/lib/flyio-image-manager/pool/data" {
 		t.Fatalf("defaults: %+v", cfg.Pool)
 	}
-	if _, err := Load(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {
-		t.Fatal("an explicitly named missing file must be an error")
+	absent := filepath.Join(t.TempDir(), "absent.toml")
+	if _, err := Load(absent, true); err == nil || !strings.Contains(err.Error(), "config file "+absent+" (named by --config) does not exist") {
+		t.Fatalf("an explicitly named missing file must be an error naming it: %v", err)
 	}
 }
 
