@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -65,9 +66,13 @@ func newApp() *cli.App {
 			dashboardCommand,
 		},
 	}
-	inheritGlobalFlags(app.Commands)
+	inheritOnce.Do(func() { inheritGlobalFlags(app.Commands) })
 	return app
 }
+
+// inheritOnce: the command variables are shared by every newApp call
+// (tests build many apps, possibly at once).
+var inheritOnce sync.Once
 
 // globalFlags are the app's flags. Each command gets its own copy too
 // (inheritGlobalFlags), so `daemon --config FILE` works as well as
@@ -79,8 +84,7 @@ func globalFlags() []cli.Flag {
 }
 
 // inheritGlobalFlags adds the global flags to every command (and
-// subcommand) that does not define a flag of the same name. The command
-// variables are shared by every newApp call, so it adds each only once.
+// subcommand) that does not define a flag of the same name.
 func inheritGlobalFlags(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		for _, g := range globalFlags() {
