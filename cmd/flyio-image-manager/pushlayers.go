@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/urfave/cli/v2"
 
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
@@ -65,8 +66,8 @@ The image must be pulled (its layers in the content store) first.`,
 			if p.Uploaded {
 				what = "uploaded"
 			}
-			fmt.Fprintf(c.App.Writer, "%s %s (%d bytes, diff id %s): %s as s3://%s/%s\n",
-				p.Layer.Digest, p.Layer.MediaType, p.Layer.Size, p.DiffID, what, cfg.S3.Bucket, p.BlobKey)
+			fmt.Fprintf(c.App.Writer, "%s %s (%s, diff id %s): %s as s3://%s/%s\n",
+				p.Layer.Digest, p.Layer.MediaType, units.Bytes(p.Layer.Size), p.DiffID, what, cfg.S3.Bucket, p.BlobKey)
 		})
 	},
 }
