@@ -140,6 +140,9 @@ demo() {
 		[proxy_plugins.flyio]
 		  type = "snapshot"
 		  address = "$dir/snapshotter.sock"
+		[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+		  platform = "linux/amd64"
+		  snapshotter = "flyio"
 	TOML
 	sed -n '/proxy_plugins/,$p' "$ctrdcfg"
 	containerd --config "$ctrdcfg" >"$dir/containerd.log" 2>&1 &
