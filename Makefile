@@ -1,13 +1,23 @@
 # flyio-image-manager
 #
-#   make demo    run the product end to end on a real dm-thin pool (in the VM
-#                when this kernel has no device-mapper) and explain each step
+#   make demo    the product's main job on a real dm-thin pool (in the VM when
+#                this kernel has no device-mapper), each step explained: an
+#                image tarball in a local S3 server -> process-image ->
+#                images -> ctr run -> delete-image refused -> gc --dry-run
 #   make test    unit tests on this machine + every dm-thin, containerd and S3
 #                integration test inside the VM (or natively with dm-thin)
 #   make bench   benchmarks, printed as tables against their named baselines
 #   make build   bin/flyio-image-manager
 #   make install the binary, the config example and the systemd units
 #                (DESTDIR, PREFIX=/usr/local, SYSTEMDUNITDIR); make uninstall
+#   make unit    only the unit tests (no VM; S3 ones against a real versitygw)
+#   make lint    gofmt and go vet
+#   make tools   install containerd, ctr, runc shim, versitygw... (test/tools.sh)
+#   make vm      build/refresh the test VM's kernel and initramfs
+#   make vm-smoke  prove the VM harness; make vm-test VM_PKGS=./dmpool runs
+#                packages' tests in the VM
+#   make clean   remove bin/
+#   make help    this list
 #
 # All of them install what they need on a Debian/Ubuntu machine (as root).
 
@@ -34,8 +44,12 @@ BINDIR         ?= $(PREFIX)/bin
 CONFDIR        ?= /etc/flyio-image-manager
 SYSTEMDUNITDIR ?= /etc/systemd/system
 
-.PHONY: all build tools unit test demo lint clean install uninstall
+.PHONY: all build tools unit test demo lint clean install uninstall help
 all: build
+
+# help prints the "make TARGET" lines of the comment at the top.
+help:
+	@sed -n 's/^#   \(make .*\)/  \1/p; s/^#                \(.*\)/                \1/p' $(firstword $(MAKEFILE_LIST))
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/flyio-image-manager

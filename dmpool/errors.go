@@ -39,6 +39,9 @@ var (
 	ErrIDsExhausted error = &kindError{"thin device ids exhausted", errdefs.ErrResourceExhausted}
 	// ErrMismatch: an existing pool does not use the configured storage.
 	ErrMismatch error = &kindError{"devicemapper pool does not match its configuration", errdefs.ErrFailedPrecondition}
+	// ErrNoDeviceMapper: /dev/mapper/control cannot be opened; the
+	// kernel has no device-mapper or we are not root.
+	ErrNoDeviceMapper error = &kindError{"device-mapper is not available", errdefs.ErrUnavailable}
 )
 
 // mapMessageErr turns the errno of a thin-pool message into a typed

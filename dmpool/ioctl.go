@@ -53,10 +53,29 @@ func control() (*os.File, error) {
 	}
 	f, err := os.OpenFile(controlPath, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s (is device-mapper in the kernel?): %w", controlPath, err)
+		return nil, controlOpenError(controlPath, err)
 	}
 	controlFile = f
 	return f, nil
+}
+
+// controlOpenError says why path (the control device) would not open and
+// what to do, naming the path once.
+func controlOpenError(path string, err error) error {
+	cause := err
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		cause = pe.Err
+	}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %s does not exist. Load the kernel modules with 'modprobe dm_thin_pool' "+
+			"(it pulls in dm_mod; 'lsmod | grep dm_thin_pool' checks), and in a container pass the host's /dev/mapper in: %w",
+			ErrNoDeviceMapper, path, cause)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: opening %s: %w: device-mapper needs root (run as root, e.g. with sudo)", ErrNoDeviceMapper, path, cause)
+	}
+	return fmt.Errorf("%w: opening %s: %w", ErrNoDeviceMapper, path, cause)
 }
 
 // dmResult is what the kernel wrote back.

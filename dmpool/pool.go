@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
+	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
 // SectorSize is the unit of dm table lengths: a thin device's size must
@@ -255,7 +256,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 	if fresh {
 		res = Created
 	}
-	log.G(ctx).WithField("pool", cfg.Name).Infof("device-mapper pool %s (%d data sectors, block %d bytes)", res, dataSectors, cfg.BlockSize)
+	log.G(ctx).WithField("pool", cfg.Name).Infof("device-mapper pool %s (%s of data, block %s)", res, units.Bytes(dataSectors*512), units.Bytes(uint64(cfg.BlockSize)))
 	return p, res, nil
 }
 

@@ -375,3 +375,22 @@ func TestPrepareStorageRefusesHalfAPool(t *testing.T) {
 		}
 	})
 }
+
+// TestControlOpenError: with no device-mapper the error names the control
+// device once and says to load dm_thin_pool.
+func TestControlOpenError(t *testing.T) {
+	absent := filepath.Join(t.TempDir(), "control")
+	_, err := os.OpenFile(absent, os.O_RDWR, 0)
+	got := controlOpenError(absent, err)
+	msg := got.Error()
+	if !errors.Is(got, ErrNoDeviceMapper) || !errdefs.IsUnavailable(got) || !errors.Is(got, os.ErrNotExist) {
+		t.Errorf("%v: want ErrNoDeviceMapper, errdefs unavailable and ErrNotExist", got)
+	}
+	if strings.Count(msg, absent) != 1 || !strings.Contains(msg, "modprobe dm_thin_pool") {
+		t.Errorf("%q: want the path once and 'modprobe dm_thin_pool'", msg)
+	}
+	perm := controlOpenError(absent, &os.PathError{Op: "open", Path: absent, Err: unix.EACCES})
+	if strings.Count(perm.Error(), absent) != 1 || !strings.Contains(perm.Error(), "needs root") {
+		t.Errorf("%q: want the path once and 'needs root'", perm)
+	}
+}

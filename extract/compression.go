@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -54,6 +56,54 @@ func DetectCompression(head []byte) (Compression, error) {
 		return "", fmt.Errorf("%w: xz", ErrUnsupportedCompression)
 	}
 	return Uncompressed, nil
+}
+
+// notTar is the error for an input whose (decompressed) start is no tar
+// header: the tar reader's own "unexpected EOF" or "invalid header" would
+// read as a damaged archive.
+func notTar(c string) error {
+	if c == "" || Compression(c) == Uncompressed {
+		return fmt.Errorf("%w: the input is neither a tar archive nor a gzip- or zstd-compressed one", ErrNotTar)
+	}
+	return fmt.Errorf("%w: the %s stream does not hold a tar archive", ErrNotTar, c)
+}
+
+// headReader keeps the first tar block (512 bytes) read through it.
+type headReader struct {
+	r    io.Reader
+	head *[]byte
+}
+
+func (h *headReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if missing := 512 - len(*h.head); missing > 0 && n > 0 {
+		*h.head = append(*h.head, p[:min(n, missing)]...)
+	}
+	return n, err
+}
+
+// looksLikeTarHeader reports whether block is a whole tar header block:
+// the ustar magic (POSIX, GNU) or a valid header checksum (v7 tar).
+func looksLikeTarHeader(block []byte) bool {
+	if len(block) < 512 {
+		return false
+	}
+	if bytes.Equal(block[257:262], []byte("ustar")) {
+		return true
+	}
+	field := strings.TrimRight(strings.TrimSpace(string(block[148:156])), "\x00 ")
+	want, err := strconv.ParseInt(field, 8, 64)
+	if err != nil {
+		return false
+	}
+	var sum int64
+	for i, b := range block {
+		if i >= 148 && i < 156 {
+			b = ' '
+		}
+		sum += int64(b)
+	}
+	return sum == want
 }
 
 // isZstdSkippable matches the magic of a zstd skippable frame

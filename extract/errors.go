@@ -53,6 +53,10 @@ var (
 	// entry's data, inside the compressed stream, or without the tar
 	// end-of-archive marker).
 	ErrTruncated = newKind("truncated archive", errdefs.ErrDataLoss)
+	// ErrNotTar: the input, once decompressed, does not start with a tar
+	// header (a text file, an OCI layout, a zip). Reported instead of
+	// ErrTruncated or ErrCorrupt when no entry could be read at all.
+	ErrNotTar = newKind("not a tar archive", errdefs.ErrInvalidArgument)
 	// ErrCorrupt: a malformed tar header or compressed stream.
 	ErrCorrupt = newKind("corrupt archive", errdefs.ErrDataLoss)
 	// ErrUnsupportedCompression: bzip2, xz and other formats we do not
@@ -78,7 +82,7 @@ func (e *kindError) Unwrap() error { return e.kind }
 // EntryError is an error about one tar entry. Its message is
 // "<what>: <entry><detail>", for example
 // "path traversal detected: ../etc/passwd" or
-// "file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)".
+// "file too large: big.img: 2147483648 bytes = 2 GiB (max 1073741824 bytes = 1 GiB)".
 type EntryError struct {
 	// Entry is the entry name as it appears in the archive.
 	Entry string

@@ -54,6 +54,9 @@ type extraction struct {
 	src *sourceReader
 	dec *decodeReader
 	ts  *tarStream
+	// head is the first tar block read, to tell "not a tar" from a tar
+	// whose first header is damaged.
+	head []byte
 
 	content      int64  // sum of entry sizes
 	symlinkBytes int64  // sum of symlink target lengths
@@ -137,7 +140,7 @@ func (x *extraction) run() error {
 	if x.opts.Progress != nil {
 		x.ts.progress = func(int64) { x.opts.Progress(x.progress()) }
 	}
-	tr := tar.NewReader(x.ts)
+	tr := tar.NewReader(&headReader{r: x.ts, head: &x.head})
 	for {
 		if err := x.ctx.Err(); err != nil {
 			return err
@@ -235,10 +238,12 @@ func (x *extraction) readErr(err error, name string, betweenEntries bool) error 
 		return cerr
 	}
 	where := ""
+	firstHeader := false
 	if betweenEntries {
 		where = " (reading the next header)"
 		if name == "" {
 			name, where = "<start of archive>", ""
+			firstHeader = x.res.Entries == 0 && !looksLikeTarHeader(x.head)
 		}
 	}
 	var le *limitError
@@ -255,6 +260,8 @@ func (x *extraction) readErr(err error, name string, betweenEntries bool) error 
 			kind = ErrTruncated
 		}
 		return &EntryError{Entry: name, Detail: where + ": compressed stream: " + x.dec.err.Error(), Err: kind}
+	case firstHeader:
+		return notTar(x.res.Compression)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &EntryError{Entry: name, Detail: where, Err: ErrTruncated}
 	}

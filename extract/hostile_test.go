@@ -515,7 +515,7 @@ func hostileCases() []hostileCase {
 				// A header claiming 2 GiB; the data never comes.
 				return [][]byte{rawHeader("big.img", '0', 2<<30, "")}
 			},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2147483648 bytes = 2GB (max 1073741824 bytes = 1GB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 2147483648 bytes = 2 GiB (max 1073741824 bytes = 1 GiB)"},
 		},
 		{
 			// Issue 11 item 7: one byte over used to print "1GB (max 1GB)".
@@ -523,7 +523,7 @@ func hostileCases() []hostileCase {
 			layers: func(t *testing.T, s *sandbox) [][]byte {
 				return [][]byte{rawHeader("big.img", '0', 1<<30+1, "")}
 			},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 1073741825 bytes (max 1073741824 bytes = 1GB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"file too large: big.img: 1073741825 bytes (max 1073741824 bytes = 1 GiB)"},
 		},
 		{
 			name: "gzip-bomb-file",
@@ -531,7 +531,7 @@ func hostileCases() []hostileCase {
 				return [][]byte{gz(t, mkTar(t, ent{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "bomb", Size: 64 << 20, Mode: 0o644}, body: make([]byte, 64<<20)}))}
 			},
 			opts:    Options{MaxFileSize: 1 << 20},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 67108864 bytes = 64MB (max 1048576 bytes = 1MB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"bomb: 67108864 bytes = 64 MiB (max 1048576 bytes = 1 MiB)"},
 		},
 		{
 			name: "gzip-bomb-total",
@@ -714,7 +714,7 @@ func hostileCases() []hostileCase {
 				n := maxSymlinkTargets/len(long) + 1
 				return [][]byte{gz(t, append(bytes.Repeat(one, n), endOfArchive()...))}
 			},
-			wantErr: ErrArchiveTooLarge, wantMsg: []string{"symlink targets total more than 67108864 bytes = 64MB"},
+			wantErr: ErrArchiveTooLarge, wantMsg: []string{"symlink targets total more than 67108864 bytes = 64 MiB"},
 		},
 
 		{
@@ -805,7 +805,7 @@ func hostileCases() []hostileCase {
 			name:    "sparse-logical-size-over-limit",
 			layers:  raw(sparsePAX("sparse.img", 2<<20, "head", "tail"), endOfArchive()),
 			opts:    Options{MaxFileSize: 1 << 20},
-			wantErr: ErrFileTooLarge, wantMsg: []string{"sparse.img: 2097152 bytes = 2MB (max 1048576 bytes = 1MB)"},
+			wantErr: ErrFileTooLarge, wantMsg: []string{"sparse.img: 2097152 bytes = 2 MiB (max 1048576 bytes = 1 MiB)"},
 		},
 		{
 			name:    "sparse-logical-total-over-limit",

@@ -234,7 +234,7 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) succeeded", bad)
 		}
 	}
-	for n, want := range map[int64]string{512: "512B", 1 << 30: "1GB", 2 << 30: "2GB", 3 << 19: "1.5MB", 64 << 30: "64GB"} {
+	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 2 << 30: "2 GiB", 3 << 19: "1.5 MiB", 64 << 30: "64 GiB"} {
 		if got := FormatSize(n); got != want {
 			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
 		}

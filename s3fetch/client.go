@@ -14,6 +14,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 )
 
 // Client reads and writes image objects in one bucket. It is safe for
@@ -73,9 +74,16 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Client, error) {
 	if o.httpClient != nil {
 		loadOpts = append(loadOpts, awsconfig.WithHTTPClient(o.httpClient))
 	}
+	// The SDK's own log lines (e.g. "falling back to IMDSv1") would go to
+	// stderr, over the dashboard's screen; what matters comes back as
+	// errors.
+	loadOpts = append(loadOpts, awsconfig.WithLogger(logging.Nop{}))
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration for bucket '%s': %w", cfg.Bucket, err)
+	}
+	if awsCfg.Credentials != nil {
+		awsCfg.Credentials = markCredentialErrors{awsCfg.Credentials}
 	}
 	client := s3.NewFromConfig(awsCfg, func(so *s3.Options) {
 		if cfg.Endpoint != "" {
@@ -89,6 +97,26 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Client, error) {
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 	return &Client{cfg: cfg, s3: client, queue: NewQueue(cfg.DownloadQueueSize)}, nil
+}
+
+// markCredentialErrors wraps the credential chain's failures in
+// credentialsError, so they are reported as ErrNoCredentials.
+type markCredentialErrors struct{ aws.CredentialsProvider }
+
+func (m markCredentialErrors) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := m.CredentialsProvider.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		err = &credentialsError{err}
+	}
+	return c, err
+}
+
+// needBucket refuses operations while [s3] bucket is unset.
+func (c *Client) needBucket() error {
+	if c.cfg.Bucket == "" {
+		return ErrNoBucket
+	}
+	return nil
 }
 
 // Config returns the configuration the client was built with.
@@ -112,6 +140,9 @@ type ObjectInfo struct {
 // Stat returns the size and ETag of key (HeadObject).
 func (c *Client) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err := ValidateKey(key); err != nil {
+		return ObjectInfo{}, err
+	}
+	if err := c.needBucket(); err != nil {
 		return ObjectInfo{}, err
 	}
 	out, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.cfg.Bucket, Key: &key})
@@ -145,6 +176,9 @@ func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 	if err := validatePrefix(prefix); err != nil {
 		return nil, err
 	}
+	if err := c.needBucket(); err != nil {
+		return nil, err
+	}
 	var objs []ObjectInfo
 	p := s3.NewListObjectsV2Paginator(c.s3, &s3.ListObjectsV2Input{Bucket: &c.cfg.Bucket, Prefix: &prefix})
 	for p.HasMorePages() {
@@ -172,7 +206,10 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64) (
 	if err := ValidateKey(key); err != nil {
 		return ObjectInfo{}, err
 	}
-	partSize := c.cfg.PartSize
+	if err := c.needBucket(); err != nil {
+		return ObjectInfo{}, err
+	}
+	partSize := int64(c.cfg.PartSize)
 	if partSize < MinPartSize {
 		partSize = MinPartSize
 	}

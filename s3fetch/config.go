@@ -4,19 +4,14 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
-// Seconds is a duration written in configuration files as a number of
-// seconds. A float so that tests can ask for sub-second timeouts while the
-// TOML stays `download_timeout = 300`.
-type Seconds float64
-
-// Duration converts s to a time.Duration.
-func (s Seconds) Duration() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
-
-// String renders s the way error messages name it, e.g. "300s" or "0.5s".
-func (s Seconds) String() string { return strconv.FormatFloat(float64(s), 'f', -1, 64) + "s" }
+// Seconds is a duration in configuration: a number of seconds or a string
+// such as "5m" (internal/units, the codec every config key, flag and env
+// var shares).
+type Seconds = units.Seconds
 
 // Config is the [s3] section of the image manager configuration.
 type Config struct {
@@ -36,9 +31,10 @@ type Config struct {
 	// LayerPrefix is prepended to layer names to form object keys.
 	LayerPrefix string `toml:"layer_prefix"`
 
-	// PartSize is the size in bytes of each ranged GET (and of multipart
-	// upload parts). At most Concurrency+1 parts are buffered per download.
-	PartSize int64 `toml:"part_size"`
+	// PartSize is the size of each ranged GET (and of multipart upload
+	// parts): bytes, or a string such as "5MiB". At most Concurrency+1
+	// parts are buffered per download.
+	PartSize units.Size `toml:"part_size"`
 	// Concurrency is how many ranged GETs run ahead of the reader per
 	// download, and how many parts an upload sends at once.
 	Concurrency int `toml:"concurrency"`
@@ -64,7 +60,9 @@ type Config struct {
 
 // Defaults, exported so that documentation and other packages can name them.
 const (
-	DefaultBucket = "flyio-container-images"
+	// DefaultBucket is none: a made-up default would look like a real
+	// bucket in messages. Commands that need one say "set [s3] bucket".
+	DefaultBucket = ""
 	DefaultRegion = "us-east-1"
 	DefaultPrefix = "images/"
 	// DefaultPartSize keeps a download's buffers (concurrency+1 parts) at
@@ -106,11 +104,11 @@ func DefaultConfig() Config {
 // rather than being silently ignored.
 func (c *Config) ApplyEnv() error {
 	if v, ok := os.LookupEnv("DOWNLOAD_TIMEOUT"); ok && v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 {
-			return fmt.Errorf("invalid DOWNLOAD_TIMEOUT %q: want a positive number of seconds", v)
+		d, err := units.ParseSeconds(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("invalid DOWNLOAD_TIMEOUT %q: want a positive number of seconds or a duration such as 5m", v)
 		}
-		c.DownloadTimeout = Seconds(f)
+		c.DownloadTimeout = d
 	}
 	if v, ok := os.LookupEnv("DOWNLOAD_QUEUE_SIZE"); ok && v != "" {
 		n, err := strconv.Atoi(v)
@@ -122,15 +120,17 @@ func (c *Config) ApplyEnv() error {
 	return nil
 }
 
-// Validate reports the first setting that cannot work.
+// Validate reports the first setting that cannot work. An empty bucket is
+// not an error here: the daemon runs without S3, and the operations that
+// need a bucket fail with ErrNoBucket.
 func (c *Config) Validate() error {
 	switch {
-	case c.Bucket == "":
-		return fmt.Errorf("s3: bucket must be set")
+	case c.LayerPrefix != "" && c.Bucket == "":
+		return fmt.Errorf("s3: layer_prefix %q turns the layer store on, which needs a bucket: set [s3] bucket", c.LayerPrefix)
 	case c.Region == "":
 		return fmt.Errorf("s3: region must be set")
 	case c.PartSize <= 0:
-		return fmt.Errorf("s3: part_size must be positive, got %d", c.PartSize)
+		return fmt.Errorf("s3: part_size must be positive, got %s", c.PartSize)
 	case c.Concurrency <= 0:
 		return fmt.Errorf("s3: concurrency must be positive, got %d", c.Concurrency)
 	case c.DownloadTimeout <= 0:

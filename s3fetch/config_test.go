@@ -53,7 +53,7 @@ max_retries = 3
 
 func TestDefaultConfig(t *testing.T) {
 	c := s3fetch.DefaultConfig()
-	if c.Bucket != "flyio-container-images" || c.Region != "us-east-1" || c.Endpoint != "" || c.PathStyle ||
+	if c.Bucket != "" || c.Region != "us-east-1" || c.Endpoint != "" || c.PathStyle ||
 		c.Prefix != "images/" || c.LayerPrefix != "" || c.PartSize != 5<<20 || c.Concurrency != 4 ||
 		c.DownloadTimeout != 300 || c.DownloadQueueSize != 3 || c.MaxRetries != 5 {
 		t.Errorf("DefaultConfig() = %+v", c)

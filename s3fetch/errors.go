@@ -20,7 +20,33 @@ var (
 	ErrObjectChanged   = fmt.Errorf("object changed during download: %w", errdefs.ErrFailedPrecondition)
 	ErrDownloadTimeout = fmt.Errorf("download timeout: %w", context.DeadlineExceeded)
 	ErrCorrupt         = fmt.Errorf("inconsistent response: %w", errdefs.ErrDataLoss)
+	// ErrNoBucket: [s3] bucket is empty (the default), and the operation
+	// needs one.
+	ErrNoBucket      error = &kindError{"no S3 bucket configured: set [s3] bucket in the config file (docs/CONFIG.md#s3)", errdefs.ErrFailedPrecondition}
+	ErrNoCredentials       = fmt.Errorf("no AWS credentials: %w", errdefs.ErrPermissionDenied)
 )
+
+// kindError is a message that matches an errdefs kind without printing
+// the kind's own text after it.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// noCredentialsHint is what an operator does about ErrNoCredentials.
+const noCredentialsHint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of " +
+	"the daemon and the commands (under systemd: an EnvironmentFile=, docs/QUICKSTART.md#4-s3-credentials), " +
+	"or give the host an instance role; see docs/CONFIG.md#s3"
+
+// credentialsError marks a failure of the SDK's credential chain, so
+// translate can say what to set instead of the chain's own text.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return "no AWS credentials found: " + e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
 
 // Error is a failed S3 operation on one object. Its message names the bucket
 // and key; errors.Is matches Kind (one of the Err* values above, when known)
@@ -70,7 +96,10 @@ func translate(op, bucket, key string, err error) error {
 	}
 	e := &Error{Op: op, Bucket: bucket, Key: key, Err: err}
 	code, status := apiCode(err), httpStatus(err)
+	var ce *credentialsError
 	switch {
+	case errors.As(err, &ce):
+		e.Kind, e.Msg = ErrNoCredentials, fmt.Sprintf("no AWS credentials for %s: %s", objectURL(bucket, key), noCredentialsHint)
 	case code == "NoSuchBucket":
 		e.Kind, e.Msg = ErrNoSuchBucket, fmt.Sprintf("no such bucket '%s'", bucket)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:

@@ -94,6 +94,9 @@ func (c *Client) Open(ctx context.Context, key string) (*Object, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
+	if err := c.needBucket(); err != nil {
+		return nil, err
+	}
 	release, err := c.queue.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -119,7 +122,7 @@ func (c *Client) Open(ctx context.Context, key string) (*Object, error) {
 // the parts and starts the read-ahead.
 func (o *Object) start() error {
 	c := o.c
-	firstEnd := c.cfg.PartSize
+	firstEnd := int64(c.cfg.PartSize)
 	var (
 		first *pending
 		err   error
@@ -170,7 +173,7 @@ func (o *Object) startEmpty() error {
 }
 
 func (o *Object) plan() {
-	ps := o.c.cfg.PartSize
+	ps := int64(o.c.cfg.PartSize)
 	for start, i := int64(0), 0; start < o.Size; start, i = start+ps, i+1 {
 		o.parts = append(o.parts, &part{idx: i, start: start, end: min(start+ps, o.Size), done: make(chan struct{})})
 	}
@@ -262,7 +265,7 @@ func (o *Object) putBuf(p *part) {
 }
 
 func (c *Client) getBuf() *[]byte {
-	if b, ok := c.bufs.Get().(*[]byte); ok && int64(cap(*b)) >= c.cfg.PartSize {
+	if b, ok := c.bufs.Get().(*[]byte); ok && int64(cap(*b)) >= int64(c.cfg.PartSize) {
 		return b
 	}
 	b := make([]byte, c.cfg.PartSize)

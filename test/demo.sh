@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# demo.sh (`make demo`) shows flyio-image-manager doing its job with a real
-# containerd: a loopback dm-thin pool, our daemon, a private containerd that
-# uses it as the "flyio" proxy snapshotter, a small image imported and run,
-# then the snapshot chain and the pool usage. Everything is torn down at
-# the end; nothing of the host's own containerd is touched.
+# demo.sh (`make demo`) shows flyio-image-manager doing its main job, the
+# way the predecessor's operators use it: an image tarball sits in an S3
+# bucket (a local versitygw server), process-image streams it onto a thin
+# device and registers it in containerd, ctr runs a container from it,
+# delete-image refuses while the container uses it and gc --dry-run lists
+# nothing to remove. Everything runs on a loopback dm-thin pool, with a
+# private containerd that uses the daemon as the "flyio" proxy snapshotter,
+# and is torn down at the end; nothing of the host's own containerd is
+# touched.
 #
 #   test/demo.sh            build on the host, then run natively if this
 #                           kernel has dm-thin, else in the test VM
 #   test/demo.sh --in-vm D  (internal) the part that needs dm-thin; D holds
 #                           the binaries built on the host
 #
-# Needs test/tools.sh to have been run (containerd, ctr, the runc shim).
+# Needs test/tools.sh to have been run (containerd, ctr, the runc shim,
+# versitygw).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,17 +33,16 @@ native() {
 }
 
 host() {
-	for t in containerd ctr containerd-shim-runc-v2; do
+	for t in containerd ctr containerd-shim-runc-v2 versitygw; do
 		[[ -x $tools/$t ]] || { echo "demo.sh: $tools/$t missing; run test/tools.sh first" >&2; exit 1; }
 	done
 	bins=$(mktemp -d "${TMPDIR:-/tmp}/flyio-demo-bin.XXXXXX")
 	trap 'rm -rf "$bins"' EXIT
-	step "Building flyio-image-manager and the demo image (on the host)"
+	step "Building flyio-image-manager and the demo's S3 uploader (on the host)"
 	(cd "$repo" &&
 		go build -o "$bins/flyio-image-manager" ./cmd/flyio-image-manager &&
 		go build -o "$bins/rmpool" ./test/e2e/rmpool &&
-		go run ./test/e2e/mkimage -o "$bins/image.tar" -ref docker.io/flyio/demo:1)
-	echo "image archive: $(du -h "$bins/image.tar" | cut -f1) (busybox + 2 small layers, built in Go by test/e2e/ociarchive)"
+		go build -o "$bins/demoimage" ./test/e2e/demoimage)
 	if native; then
 		"$repo/test/demo.sh" --in-vm "$bins"
 	else
@@ -57,22 +61,41 @@ demo() {
 	dir=$(mktemp -d /tmp/flyio-demo.XXXXXX)
 	cfg=$dir/flyio.toml ctrdcfg=$dir/containerd.toml
 	sock=$dir/containerd.sock
-	daemon_pid= ctrd_pid=
+	daemon_pid= ctrd_pid= gw_pid=
 	export PATH=$tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	ctr() { command ctr --address "$sock" --namespace demo "$@"; }
+	# The daemon and the uploader find the S3 server's credentials where
+	# the AWS SDK looks first (docs/s3.md).
+	export AWS_ACCESS_KEY_ID=demoaccess AWS_SECRET_ACCESS_KEY=demosecret0123456789 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+	s3=http://127.0.0.1:7070 bucket=demo-images key=images/demo.tar.gz
+	ref=images.flyio.local/demo:latest
 
 	cleanup() {
 		set +e
-		step "Tearing down: containerd, the daemon, the pool and its loop devices"
-		if [[ -n $ctrd_pid ]]; then kill "$ctrd_pid"; wait "$ctrd_pid"; fi
+		step "Tearing down: the container, containerd, the daemon, the S3 server, the pool and its loop devices"
+		if [[ -n $ctrd_pid ]]; then
+			ctr task kill -s KILL demo1 >/dev/null 2>&1 && sleep 1
+			ctr task rm -f demo1 >/dev/null 2>&1
+			ctr container rm demo1 >/dev/null 2>&1
+			kill "$ctrd_pid"; wait "$ctrd_pid"
+		fi
 		if [[ -n $daemon_pid ]]; then kill "$daemon_pid"; wait "$daemon_pid"; fi
+		if [[ -n $gw_pid ]]; then kill "$gw_pid"; wait "$gw_pid"; fi
 		"$bins/rmpool" -config "$cfg" && echo "pool flyio-demo removed"
 		rm -rf "$dir"
 	}
 	trap cleanup EXIT
 
+	step "Starting a local S3 server (versitygw on $s3) and putting an image tarball in it"
+	mkdir -p "$dir/s3"
+	versitygw --port 127.0.0.1:7070 --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" \
+		--region "$AWS_REGION" --quiet posix "$dir/s3" >"$dir/versitygw.log" 2>&1 &
+	gw_pid=$!
+	for _ in $(seq 100); do curl -s -o /dev/null "$s3/" && break; sleep 0.2; done
+	"$bins/demoimage" -endpoint "$s3" -bucket "$bucket" -key "$key"
+
 	metrics=127.0.0.1:9150
-	step "Configuring a 4GiB sparse loopback pool under $dir"
+	step "Configuring a 4GiB sparse loopback pool under $dir, the bucket and a private containerd"
 	cat >"$cfg" <<-TOML
 		root_dir = "$dir/flyio"
 		address = "$dir/snapshotter.sock"
@@ -84,6 +107,13 @@ demo() {
 		metadata_size = "64MiB"
 		[snapshotter]
 		base_size = "256MiB"
+		[s3]
+		bucket = "$bucket"
+		endpoint = "$s3"
+		path_style = true
+		[containerd]
+		address = "$sock"
+		namespace = "demo"
 	TOML
 	cat "$cfg"
 
@@ -91,7 +121,7 @@ demo() {
 	"$fim" --config "$cfg" setup-pool
 
 	step "Starting the daemon: it serves containerd's snapshots API on $dir/snapshotter.sock"
-	"$fim" --config "$cfg" daemon >"$dir/daemon.log" 2>&1 &
+	"$fim" daemon --config "$cfg" >"$dir/daemon.log" 2>&1 &
 	daemon_pid=$!
 	for _ in $(seq 100); do [[ -S $dir/snapshotter.sock ]] && break; sleep 0.2; done
 	[[ -S $dir/snapshotter.sock ]] || { cat "$dir/daemon.log"; exit 1; }
@@ -121,25 +151,30 @@ demo() {
 	ctr version >/dev/null || { tail -50 "$dir/containerd.log"; exit 1; }
 	echo "containerd running (pid $ctrd_pid)"
 
-	step "Importing the image; each layer is unpacked onto its own thin snapshot"
-	ctr images import --snapshotter flyio "$bins/image.tar"
-	ctr images ls
+	step "process-image: the daemon streams s3://$bucket/$key through the validated extractor onto a new thin device"
+	# script(1) gives it a terminal, so it draws its progress bar.
+	script -qefc "$fim --config $cfg process-image --s3-key $key" /dev/null
 
-	step "Running a container from it (ctr run --snapshotter flyio)"
-	ctr run --rm --snapshotter flyio docker.io/flyio/demo:1 demo1 \
-		/bin/sh -c 'cat /hello.txt; echo "rootfs: $(grep " / " /proc/mounts)"; df -h /'
+	step "images: what process-image imported, with its S3 source, sizes and base device"
+	"$fim" --config "$cfg" images
+	echo "containerd sees it too:"
+	ctr images ls -q
 
-	step "The snapshot chain: one committed snapshot per layer (containerd's view)"
-	ctr snapshots --snapshotter flyio tree
+	step "ctr run: a container starts on a thin snapshot of the imported base (no copy, no download)"
+	ctr run -d --snapshotter flyio "$ref" demo1 /bin/busybox sleep 600
+	ctr task exec --exec-id hello demo1 /bin/sh -c 'echo "in the container: $(cat /etc/variant 2>/dev/null || echo demo) image, rootfs $(grep " / " /proc/mounts | cut -d" " -f1-3)"'
 
-	step "The same chain as thin devices (flyio-image-manager snapshots): device ids and the data each maps"
-	"$fim" --config "$cfg" snapshots
+	step "delete-image while the container runs: refused, the container's snapshot depends on the base"
+	if "$fim" --config "$cfg" delete-image --image-id demo; then
+		echo "demo.sh: delete-image removed an image a running container uses" >&2
+		exit 1
+	fi
 
-	step "Pool usage (flyio-image-manager status): thin devices share the blocks of their parents"
+	step "gc --dry-run: lists leftovers it would remove; the image and the container's snapshot are in use, so not them"
+	"$fim" --config "$cfg" gc --dry-run
+
+	step "Pool usage (flyio-image-manager status): the container's device shares the base's blocks"
 	"$fim" --config "$cfg" status
-
-	step "Prometheus metrics the daemon served meanwhile (metrics_address; first lines)"
-	curl -fsS "http://$metrics/metrics" | grep -E '^flyio_(snapshotter_operations_total\{operation="(prepare|commit)",result="ok"\}|pool_data_(used|size)_bytes)'
 }
 
 case ${1:-} in

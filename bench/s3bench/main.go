@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
 )
@@ -109,7 +110,7 @@ func run() error {
 
 	cfg := s3fetch.DefaultConfig()
 	cfg.Endpoint, cfg.Region, cfg.Bucket, cfg.PathStyle = gw.endpoint, gw.region, gw.bucket, true
-	cfg.PartSize, cfg.Concurrency = o.partSize, o.conc
+	cfg.PartSize, cfg.Concurrency = units.Size(o.partSize), o.conc
 	cfg.DownloadTimeout = 3600
 	up, err := s3fetch.New(ctx, cfg, s3fetch.WithCredentials(credsOf(gw)))
 	if err != nil {

@@ -19,6 +19,7 @@ Keys: j/k or arrows move, g/G first/last, Tab cycles panels, r refreshes,
 q or Ctrl+C quits. Status refreshes every second, the S3 listing every 30s.`,
 	Flags: []cli.Flag{
 		prefixFlag,
+		&cli.StringFlag{Name: "log-file", Usage: "append what would be logged while the dashboard runs to `FILE`", DefaultText: "discarded"},
 	},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
@@ -28,6 +29,13 @@ q or Ctrl+C quits. Status refreshes every second, the S3 listing every 30s.`,
 		prefix := s3Prefix(c, cfg)
 		src := dashboard.NewDaemonSource(admin.NewClient(cfg.AdminAddress), cfg.S3, prefix)
 		m := dashboard.New(src, dashboard.Options{Prefix: prefix})
+		// Nothing but the TUI may write to its terminal: a log line (the
+		// AWS SDK's, ours) would be drawn over it.
+		restore, err := quietTerminal(c.String("log-file"))
+		if err != nil {
+			return err
+		}
+		defer restore()
 		_, err = tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(c.Context)).Run()
 		return err
 	},

@@ -213,7 +213,8 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 // checkInvocation returns why args cannot work with app, or "".
 //
 // urfave/cli v2 parses global flags before the command name and the
-// command's own flags after it, so each must be on its side.
+// command's own flags after it; newApp gives every command a copy of the
+// global flags too, so those also pass after the command.
 func checkInvocation(app *cli.App, args []string) string {
 	global := flagNames(app.Flags)
 	global["help"], global["h"], global["version"], global["v"] = false, false, false, false

@@ -8,12 +8,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
 var extractFlags = []cli.Flag{
-	&cli.StringFlag{Name: "max-file-size", Usage: "largest entry, e.g. 1GiB (default: [extract] max_file_size)"},
-	&cli.StringFlag{Name: "max-total-size", Usage: "largest archive, uncompressed (default: [extract] max_total_size)"},
-	&cli.IntFlag{Name: "max-entries", Usage: "most entries (default: [extract] max_entries)"},
+	&cli.StringFlag{Name: "max-file-size", Usage: "largest entry, a `SIZE` such as 1GiB or 1PiB", DefaultText: "[extract] max_file_size"},
+	&cli.StringFlag{Name: "max-total-size", Usage: "largest archive, uncompressed, a `SIZE` such as 64GiB", DefaultText: "[extract] max_total_size"},
+	&cli.IntFlag{Name: "max-entries", Usage: "most entries, a positive `NUMBER`", DefaultText: "[extract] max_entries"},
 	&cli.BoolFlag{Name: "strict-symlinks", Usage: "also reject symlinks whose target climbs out of the root"},
 	&cli.BoolFlag{Name: "allow-devices", Usage: "create device nodes instead of skipping them (FIFOs are always created)"},
 	&cli.BoolFlag{Name: "layer", Usage: "apply as an OCI layer (whiteouts) instead of a flattened rootfs"},
@@ -21,8 +22,12 @@ var extractFlags = []cli.Flag{
 }
 
 var extractCommand = &cli.Command{
-	Name:      "extract",
-	Usage:     "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
+	Name:  "extract",
+	Usage: "extract an image tarball (tar, tar.gz, tar.zst) into a directory, with every safety check",
+	Description: `Applies the same checks as process-image (no path traversal, no escaping
+hardlinks, size and entry limits from [extract] or the flags) while
+writing into --dest, which must exist. FILE may be - for standard input.
+Needs no daemon and no device-mapper.`,
 	ArgsUsage: "FILE|-",
 	Flags:     append([]cli.Flag{&cli.StringFlag{Name: "dest", Required: true, Usage: "target `DIR`, new or empty (a --layer also goes onto a full one); filled only once the whole archive passed"}}, extractFlags...),
 	Action: func(c *cli.Context) error {
@@ -33,8 +38,12 @@ var extractCommand = &cli.Command{
 }
 
 var validateCommand = &cli.Command{
-	Name:      "validate",
-	Usage:     "check an image tarball as extract would, writing nothing",
+	Name:  "validate",
+	Usage: "check an image tarball as extract would, writing nothing",
+	Description: `Reads the whole archive (tar, tar.gz or tar.zst; FILE or - for standard
+input) through every check extract makes and prints its entries, size,
+diff_id and digest; the first problem is an error naming the entry.
+Sizes take units: --max-file-size 1PiB, --max-total-size 64GiB.`,
 	ArgsUsage: "FILE|-",
 	Flags:     extractFlags,
 	Action: func(c *cli.Context) error {
@@ -46,7 +55,7 @@ var validateCommand = &cli.Command{
 
 func runExtract(c *cli.Context, do func(io.Reader, extract.Options) (extract.Result, error)) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("want one archive (a file, or - for standard input)")
+		return fmt.Errorf("%s takes one archive (a FILE, or - for standard input), got %d arguments", c.Command.Name, c.NArg())
 	}
 	opts, err := extractOptions(c)
 	if err != nil {
@@ -66,7 +75,7 @@ func runExtract(c *cli.Context, do func(io.Reader, extract.Options) (extract.Res
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "ok: %d entries, %s uncompressed (%s), diff_id %s, digest %s\n",
-		res.Entries, extract.FormatSize(res.Bytes), res.Compression, res.DiffID, res.Digest)
+		res.Entries, units.Bytes(res.Bytes), res.Compression, res.DiffID, res.Digest)
 	return nil
 }
 
@@ -87,14 +96,20 @@ func extractOptions(c *cli.Context) (extract.Options, error) {
 	}
 	for flag, dst := range map[string]*int64{"max-file-size": &opts.MaxFileSize, "max-total-size": &opts.MaxTotalSize} {
 		if v := c.String(flag); v != "" {
-			n, err := extract.ParseSize(v)
+			n, err := units.ParseSize(v)
 			if err != nil {
 				return opts, fmt.Errorf("--%s: %w", flag, err)
+			}
+			if n == 0 {
+				return opts, fmt.Errorf("--%s %s: want a size above 0", flag, v)
 			}
 			*dst = n
 		}
 	}
 	if c.IsSet("max-entries") {
+		if n := c.Int("max-entries"); n <= 0 {
+			return opts, fmt.Errorf("--max-entries %d: want a positive number of entries", n)
+		}
 		opts.MaxEntries = c.Int("max-entries")
 	}
 	return opts, nil

@@ -52,6 +52,9 @@ refuses if a daemon holds the metadata.`,
 		if c.Bool("dry-run") == c.Bool("force") {
 			return fmt.Errorf("gc: give exactly one of --dry-run (list) or --force (remove)")
 		}
+		if d := c.Duration("min-age"); d < 0 {
+			return fmt.Errorf("gc: --min-age %s: want a duration of 0 or more, e.g. 5m", d)
+		}
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
@@ -142,6 +145,11 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 var deleteImageCommand = &cli.Command{
 	Name:  "delete-image",
 	Usage: "remove an imported image (process-image) and its base device; refused while snapshots depend on it",
+	Description: `Removes the image's record and its containerd image, and then its base
+snapshot and thin device unless another imported image shares them. It
+is refused while any snapshot (a container, a view) is built on the base:
+'images --json' lists the dependants; remove those containers first.
+The daemon must be running.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "image-id", Required: true, Usage: "the image `ID` process-image recorded"},
 	},

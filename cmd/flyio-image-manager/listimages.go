@@ -16,6 +16,11 @@ import (
 var listImagesCommand = &cli.Command{
 	Name:  "list-images",
 	Usage: "list the image tarballs in S3 under [s3] prefix, and which the daemon has processed",
+	Description: `Lists the objects under --prefix ([s3] prefix) in [s3] bucket with the
+AWS SDK's credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile
+or an instance role) of this shell, not the daemon's. When the daemon
+answers, each line also says whether that object version was imported.
+Use a key it prints with 'process-image --s3-key'.`,
 	Flags: []cli.Flag{
 		prefixFlag,
 		jsonFlag,

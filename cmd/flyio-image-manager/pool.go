@@ -19,6 +19,15 @@ import (
 var setupPoolCommand = &cli.Command{
 	Name:  "setup-pool",
 	Usage: "create the thin-pool, or re-create it from its files after a reboot; idempotent",
+	Description: `Makes the [pool] of the config exist in device-mapper: with data_device
+and metadata_device it uses those block devices; otherwise the loopback
+files data_file and metadata_file under root_dir, created sparse at
+data_size and metadata_size when absent. An active pool is left as it is
+("found"); a pool whose storage exists but is not active (after a reboot)
+is re-created from it with its thin devices kept. It then prints the
+pool's usage. The daemon does the same at start, so running it by hand
+is only needed to check the pool before the daemon runs. Needs root and
+device-mapper with dm_thin_pool (modprobe dm_thin_pool).`,
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
 		if err != nil {
@@ -87,6 +96,8 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 var poolCommand = &cli.Command{
 	Name:  "pool",
 	Usage: "operator actions on the thin-pool",
+	Description: `Actions an operator takes on the live thin-pool by hand, through the
+same ioctls the daemon uses (no dmsetup needed). Today: release-metadata-snap.`,
 	Subcommands: []*cli.Command{{
 		Name:  "release-metadata-snap",
 		Usage: "release a metadata snapshot left held on the pool (gc, status and diag refuse to use one they did not take)",

@@ -11,7 +11,9 @@ import (
 
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
 var processImageCommand = &cli.Command{
@@ -26,11 +28,15 @@ Defaults: --image-id is the key's file name without its archive suffix
 images.flyio.local/<image-id>:latest.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "s3-key", Required: true, Usage: "object `KEY`, e.g. images/alpine.tar"},
-		&cli.StringFlag{Name: "image-id", Usage: "image id (default: derived from the key)"},
-		&cli.StringFlag{Name: "ref", Usage: "containerd image name (default: images.flyio.local/<image-id>:latest)"},
+		&cli.StringFlag{Name: "image-id", Usage: "image id", DefaultText: "derived from the key"},
+		&cli.StringFlag{Name: "ref", Usage: "containerd image name", DefaultText: "images.flyio.local/<image-id>:latest"},
 		&cli.BoolFlag{Name: "no-wait", Usage: "return once the run is accepted"},
 	},
 	Action: func(c *cli.Context) error {
+		// A bad key is refused here, before the config or the daemon.
+		if err := s3fetch.ValidateKey(c.String("s3-key")); err != nil {
+			return err
+		}
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
@@ -51,8 +57,8 @@ images.flyio.local/<image-id>:latest.`,
 		if err := importer.RunError(run); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s, %d entries, %d bytes\n",
-			run.Ref, run.ImageID, run.ChainID, run.Entries, run.Bytes)
+		fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s, %d entries, %s\n",
+			run.Ref, run.ImageID, run.ChainID, run.Entries, units.Bytes(run.Bytes))
 		return nil
 	},
 }
@@ -64,7 +70,7 @@ func follow(c *cli.Context, cl *admin.Client, run metadata.Run) (metadata.Run, e
 	var bar *progressbar.ProgressBar
 	if tty {
 		bar = progressbar.NewOptions64(run.Size, progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionShowBytes(true), progressbar.OptionSetDescription(string(run.State)),
+			progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true), progressbar.OptionSetDescription(string(run.State)),
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
 	}
 	last := run.State
@@ -84,7 +90,7 @@ func follow(c *cli.Context, cl *admin.Client, run metadata.Run) (metadata.Run, e
 			bar.Describe(fmt.Sprintf("%-11s %d entries", run.State, run.Entries))
 			bar.Set64(run.CompressedBytes)
 		} else if run.State != last {
-			fmt.Fprintf(c.App.ErrWriter, "%s (%d bytes read, %d entries)\n", run.State, run.CompressedBytes, run.Entries)
+			fmt.Fprintf(c.App.ErrWriter, "%s (%s read, %d entries)\n", run.State, units.Bytes(run.CompressedBytes), run.Entries)
 		}
 		last = run.State
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/urfave/cli/v2"
 
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
@@ -23,12 +24,12 @@ Daemons with the same [s3] layer_prefix then fill these layers themselves
 when containerd unpacks them, instead of downloading them from a registry.
 The image must be pulled (its layers in the content store) first.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "namespace", Usage: "containerd `NAMESPACE` (default: [containerd] namespace)"},
+		&cli.StringFlag{Name: "namespace", Usage: "containerd `NAMESPACE`", DefaultText: "[containerd] namespace"},
 		&cli.StringFlag{Name: "platform", Value: "linux/amd64", Usage: "`PLATFORM` to push from a multi-platform image"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
-			return fmt.Errorf("push-layers takes one image reference, got %d arguments", c.NArg())
+			return fmt.Errorf("push-layers takes one image reference (e.g. docker.io/library/alpine:3.20), got %d arguments", c.NArg())
 		}
 		ref := c.Args().First()
 		cfg, err := loadConfig(c)
@@ -36,7 +37,7 @@ The image must be pulled (its layers in the content store) first.`,
 			return err
 		}
 		if cfg.S3.LayerPrefix == "" {
-			return fmt.Errorf("[s3] layer_prefix is empty: the layer store is off")
+			return fmt.Errorf("[s3] layer_prefix is empty, so the layer store is off: set it (e.g. layer_prefix = \"layers/\") in the config to push layers")
 		}
 		platform, err := platforms.Parse(c.String("platform"))
 		if err != nil {
@@ -65,8 +66,8 @@ The image must be pulled (its layers in the content store) first.`,
 			if p.Uploaded {
 				what = "uploaded"
 			}
-			fmt.Fprintf(c.App.Writer, "%s %s (%d bytes, diff id %s): %s as s3://%s/%s\n",
-				p.Layer.Digest, p.Layer.MediaType, p.Layer.Size, p.DiffID, what, cfg.S3.Bucket, p.BlobKey)
+			fmt.Fprintf(c.App.Writer, "%s %s (%s, diff id %s): %s as s3://%s/%s\n",
+				p.Layer.Digest, p.Layer.MediaType, units.Bytes(p.Layer.Size), p.DiffID, what, cfg.S3.Bucket, p.BlobKey)
 		})
 	},
 }

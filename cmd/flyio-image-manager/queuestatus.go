@@ -5,7 +5,6 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/containerd/errdefs"
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/importer"
@@ -27,7 +26,7 @@ place in line (1 goes next).`,
 	Action: func(c *cli.Context) error {
 		name := c.String("queue")
 		if name != "" && name != importer.QueueDownloads && name != importer.QueueUnpacks {
-			return fmt.Errorf("unknown queue %q: want %s or %s: %w", name, importer.QueueDownloads, importer.QueueUnpacks, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("unknown queue %q (--queue): want %s or %s", name, importer.QueueDownloads, importer.QueueUnpacks)
 		}
 		cfg, err := loadConfig(c)
 		if err != nil {

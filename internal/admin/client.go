@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/containerd/errdefs"
 
@@ -20,6 +21,21 @@ import (
 
 // ErrDaemonNotRunning means nothing answers on the admin socket.
 var ErrDaemonNotRunning = errors.New("flyio-image-manager daemon is not running")
+
+// notRunningError is ErrDaemonNotRunning (and errdefs.ErrUnavailable) for
+// one socket, with what to do about it.
+type notRunningError struct{ path string }
+
+func (e *notRunningError) Error() string {
+	return fmt.Sprintf("%v: nothing answers on its admin socket %s. Start it with 'systemctl start flyio-image-manager' "+
+		"('systemctl status flyio-image-manager' and 'journalctl -u flyio-image-manager' say why it stopped), "+
+		"or run 'flyio-image-manager daemon' in the foreground; a daemon started with another config file needs the same --config here",
+		ErrDaemonNotRunning, e.path)
+}
+
+func (e *notRunningError) Unwrap() []error {
+	return []error{ErrDaemonNotRunning, errdefs.ErrUnavailable}
+}
 
 // Client talks to a daemon's admin socket.
 type Client struct {
@@ -73,7 +89,10 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && (errors.Is(err, os.ErrNotExist) || isConnRefused(err)) {
-			return nil, fmt.Errorf("%w (no answer on %s; start it with 'flyio-image-manager daemon'): %w", ErrDaemonNotRunning, c.path, errdefs.ErrUnavailable)
+			return nil, &notRunningError{path: c.path}
+		}
+		if errors.As(err, &op) && errors.Is(err, os.ErrPermission) {
+			return nil, &remoteError{msg: fmt.Sprintf("admin socket %s: permission denied: it is root's (mode 0600); run the command as root, e.g. with sudo", c.path), kind: errdefs.ErrPermissionDenied}
 		}
 		return nil, fmt.Errorf("admin socket %s: %w", c.path, err)
 	}
@@ -83,8 +102,10 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 		json.NewDecoder(resp.Body).Decode(&e)
 		for _, k := range kinds {
 			if k.name == e.Kind {
-				// The daemon's message already ends with the kind's text.
-				return nil, &remoteError{msg: e.Error, kind: k.err}
+				// The daemon's message ends with the kind's text
+				// (": failed precondition"), which says nothing to an
+				// operator; the kind still travels in the error.
+				return nil, &remoteError{msg: strings.TrimSuffix(e.Error, ": "+k.err.Error()), kind: k.err}
 			}
 		}
 		return nil, errors.New(e.Error)

@@ -60,7 +60,7 @@ func TestRunRoutesCancelAndQueues(t *testing.T) {
 	if _, err := c.Cancel(ctx, "r2"); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Cancel of a finished run: %v, want failed precondition", err)
 	}
-	if _, err := c.Cancel(ctx, "zz"); !errdefs.IsNotFound(err) || err.Error() != "process-image run zz: no such run: not found" {
+	if _, err := c.Cancel(ctx, "zz"); !errdefs.IsNotFound(err) || err.Error() != "process-image run zz: no such run" {
 		t.Errorf("Cancel of an unknown run: %v", err)
 	}
 	qs, err := c.Queues(ctx)

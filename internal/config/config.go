@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -71,9 +73,9 @@ type Extract struct {
 	// AllowDevices creates device nodes instead of skipping them (FIFOs
 	// are always created).
 	AllowDevices bool `toml:"allow_devices"`
-	// UnpackTimeout bounds one extraction, in seconds. Env UNPACK_TIMEOUT
-	// overrides it.
-	UnpackTimeout int `toml:"unpack_timeout"`
+	// UnpackTimeout bounds one extraction: seconds, or a duration such as
+	// "30m". Env UNPACK_TIMEOUT overrides it.
+	UnpackTimeout Seconds `toml:"unpack_timeout"`
 	// UnpackQueueSize bounds how many process-image runs download and
 	// extract at once; more wait in the unpacks queue. Env
 	// UNPACK_QUEUE_SIZE overrides it.
@@ -177,6 +179,8 @@ func Load(path string, explicit bool) (Config, error) {
 			return cfg, fmt.Errorf("config %s: %w", path, err)
 		}
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	case errors.Is(err, fs.ErrNotExist):
+		return cfg, fmt.Errorf("config file %s (named by --config) does not exist; without --config, a missing %s means all defaults", path, DefaultPath)
 	default:
 		return cfg, fmt.Errorf("config: %w", err)
 	}
@@ -195,11 +199,11 @@ func (c *Config) applyEnv() error {
 		return fmt.Errorf("config: %w", err)
 	}
 	if v := os.Getenv("UNPACK_TIMEOUT"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return fmt.Errorf("config: UNPACK_TIMEOUT=%q: want a positive number of seconds", v)
+		d, err := units.ParseSeconds(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("config: UNPACK_TIMEOUT=%q: want a positive number of seconds or a duration such as 30m", v)
 		}
-		c.Extract.UnpackTimeout = n
+		c.Extract.UnpackTimeout = d
 	}
 	if v := os.Getenv("UNPACK_QUEUE_SIZE"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -214,9 +218,19 @@ func (c *Config) applyEnv() error {
 // decode rejects unknown keys: a misspelt key silently ignored would leave
 // an operator running on a default they thought they had changed.
 func decode(data []byte, cfg *Config) error {
-	d := toml.NewDecoder(bytes.NewReader(data))
-	d.DisallowUnknownFields()
-	err := d.Decode(cfg)
+	var doc map[string]any
+	err := toml.Unmarshal(data, &doc)
+	if err == nil {
+		// Check every value's kind first, so a wrong one is named by its
+		// key and the kind it wants, never by the Go type behind it.
+		err = checkKinds(doc, reflect.TypeOf(*cfg), "")
+		if err != nil {
+			return err
+		}
+		d := toml.NewDecoder(bytes.NewReader(data))
+		d.DisallowUnknownFields()
+		err = d.Decode(cfg)
+	}
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
 		return fmt.Errorf("unknown key(s):\n%s", strict.String())
@@ -224,7 +238,7 @@ func decode(data []byte, cfg *Config) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, col := de.Position()
-		return fmt.Errorf("line %d column %d: %s", row, col, de.Error())
+		return fmt.Errorf("line %d column %d: %s", row, col, strings.TrimPrefix(de.Error(), "toml: "))
 	}
 	return err
 }
@@ -267,7 +281,7 @@ func (c *Config) Validate() error {
 	case c.Snapshotter.BaseSize < 16<<20:
 		return fmt.Errorf("config: snapshotter.base_size %s is below 16MiB", c.Snapshotter.BaseSize)
 	case c.Extract.UnpackTimeout <= 0:
-		return fmt.Errorf("config: extract.unpack_timeout %d must be positive", c.Extract.UnpackTimeout)
+		return fmt.Errorf("config: extract.unpack_timeout %s must be positive", c.Extract.UnpackTimeout)
 	case c.Extract.UnpackQueueSize <= 0:
 		return fmt.Errorf("config: extract.unpack_queue_size %d must be positive", c.Extract.UnpackQueueSize)
 	case !slices.Contains([]string{"trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"}, c.LogLevel):
@@ -283,53 +297,14 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Size is a byte count written in TOML as an integer or a string with a
-// unit ("128KiB", "20GiB", "1GB").
-type Size int64
-
-// UnmarshalText accepts "512", "128KiB", "10GiB", "1GB", "1G".
-func (s *Size) UnmarshalText(b []byte) error {
-	v, err := ParseSize(string(b))
-	if err != nil {
-		return err
-	}
-	*s = Size(v)
-	return nil
-}
-
-// MarshalText writes the size in the largest exact binary unit.
-func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-func (s Size) String() string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	v, i := int64(s), 0
-	for v != 0 && v%1024 == 0 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return strconv.FormatInt(v, 10) + units[i]
-}
-
-// ParseSize parses a byte count with an optional unit. KiB/KB/K are all
-// 1024-based: operators write "1GB" and mean a gibibyte.
-func ParseSize(text string) (int64, error) {
-	t := strings.TrimSpace(text)
-	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := t, ""
-	if i >= 0 {
-		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
-	}
-	mult := map[string]float64{"": 1, "b": 1,
-		"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || mult == 0 || f < 0 {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 512, 128KiB, 20GiB)", text)
-	}
-	return int64(f * mult), nil
-}
+// Size and Seconds are the configuration's size and duration types, from
+// the one codec flags and output share (internal/units). A size key takes
+// an integer (bytes) or a string with a unit ("128KiB", "20GiB"); a
+// duration key takes a number of seconds or a string ("90s", "5m").
+type (
+	Size    = units.Size
+	Seconds = units.Seconds
+)
 
 // Options maps the [extract] section onto the extractor's options.
 func (e Extract) Options() extract.Options {

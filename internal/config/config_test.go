@@ -15,8 +15,9 @@ func TestMissingDefaultFileMeansDefaults(t *testing.T) {
 	if cfg.Pool.BlockSize != 128<<10 || cfg.Pool.Name != "flyio-pool" || cfg.Pool.DataFile != "/var/lib/flyio-image-manager/pool/data" {
 		t.Fatalf("defaults: %+v", cfg.Pool)
 	}
-	if _, err := Load(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {
-		t.Fatal("an explicitly named missing file must be an error")
+	absent := filepath.Join(t.TempDir(), "absent.toml")
+	if _, err := Load(absent, true); err == nil || !strings.Contains(err.Error(), "config file "+absent+" (named by --config) does not exist") {
+		t.Fatalf("an explicitly named missing file must be an error naming it: %v", err)
 	}
 }
 
@@ -116,5 +117,81 @@ func TestTenantSafeDefaults(t *testing.T) {
 	cfg, err := Load(path, true)
 	if err != nil || cfg.Pool.ZeroNewBlocks || !cfg.Snapshotter.DiscardBlocks {
 		t.Fatalf("loaded zero_new_blocks %v, discard_blocks %v, %v", cfg.Pool.ZeroNewBlocks, cfg.Snapshotter.DiscardBlocks, err)
+	}
+}
+
+// TestSizesAndDurationsTakeUnits: every size key takes units and every
+// duration key takes seconds or a duration, from one codec.
+func TestSizesAndDurationsTakeUnits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte(`[s3]
+part_size = "8MiB"
+download_timeout = "5m"
+part_timeout = 0.5
+retry_max_delay = "2s"
+[extract]
+max_file_size = "1PiB"
+max_total_size = "2PiB"
+unpack_timeout = "1h"
+`), 0o644)
+	cfg, err := Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.S3.PartSize != 8<<20 || cfg.S3.DownloadTimeout != 300 || cfg.S3.PartTimeout != 0.5 || cfg.S3.RetryMaxDelay != 2 ||
+		cfg.Extract.MaxFileSize != 1<<50 || cfg.Extract.MaxTotalSize != 2<<50 || cfg.Extract.UnpackTimeout != 3600 {
+		t.Fatalf("loaded s3 %+v extract %+v", cfg.S3, cfg.Extract)
+	}
+	t.Setenv("UNPACK_TIMEOUT", "45m")
+	t.Setenv("DOWNLOAD_TIMEOUT", "10m")
+	if cfg, err = Load(path, true); err != nil || cfg.Extract.UnpackTimeout != 2700 || cfg.S3.DownloadTimeout != 600 {
+		t.Fatalf("env durations: %v %v, %v", cfg.Extract.UnpackTimeout, cfg.S3.DownloadTimeout, err)
+	}
+}
+
+// TestConfigMessagesNameKeyNotGoType: a value of the wrong kind or out of
+// range is named by its key and what it wants; no Go type ever shows.
+func TestConfigMessagesNameKeyNotGoType(t *testing.T) {
+	for _, c := range []struct{ toml, want string }{
+		{"[pool]\ndata_size = \"99999999999TiB\"\n", `[pool] data_size = "99999999999TiB": invalid size "99999999999TiB": too large, the most is 8EiB`},
+		{"[pool]\ndata_size = -5\n", "[pool] data_size = -5: want a size"},
+		{"[pool]\ndata_size = true\n", "[pool] data_size = true: want a size"},
+		{"[extract]\nmax_file_size = \"1XB\"\n", `[extract] max_file_size = "1XB": invalid size "1XB": unknown unit "XB"`},
+		{"[s3]\ndownload_timeout = \"soon\"\n", `[s3] download_timeout = "soon": invalid duration "soon": want a number of seconds or a duration`},
+		{"[s3]\ndownload_timeout = true\n", "[s3] download_timeout = true: want a number of seconds or a duration"},
+		{"[s3]\nconcurrency = \"4\"\n", `[s3] concurrency = "4": want a whole number, got a string`},
+		{"[s3]\nbucket = 5\n", "[s3] bucket = 5: want a string (in quotes), got an integer"},
+		{"[s3]\npath_style = \"yes\"\n", `[s3] path_style = "yes": want true or false, got a string`},
+		{"[pool]\nlow_water_mark = -1\n", "[pool] low_water_mark = -1: want a whole number that is not negative"},
+		{"[pool]\nfull_threshold = 1.5\n", "[pool] full_threshold = 1.5: want a whole number, got a fractional number"},
+		{"log_level = 3\n", "log_level = 3: want a string"},
+		{"pool = 3\n", "pool must be a table ([pool]), got an integer"},
+		{"[extract]\nunpack_timeout = \"-1m\"\n", `[extract] unpack_timeout = "-1m": invalid duration "-1m": negative`},
+	} {
+		path := filepath.Join(t.TempDir(), "c.toml")
+		os.WriteFile(path, []byte(c.toml), 0o644)
+		_, err := Load(path, true)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error containing %q", c.toml, err, c.want)
+			continue
+		}
+		for _, goName := range []string{"int64", "uint64", "float64", "struct field", "units.", "s3fetch.", "config.", "Seconds", "Size"} {
+			if strings.Contains(err.Error(), goName) {
+				t.Errorf("%q: %v names Go's %q", c.toml, err, goName)
+			}
+		}
+	}
+}
+
+// TestLayerStoreNeedsBucket: with no default bucket, turning the layer
+// store on without one is refused at load, naming the key to set.
+func TestLayerStoreNeedsBucket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("[s3]\nlayer_prefix = \"layers/\"\n"), 0o644)
+	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "set [s3] bucket") {
+		t.Fatalf("layer_prefix without bucket: %v", err)
+	}
+	if cfg, err := Load(filepath.Join(t.TempDir(), "absent.toml"), false); err != nil || cfg.S3.Bucket != "" {
+		t.Fatalf("defaults: bucket %q, %v; want none and no error", cfg.S3.Bucket, err)
 	}
 }

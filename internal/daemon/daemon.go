@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	imp := importer.New(runCtx, importer.Config{
 		Snapshotter:     cfg.Containerd.Snapshotter,
 		Extract:         cfg.Extract.Options(),
-		UnpackTimeout:   time.Duration(cfg.Extract.UnpackTimeout) * time.Second,
+		UnpackTimeout:   cfg.Extract.UnpackTimeout.Duration(),
 		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
 		Fills:           m.Fills(metrics.SourceImage),
 		MountDir:        fillmount.Dir(cfg.RootDir),

@@ -150,7 +150,7 @@ func (s *s3env) pushLayers(ref string) (string, error) {
 
 type pushedLayer struct{ digest, diffID, key string }
 
-var pushLine = regexp.MustCompile(`(?m)^(sha256:[0-9a-f]{64}) \S+ \(\d+ bytes, diff id (sha256:[0-9a-f]{64})\): (uploaded|already there) as s3://[^/]+/(\S+)$`)
+var pushLine = regexp.MustCompile(`(?m)^(sha256:[0-9a-f]{64}) \S+ \(\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB), diff id (sha256:[0-9a-f]{64})\): (uploaded|already there) as s3://[^/]+/(\S+)$`)
 
 // parsePushLayers returns the layers push-layers reported, all of which
 // must say what.

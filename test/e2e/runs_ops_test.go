@@ -188,7 +188,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	if out, err := s.flyio("cancel", "--run-id", a); err == nil || !strings.Contains(out, "is already cancelled") {
 		t.Errorf("second cancel of %s: %v %q", a, err, out)
 	}
-	if out, err := s.flyio("cancel", "--run-id", "no-such-run"); err == nil || !strings.Contains(out, "no-such-run") || !strings.Contains(out, "not found") {
+	if out, err := s.flyio("cancel", "--run-id", "no-such-run"); err == nil || !strings.Contains(out, "no-such-run") || !strings.Contains(out, "no such run") {
 		t.Errorf("cancel of an unknown run: %v %q", err, out)
 	}
 

@@ -1,0 +1,77 @@
+package units
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1073741824": 1 << 30, "1GiB": 1 << 30, "1GB": 1 << 30, "1g": 1 << 30, "1 G": 1 << 30, "1 GiB": 1 << 30,
+		"64GiB": 64 << 30, "512": 512, "512B": 512, "2k": 2048, "1.5MB": 3 << 19, "1.5 MiB": 3 << 19, "0": 0,
+		"1TB": 1 << 40, "5MiB": 5 << 20, "1PiB": 1 << 50, "7EiB": 7 << 60, " 128KiB ": 128 << 10,
+	} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, msg := range map[string]string{
+		"":                     "want a number of bytes",
+		"GB":                   "want a number of bytes",
+		"1XB":                  `unknown unit "XB"`,
+		"-1":                   "want a number of bytes",
+		"99999999999TiB":       "too large, the most is 8EiB",
+		"99999999999999999999": "too large",
+		"8EiB":                 "too large",
+		"9000000PB":            "too large",
+		"1e30":                 `unknown unit "e30"`,
+		"1.5.5MiB":             "want a number of bytes",
+	} {
+		_, err := ParseSize(in)
+		if err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("ParseSize(%q) = %v, want an error saying %q", in, err, msg)
+		}
+	}
+}
+
+// TestSizeRoundTrip: what we print (String, Bytes) reads back.
+func TestSizeRoundTrip(t *testing.T) {
+	for n, want := range map[Size]string{512: "512B", 1 << 30: "1GiB", 128 << 10: "128KiB", 1 << 50: "1PiB", 1500: "1500B", 3 << 19: "1536KiB"} {
+		if got := n.String(); got != want {
+			t.Errorf("Size(%d).String() = %q, want %q", n, got, want)
+		}
+		if back, err := ParseSize(n.String()); err != nil || Size(back) != n {
+			t.Errorf("round trip %d: %d %v", n, back, err)
+		}
+		if back, err := ParseSize(Bytes(int64(n))); err != nil || (Size(back) != n && n != 1500) {
+			t.Errorf("Bytes round trip %d (%s): %d %v", n, Bytes(int64(n)), back, err)
+		}
+	}
+	var s Size
+	if err := s.Set("2GiB"); err != nil || s != 2<<30 {
+		t.Errorf("Set(2GiB) = %d, %v", s, err)
+	}
+}
+
+func TestParseSeconds(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"300": 300 * time.Second, "0.5": 500 * time.Millisecond, "5m": 5 * time.Minute, "90s": 90 * time.Second,
+		"1h30m": 90 * time.Minute, "250ms": 250 * time.Millisecond, "0": 0,
+	} {
+		got, err := ParseSeconds(in)
+		if err != nil || got.Duration() != want {
+			t.Errorf("ParseSeconds(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "soon", "-5", "-1m", "5 minutes", "NaN", "Inf"} {
+		_, err := ParseSeconds(bad)
+		if err == nil || !strings.Contains(err.Error(), "want a number of seconds or a duration") {
+			t.Errorf("ParseSeconds(%q) = %v, want an error saying what is accepted", bad, err)
+		}
+	}
+	if s := Seconds(300); s.String() != "300s" {
+		t.Errorf("Seconds(300).String() = %q", s)
+	}
+}
