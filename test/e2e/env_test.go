@@ -15,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/config"
 	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )
@@ -88,6 +89,8 @@ type proc = harness.Proc
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
+	// Every env needs dm-thin: skip on a plain host, fail in the VM.
+	dmtest.Require(t)
 	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB", spares: config.Default().Snapshotter.SpareDevices}}
 	for _, o := range opts {
 		o(&e.opts)
