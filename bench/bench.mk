@@ -10,11 +10,18 @@
 BENCH_ARGS ?=
 # S3 fill benchmark (bench/s3bench), e.g. S3BENCH_ARGS="-size 536870912 -n 5".
 S3BENCH_ARGS ?=
+# Extractor vs GNU tar and containerd on a Debian rootfs (bench/rootfsbench,
+# on the host), e.g. ROOTFSBENCH_ARGS="-n 9".
+ROOTFSBENCH_ARGS ?=
 
-.PHONY: bench bench-s3
+.PHONY: bench bench-s3 bench-extract
 bench:
 	bench/run.sh $(BENCH_ARGS)
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
+	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)
 
 bench-s3:
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
+
+bench-extract:
+	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)
