@@ -226,13 +226,17 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 		return err
 	}
 	defer unix.Close(pfd)
-	// Unlink, then create with O_EXCL: never open an existing path for
-	// writing, or a hardlink to it (or a symlink in its place) would be
-	// written through.
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
+	// Create with O_EXCL, and on EEXIST unlink and create again: never
+	// open an existing path for writing, or a hardlink to it (or a
+	// symlink in its place) would be written through. Trying first saves
+	// an fstatat per file in the usual, empty target.
+	fd, err := createAt(pfd, base)
+	if errors.Is(err, unix.EEXIST) {
+		if err := clearForNonDir(pfd, base); err != nil {
+			return opErr("replace", e.name, err)
+		}
+		fd, err = createAt(pfd, base)
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return opErr("create", e.name, err)
 	}
@@ -262,17 +266,29 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	return f.Close()
 }
 
+// createAt creates name in dirfd for writing, failing with EEXIST if
+// anything (a symlink included) is there.
+func createAt(dirfd int, name string) (int, error) {
+	return unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+}
+
 func (s *diskSink) symlink(e *entry) error {
 	pfd, base, err := s.parent(e)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(pfd)
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
-	}
 	// The target is stored verbatim: it is data, never followed here.
-	if err := unix.Symlinkat(e.hdr.Linkname, pfd, base); err != nil {
+	// symlinkat never follows or replaces what is there: on EEXIST it is
+	// removed and the link made again.
+	err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
+	if errors.Is(err, unix.EEXIST) {
+		if err := clearForNonDir(pfd, base); err != nil {
+			return opErr("replace", e.name, err)
+		}
+		err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
+	}
+	if err != nil {
 		return opErr("symlink", e.name, err)
 	}
 	if err := s.chown(e, func(u, g int) error { return unix.Fchownat(pfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
