@@ -240,9 +240,11 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	if err != nil {
 		return opErr("create", e.name, err)
 	}
-	f := os.NewFile(uintptr(fd), e.rel)
-	defer f.Close()
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+	// A bare fd, not an os.File: that would cost an fcntl and a finalizer
+	// per file.
+	w := &fdWriter{fd: fd}
+	defer w.close()
+	n, err := io.CopyBuffer(w, r, s.buf)
 	if err != nil {
 		return opErr("write", e.name, err)
 	}
@@ -263,7 +265,7 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 		return opErr("set times of", e.name, err)
 	}
 	s.mark(e.rel)
-	return f.Close()
+	return w.close()
 }
 
 // createAt creates name in dirfd for writing, failing with EEXIST if
