@@ -125,6 +125,21 @@ func run() error {
 
 	rep := &report{opts: o, archiveSize: st.Size(), start: time.Now(), loadStart: loadavg(), results: map[string][]measurement{}}
 	rep.describeHost()
+	// An untimed warm-up round: the first extraction after a quiet spell
+	// (or after another run's trees were deleted) pays for more than its
+	// own work.
+	for _, tool := range o.tools {
+		dest := filepath.Join(work, "warmup."+tool)
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			return err
+		}
+		if _, err := measure(self, tool, o.archive, dest); err != nil {
+			return fmt.Errorf("warm-up, %s: %w", tool, err)
+		}
+		if err := os.RemoveAll(dest); err != nil {
+			return err
+		}
+	}
 	var firstTrees map[string]string
 	for round := 0; round < o.n; round++ {
 		order := rotate(o.tools, round)

@@ -99,7 +99,7 @@ func (r *report) String() string {
 	}
 
 	b.WriteString("\nnotes:\n")
-	b.WriteString("- time: the child's wall time from start to exit, archive in the page cache, no sync (each run starts after an untimed syncfs); CPU from wait4 (tar's includes its gzip child), peak RSS from GNU time %M (for tar, the larger of tar and gzip).\n")
+	b.WriteString("- after one untimed warm-up run of each tool; time: the child's wall time from start to exit, archive in the page cache, no sync (each run starts after an untimed syncfs); CPU from wait4 (tar's includes its gzip child), peak RSS from GNU time %M (for tar, the larger of tar and gzip).\n")
 	b.WriteString("- others' CPU: CPU time the machine spent on other processes during each run, in CPUs (from /proc/stat, minus the run's own).\n")
 	if len(r.opts.tools) > 1 {
 		if len(r.treeDiffs) == 0 {
