@@ -13,11 +13,15 @@ S3BENCH_ARGS ?=
 # Extractor peak RSS and time on a generated 1M-entry archive against GNU
 # tar (bench/extractmem), e.g. EXTRACTMEM_ARGS="-entries 200000 -dir /var/tmp".
 EXTRACTMEM_ARGS ?=
+# Extractor vs GNU tar and containerd on a Debian rootfs (bench/rootfsbench,
+# on the host), e.g. ROOTFSBENCH_ARGS="-n 9".
+ROOTFSBENCH_ARGS ?=
 
-.PHONY: bench bench-s3 bench-extractmem
+.PHONY: bench bench-s3 bench-extractmem bench-extract
 bench:
 	bench/run.sh $(BENCH_ARGS)
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
+	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)
 	$(MAKE) bench-extractmem
 
 bench-extractmem:
@@ -25,3 +29,6 @@ bench-extractmem:
 
 bench-s3:
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
+
+bench-extract:
+	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)

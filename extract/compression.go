@@ -148,9 +148,14 @@ type decodeReader struct {
 	close      func()
 	compressed bool
 	err        error // first non-EOF error from the decoder
+
+	ra *readahead // nil: Read decodes on the caller's goroutine
 }
 
 func (d *decodeReader) Read(p []byte) (int, error) {
+	if d.ra != nil {
+		return d.ra.read(d, p)
+	}
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF && d.err == nil {
 		d.err = err
@@ -158,10 +163,190 @@ func (d *decodeReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close stops the readahead, if any, waiting for it, and releases the
+// decoder. After it the source's counters and hash are the caller's again.
 func (d *decodeReader) Close() {
+	if d.ra != nil {
+		d.ra.stopAndWait()
+		d.ra.src.n, d.ra.src.err, d.ra.src.detach = d.ra.src.rn, d.ra.src.rerr, false
+		d.ra = nil
+	}
 	if d.close != nil {
 		d.close()
+		d.close = nil
 	}
+}
+
+// drainSource reads what is left of the raw stream after the decoder's end
+// (trailing padding or garbage), so the digest covers it.
+func (d *decodeReader) drainSource(br *bufio.Reader) error {
+	if d.ra != nil {
+		return d.ra.drained(d)
+	}
+	_, err := io.Copy(io.Discard, br)
+	return err
+}
+
+// Readahead geometry: the decoder runs at most raChunks × raChunkSize
+// bytes ahead of the tar reader, which bounds the memory a decompression
+// bomb can make us hold to that, whatever its ratio.
+const (
+	raChunks    = 4
+	raChunkSize = 256 << 10
+)
+
+// readahead runs the source reads, the digest of the raw stream and the
+// decompression in a goroutine of its own, so that inflating overlaps with
+// hashing the tar stream and writing files, which stay on the extraction's
+// goroutine with every check. The bytes it hands over are exactly those
+// the decoder returned, in order; each chunk carries the decoder's error
+// that followed it and a snapshot of the source's byte count and error
+// taken when it was filled, which the reading side publishes (into
+// decodeReader.err and sourceReader.n/err) only as it consumes that chunk:
+// errors are attributed where a sequential read would have met them, never
+// by how far the goroutine happened to get.
+type readahead struct {
+	src  *sourceReader
+	ch   chan raChunk
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+
+	cur     raChunk
+	off     int
+	last    bool  // cur carried the decoder's final error
+	lastErr error // which is returned from then on
+	drain   *raChunk
+}
+
+type raChunk struct {
+	buf    []byte
+	n      int
+	err    error // decoder error after buf[:n]; io.EOF at its end
+	srcN   int64
+	srcErr error
+	// Set on the chunk ending with io.EOF of a compressed stream: the
+	// outcome of reading the raw stream to its end after the decoder's.
+	drainErr  error
+	drainN    int64
+	drainSErr error
+}
+
+// startReadahead moves decoding to a goroutine. src must be the reader
+// under br and br the one under the decoder; from here until Close only
+// that goroutine reads them.
+func (d *decodeReader) startReadahead(src *sourceReader, br *bufio.Reader) {
+	ra := &readahead{
+		src:  src,
+		ch:   make(chan raChunk, raChunks),
+		free: make(chan []byte, raChunks),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for range raChunks {
+		ra.free <- make([]byte, raChunkSize)
+	}
+	src.detach = true
+	d.ra = ra
+	go ra.produce(d.r, br, d.compressed)
+}
+
+func (ra *readahead) produce(r io.Reader, br *bufio.Reader, compressed bool) {
+	defer close(ra.done)
+	for {
+		var buf []byte
+		select {
+		case buf = <-ra.free:
+		case <-ra.stop:
+			return
+		}
+		c := raChunk{buf: buf}
+		for c.n < len(buf) && c.err == nil {
+			var k int
+			k, c.err = r.Read(buf[c.n:])
+			c.n += k
+		}
+		c.srcN, c.srcErr = ra.src.rn, ra.src.rerr
+		if c.err == io.EOF && compressed {
+			c.drainErr = ra.drainRaw(br)
+			c.drainN, c.drainSErr = ra.src.rn, ra.src.rerr
+		}
+		select {
+		case ra.ch <- c:
+		case <-ra.stop:
+			return
+		}
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+// drainRaw is io.Copy(io.Discard, br) that gives up when told to stop.
+func (ra *readahead) drainRaw(br *bufio.Reader) error {
+	buf := make([]byte, 64<<10)
+	for {
+		select {
+		case <-ra.stop:
+			return errReadaheadStopped
+		default:
+		}
+		_, err := br.Read(buf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+var errReadaheadStopped = errors.New("readahead stopped")
+
+func (ra *readahead) read(d *decodeReader, p []byte) (int, error) {
+	for ra.off == ra.cur.n {
+		if ra.last {
+			return 0, ra.lastErr
+		}
+		if ra.cur.buf != nil {
+			ra.free <- ra.cur.buf
+			ra.cur.buf = nil
+		}
+		c := <-ra.ch
+		ra.cur, ra.off = c, 0
+		ra.src.n, ra.src.err = c.srcN, c.srcErr
+		if c.err != nil {
+			ra.last, ra.lastErr = true, c.err
+			if c.err != io.EOF && d.err == nil {
+				d.err = c.err
+			}
+			if c.err == io.EOF && d.compressed {
+				ra.drain = &c
+			}
+		}
+	}
+	n := copy(p, ra.cur.buf[ra.off:ra.cur.n])
+	ra.off += n
+	return n, nil
+}
+
+// drained returns the outcome of the raw drain the goroutine did after the
+// decoder's end, publishing the source's state after it. It is only called
+// once the decoded stream has been read to io.EOF.
+func (ra *readahead) drained(d *decodeReader) error {
+	if ra.drain == nil {
+		// Not at the decoder's end: nothing was drained (cannot happen
+		// after a clean io.EOF of a compressed stream).
+		return nil
+	}
+	c := ra.drain
+	ra.src.n, ra.src.err = c.drainN, c.drainSErr
+	return c.drainErr
+}
+
+func (ra *readahead) stopAndWait() {
+	close(ra.stop)
+	<-ra.done
 }
 
 // classifyDecodeErr maps a decoder error to ErrTruncated or ErrCorrupt,

@@ -84,14 +84,14 @@ func run(ctx context.Context, r io.Reader, opts Options, s sink) (Result, error)
 	x := &extraction{ctx: ctx, opts: opts, sink: s}
 	x.src = &sourceReader{ctx: ctx, r: r, h: newSHA256(), limit: opts.MaxTotalSize}
 	err = x.run()
+	if x.dec != nil {
+		x.dec.Close() // stops the readahead: x.src is ours again
+	}
 	x.res.CompressedBytes = x.src.n
 	x.res.Digest = digestOf(x.src.h)
 	if x.ts != nil {
 		x.res.Bytes = x.ts.n
 		x.res.DiffID = digestOf(x.ts.h)
-	}
-	if x.dec != nil {
-		x.dec.Close()
 	}
 	if x.opts.Progress != nil {
 		x.opts.Progress(x.progress())
@@ -136,6 +136,7 @@ func (x *extraction) run() error {
 		}
 		return err
 	}
+	x.dec.startReadahead(x.src, br)
 	x.ts = &tarStream{ctx: x.ctx, r: x.dec, h: newSHA256(), limit: x.opts.MaxTotalSize}
 	if x.opts.Progress != nil {
 		x.ts.progress = func(int64) { x.opts.Progress(x.progress()) }
@@ -203,7 +204,7 @@ func (x *extraction) drain(br *bufio.Reader) error {
 		x.opts.warn("ignoring non-zero data after the tar end-of-archive marker (after %s)", x.last)
 	}
 	if x.dec.compressed {
-		if _, err := io.Copy(io.Discard, br); err != nil {
+		if err := x.dec.drainSource(br); err != nil {
 			return x.sourceErr(err)
 		}
 	}

@@ -2,6 +2,7 @@ package extract
 
 import (
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"unsafe"
@@ -124,4 +125,38 @@ func futimens(fd int, ts *[2]unix.Timespec) error {
 		return errno
 	}
 	return nil
+}
+
+// fdWriter writes to a file descriptor it owns, retrying short writes and
+// EINTR.
+type fdWriter struct {
+	fd     int
+	closed bool
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Write(w.fd, p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			return n, io.ErrShortWrite
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// close closes the fd once; later calls return nil.
+func (w *fdWriter) close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	return unix.Close(w.fd)
 }

@@ -24,6 +24,7 @@ type diskSink struct {
 	r    *root
 	opts Options
 	euid int
+	egid int
 	buf  []byte
 
 	// dirs holds directory metadata applied at the end, after the
@@ -57,6 +58,7 @@ func newDiskSink(r *root, opts Options) *diskSink {
 		r:      r,
 		opts:   opts,
 		euid:   os.Geteuid(),
+		egid:   os.Getegid(),
 		buf:    make([]byte, 1<<20),
 		dirs:   map[inode]dirMeta{},
 		onPath: map[inode]struct{}{},
@@ -294,23 +296,30 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 		return err
 	}
 	defer unix.Close(pfd)
-	// Unlink, then create with O_EXCL: never open an existing path for
-	// writing, or a hardlink to it (or a symlink in its place) would be
-	// written through.
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
+	// Create with O_EXCL, and on EEXIST unlink and create again: never
+	// open an existing path for writing, or a hardlink to it (or a
+	// symlink in its place) would be written through. Trying first saves
+	// an fstatat per file in the usual, empty target.
+	cm := s.createMode(e.hdr)
+	fd, err := createAt(pfd, base, cm)
+	if errors.Is(err, unix.EEXIST) {
+		if err := clearForNonDir(pfd, base); err != nil {
+			return opErr("replace", e.name, err)
+		}
+		fd, err = createAt(pfd, base, cm)
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return opErr("create", e.name, err)
 	}
-	f := os.NewFile(uintptr(fd), e.rel)
-	defer f.Close()
+	// A bare fd, not an os.File: that would cost an fcntl and a finalizer
+	// per file.
+	w := &fdWriter{fd: fd}
+	defer w.close()
 	var n int64
 	if isSparse(e.hdr) {
 		n, err = copySparse(fd, r, s.buf)
 	} else {
-		n, err = io.CopyBuffer(struct{ io.Writer }{f}, r, s.buf)
+		n, err = io.CopyBuffer(w, r, s.buf)
 	}
 	if err != nil {
 		return opErr("write", e.name, err)
@@ -318,11 +327,25 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	if n != e.hdr.Size {
 		return opErr("write", e.name, fmt.Errorf("wrote %d of %d bytes", n, e.hdr.Size))
 	}
-	if err := s.chown(e, func(u, g int) error { return unix.Fchown(fd, u, g) }); err != nil {
-		return err
+	// Each chown and chmod is a journalled inode update even when it
+	// changes nothing: skip those the new file does not need (most of
+	// a root filesystem is root's, 0644 or 0755), as fstat shows it
+	// (umask and a setgid parent included).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return opErr("stat", e.name, err)
 	}
-	if err := unix.Fchmod(fd, mode(e.hdr)); err != nil {
-		return opErr("chmod", e.name, err)
+	chowned := int64(st.Uid) != int64(e.hdr.Uid) || int64(st.Gid) != int64(e.hdr.Gid)
+	if chowned {
+		if err := s.chown(e, func(u, g int) error { return unix.Fchown(fd, u, g) }); err != nil {
+			return err
+		}
+	}
+	// After a chown always: it may have cleared setuid and setgid bits.
+	if chowned || st.Mode&0o7777 != mode(e.hdr) {
+		if err := unix.Fchmod(fd, mode(e.hdr)); err != nil {
+			return opErr("chmod", e.name, err)
+		}
 	}
 	if err := s.xattrs(e, fd); err != nil {
 		return err
@@ -332,7 +355,26 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 		return opErr("set times of", e.name, err)
 	}
 	s.mark(e.rel)
-	return f.Close()
+	return w.close()
+}
+
+// createAt creates name in dirfd for writing, failing with EEXIST if
+// anything (a symlink included) is there.
+func createAt(dirfd int, name string, mode uint32) (int, error) {
+	return unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+}
+
+// createMode is what a file is created with, while its data is written:
+// never more than its final permissions, never writable by group or
+// others, never setuid, setgid or sticky, and owner-only while it still
+// belongs to us rather than to the owner the archive names. (The umask
+// may take more away; the final chmod, when needed, restores it.)
+func (s *diskSink) createMode(h *tar.Header) uint32 {
+	m := mode(h) & 0o755
+	if h.Uid != s.euid || h.Gid != s.egid {
+		m &= 0o700
+	}
+	return m
 }
 
 func (s *diskSink) symlink(e *entry) error {
@@ -341,11 +383,17 @@ func (s *diskSink) symlink(e *entry) error {
 		return err
 	}
 	defer unix.Close(pfd)
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
-	}
 	// The target is stored verbatim: it is data, never followed here.
-	if err := unix.Symlinkat(e.hdr.Linkname, pfd, base); err != nil {
+	// symlinkat never follows or replaces what is there: on EEXIST it is
+	// removed and the link made again.
+	err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
+	if errors.Is(err, unix.EEXIST) {
+		if err := clearForNonDir(pfd, base); err != nil {
+			return opErr("replace", e.name, err)
+		}
+		err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
+	}
+	if err != nil {
 		return opErr("symlink", e.name, err)
 	}
 	if err := s.chown(e, func(u, g int) error { return unix.Fchownat(pfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {

@@ -16,6 +16,12 @@ const progressEvery = 4 << 20
 // sourceReader counts and hashes the bytes read from the caller's reader
 // (the compressed blob) and remembers the source's own errors, so that a
 // failing network read is not reported as a corrupt archive.
+//
+// n and err are what the extraction has seen. Once a readahead runs the
+// reads in a goroutine of its own (see readahead), Read only updates rn
+// and rerr, and n and err are the snapshot that travelled with the
+// decoded bytes the extraction has consumed so far; h belongs to the
+// readahead until it has stopped.
 type sourceReader struct {
 	ctx   context.Context
 	r     io.Reader
@@ -23,6 +29,10 @@ type sourceReader struct {
 	n     int64
 	limit int64
 	err   error
+
+	rn     int64 // bytes read, by whichever goroutine reads
+	rerr   error
+	detach bool // set before a readahead starts: Read leaves n and err alone
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
@@ -31,15 +41,18 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	}
 	n, err := s.r.Read(p)
 	s.h.Write(p[:n])
-	s.n += int64(n)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
+	s.rn += int64(n)
+	if err != nil && err != io.EOF && s.rerr == nil {
+		s.rerr = err
 	}
-	if s.n > s.limit && err == nil {
+	if s.rn > s.limit && err == nil {
 		// A compressed stream larger than the uncompressed limit is
 		// garbage after the end or a bomb of its own.
 		err = &limitError{msg: "more than " + ExactSize(s.limit) + " of input"}
-		s.err = err
+		s.rerr = err
+	}
+	if !s.detach {
+		s.n, s.err = s.rn, s.rerr
 	}
 	return n, err
 }
