@@ -9,8 +9,6 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // Containerd is what gc asks containerd.
@@ -79,29 +77,27 @@ func (c *containerdClient) Remove(ctx context.Context, ns, name string) error {
 }
 
 // references is what containerd's namespaces hold of our snapshots.
-// containerd maps each of its snapshots to one of our keys (its
-// "backend key"), but its API shows only its own names. Our Stat puts
-// the key in the metadata.LabelBackendKey label, and containerd's Walk
-// and Stat show our labels under its own: so each snapshot containerd
-// lists says which of ours it uses. One whose label is missing, or does
-// not fit its name, makes every snapshot of ours that could be it used.
+// containerd maps each of its snapshots to one of our keys (its "backend
+// key", "<ns>/<seq>/<name>" or a remote fill's "remote/<ref>"), but its
+// API shows only its own names, and a key one namespace made can be the
+// one another namespace adopted. So a key is used while any snapshot of
+// any namespace has its name (or, for a remote fill, its snapshot.ref).
+// The metadata.LabelBackendKey label our Stat adds is not trusted for
+// this: containerd's own copy of a label wins over ours in its Walk, so a
+// client (or a stale copy) can make it name another key. Two keys of one
+// name are both kept while the name is in use: a leak, never a loss.
 type references struct {
-	byNS  map[string]map[string]snapshots.Info
-	keys  map[string]bool // backend keys containerd snapshots name
-	doubt map[string]bool // names (and snapshot.ref targets) of the others
+	byNS map[string]map[string]snapshots.Info
+	used map[string]bool // names and snapshot.ref targets in any namespace
 }
 
 func newReferences(byNS map[string]map[string]snapshots.Info) *references {
-	r := &references{byNS: byNS, keys: map[string]bool{}, doubt: map[string]bool{}}
+	r := &references{byNS: byNS, used: map[string]bool{}}
 	for _, snaps := range byNS {
 		for name, info := range snaps {
-			if k := info.Labels[metadata.LabelBackendKey]; k != "" && backendName(k) == name {
-				r.keys[k] = true
-				continue
-			}
-			r.doubt[name] = true
+			r.used[name] = true
 			if ref := info.Labels[snapshots.LabelSnapshotRef]; ref != "" {
-				r.doubt[ref] = true
+				r.used[ref] = true
 			}
 		}
 	}
@@ -110,11 +106,8 @@ func newReferences(byNS map[string]map[string]snapshots.Info) *references {
 
 // uses reports whether any namespace's snapshot may be backend key key.
 func (r *references) uses(key string) bool {
-	if r.keys[key] {
-		return true
-	}
 	name := backendName(key)
-	return name == "" || r.doubt[name]
+	return name == "" || r.used[name]
 }
 
 // has reports whether namespace ns has a snapshot called name.
