@@ -30,6 +30,7 @@ func TestPAXGlobalRecordsBounded(t *testing.T) {
 	if !errors.Is(verr, ErrOutOfRange) || !strings.Contains(verr.Error(), "PAX global") {
 		t.Errorf("Validate: %v, want ErrOutOfRange naming the PAX global records", verr)
 	}
+	t.Logf("Validate: %v", verr)
 	_, eerr := Extract(context.Background(), bytes.NewReader(b), t.TempDir(), Options{})
 	if !errors.Is(eerr, ErrOutOfRange) || !strings.Contains(eerr.Error(), "PAX global") {
 		t.Errorf("Extract: %v, want ErrOutOfRange naming the PAX global records", eerr)
