@@ -168,7 +168,9 @@ func (x *extraction) run() error {
 			// Not a file: its name (git's "pax_global_header") is
 			// neither checked, nor stripped, nor does it decide the
 			// rootfs/ layout.
-			x.setGlobal(hdr)
+			if err := x.setGlobal(hdr); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := x.applyGlobal(hdr); err != nil {

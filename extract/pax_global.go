@@ -23,7 +23,17 @@ var globalApplied = map[string]bool{"uid": true, "gid": true, "uname": true, "gn
 
 var globalSilent = map[string]bool{"comment": true, "charset": true, "hdrcharset": true, "ctime": true}
 
-func (x *extraction) setGlobal(hdr *tar.Header) {
+// The global records in force are kept to the end and copied into every
+// later entry, so they are bounded: a git archive sets one (its comment,
+// which is dropped), and without a bound a run of global headers of
+// distinct SCHILY.xattr.* records would pile up in memory and be set on
+// every file after them.
+const (
+	maxGlobalRecords = 64
+	maxGlobalBytes   = 64 << 10 // keys and values
+)
+
+func (x *extraction) setGlobal(hdr *tar.Header) error {
 	var ignored []string
 	for k, v := range hdr.PAXRecords {
 		switch {
@@ -44,6 +54,15 @@ func (x *extraction) setGlobal(hdr *tar.Header) {
 		sort.Strings(ignored)
 		x.opts.warn("ignoring PAX global records %s in %s", strings.Join(ignored, ", "), printable(hdr.Name))
 	}
+	size := 0
+	for k, v := range x.global {
+		size += len(k) + len(v)
+	}
+	if len(x.global) > maxGlobalRecords || size > maxGlobalBytes {
+		return entryErr(ErrOutOfRange, hdr.Name, " (PAX global records in force: %d of %d bytes, allowed %d records of %d bytes)",
+			len(x.global), size, maxGlobalRecords, maxGlobalBytes)
+	}
+	return nil
 }
 
 // applyGlobal gives hdr the global records it does not set itself.

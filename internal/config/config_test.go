@@ -167,6 +167,9 @@ func TestConfigMessagesNameKeyNotGoType(t *testing.T) {
 		{"log_level = 3\n", "log_level = 3: want a string"},
 		{"pool = 3\n", "pool must be a table ([pool]), got an integer"},
 		{"[extract]\nunpack_timeout = \"-1m\"\n", `[extract] unpack_timeout = "-1m": invalid duration "-1m": negative`},
+		// TOML's nan would become a NaN time.Duration: a negative one on amd64.
+		{"[s3]\ndownload_timeout = nan\n", "[s3] download_timeout = NaN: want a duration, got nan"},
+		{"[s3]\ndownload_timeout = -nan\n", "[s3] download_timeout = NaN: want a duration, got nan"},
 	} {
 		path := filepath.Join(t.TempDir(), "c.toml")
 		os.WriteFile(path, []byte(c.toml), 0o644)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -82,6 +83,10 @@ func checkValue(t reflect.Type, v any) error {
 			}
 			return nil
 		case float64:
+			if math.IsNaN(x) {
+				// A NaN converts to a negative time.Duration on amd64.
+				return fmt.Errorf("want a duration, got nan")
+			}
 			if x < 0 {
 				return fmt.Errorf("want a duration, got a negative number")
 			}
@@ -114,8 +119,12 @@ func checkValue(t reflect.Type, v any) error {
 			return fmt.Errorf("want a whole number that is not negative")
 		}
 	case reflect.Float64, reflect.Float32:
-		switch v.(type) {
-		case int64, float64:
+		switch x := v.(type) {
+		case float64:
+			if math.IsNaN(x) {
+				return fmt.Errorf("want a number, got nan")
+			}
+		case int64:
 		default:
 			return fmt.Errorf("want a number, got %s", tomlKind(v))
 		}

@@ -138,8 +138,16 @@ func (s *Seconds) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Duration converts s to a time.Duration.
-func (s Seconds) Duration() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+// Duration converts s to a time.Duration. A value longer than a
+// time.Duration holds (about 292 years) becomes the longest one: converting
+// it as it is would wrap into a negative duration, a timeout already past.
+func (s Seconds) Duration() time.Duration {
+	ns := float64(s) * float64(time.Second)
+	if ns >= math.MaxInt64 {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(ns)
+}
 
 // String renders s the way error messages name it, e.g. "300s" or "0.5s".
 func (s Seconds) String() string { return strconv.FormatFloat(float64(s), 'f', -1, 64) + "s" }

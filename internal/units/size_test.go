@@ -75,3 +75,22 @@ func TestParseSeconds(t *testing.T) {
 		t.Errorf("Seconds(300).String() = %q", s)
 	}
 }
+
+// TestSecondsDurationSaturates: a timeout longer than time.Duration can
+// hold (about 292 years; `download_timeout = 10000000000` or "1e300") is
+// read as "as long as can be", never wrapped into a negative duration
+// that would time every download out at once.
+func TestSecondsDurationSaturates(t *testing.T) {
+	for _, in := range []string{"10000000000", "1e300", "9223372037"} {
+		s, err := ParseSeconds(in)
+		if err != nil {
+			t.Fatalf("ParseSeconds(%q): %v", in, err)
+		}
+		if d := s.Duration(); d != time.Duration(1<<63-1) {
+			t.Errorf("ParseSeconds(%q).Duration() = %v, want the longest duration", in, d)
+		}
+	}
+	if d := Seconds(1.5).Duration(); d != 1500*time.Millisecond {
+		t.Errorf("Seconds(1.5).Duration() = %v", d)
+	}
+}

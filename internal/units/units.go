@@ -17,7 +17,8 @@ var iec = []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
 // "1.5 MiB", "20 GiB".
 func Bytes[T ~int64 | ~uint64 | ~int](n T) string {
 	if n < 0 {
-		return "-" + Bytes(-int64(n))
+		// As a uint64: -MinInt64 does not fit in an int64.
+		return "-" + Bytes(uint64(-int64(n)))
 	}
 	v := float64(n)
 	u := 0
@@ -26,7 +27,7 @@ func Bytes[T ~int64 | ~uint64 | ~int](n T) string {
 		u++
 	}
 	if u == 0 {
-		return strconv.FormatInt(int64(n), 10) + " B"
+		return strconv.FormatUint(uint64(n), 10) + " B"
 	}
 	s := strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0")
 	return s + " " + iec[u]

@@ -52,3 +52,14 @@ func TestAgoAndPercent(t *testing.T) {
 		t.Errorf("Percent(_, 0) = %q", got)
 	}
 }
+
+// TestBytesMinInt64: the most negative int64 has no positive twin; Bytes
+// printed it by negating it, which recursed until the stack overflowed.
+func TestBytesMinInt64(t *testing.T) {
+	if got := Bytes(int64(-1 << 63)); got != "-8 EiB" {
+		t.Errorf("Bytes(MinInt64) = %q, want -8 EiB", got)
+	}
+	if got := Bytes(int64(-1536)); got != "-1.5 KiB" {
+		t.Errorf("Bytes(-1536) = %q", got)
+	}
+}
