@@ -71,7 +71,13 @@ func apply(ctx context.Context, it *Item, c Collector, cd Containerd) error {
 	switch {
 	case it.Kind == KindMissingDevice:
 		// The plan's view of the pool may be older than the record.
-		if err := c.ConfirmMissing(ctx, it.Snapshot, it.DeviceID); err != nil {
+		err := c.ConfirmMissing(ctx, it.Snapshot, it.DeviceID)
+		if errdefs.IsNotFound(err) {
+			// The record went meanwhile (containerd's own gc removes a
+			// backend key it does not know): nothing is left to remove.
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("not removed: the live pool does not confirm device %d is gone: %w", it.DeviceID, err)
 		}
 		if it.Template != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,9 +36,14 @@ type fakeCollector struct {
 	calls []string
 	// live is the pool as it is now; nil: every id is missing.
 	live map[uint32]uint64
+	// gone are snapshot records someone else removed after the plan.
+	gone map[string]bool
 }
 
-func (f *fakeCollector) ConfirmMissing(_ context.Context, _ string, id uint32) error {
+func (f *fakeCollector) ConfirmMissing(_ context.Context, snapshot string, id uint32) error {
+	if f.gone[snapshot] {
+		return fmt.Errorf("snapshot %q: %w", snapshot, errdefs.ErrNotFound)
+	}
 	if _, ok := f.live[id]; ok {
 		return fmt.Errorf("thin id %d is in the pool", id)
 	}
