@@ -3,8 +3,6 @@ package snapshotter
 import (
 	"context"
 	"errors"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -131,16 +129,7 @@ func TestConfirmMissingAsksTheLivePool(t *testing.T) {
 // active forever.
 func TestStaleSparesAreRetiredAtStart(t *testing.T) {
 	ctx := context.Background()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	pool := newFakePool()
-	s := &Snapshotter{pool: pool, store: store, cfg: Config{BaseSize: 64 << 20, FSType: "ext4"},
-		templates: map[string]*sync.Mutex{}, format: func(context.Context, string, string) error { return nil }}
-	s.spares = newSpares(s, 3)
-	s.spares.refill(ctx)
+	_, pool, store := newSpareSnapshotter(t, 3)
 	spareIDs := func() []uint32 {
 		var ids []uint32
 		store.View(func(tx *metadata.Tx) error {

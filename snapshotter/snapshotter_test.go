@@ -152,18 +152,26 @@ func TestInterruptedPrepareIsOrphanedOnRestart(t *testing.T) {
 	}
 }
 
-func TestParentlessPrepareClaimsASpare(t *testing.T) {
-	ctx := context.Background()
+// newSpareSnapshotter is a snapshotter on a fake pool and a fresh store
+// with n spares of a 64 MiB ext4 template made ready.
+func newSpareSnapshotter(t *testing.T, n int) (*Snapshotter, *fakePool, *metadata.Store) {
+	t.Helper()
 	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	pool := newFakePool()
 	s := &Snapshotter{pool: pool, store: store, cfg: Config{BaseSize: 64 << 20, FSType: "ext4"},
 		templates: map[string]*sync.Mutex{}, format: func(context.Context, string, string) error { return nil }}
-	s.spares = newSpares(s, 2)
-	s.spares.refill(ctx)
+	s.spares = newSpares(s, n)
+	s.spares.refill(context.Background())
+	return s, pool, store
+}
+
+func TestParentlessPrepareClaimsASpare(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newSpareSnapshotter(t, 2)
 	if n := s.spares.count(); n != 2 {
 		t.Fatalf("%d spares after refill, want 2", n)
 	}
