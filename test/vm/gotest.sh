@@ -2,7 +2,7 @@
 # gotest.sh runs Go test packages where device-mapper thin provisioning is
 # real, with FLYIO_REQUIRE_DM=1 so dmtest.Require fails instead of skips.
 #
-#   test/vm/gotest.sh [-timeout D] [-run REGEX] [-skip REGEX] [-vm-timeout SECS] PKG...
+#   test/vm/gotest.sh [-timeout D] [-run REGEX] [-skip REGEX] [-count N] [-vm-timeout SECS] PKG...
 #
 # Each package is compiled on the host (go test -c); the binaries then run
 # with -test.v, one after another, in the package's source directory,
@@ -20,6 +20,7 @@ while (($#)); do
 	-timeout | --timeout) testargs+=("-test.timeout=$2"); shift 2 ;;
 	-run | --run) testargs+=("-test.run=$2"); shift 2 ;;
 	-skip | --skip) testargs+=("-test.skip=$2"); shift 2 ;;
+	-count | --count) testargs+=("-test.count=$2"); shift 2 ;;
 	-vm-timeout | --vm-timeout) vmtimeout=$2; shift 2 ;;
 	--) shift; break ;;
 	-*) echo "gotest.sh: unknown option $1" >&2; exit 2 ;;
