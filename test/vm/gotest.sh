@@ -54,6 +54,8 @@ driver=$work/run-all.sh
 {
 	echo 'failed='
 	echo 'export FLYIO_REQUIRE_DM=1'
+	echo 'out=$(mktemp -d)'
+	printf 'summarize=%s\n' "$(q "$here/failsummary.awk")"
 } >"$driver"
 n=0
 while read -r pkg dir; do
@@ -66,13 +68,22 @@ while read -r pkg dir; do
 	n=$((n + 1))
 	{
 		echo "echo '=== package $pkg'"
-		printf 'cd %s && %s' "$(q "$dir")" "$(q "$bin")"
+		# Output is kept (tee) so the failure summary below can be
+		# printed at the end; the test's status travels in a file, since
+		# sh has no pipefail.
+		printf '{ cd %s && %s' "$(q "$dir")" "$(q "$bin")"
 		for a in "${testargs[@]}"; do printf ' %s' "$(q "$a")"; done
-		echo " || failed=\"\$failed $pkg\""
+		echo " 2>&1; echo \$? >\"\$out/$n.rc\"; } | tee \"\$out/$n.log\""
+		echo "[ \"\$(cat \"\$out/$n.rc\")\" = 0 ] || { failed=\"\$failed $pkg\"; awk -f \"\$summarize\" \"\$out/$n.log\" >>\"\$out/summary\"; }"
 	} >>"$driver"
 done < <(go list -f '{{.ImportPath}} {{.Dir}}' "$@")
 cat >>"$driver" <<'EOF2'
 if [ -n "$failed" ]; then
+	# The last lines of a run are what a CI excerpt shows: repeat each
+	# failed test's own messages there, above the log dumps they are
+	# usually buried under.
+	echo "=== failure summary"
+	cat "$out/summary"
 	echo "=== FAIL packages:$failed"
 	exit 1
 fi
