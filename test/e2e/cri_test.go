@@ -124,6 +124,7 @@ func TestCRIPodLifecycle(t *testing.T) {
 	}
 
 	cri("stop", "--timeout", "2", cid)
+	waitExited(t, crictl, cid)
 	cri("rm", cid)
 	cri("stopp", pod)
 	cri("rmp", pod)
@@ -196,6 +197,32 @@ func waitLog(t *testing.T, crictl func(...string) (string, error), id, want stri
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("crictl logs %s did not print %q within 60s: %v\n%s", id, want, err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// waitExited polls `crictl inspect` of container id until CRI reports it
+// exited. Under load StopContainer can return before containerd has
+// processed the task's exit (its log says "Shim ttrpc connection closed
+// when stopping container ..., retry"), and RemoveContainer then refuses
+// a container it still thinks is running; kubelet retries, so the test
+// waits as kubelet would.
+func waitExited(t *testing.T, crictl func(...string) (string, error), id string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := crictl("inspect", "-o", "json", id)
+		var st struct {
+			Status struct {
+				State string `json:"state"`
+			} `json:"status"`
+		}
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Status.State == "CONTAINER_EXITED" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s not exited 60s after crictl stop (state %q): %v\n%s", id, st.Status.State, err, out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
