@@ -20,6 +20,19 @@ const SchemaVersion = 1
 // on the same root_dir.
 var ErrLocked = errors.New("database is locked")
 
+// lockedError is ErrLocked for one database. It is also
+// errdefs.ErrUnavailable (try again later) without printing that kind's
+// name: the message used to end in a stray ": unavailable".
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("%v: %s is held by another process (is another flyio-image-manager daemon running on this root_dir?)", ErrLocked, e.path)
+}
+
+func (e *lockedError) Is(target error) bool {
+	return target == ErrLocked || target == errdefs.ErrUnavailable
+}
+
 var (
 	bucketMeta      = []byte("meta")
 	bucketSnapshots = []byte("snapshots")
@@ -86,8 +99,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	case err == nil:
 		return db, nil
 	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, fmt.Errorf("%w: %s is held by another process (is another flyio-image-manager daemon running on this root_dir?): %w",
-			ErrLocked, path, errdefs.ErrUnavailable)
+		return nil, &lockedError{path: path}
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
 		return nil, corruptError(path, err)
 	default:

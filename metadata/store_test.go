@@ -128,6 +128,13 @@ func TestSecondOpenIsLocked(t *testing.T) {
 	if want := "database is locked"; err == nil || !contains(err.Error(), want) {
 		t.Fatalf("message %q lacks %q", err, want)
 	}
+	// Callers retry on the errdefs kind; the message does not print it.
+	if !errdefs.IsUnavailable(err) {
+		t.Errorf("second open: %v is not errdefs.ErrUnavailable", err)
+	}
+	if strings.HasSuffix(err.Error(), ": unavailable") {
+		t.Errorf("message ends in the errdefs kind's name: %q", err)
+	}
 }
 
 func TestCorruptDatabaseIsRefused(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/daemon"
 	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
@@ -46,20 +47,22 @@ refuses if a daemon holds the metadata.`,
 		&cli.BoolFlag{Name: "force", Usage: "remove it"},
 		&cli.BoolFlag{Name: "include-quarantined", Usage: "with --force, also remove quarantined devices (their data may be recoverable)"},
 		jsonFlag,
-		&cli.DurationFlag{Name: "min-age", Value: gc.DefaultMinAge, Usage: "ignore snapshots changed more recently than this (containerd records a snapshot only after we create it)"},
+		&cli.StringFlag{Name: "min-age", Value: gc.DefaultMinAge.String(), Usage: "ignore snapshots changed more recently than this `DURATION`, seconds or a duration such as 300, 5m, 1h30m (containerd records a snapshot only after we create it)"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.Bool("dry-run") == c.Bool("force") {
 			return fmt.Errorf("gc: give exactly one of --dry-run (list) or --force (remove)")
 		}
-		if d := c.Duration("min-age"); d < 0 {
-			return fmt.Errorf("gc: --min-age %s: want a duration of 0 or more, e.g. 5m", d)
+		// The same codec as the config's durations: seconds or a duration.
+		minAge, err := units.ParseSeconds(c.String("min-age"))
+		if err != nil {
+			return fmt.Errorf("gc: --min-age: %w", err)
 		}
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
 		}
-		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: c.Duration("min-age").String(), IncludeQuarantined: c.Bool("include-quarantined")}
+		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: minAge.Duration().String(), IncludeQuarantined: c.Bool("include-quarantined")}
 		rep, err := admin.NewClient(cfg.AdminAddress).GC(c.Context, req)
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			rep, err = offlineGC(c.Context, cfg, req)

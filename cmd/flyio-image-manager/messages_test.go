@@ -88,7 +88,21 @@ func TestNegativeNumbersRefused(t *testing.T) {
 	_, err = runApp(t, "--config", cfg, "validate", "--max-file-size", "-1GiB", tarball)
 	wantErr(t, err, `--max-file-size: invalid size "-1GiB"`)
 	_, err = runApp(t, "--config", cfg, "gc", "--dry-run", "--min-age", "-5m")
-	wantErr(t, err, "--min-age -5m0s: want a duration of 0 or more")
+	wantErr(t, err, `--min-age: invalid duration "-5m": negative`)
+}
+
+// TestMinAgeTakesWhatConfigTakes: gc --min-age reads durations as the
+// config does, seconds included (it used to take only Go durations).
+func TestMinAgeTakesWhatConfigTakes(t *testing.T) {
+	cfg := emptyConfig(t)
+	for _, v := range []string{"300", "0.5", "5m", "1h30m"} {
+		_, err := runApp(t, "--config", cfg, "gc", "--dry-run", "--min-age", v)
+		if err != nil && strings.Contains(err.Error(), "min-age") {
+			t.Errorf("--min-age %s refused: %v", v, err)
+		}
+	}
+	_, err := runApp(t, "--config", cfg, "gc", "--dry-run", "--min-age", "5x")
+	wantErr(t, err, `--min-age: invalid duration "5x": want a number of seconds or a duration`)
 }
 
 // TestSizeFlagsTakeWhatConfigTakes: one codec for flags and config.
