@@ -126,6 +126,9 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 			return nil, err
 		}
 	}
+	// Before reconcile too: a probe a killed gc left keeps its thin id
+	// from being deleted.
+	s.removeLeftoverProbes(ctx)
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
