@@ -34,6 +34,7 @@ type usageCache struct {
 	at     time.Time
 	err    error            // the last read's failure
 	bytes  map[uint32]int64 // device id -> exclusive bytes, as of at
+	asked  map[uint32]bool  // the devices the last read asked for
 	maxAge time.Duration
 	now    func() time.Time
 }
@@ -96,7 +97,9 @@ func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot
 		if b, ok := c.bytes[rec.DeviceID]; ok {
 			return b, true
 		}
-		if c.err != nil {
+		// A failed read, or one that asked for this device and did not
+		// find it in the pool: not again before maxAge.
+		if c.err != nil || c.asked[rec.DeviceID] {
 			return 0, false
 		}
 	}
@@ -135,7 +138,10 @@ func (s *Snapshotter) refreshUsage(ctx context.Context) {
 	if err == nil {
 		u, err = s.readExclusive(ctx, pairs)
 	}
-	c.at, c.err, c.bytes = c.now(), err, nil
+	c.at, c.err, c.bytes, c.asked = c.now(), err, nil, map[uint32]bool{}
+	for _, p := range pairs {
+		c.asked[p.Device] = true
+	}
 	if err != nil {
 		log.G(ctx).WithError(err).Warnf("exclusive usage not known; reporting mapped bytes (parents' included) for %s", c.maxAge)
 		return

@@ -96,6 +96,25 @@ func TestUsageIsExclusiveAndCached(t *testing.T) {
 	if u, _ := s.Usage(ctx, "b"); u.Size != 100<<20 || reads != 3 {
 		t.Fatalf("fallback again: %+v after %d reads; want no new read", u, reads)
 	}
+
+	// A device the pool does not have: mapped bytes, and no new read
+	// for it before maxAge either.
+	fail = nil
+	now = now.Add(time.Hour)
+	delete(exclusive, b.DeviceID)
+	missing := s.readExclusive
+	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		u, err := missing(ctx, pairs)
+		if u != nil {
+			delete(u.Devices, b.DeviceID)
+		}
+		return u, err
+	}
+	for i := 0; i < 2; i++ {
+		if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 100<<20 || reads != 4 {
+			t.Fatalf("device not in the pool, call %d: %+v, %v after %d reads; want mapped bytes from one read", i, u, err, reads)
+		}
+	}
 }
 
 func recordOf(t *testing.T, s *Snapshotter, key string) *metadata.Snapshot {
