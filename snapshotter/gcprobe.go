@@ -3,11 +3,17 @@ package snapshotter
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 )
+
+// listDMNames lists the host's dm devices; where it fails (no
+// device-mapper: unit tests on a fake pool) ListActive alone decides.
+var listDMNames = dmpool.ListDevices
 
 // probeName is the dm device ConfirmMissing loads a table for thin id on.
 func probeName(pool string, id uint32) string { return fmt.Sprintf("%s-gcprobe-%d", pool, id) }
@@ -24,6 +30,15 @@ func (s *Snapshotter) Probes(ctx context.Context) ([]dmpool.ActiveDevice, error)
 	l, ok := s.pool.(activeLister)
 	if !ok {
 		return nil, nil
+	}
+	// One ioctl lists the names; the table of every device (what
+	// ListActive reads) is only read when a name looks like a probe:
+	// status, which calls this, runs often on nodes with many devices.
+	if names, err := listDMNames(); err == nil {
+		prefix := s.pool.Name() + "-gcprobe-"
+		if !slices.ContainsFunc(names, func(n dmpool.DeviceName) bool { return strings.HasPrefix(n.Name, prefix) }) {
+			return nil, nil
+		}
 	}
 	active, err := l.ListActive(ctx)
 	if err != nil {
