@@ -3,6 +3,7 @@ package importer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 
@@ -49,8 +50,42 @@ func releaseLeftoverMounts(ctx context.Context, sn snapshots.Snapshotter, key st
 			if err := mount.UnmountAll(i.Mountpoint, 0); err != nil {
 				return err
 			}
-			os.Remove(i.Mountpoint) // only if empty: it was a temporary mount point
+			if err := removeMountPoint(i.Mountpoint); err != nil {
+				log.G(ctx).WithError(err).Warnf("mount point %s kept", i.Mountpoint)
+			}
 		}
+	}
+	return nil
+}
+
+// removeMountPoint removes dir, a temporary mount point just unmounted,
+// if it is an empty directory that nothing is mounted on. It checks
+// mountinfo first and removes with rmdir only: a mount point something
+// is still (or again) mounted on is kept whole, and a path that is not
+// a directory (a file, a symlink) is never unlinked.
+func removeMountPoint(dir string) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (%s)", dir, fi.Mode().Type())
+	}
+	mounted, err := mountinfo.Mounted(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking whether %s is a mount point: %w", dir, err)
+	}
+	if mounted {
+		return fmt.Errorf("%s is still a mount point", dir)
+	}
+	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "rmdir", Path: dir, Err: err}
 	}
 	return nil
 }

@@ -38,6 +38,10 @@ type Snapshot struct {
 	// UsageBytes is the device's mapped bytes, recorded at Commit so that
 	// Usage of a committed snapshot needs no activation.
 	UsageBytes int64 `json:"usage_bytes,omitempty"`
+	// ExclusiveBytes is the committed device's data its origin (parent
+	// or template) does not share, computed from the pool metadata at
+	// the first Usage after Commit; nil until then.
+	ExclusiveBytes *int64 `json:"exclusive_bytes,omitempty"`
 }
 
 // Info converts the record to containerd's snapshots.Info.

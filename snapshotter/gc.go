@@ -176,7 +176,7 @@ func (s *Snapshotter) ConfirmMissing(ctx context.Context, snapshot string, id ui
 			return err
 		}
 	}
-	probe := fmt.Sprintf("%s-gcprobe-%d", s.pool.Name(), id)
+	probe := probeName(s.pool.Name(), id)
 	_, err := s.pool.Activate(ctx, probe, id, 512)
 	switch {
 	case errors.Is(err, dmpool.ErrNotFound):

@@ -72,28 +72,6 @@ func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpath
 	return out, err
 }
 
-// Usage reports the bytes the snapshot's device has mapped in the pool,
-// read from the thin target rather than by walking a directory tree. For a
-// committed snapshot the figure was recorded at Commit.
-func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
-	var rec *metadata.Snapshot
-	err := s.store.View(func(tx *metadata.Tx) (err error) {
-		rec, err = tx.Snapshot(key)
-		return err
-	})
-	if err != nil {
-		return snapshots.Usage{}, err
-	}
-	if rec.Kind == snapshots.KindCommitted {
-		return snapshots.Usage{Size: rec.UsageBytes}, nil
-	}
-	st, err := s.pool.ThinStatus(ctx, s.deviceName(rec.DeviceID))
-	if err != nil {
-		return snapshots.Usage{}, fmt.Errorf("usage of %q: %w", key, err)
-	}
-	return snapshots.Usage{Size: int64(st.MappedBytes)}, nil
-}
-
 // Walk calls fn for every snapshot that matches all of the filters.
 // Snapshots still being created or removed are not shown.
 func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...string) error {

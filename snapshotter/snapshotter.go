@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -21,6 +22,7 @@ import (
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -74,6 +76,10 @@ type Snapshotter struct {
 	// keys serialises Commit and Remove per snapshot key.
 	keys keyLocks
 
+	// readExclusive and usage give Usage the exclusive usage of devices.
+	readExclusive exclusiveReader
+	usage         usageCache
+
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
 	background sync.WaitGroup
@@ -101,6 +107,10 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
 	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
+	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		return thinmeta.ReadPoolExclusive(ctx, pool.Name(), pairs)
+	}
+	s.usage.maxAge, s.usage.now = usageMaxAge, time.Now
 	s.format = func(ctx context.Context, fsType, dev string) error {
 		return formatEmpty(ctx, cfg.MountDir, fsType, dev)
 	}
@@ -116,6 +126,9 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 			return nil, err
 		}
 	}
+	// Before reconcile too: a probe a killed gc left keeps its thin id
+	// from being deleted.
+	s.removeLeftoverProbes(ctx)
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}

@@ -78,6 +78,7 @@ object's size, entries, elapsed time, rate) and error.`,
 			return nil
 		}
 		fmt.Fprintf(w, "  snapshots: %s\n  devices:   %s\n  images:    %d imported\n", counts(st.Snapshots), counts(st.Devices), st.Images)
+		printGCProbes(w, st.GCProbes)
 		fmt.Fprintln(w)
 		printQueues(w, st.Queues)
 		fmt.Fprintln(w)
@@ -202,4 +203,14 @@ func oneLine(s string, max int) string {
 		s = s[:max-3] + "..."
 	}
 	return s
+}
+
+// printGCProbes names the gc probe devices left active: a gc that died
+// inside its live-pool check, whose probe is open so the start did not
+// remove it.
+func printGCProbes(w io.Writer, probes []admin.GCProbe) {
+	for _, p := range probes {
+		fmt.Fprintf(w, "  gc probe:  %s (thin id %d, open %d) left by a gc that died; remove it with 'dmsetup remove %s' once nothing holds it open\n",
+			p.Name, p.ThinID, p.OpenCount, p.Name)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -50,5 +51,19 @@ unpacks  1       b    queued      images/b.tar
 `
 	if b.String() != want {
 		t.Errorf("printQueues:\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestPrintGCProbes(t *testing.T) {
+	var b bytes.Buffer
+	printGCProbes(&b, []admin.GCProbe{{Name: "pool-gcprobe-7", ThinID: 7, OpenCount: 1}})
+	for _, want := range []string{"gc probe:  pool-gcprobe-7 (thin id 7, open 1)", "dmsetup remove pool-gcprobe-7"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("printGCProbes lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if printGCProbes(&b, nil); b.Len() != 0 {
+		t.Errorf("no probes printed %q", b.String())
 	}
 }

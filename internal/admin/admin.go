@@ -39,6 +39,16 @@ type Status struct {
 	// RecentRuns are every unfinished run and the last finished ones,
 	// newest first.
 	RecentRuns []metadata.Run `json:"recent_runs"`
+	// GCProbes are gc probe devices ("<pool>-gcprobe-<id>") still
+	// active: left by a gc that died and open, so not removed at start.
+	GCProbes []GCProbe `json:"gc_probes,omitempty"`
+}
+
+// GCProbe is a leftover gc probe device.
+type GCProbe struct {
+	Name      string `json:"name"`
+	ThinID    uint32 `json:"thin_id"`
+	OpenCount int32  `json:"open_count"`
 }
 
 // DaemonInfo says which daemon answered and where it serves.

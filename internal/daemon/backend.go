@@ -94,6 +94,11 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		st.Images = len(imgs)
 		return err
 	})
+	if probes, perr := b.sn.Probes(ctx); perr == nil {
+		for _, p := range probes {
+			st.GCProbes = append(st.GCProbes, admin.GCProbe{Name: p.Name, ThinID: p.ID, OpenCount: p.OpenCount})
+		}
+	}
 	st.RecentRuns, _ = b.importer.Recent(recentFinishedRuns)
 	for _, r := range st.RecentRuns {
 		if !r.State.Finished() {

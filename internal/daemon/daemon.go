@@ -5,7 +5,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"time"
 
@@ -158,10 +157,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	adminSrv := &http.Server{Handler: admin.Handler(&backend{
+	adminSrv := newAdminServer(admin.Handler(&backend{
 		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: cd, guard: guard,
 		version: opts.Version, started: started,
-	})}
+	}))
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()
@@ -191,10 +190,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	notify.Stopping()
 	log.G(ctx).Info("shutting down")
-	adminSrv.Close()
+	// The admin API drains alongside the snapshots API; both are done
+	// before Run returns and the database closes.
+	adminDrained := make(chan struct{})
+	go func() { adminSrv.drain(ctx, 30*time.Second, 30*time.Second); close(adminDrained) }()
 	stopRuns()
 	imp.Wait()
 	drainGRPC(ctx, srv, 30*time.Second, 30*time.Second)
+	<-adminDrained
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/containerd/log"
@@ -32,6 +33,16 @@ var ErrSnapshotHeld = errors.New("a metadata snapshot is already held")
 // (ErrSnapshotHeld, with how to release it): only a snapshot taken by
 // this read is known to be no older than the read.
 func ReadPool(ctx context.Context, pool string) (*Metadata, error) {
+	f, err := openMetadata(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readReserved(ctx, liveDM(pool), alignedReader{f})
+}
+
+// openMetadata opens the metadata device of the active pool called pool.
+func openMetadata(pool string) (*os.File, error) {
 	table, err := dmpool.Table(pool)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pool, err)
@@ -47,8 +58,7 @@ func ReadPool(ctx context.Context, pool string) (*Metadata, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: metadata device %s: %w", pool, metaDev[0], err)
 	}
-	defer f.Close()
-	return readReserved(ctx, liveDM(pool), alignedReader{f})
+	return f, nil
 }
 
 // dm is the pool's status and messages; a fake in unit tests.
@@ -86,18 +96,53 @@ func liveDM(pool string) dm {
 // read: a snapshot released (and its blocks reused) under the read makes
 // it fail rather than return what those blocks hold now.
 func readReserved(ctx context.Context, d dm, r io.ReaderAt) (*Metadata, error) {
+	var md *Metadata
+	err := underSnapshot(ctx, d, func(root uint64) (err error) {
+		md, err = Read(r, root)
+		return err
+	})
+	return md, err
+}
+
+// ReadPoolExclusive is ReadExclusive on the active pool called pool,
+// under a metadata snapshot taken and released as ReadPool does.
+func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, error) {
+	f, err := openMetadata(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var u *Usage
+	err = underSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
+		u, err = ReadExclusive(alignedReader{f}, root, pairs)
+		return err
+	})
+	return u, err
+}
+
+// snapMu serialises underSnapshot.
+var snapMu sync.Mutex
+
+// underSnapshot reserves a metadata snapshot, calls read with its root
+// and releases it; see readReserved.
+func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) error {
+	// One reader at a time in this process: a pool holds one metadata
+	// snapshot, and a second reader (gc while Usage reads) would find
+	// the first one's and refuse it as not its own.
+	snapMu.Lock()
+	defer snapMu.Unlock()
 	held, err := d.heldRoot()
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: %w", d.pool, err)
+		return fmt.Errorf("pool %q: %w", d.pool, err)
 	}
 	if held != "-" {
-		return nil, fmt.Errorf("pool %q: %w (root block %s), not taken by this read, so its view may be arbitrarily old and "+
+		return fmt.Errorf("pool %q: %w (root block %s), not taken by this read, so its view may be arbitrarily old and "+
 			"is not used; if no thin_dump, thin_ls or other reader is using it, release it with "+
 			"'flyio-image-manager pool release-metadata-snap' (or 'dmsetup message %s 0 release_metadata_snap') and retry",
 			d.pool, ErrSnapshotHeld, held, d.pool)
 	}
 	if err := d.message("reserve_metadata_snap"); err != nil {
-		return nil, fmt.Errorf("pool %q: reserve_metadata_snap: %w", d.pool, err)
+		return fmt.Errorf("pool %q: reserve_metadata_snap: %w", d.pool, err)
 	}
 	held, err = d.heldRoot()
 	defer func() {
@@ -115,20 +160,19 @@ func readReserved(ctx context.Context, d dm, r io.ReaderAt) (*Metadata, error) {
 		err = errors.New("no held metadata root after reserve_metadata_snap")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: %w", d.pool, err)
+		return fmt.Errorf("pool %q: %w", d.pool, err)
 	}
 	root, err := strconv.ParseUint(held, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: held metadata root %q: %w", d.pool, held, err)
+		return fmt.Errorf("pool %q: held metadata root %q: %w", d.pool, held, err)
 	}
-	md, err := Read(r, root)
-	if err != nil {
-		return nil, fmt.Errorf("pool %q: metadata snapshot at block %d: %w", d.pool, root, err)
+	if err := read(root); err != nil {
+		return fmt.Errorf("pool %q: metadata snapshot at block %d: %w", d.pool, root, err)
 	}
 	if after, err := d.heldRoot(); err != nil || after != held {
-		return nil, fmt.Errorf("pool %q: the metadata snapshot at block %d was released during the read (held root now %q, %v)", d.pool, root, after, err)
+		return fmt.Errorf("pool %q: the metadata snapshot at block %d was released during the read (held root now %q, %v)", d.pool, root, after, err)
 	}
-	return md, nil
+	return nil
 }
 
 // Release releases the pool's held metadata snapshot, whoever took it.

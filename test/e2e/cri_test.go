@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
@@ -87,7 +88,19 @@ func TestCRIPodLifecycle(t *testing.T) {
 	if imgs := cri("images", "-o", "json"); !strings.Contains(imgs, `"`+p.app+`"`) {
 		t.Errorf("crictl images does not list %s:\n%s", p.app, imgs)
 	}
-	checkImageFSInfo(t, crictl, s.cfg.RootDir)
+	checkImageFSInfo(t, crictl, s.cfg.RootDir, func() uint64 {
+		out, err := s.flyio("status", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Pool dmpool.Status `json:"pool_status"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		return st.Pool.UsedDataBlocks * st.Pool.DataBlockSize
+	})
 
 	// A host-network pod: the sandbox image comes from the test registry.
 	podDir := filepath.Join(s.dir, "pods")
@@ -232,7 +245,7 @@ func waitExited(t *testing.T, crictl func(...string) (string, error), id string)
 // first image filesystem is the root our proxy plugin exports, with the
 // usage of our snapshots (CRI sums Usage of every snapshot; it collects
 // every stats_collect_period).
-func checkImageFSInfo(t *testing.T, crictl func(...string) (string, error), root string) {
+func checkImageFSInfo(t *testing.T, crictl func(...string) (string, error), root string, poolUsed func() uint64) {
 	t.Helper()
 	var info struct {
 		Status struct {
@@ -264,6 +277,14 @@ func checkImageFSInfo(t *testing.T, crictl func(...string) (string, error), root
 		}
 		if used, _ := strconv.ParseUint(strings.Trim(string(fs[0].UsedBytes.Value), `"`), 10, 64); used > 0 {
 			t.Logf("crictl imagefsinfo:\n%s", out)
+			// Each snapshot counts only the blocks it does not share
+			// with its parent or the template, so no block is counted
+			// twice and the sum is at most what the pool holds (which
+			// adds the template). Counting mapped blocks, every layer
+			// counted the template again and the sum exceeded it.
+			if pool := poolUsed(); used > pool {
+				t.Errorf("imagefsinfo reports %d bytes used, more than the pool's %d bytes of data: usage counts shared blocks", used, pool)
+			}
 			return
 		}
 		if time.Now().After(deadline) {

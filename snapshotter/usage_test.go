@@ -1,0 +1,127 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// TestUsageIsExclusiveAndCached: Usage reports what the pool says a
+// device does not share with its origin, reads the pool once for every
+// snapshot, records a committed snapshot's figure for good, refreshes an
+// active one only when it is older than maxAge, and falls back to mapped
+// bytes when the pool cannot tell.
+func TestUsageIsExclusiveAndCached(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	now := time.Unix(1000, 0)
+	s.usage.now = func() time.Time { return now }
+	exclusive := map[uint32]uint64{} // device -> blocks of 1 MiB
+	var reads int
+	var asked [][]thinmeta.Pair
+	var fail error
+	s.readExclusive = func(_ context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		reads++
+		asked = append(asked, pairs)
+		if fail != nil {
+			return nil, fail
+		}
+		u := &thinmeta.Usage{DataBlockSize: 1 << 20, Devices: map[uint32]thinmeta.Exclusive{}}
+		for _, p := range pairs {
+			u.Devices[p.Device] = thinmeta.Exclusive{Blocks: exclusive[p.Device], OriginFound: p.HasOrigin}
+		}
+		return u, nil
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "b", "base"); err != nil {
+		t.Fatal(err)
+	}
+	base, b := recordOf(t, s, "base"), recordOf(t, s, "b")
+	pool.mu.Lock()
+	pool.thins[b.DeviceID] = 100 << 20 // parent's blocks included
+	pool.mu.Unlock()
+	exclusive[base.DeviceID], exclusive[b.DeviceID] = 7, 3
+
+	if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 3<<20 {
+		t.Fatalf("usage of b: %+v, %v; want 3 MiB", u, err)
+	}
+	if reads != 1 || len(asked[0]) != 2 {
+		t.Fatalf("%d reads asking %+v; want one read for b and base", reads, asked)
+	}
+	for _, p := range asked[0] {
+		if p.Device == b.DeviceID && (!p.HasOrigin || p.Origin != base.DeviceID) {
+			t.Errorf("b asked with origin %+v, want base's device %d", p, base.DeviceID)
+		}
+	}
+	// base was filled in by the same read and recorded.
+	if u, err := s.Usage(ctx, "base"); err != nil || u.Size != 7<<20 || reads != 1 {
+		t.Fatalf("usage of base: %+v, %v after %d reads; want 7 MiB from the first read", u, err, reads)
+	}
+	if r := recordOf(t, s, "base"); r.ExclusiveBytes == nil || *r.ExclusiveBytes != 7<<20 {
+		t.Fatalf("base's record: %v, want 7 MiB recorded", r.ExclusiveBytes)
+	}
+
+	// b writes more: still the cached figure within maxAge, the new one after.
+	exclusive[b.DeviceID] = 5
+	now = now.Add(usageMaxAge - time.Second)
+	if u, _ := s.Usage(ctx, "b"); u.Size != 3<<20 || reads != 1 {
+		t.Fatalf("within maxAge: %+v after %d reads, want the cached 3 MiB", u, reads)
+	}
+	now = now.Add(2 * time.Second)
+	if u, _ := s.Usage(ctx, "b"); u.Size != 5<<20 || reads != 2 {
+		t.Fatalf("after maxAge: %+v after %d reads, want 5 MiB from a second read", u, reads)
+	}
+	if len(asked[1]) != 1 {
+		t.Errorf("second read asked %+v: a recorded committed snapshot is not read again", asked[1])
+	}
+	// base keeps its figure without any read.
+	now = now.Add(time.Hour)
+	fail = errors.New("metadata snapshot held")
+	if u, _ := s.Usage(ctx, "base"); u.Size != 7<<20 || reads != 2 {
+		t.Fatalf("base: %+v after %d reads", u, reads)
+	}
+	// The pool cannot tell: mapped bytes, and no new read before maxAge.
+	if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 100<<20 || reads != 3 {
+		t.Fatalf("fallback: %+v, %v after %d reads; want mapped 100 MiB", u, err, reads)
+	}
+	if u, _ := s.Usage(ctx, "b"); u.Size != 100<<20 || reads != 3 {
+		t.Fatalf("fallback again: %+v after %d reads; want no new read", u, reads)
+	}
+
+	// A device the pool does not have: mapped bytes, and no new read
+	// for it before maxAge either.
+	fail = nil
+	now = now.Add(time.Hour)
+	delete(exclusive, b.DeviceID)
+	missing := s.readExclusive
+	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		u, err := missing(ctx, pairs)
+		if u != nil {
+			delete(u.Devices, b.DeviceID)
+		}
+		return u, err
+	}
+	for i := 0; i < 2; i++ {
+		if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 100<<20 || reads != 4 {
+			t.Fatalf("device not in the pool, call %d: %+v, %v after %d reads; want mapped bytes from one read", i, u, err, reads)
+		}
+	}
+}
+
+func recordOf(t *testing.T, s *Snapshotter, key string) *metadata.Snapshot {
+	t.Helper()
+	var rec *metadata.Snapshot
+	if err := s.store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot(key); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
