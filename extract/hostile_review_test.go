@@ -1,0 +1,91 @@
+package extract
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// reviewCases are the hostile archives of the review of issue 11: each
+// runs through TestHostileArchives (both resolvers) and, like every case
+// without a parent layer, through the differential test.
+func reviewCases() []hostileCase {
+	// chainN: P is 2,000 deep; s0 -> /P, s_i -> /P/s_{i-1}; deep ->
+	// /P/s_{n-2}, so "deep/..." goes through n symlinks.
+	p := strings.TrimSuffix(strings.Repeat("d/", 2000), "/")
+	chainN := func(n, files int) func(*testing.T, *sandbox) [][]byte {
+		return func(t *testing.T, _ *sandbox) [][]byte {
+			ents := []ent{dir(p + "/"), symlink(p+"/s0", "/"+p)}
+			for i := 1; i < n-1; i++ {
+				ents = append(ents, symlink(p+"/s"+strconv.Itoa(i), "/"+p+"/s"+strconv.Itoa(i-1)))
+			}
+			ents = append(ents, symlink("deep", "/"+p+"/s"+strconv.Itoa(n-2)))
+			for i := range files {
+				ents = append(ents, file("deep/f"+strconv.Itoa(i), "x"))
+			}
+			return [][]byte{mkTar(t, ents...)}
+		}
+	}
+	// shortChain: c0 -> d, c_i -> c_{i-1}: "c<n-1>" goes through n
+	// symlinks.
+	shortChain := func(n int) []ent {
+		ents := []ent{dir("d/"), symlink("c0", "d")}
+		for i := 1; i < n; i++ {
+			ents = append(ents, symlink("c"+strconv.Itoa(i), "c"+strconv.Itoa(i-1)))
+		}
+		return ents
+	}
+	last := "c" + strconv.Itoa(38)
+	return []hostileCase{
+		// --- what a symlink leads to is remembered (item 1) --------
+		{
+			name:   "symlink-chain-40-links-of-2000-components",
+			layers: chainN(40, 3),
+			check:  fileIs(p+"/f2", "x"),
+		},
+		{
+			name:    "symlink-chain-41-links-of-2000-components",
+			layers:  chainN(41, 1),
+			wantErr: ErrInvalidParent, wantMsg: []string{"deep/f0 (a symlink loop"},
+		},
+		{
+			// 39 symlinks resolved (and remembered) once, then reached
+			// through two more: 41 in all, a loop to the kernel.
+			name:    "remembered-chain-plus-two-is-41",
+			layers:  one(append(shortChain(39), file(last+"/x", "x"), symlink("e", "f"), symlink("f", last), file("e/y", "y"))...),
+			wantErr: ErrInvalidParent, wantMsg: []string{"e/y (a symlink loop"},
+		},
+		{
+			name:   "remembered-chain-plus-one-is-40",
+			layers: one(append(shortChain(39), file(last+"/x", "x"), symlink("f", last), file("f/y", "y"))...),
+			check:  fileIs("d/y", "y"),
+		},
+		{
+			name:   "remembered-symlink-replaced-by-symlink",
+			layers: one(dir("d1/"), dir("d2/"), symlink("a", "d1"), file("a/x", "x"), symlink("a", "d2"), file("a/y", "y")),
+			check: func(t *testing.T, s *sandbox, r Result) {
+				fileIs("d1/x", "x")(t, s, r)
+				fileIs("d2/y", "y")(t, s, r)
+				mustNotExist(t, s.root+"/d1/y")
+			},
+		},
+		{
+			name:    "remembered-target-dir-replaced-by-file",
+			layers:  one(dir("d/"), symlink("l", "d"), file("l/x", "x"), file("d", "now a file"), file("l/y", "y")),
+			wantErr: ErrInvalidParent, wantMsg: []string{"l/y (a component of its directory is not a directory)"},
+		},
+		{
+			name:    "remembered-nested-symlink-replaced-dangling",
+			layers:  one(dir("d/"), symlink("in", "d"), symlink("out", "in"), file("out/x", "x"), symlink("in", "nowhere"), file("out/y", "y")),
+			wantErr: ErrInvalidParent, wantMsg: []string{"out/y (a symlink in its directory leads nowhere)"},
+		},
+		{
+			name:   "remembered-dotdot-from-a-replaced-directory",
+			layers: one(dir("a/b/"), symlink("a/b/up", ".."), file("a/b/up/x", "x"), dir("a2/b/"), symlink("a2/b/up", ".."), file("a2/b/up/y", "y")),
+			check: func(t *testing.T, s *sandbox, r Result) {
+				fileIs("a/x", "x")(t, s, r)
+				fileIs("a2/y", "y")(t, s, r)
+			},
+		},
+	}
+}
