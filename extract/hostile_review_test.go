@@ -36,7 +36,7 @@ func reviewCases() []hostileCase {
 		return ents
 	}
 	last := "c" + strconv.Itoa(38)
-	return []hostileCase{
+	return append(xattrCases(), []hostileCase{
 		// --- what a symlink leads to is remembered (item 1) --------
 		{
 			name:   "symlink-chain-40-links-of-2000-components",
@@ -86,6 +86,62 @@ func reviewCases() []hostileCase {
 				fileIs("a/x", "x")(t, s, r)
 				fileIs("a2/y", "y")(t, s, r)
 			},
+		},
+	}...)
+}
+
+// xattrCases: the limits on an entry's xattrs (item 2) are one rule that
+// Validate and Extract both apply before anything is written, where
+// Extract alone used to meet the kernel's (E2BIG, ERANGE, EINVAL) and
+// Validate passed the archive.
+func xattrCases() []hostileCase {
+	many := file("many", "x")
+	for i := range maxXattrs + 1 {
+		many = many.pax("SCHILY.xattr.user.k"+strconv.Itoa(i), "v")
+	}
+	return []hostileCase{
+		{
+			name:    "xattr-value-over-64KiB",
+			layers:  one(file("big", "x").pax("SCHILY.xattr.user.big", strings.Repeat("v", 64<<10+1))),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"invalid xattr: big: user.big: value of 65537 bytes (max 65536)"},
+		},
+		{
+			name:    "xattr-too-many",
+			layers:  one(many),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"invalid xattr: many: 129 xattrs (max 128)"},
+		},
+		{
+			name:    "xattr-name-over-255",
+			layers:  one(file("n", "x").pax("SCHILY.xattr.user."+strings.Repeat("n", 251), "v")),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"n: name of 256 bytes (max 255)"},
+		},
+		{
+			name:    "xattr-namespace-only",
+			layers:  one(file("ns", "x").pax("SCHILY.xattr.user.", "v")),
+			wantErr: ErrInvalidXattr, wantMsg: []string{`ns: "user." (no name after the namespace)`},
+		},
+		{
+			name:    "xattr-empty-name",
+			layers:  one(file("e", "x").pax("SCHILY.xattr.", "v")),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"e: empty name"},
+		},
+		{
+			name: "xattr-total-over-64KiB",
+			layers: one(file("tot", "x").pax("SCHILY.xattr.user.a", strings.Repeat("a", 40<<10)).
+				pax("SCHILY.xattr.user.b", strings.Repeat("b", 40<<10))),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"tot: names and values total 81932 bytes (max 65536)"},
+		},
+		{
+			name:    "xattr-limit-on-a-symlink-too",
+			layers:  one(symlink("l", "x").pax("SCHILY.xattr.user.big", strings.Repeat("v", 64<<10+1))),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"l: user.big"},
+		},
+		{
+			name: "xattr-from-a-global-header",
+			// Each part is within its own bound; the entry is not.
+			layers: one(globalHeader(map[string]string{"SCHILY.xattr.user.g": strings.Repeat("g", 40<<10)}),
+				file("g", "x").pax("SCHILY.xattr.user.e", strings.Repeat("e", 40<<10))),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"g: names and values total 81932 bytes (max 65536)"},
 		},
 	}
 }
