@@ -80,6 +80,23 @@ func reviewCases() []hostileCase {
 			wantErr: ErrInvalidParent, wantMsg: []string{"out/y (a symlink in its directory leads nowhere)"},
 		},
 		{
+			// a is a directory l's resolution went through, replaced by
+			// a symlink: l now leads into z.
+			name:   "remembered-path-directory-replaced-by-symlink",
+			layers: one(dir("a/b/"), dir("z/b/"), symlink("l", "a/b"), file("l/x", "x"), symlink("a", "z"), file("l/y", "y")),
+			check: func(t *testing.T, s *sandbox, r Result) {
+				fileIs("z/b/y", "y")(t, s, r)
+				mustNotExist(t, s.root+"/z/b/x") // x went into the old a/b, which is gone
+			},
+		},
+		{
+			// Replacing what no remembered resolution met keeps the
+			// memo, and the memo stays right.
+			name:   "remembered-kept-when-others-replaced",
+			layers: one(dir("d/"), symlink("l", "d"), file("l/x", "x"), symlink("other", "a"), symlink("other", "b"), dir("e/"), file("e", "now a file"), file("l/y", "y")),
+			check:  fileIs("d/y", "y"),
+		},
+		{
 			name:   "remembered-dotdot-from-a-replaced-directory",
 			layers: one(dir("a/b/"), symlink("a/b/up", ".."), file("a/b/up/x", "x"), dir("a2/b/"), symlink("a2/b/up", ".."), file("a2/b/up/y", "y")),
 			check: func(t *testing.T, s *sandbox, r Result) {

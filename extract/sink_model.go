@@ -34,13 +34,16 @@ type modelSink struct {
 	steps    int64 // path components and remembered symlinks looked at, for tests of the cost
 
 	// links remembers where a symlink leads (see resolveLink) while gen
-	// is what it was then: gen changes whenever a directory or symlink is
-	// replaced or removed, the only changes that can send a resolution
-	// that succeeded elsewhere. (A new name cannot: a resolution that
-	// succeeded did not look for it; nor can replacing a file, which a
-	// resolution that succeeded did not go through.)
+	// is what it was then: gen changes whenever a directory or symlink a
+	// remembered resolution went through is replaced or removed, the
+	// only change that can send it elsewhere. (A new name cannot: a
+	// resolution that succeeded did not look for it; nor can replacing a
+	// file, which it did not go through, or a node it did not meet.)
+	// used[id] is gen+1 for the nodes the resolutions remembered in this
+	// gen went through.
 	links map[nodeID]linkMemo
 	gen   uint32
+	used  []uint32
 }
 
 type linkMemo struct {
@@ -68,6 +71,7 @@ func newModelSink(opts Options) *modelSink {
 		kids:     map[nodeKey]nodeID{},
 		typ:      []byte{tar.TypeDir},
 		parentOf: []nodeID{rootNode},
+		used:     []uint32{0},
 		target:   map[nodeID]string{},
 		links:    map[nodeID]linkMemo{},
 	}
@@ -90,6 +94,7 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	id := nodeID(len(m.typ))
 	m.typ = append(m.typ, typ)
 	m.parentOf = append(m.parentOf, parent)
+	m.used = append(m.used, 0)
 	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
@@ -99,9 +104,9 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 }
 
 // gone notes that node id no longer has its name: what a symlink leads
-// to may have changed if it was a directory or a symlink.
+// to may have changed if a remembered resolution went through it.
 func (m *modelSink) gone(id nodeID) {
-	if m.typ[id] == tar.TypeDir || m.typ[id] == tar.TypeSymlink {
+	if m.used[id] == m.gen+1 {
 		m.gen++
 		if m.gen == 0 { // wrapped: no memo may look current
 			clear(m.links)
@@ -127,6 +132,7 @@ type resolution struct {
 	links      int
 	sawUnknown bool
 	create     bool // make missing components (of the path itself only)
+	remember   bool // a symlink's, to be remembered: mark the nodes met
 }
 
 // resolveDir resolves the directory rel. With create, missing
@@ -176,10 +182,15 @@ func (m *modelSink) step(p *pos, c string, r *resolution) error {
 		return nil
 	case !ok:
 		return errDangling
-	case m.typ[id] == tar.TypeDir:
+	}
+	if r.remember {
+		m.used[id] = m.gen + 1
+	}
+	switch m.typ[id] {
+	case tar.TypeDir:
 		p.node = id
 		return nil
-	case m.typ[id] == tar.TypeSymlink:
+	case tar.TypeSymlink:
 		return m.follow(p, id, r)
 	}
 	return errNotDir
@@ -222,7 +233,7 @@ func (m *modelSink) follow(p *pos, id nodeID, r *resolution) error {
 // the verdict is the kernel's; before is the callers' count, so that a
 // loop stops at 40 however it nests.
 func (m *modelSink) resolveLink(id nodeID, before int) (pos, resolution, error) {
-	sub := resolution{base: before, links: 1}
+	sub := resolution{base: before, links: 1, remember: true}
 	if before+sub.links > maxSymlinks {
 		return pos{}, sub, errLoop
 	}
@@ -241,6 +252,7 @@ func (m *modelSink) resolveLink(id nodeID, before int) (pos, resolution, error) 
 	}
 	if !sub.sawUnknown && p.unknown == 0 {
 		m.links[id] = linkMemo{gen: m.gen, dir: p.node, count: sub.links}
+		m.used[id] = m.gen + 1
 	}
 	return p, sub, nil
 }
