@@ -36,6 +36,11 @@ func reviewCases() []hostileCase {
 		return ents
 	}
 	last := "c" + strconv.Itoa(38)
+	// deep6000: a directory entry 6,000 levels down, each name short of
+	// PATH_MAX, reached through two symlinks.
+	e := strings.TrimSuffix(strings.Repeat("e/", 2000), "/")
+	f := strings.TrimSuffix(strings.Repeat("f/", 2000), "/")
+	deep6000 := one(dir(p+"/"), symlink("l1", "/"+p), dir("l1/"+e+"/"), symlink("l2", "l1/"+e), dir("l2/"+f+"/"))
 	return append(xattrCases(), []hostileCase{
 		// --- what a symlink leads to is remembered (item 1) --------
 		{
@@ -95,6 +100,22 @@ func reviewCases() []hostileCase {
 			name:   "remembered-kept-when-others-replaced",
 			layers: one(dir("d/"), symlink("l", "d"), file("l/x", "x"), symlink("other", "a"), symlink("other", "b"), dir("e/"), file("e", "now a file"), file("l/y", "y")),
 			check:  fileIs("d/y", "y"),
+		},
+		{
+			// Extract applied directory metadata at the end by walking
+			// down to each directory, and gave up past 4,096 levels
+			// ("too many levels of symbolic links") where Validate
+			// passed: one rule now refuses, at the entry, a directory
+			// more than 4,096 levels deep.
+			name:    "directory-6000-levels-deep-through-symlinks",
+			layers:  deep6000,
+			wantErr: ErrInvalidName, wantMsg: []string{"(a directory more than 4096 levels deep)"},
+		},
+		{
+			// Files and implied parents that deep are fine: nothing
+			// walks down to them.
+			name:   "file-6000-levels-deep-through-symlinks",
+			layers: one(dir(p+"/"), symlink("l1", "/"+p), dir("l1/"+e+"/"), symlink("l2", "l1/"+e), file("l2/"+f+"/x", "x")),
 		},
 		{
 			name:   "remembered-dotdot-from-a-replaced-directory",

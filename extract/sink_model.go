@@ -29,6 +29,7 @@ type modelSink struct {
 	kids     map[nodeKey]nodeID
 	typ      []byte   // by nodeID: tar.TypeDir, tar.TypeSymlink, or tar.TypeReg for any other
 	parentOf []nodeID // by nodeID: the directory it was made in (the root's is the root)
+	depth    []uint32 // by nodeID: levels below the root
 	target   map[nodeID]string
 	implied  int   // directories made for parents, which count as entries
 	steps    int64 // path components and remembered symlinks looked at, for tests of the cost
@@ -72,6 +73,7 @@ func newModelSink(opts Options) *modelSink {
 		typ:      []byte{tar.TypeDir},
 		parentOf: []nodeID{rootNode},
 		used:     []uint32{0},
+		depth:    []uint32{0},
 		target:   map[nodeID]string{},
 		links:    map[nodeID]linkMemo{},
 	}
@@ -95,6 +97,7 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	m.typ = append(m.typ, typ)
 	m.parentOf = append(m.parentOf, parent)
 	m.used = append(m.used, 0)
+	m.depth = append(m.depth, m.depth[parent]+1)
 	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
@@ -288,6 +291,9 @@ func (m *modelSink) dir(e *entry) error {
 	p, base, err := m.parent(e)
 	if err != nil || p == unknownNode {
 		return err
+	}
+	if m.depth[p]+1 > MaxPathLen {
+		return tooDeepErr(e.name) // as Extract (see errTooDeep)
 	}
 	if id, ok := m.child(p, base); ok && m.typ[id] == tar.TypeDir {
 		return nil // a directory over a directory keeps its contents
