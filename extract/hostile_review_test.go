@@ -170,6 +170,21 @@ func xattrCases() []hostileCase {
 			wantErr: ErrInvalidXattr, wantMsg: []string{"tot: names and values total 81932 bytes (max 65536)"},
 		},
 		{
+			name:    "xattr-capability-malformed",
+			layers:  one(file("cap", "x").pax("SCHILY.xattr.security.capability", "garbage")),
+			wantErr: ErrInvalidXattr, wantMsg: []string{"cap: security.capability: 7 bytes that are no v2"},
+		},
+		{
+			name:    "xattr-capability-v1-refused-by-the-kernel",
+			layers:  one(file("cap", "x").pax("SCHILY.xattr.security.capability", "\x00\x00\x00\x01"+strings.Repeat("\x00", 8))),
+			wantErr: ErrInvalidXattr,
+		},
+		{
+			name: "xattr-capability-v2-ok",
+			layers: one(file("ping", "x").pax("SCHILY.xattr.security.capability",
+				"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")),
+		},
+		{
 			name:    "xattr-limit-on-a-symlink-too",
 			layers:  one(symlink("l", "x").pax("SCHILY.xattr.user.big", strings.Repeat("v", 64<<10+1))),
 			wantErr: ErrInvalidXattr, wantMsg: []string{"l: user.big"},

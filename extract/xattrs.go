@@ -2,6 +2,7 @@ package extract
 
 import (
 	"archive/tar"
+	"encoding/binary"
 	"strings"
 )
 
@@ -45,6 +46,9 @@ func checkXattrs(name string, hdr *tar.Header) error {
 		case len(v) > maxXattrValue:
 			return entryErr(ErrInvalidXattr, name, ": %s: value of %d bytes (max %d)", printable(key), len(v), maxXattrValue)
 		}
+		if key == "security.capability" && !validCapability(v) {
+			return entryErr(ErrInvalidXattr, name, ": security.capability: %d bytes that are no v2 (20 bytes) or v3 (24 bytes) capability set", len(v))
+		}
 		for _, ns := range xattrNamespaces {
 			if key == ns {
 				return entryErr(ErrInvalidXattr, name, ": %q (no name after the namespace)", key)
@@ -58,4 +62,16 @@ func checkXattrs(name string, hdr *tar.Header) error {
 		return entryErr(ErrInvalidXattr, name, ": names and values total %d bytes (max %d)", total, maxXattrTotal)
 	}
 	return nil
+}
+
+// validCapability is the kernel's check of a security.capability value
+// (validheader in cap_convert_nscap), which fails fsetxattr with EINVAL,
+// as root or not: a v2 set of 20 bytes or a v3 one of 24, by the revision
+// in the top byte of the first little-endian word.
+func validCapability(v string) bool {
+	if len(v) < 4 {
+		return false
+	}
+	rev := binary.LittleEndian.Uint32([]byte(v[:4])) & 0xff000000
+	return (len(v) == 20 && rev == 0x02000000) || (len(v) == 24 && rev == 0x03000000)
 }
