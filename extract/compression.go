@@ -168,7 +168,7 @@ func (d *decodeReader) Read(p []byte) (int, error) {
 func (d *decodeReader) Close() {
 	if d.ra != nil {
 		d.ra.stopAndWait()
-		d.ra.src.n, d.ra.src.err, d.ra.src.detach = d.ra.src.rn, d.ra.src.rerr, false
+		d.ra.src.n, d.ra.src.err, d.ra.src.detach, d.ra.src.stop = d.ra.src.rn, d.ra.src.rerr, false, nil
 		d.ra = nil
 	}
 	if d.close != nil {
@@ -246,7 +246,7 @@ func (d *decodeReader) startReadahead(src *sourceReader, br *bufio.Reader) {
 	for range raChunks {
 		ra.free <- make([]byte, raChunkSize)
 	}
-	src.detach = true
+	src.detach, src.stop = true, ra.stop
 	d.ra = ra
 	go ra.produce(d.r, br, d.compressed)
 }

@@ -76,3 +76,60 @@ func TestValidateDeepPathsCostLinear(t *testing.T) {
 		})
 	}
 }
+
+// chain40 makes every one of n files under "deep" resolve through 40
+// symlinks of 2,000 components each (80,000 components): a 2,000-deep
+// directory P holding s0 -> /P and s_i -> /P/s_{i-1}, and deep ->
+// /P/s38. Without memoising what a symlink leads to, the cost is n ×
+// 80,000.
+func chain40(t testing.TB, n int) []byte {
+	p := strings.TrimSuffix(strings.Repeat("d/", 2000), "/")
+	ents := []ent{dir(p + "/"), symlink(p+"/s0", "/"+p)}
+	for i := 1; i < 39; i++ {
+		ents = append(ents, symlink(p+"/s"+strconv.Itoa(i), "/"+p+"/s"+strconv.Itoa(i-1)))
+	}
+	ents = append(ents, symlink("deep", "/"+p+"/s38"))
+	for i := range n {
+		ents = append(ents, file("deep/f"+strconv.Itoa(i), "x"))
+	}
+	return mkTar(t, ents...)
+}
+
+// Issue 11 review, item 1: a chain of symlinks cost 80,000 components
+// per entry through it. What a symlink leads to is now remembered until
+// a directory or symlink is replaced or removed, so the cost is the
+// chain once plus a few components per entry.
+func TestValidateSymlinkChainCostLinear(t *testing.T) {
+	const n = 1000
+	m := newModelSink(Options{})
+	if _, err := run(context.Background(), bytes.NewReader(chain40(t, n)), Options{}, m); err != nil {
+		t.Fatal(err)
+	}
+	// Making P and the symlinks in it: 40 × 2,000; resolving the chain
+	// once: 40 × 2,000; each entry: a handful.
+	if limit := int64(200_000 + 10*n); m.steps > limit {
+		t.Errorf("%d components looked at for %d entries, want at most %d", m.steps, n, limit)
+	}
+	t.Logf("%d components for %d entries", m.steps, n)
+}
+
+// A symlink or directory replaced between the entries that go through
+// the chain forgets only what went through it: replacing one no
+// remembered resolution met (here "x", 1,000 times) costs nothing more.
+func TestValidateSymlinkChainCostReplacingOthers(t *testing.T) {
+	const n = 1000
+	var ents []ent
+	tr := chain40(t, 0)
+	for i := range n {
+		ents = append(ents, symlink("x", "y"+strconv.Itoa(i)), file("deep/f"+strconv.Itoa(i), "x"))
+	}
+	data := append(tr[:len(tr)-1024:len(tr)-1024], mkTar(t, ents...)...)
+	m := newModelSink(Options{})
+	if _, err := run(context.Background(), bytes.NewReader(data), Options{}, m); err != nil {
+		t.Fatal(err)
+	}
+	if limit := int64(200_000 + 20*n); m.steps > limit {
+		t.Errorf("%d components looked at for %d entries, want at most %d", m.steps, n, limit)
+	}
+	t.Logf("%d components for %d entries", m.steps, n)
+}

@@ -24,7 +24,7 @@ import (
 // is "other" (an operation the kernel refused), which Validate cannot
 // produce, so it is always a disagreement.
 var verdictKinds = []error{ErrPathTraversal, ErrInvalidName, ErrHardlinkEscape, ErrInvalidHardlink,
-	ErrSymlinkEscape, ErrInvalidWhiteout, ErrInvalidParent, ErrOutOfRange, ErrFileTooLarge, ErrTooManyEntries,
+	ErrSymlinkEscape, ErrInvalidWhiteout, ErrInvalidParent, ErrOutOfRange, ErrInvalidXattr, ErrFileTooLarge, ErrTooManyEntries,
 	ErrArchiveTooLarge, ErrTruncated, ErrCorrupt, ErrUnsupportedCompression, ErrDigestMismatch}
 
 func verdict(err error) string {

@@ -78,7 +78,9 @@
 //     which clears them), mtime/atime and PAX SCHILY.xattr.* records are
 //     kept. Directory modes and times are applied at the end, after their
 //     contents. trusted.* xattrs are dropped (they belong to the host, e.g.
-//     overlayfs). As non-root, ownership that cannot be given away is
+//     overlayfs). An entry's xattrs are bounded (ErrInvalidXattr: 128, of
+//     64 KiB in all, names of 1..255 bytes), in Validate as in Extract.
+//     As non-root, ownership that cannot be given away is
 //     left as the caller's with one warning.
 //   - Device nodes are created only with AllowDevices; otherwise they are
 //     skipped, warned about and listed in Result.Skipped. FIFOs are always

@@ -42,6 +42,11 @@ var (
 	// root), or a device number the kernel cannot represent. Never
 	// truncated: a setuid file with uid 2^32 would become setuid root.
 	ErrOutOfRange = newKind("value out of range", errdefs.ErrInvalidArgument)
+	// ErrInvalidXattr: an entry whose SCHILY.xattr.* records break the
+	// limits Validate and Extract share (see maxXattrs): more than 128
+	// xattrs, a name that is empty, a bare namespace or longer than
+	// 255 bytes, a value over 64 KiB, or more than 64 KiB in all.
+	ErrInvalidXattr = newKind("invalid xattr", errdefs.ErrInvalidArgument)
 	// ErrFileTooLarge: one entry over Options.MaxFileSize.
 	ErrFileTooLarge = newKind("file too large", errdefs.ErrOutOfRange)
 	// ErrTooManyEntries: more than Options.MaxEntries entries.

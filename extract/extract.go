@@ -311,6 +311,9 @@ func (x *extraction) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if err := checkIDs(name, hdr); err != nil {
 		return err
 	}
+	if err := checkXattrs(name, hdr); err != nil {
+		return err
+	}
 	if hdr.Size > x.opts.MaxFileSize {
 		return entryErr(ErrFileTooLarge, name, ": %s (max %s)", ExactSize(hdr.Size), ExactSize(x.opts.MaxFileSize))
 	}

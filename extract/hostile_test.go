@@ -145,7 +145,7 @@ var layer = Options{Mode: Layer}
 var t0 = &testing.T{}
 
 func hostileCases() []hostileCase {
-	return []hostileCase{
+	return append([]hostileCase{
 		// --- names ---------------------------------------------------
 		{name: "dotdot-prefix", layers: one(file("../escape", "x")), wantErr: ErrPathTraversal, wantMsg: []string{"path traversal detected: ../escape"}},
 		{name: "dotdot-deep", layers: one(file("../../../../../../../../tmp/escape", "x")), wantErr: ErrPathTraversal},
@@ -891,7 +891,7 @@ func hostileCases() []hostileCase {
 			layers:  one(dir("rootfs/"), file("rootfs/a", "a"), file("b", "b")),
 			wantErr: ErrInvalidName, wantMsg: []string{"b (outside the rootfs/"},
 		},
-	}
+	}, reviewCases()...)
 }
 
 // staticKinds are errors Validate must find too: they need no filesystem.

@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"unicode"
@@ -45,6 +46,17 @@ func cleanName(raw string, traversal error) (string, error) {
 		return "", &EntryError{Entry: raw, Detail: " (path of 4096 bytes or more)", Err: ErrInvalidName}
 	}
 	return rel, nil
+}
+
+// errTooDeep: a directory entry more than MaxPathLen levels below the
+// root, which only symlinks can reach (each name is shorter than
+// PATH_MAX). Extract applies directory metadata at the end by walking
+// down to each directory, which stops there, so Validate and Extract
+// both refuse such an entry (tooDeepErr) where it is met.
+var errTooDeep = errors.New("directory too deep")
+
+func tooDeepErr(name string) error {
+	return entryErr(ErrInvalidName, name, " (a directory more than %d levels deep)", MaxPathLen)
 }
 
 // splitRel splits a cleaned relative path into its directory and last

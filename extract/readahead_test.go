@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -51,6 +52,53 @@ func TestSourceErrorThroughReadahead(t *testing.T) {
 			if !errors.Is(err, errNetwork) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) {
 				t.Errorf("cut at %d of %d (validate %v): err = %v, want the source's error", cut, len(data), validate, err)
 			}
+		}
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Review of issue 11, item 5: once the extraction has failed, the
+// readahead stops reading the source at its next read, even when the
+// decoder is inside one Read that consumes input without producing any
+// (here 64 MiB of empty gzip members, which klauspost's gzip reader
+// loops over in a single call). It used to read on to the end of the
+// source before Close returned: CPU and network spent on an archive
+// already refused.
+func TestReadaheadStopsReadingAfterFailure(t *testing.T) {
+	// The first member: a refused first entry, and enough data after it
+	// that the first chunk handed over is full.
+	first := gz(t, mkTar(t, file("../escape", strings.Repeat("x", 2*raChunkSize))))
+	empty := gz(t, nil)
+	trailer := bytes.Repeat(empty, (64<<20)/len(empty))
+	data := append(append([]byte{}, first...), trailer...)
+	for _, validate := range []bool{true, false} {
+		src := &countingReader{r: bytes.NewReader(data)}
+		var err error
+		if validate {
+			_, err = Validate(context.Background(), src, Options{})
+		} else {
+			_, err = Extract(context.Background(), src, newSandbox(t).root, Options{})
+		}
+		if !errors.Is(err, ErrPathTraversal) {
+			t.Fatalf("validate %v: err = %v, want the first entry refused", validate, err)
+		}
+		// What bufio and the decoder hold, and what the goroutine read
+		// before it was told: a few MiB, never the 64 MiB to the end.
+		after := src.n.Load() - int64(len(first))
+		t.Logf("validate %v: %d bytes read after the refused entry's member", validate, after)
+		if after > 16<<20 {
+			t.Errorf("validate %v: read %d bytes of the %d after the refused entry's member", validate, after, len(trailer))
 		}
 	}
 }

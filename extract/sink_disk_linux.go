@@ -33,7 +33,7 @@ type diskSink struct {
 	// by inode. onPath holds every directory on the way from the root
 	// to one of them, so finish walks only those.
 	dirs    map[inode]dirMeta
-	onPath  map[inode]struct{}
+	onPath  map[inode]int32 // depth below the root
 	rootIno inode
 	walkBuf []byte
 
@@ -61,7 +61,7 @@ func newDiskSink(r *root, opts Options) *diskSink {
 		egid:   os.Getegid(),
 		buf:    make([]byte, 1<<20),
 		dirs:   map[inode]dirMeta{},
-		onPath: map[inode]struct{}{},
+		onPath: map[inode]int32{},
 		h:      newHasher(),
 	}
 	var st unix.Stat_t
@@ -74,6 +74,7 @@ func newDiskSink(r *root, opts Options) *diskSink {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) == nil {
 			delete(s.dirs, inode{st.Dev, st.Ino})
+			delete(s.onPath, inode{st.Dev, st.Ino}) // nor its depth
 		}
 	}
 	if opts.Mode == Layer {
@@ -100,40 +101,61 @@ func (s *diskSink) mark(rel string) {
 }
 
 // noteOnPath records the directory open at fd, and its parents up to the
-// root, as on the way to a directory with metadata. Parents are usually
-// known already, so this is one fstat per directory entry.
-func (s *diskSink) noteOnPath(fd int) error {
+// root, as on the way to a directory with metadata, and returns its depth
+// below the root. Parents are usually known already, so this is one
+// fstat per directory entry. A directory deeper than MaxPathLen (reached
+// through symlinks) is errTooDeep, which Validate finds too (the walk in
+// finish could not reach it).
+func (s *diskSink) noteOnPath(fd int) (int, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return err
+		return 0, err
 	}
-	if in := (inode{st.Dev, st.Ino}); in == s.rootIno || hasKey(s.onPath, in) {
-		return nil
+	in := inode{st.Dev, st.Ino}
+	if in == s.rootIno {
+		return 0, nil
+	}
+	if d, ok := s.onPath[in]; ok {
+		return int(d), nil
 	}
 	dup, err := unix.Openat(fd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for range MaxPathLen {
+	defer func() { unix.Close(dup) }()
+	var chain []inode // from fd up, not yet known
+	above := 0        // depth of the first known one above them
+	for {
 		var st unix.Stat_t
 		if err := unix.Fstat(dup, &st); err != nil {
-			unix.Close(dup)
-			return err
+			return 0, err
 		}
 		in := inode{st.Dev, st.Ino}
-		if _, ok := s.onPath[in]; ok || in == s.rootIno {
+		if in == s.rootIno {
 			break
 		}
-		s.onPath[in] = struct{}{}
-		up, err := unix.Openat(dup, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		unix.Close(dup)
-		if err != nil {
-			return err
+		if d, ok := s.onPath[in]; ok {
+			above = int(d)
+			break
 		}
+		if len(chain) >= MaxPathLen {
+			return 0, errTooDeep
+		}
+		chain = append(chain, in)
+		up, err := unix.Openat(dup, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, err
+		}
+		unix.Close(dup)
 		dup = up
 	}
-	unix.Close(dup)
-	return nil
+	if above+len(chain) > MaxPathLen {
+		return 0, errTooDeep
+	}
+	for i, in := range chain {
+		s.onPath[in] = int32(above + len(chain) - i)
+	}
+	return above + len(chain), nil
 }
 
 // parent resolves the directory of rel inside the root, creating missing
@@ -281,8 +303,18 @@ func (s *diskSink) dir(e *entry) error {
 		return opErr("stat", e.name, err)
 	}
 	s.dirs[inode{st.Dev, st.Ino}] = dirMeta{mode: m, times: times(e.hdr)}
+	if !exists {
+		delete(s.onPath, inode{st.Dev, st.Ino}) // a reused inode: not that one's depth
+	}
 	if e.rel != "" {
-		if err := s.noteOnPath(pfd); err != nil {
+		d, err := s.noteOnPath(pfd)
+		if err == nil && d+1 > MaxPathLen {
+			err = errTooDeep
+		}
+		if errors.Is(err, errTooDeep) {
+			return tooDeepErr(e.name)
+		}
+		if err != nil {
 			return opErr("stat parents of", e.name, err)
 		}
 	}

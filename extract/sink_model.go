@@ -24,16 +24,33 @@ type modelSink struct {
 	// lenient: Layer mode over a parent Validate cannot see. A path the
 	// layer did not write may be a directory there (so it is assumed to
 	// be one) and a hardlink target it did not write may exist there.
-	lenient bool
-	h       *hasher
-	kids    map[nodeKey]nodeID
-	typ     []byte // by nodeID: tar.TypeDir, tar.TypeSymlink, or tar.TypeReg for any other
-	target  map[nodeID]string
-	implied int   // directories made for parents, which count as entries
-	steps   int64 // path components looked at, for tests of the cost
+	lenient  bool
+	h        *hasher
+	kids     map[nodeKey]nodeID
+	typ      []byte   // by nodeID: tar.TypeDir, tar.TypeSymlink, or tar.TypeReg for any other
+	parentOf []nodeID // by nodeID: the directory it was made in (the root's is the root)
+	depth    []uint32 // by nodeID: levels below the root
+	target   map[nodeID]string
+	implied  int   // directories made for parents, which count as entries
+	steps    int64 // path components and remembered symlinks looked at, for tests of the cost
 
-	stack []nodeID // resolution scratch
-	todo  []string
+	// links remembers where a symlink leads (see resolveLink) while gen
+	// is what it was then: gen changes whenever a directory or symlink a
+	// remembered resolution went through is replaced or removed, the
+	// only change that can send it elsewhere. (A new name cannot: a
+	// resolution that succeeded did not look for it; nor can replacing a
+	// file, which it did not go through, or a node it did not meet.)
+	// used[id] is gen+1 for the nodes the resolutions remembered in this
+	// gen went through.
+	links map[nodeID]linkMemo
+	gen   uint32
+	used  []uint32
+}
+
+type linkMemo struct {
+	gen   uint32
+	dir   nodeID
+	count int // symlinks followed to get there, this one included
 }
 
 type nodeID uint32
@@ -50,11 +67,15 @@ const (
 
 func newModelSink(opts Options) *modelSink {
 	return &modelSink{
-		lenient: opts.Mode == Layer && !opts.emptyParent,
-		h:       newHasher(),
-		kids:    map[nodeKey]nodeID{},
-		typ:     []byte{tar.TypeDir},
-		target:  map[nodeID]string{},
+		lenient:  opts.Mode == Layer && !opts.emptyParent,
+		h:        newHasher(),
+		kids:     map[nodeKey]nodeID{},
+		typ:      []byte{tar.TypeDir},
+		parentOf: []nodeID{rootNode},
+		used:     []uint32{0},
+		depth:    []uint32{0},
+		target:   map[nodeID]string{},
+		links:    map[nodeID]linkMemo{},
 	}
 }
 
@@ -74,111 +95,169 @@ func (m *modelSink) child(parent nodeID, name string) (nodeID, bool) {
 func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	id := nodeID(len(m.typ))
 	m.typ = append(m.typ, typ)
-	m.kids[nodeKey{parent, m.h.chain(pathHash{}, name)}] = id
+	m.parentOf = append(m.parentOf, parent)
+	m.used = append(m.used, 0)
+	m.depth = append(m.depth, m.depth[parent]+1)
+	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
+	if old, ok := m.kids[key]; ok {
+		m.gone(old)
+	}
+	m.kids[key] = id
 	return id
+}
+
+// gone notes that node id no longer has its name: what a symlink leads
+// to may have changed if a remembered resolution went through it.
+func (m *modelSink) gone(id nodeID) {
+	if m.used[id] == m.gen+1 {
+		m.gen++
+		if m.gen == 0 { // wrapped: no memo may look current
+			clear(m.links)
+		}
+	}
+}
+
+// pos is a place a resolution has reached: the directory node, or, in
+// the unseen parent (lenient), unknown levels below it. Every directory
+// node has one parent, so ".." needs no stack: it is parentOf, as
+// RESOLVE_IN_ROOT's ".." is the real parent (never above the root).
+type pos struct {
+	node    nodeID
+	unknown int
+}
+
+// resolution is the state of one lookup: the symlinks followed so far
+// (at most 40, as in the kernel), and whether it went into the unseen
+// parent, whose outcome may change as the layer writes, so it is not
+// remembered.
+type resolution struct {
+	base       int // symlinks the enclosing resolutions followed before this one
+	links      int
+	sawUnknown bool
+	create     bool // make missing components (of the path itself only)
+	remember   bool // a symlink's, to be remembered: mark the nodes met
 }
 
 // resolveDir resolves the directory rel. With create, missing
 // components of rel itself are made (as openDir does), never those met
 // inside a symlink's target.
 func (m *modelSink) resolveDir(rel string, create bool) (nodeID, error) {
-	m.stack = append(m.stack[:0], rootNode)
-	links := 0
+	p := pos{node: rootNode}
+	r := resolution{create: create}
 	var err error
 	components(rel, func(c string) bool {
-		err = m.step(c, create, &links)
+		err = m.step(&p, c, &r)
 		return err == nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	return m.stack[len(m.stack)-1], nil
+	if p.unknown > 0 {
+		return unknownNode, nil
+	}
+	return p.node, nil
 }
 
-// step moves m.stack one component c down; a symlink there is followed
-// to its end.
-func (m *modelSink) step(c string, create bool, links *int) error {
-	cur := m.stack[len(m.stack)-1]
-	if cur == unknownNode {
+// step moves p one component c down (or up, for ".."); a symlink there
+// is followed to its end.
+func (m *modelSink) step(p *pos, c string, r *resolution) error {
+	if c == ".." {
+		if p.unknown > 0 {
+			p.unknown--
+		} else {
+			p.node = m.parentOf[p.node]
+		}
 		return nil
 	}
-	id, ok := m.child(cur, c)
+	if p.unknown > 0 {
+		p.unknown++
+		return nil
+	}
+	id, ok := m.child(p.node, c)
 	switch {
-	case !ok && create:
+	case !ok && r.create:
 		m.implied++
-		m.stack = append(m.stack, m.newNode(cur, c, tar.TypeDir))
+		p.node = m.newNode(p.node, c, tar.TypeDir)
 		return nil
 	case !ok && m.lenient:
-		m.stack = append(m.stack, unknownNode)
+		p.unknown = 1
+		r.sawUnknown = true
 		return nil
 	case !ok:
 		return errDangling
-	case m.typ[id] == tar.TypeDir:
-		m.stack = append(m.stack, id)
+	}
+	if r.remember {
+		m.used[id] = m.gen + 1
+	}
+	switch m.typ[id] {
+	case tar.TypeDir:
+		p.node = id
 		return nil
-	case m.typ[id] == tar.TypeSymlink:
-		return m.follow(id, links)
+	case tar.TypeSymlink:
+		return m.follow(p, id, r)
 	}
 	return errNotDir
 }
 
-// follow resolves the symlink id from the directory on top of the stack,
-// replacing the top of the stack with where it leads. Its components are
-// looked at one by one, nested symlinks included, with a work list rather
-// than by rebuilding paths, so the cost is the number of components.
-func (m *modelSink) follow(id nodeID, links *int) error {
-	base := len(m.todo)
-	defer func() { m.todo = m.todo[:base] }()
-	push := func(id nodeID) error {
-		*links++
-		if *links > maxSymlinks {
+// follow moves p to where the symlink id leads, counting the symlinks
+// that takes against r's 40.
+func (m *modelSink) follow(p *pos, id nodeID, r *resolution) error {
+	m.steps++
+	if memo, ok := m.links[id]; ok && memo.gen == m.gen {
+		r.links += memo.count
+		if r.base+r.links > maxSymlinks {
 			return errLoop
 		}
-		t := m.target[id]
-		if len(t) > 0 && t[0] == '/' {
-			m.stack = m.stack[:1]
-		}
-		// Pushed in reverse so the first component is on top.
-		start := len(m.todo)
-		components(t, func(c string) bool { m.todo = append(m.todo, c); return true })
-		for i, j := start, len(m.todo)-1; i < j; i, j = i+1, j-1 {
-			m.todo[i], m.todo[j] = m.todo[j], m.todo[i]
-		}
+		p.node, p.unknown = memo.dir, 0
 		return nil
 	}
-	if err := push(id); err != nil {
+	to, sub, err := m.resolveLink(id, r.base+r.links)
+	if err != nil {
 		return err
 	}
-	for len(m.todo) > base {
-		c := m.todo[len(m.todo)-1]
-		m.todo = m.todo[:len(m.todo)-1]
-		if c == ".." {
-			if len(m.stack) > 1 {
-				m.stack = m.stack[:len(m.stack)-1]
-			}
-			continue
-		}
-		cur := m.stack[len(m.stack)-1]
-		if cur == unknownNode {
-			continue
-		}
-		id, ok := m.child(cur, c)
-		switch {
-		case !ok && m.lenient:
-			m.stack = append(m.stack, unknownNode)
-		case !ok:
-			return errDangling
-		case m.typ[id] == tar.TypeDir:
-			m.stack = append(m.stack, id)
-		case m.typ[id] == tar.TypeSymlink:
-			if err := push(id); err != nil {
-				return err
-			}
-		default:
-			return errNotDir
-		}
+	r.links += sub.links
+	if r.base+r.links > maxSymlinks {
+		return errLoop
 	}
+	r.sawUnknown = r.sawUnknown || sub.sawUnknown
+	*p = to
 	return nil
+}
+
+// resolveLink resolves the target of symlink id on its own, from the
+// directory that holds it, and remembers the outcome when it cannot
+// change until a directory or symlink is replaced. A symlink leads to
+// the same place whoever looks through it (its directory is fixed, and
+// ".." goes to real parents), so each is resolved once, however many
+// entries and other symlinks go through it: the cost is linear in the
+// archive, where resolving nested symlinks afresh cost up to 40 × 2,000
+// components per entry. Its own count of symlinks (this one and those
+// nested) is added to the caller's: the limit of 40 is on the sum, so
+// the verdict is the kernel's; before is the callers' count, so that a
+// loop stops at 40 however it nests.
+func (m *modelSink) resolveLink(id nodeID, before int) (pos, resolution, error) {
+	sub := resolution{base: before, links: 1, remember: true}
+	if before+sub.links > maxSymlinks {
+		return pos{}, sub, errLoop
+	}
+	t := m.target[id]
+	p := pos{node: m.parentOf[id]}
+	if len(t) > 0 && t[0] == '/' {
+		p.node = rootNode
+	}
+	var err error
+	components(t, func(c string) bool {
+		err = m.step(&p, c, &sub)
+		return err == nil
+	})
+	if err != nil {
+		return pos{}, sub, err
+	}
+	if !sub.sawUnknown && p.unknown == 0 {
+		m.links[id] = linkMemo{gen: m.gen, dir: p.node, count: sub.links}
+		m.used[id] = m.gen + 1
+	}
+	return p, sub, nil
 }
 
 // parent resolves e's directory, making missing parents, and returns it
@@ -212,6 +291,9 @@ func (m *modelSink) dir(e *entry) error {
 	p, base, err := m.parent(e)
 	if err != nil || p == unknownNode {
 		return err
+	}
+	if m.depth[p]+1 > MaxPathLen {
+		return tooDeepErr(e.name) // as Extract (see errTooDeep)
 	}
 	if id, ok := m.child(p, base); ok && m.typ[id] == tar.TypeDir {
 		return nil // a directory over a directory keeps its contents
@@ -263,7 +345,11 @@ func (m *modelSink) whiteout(e *entry, dir, name string) error {
 		return nil // nothing below to hide
 	}
 	m.steps++
-	delete(m.kids, nodeKey{d, m.h.chain(pathHash{}, name)})
+	key := nodeKey{d, m.h.chain(pathHash{}, name)}
+	if old, ok := m.kids[key]; ok {
+		m.gone(old)
+		delete(m.kids, key)
+	}
 	return nil
 }
 

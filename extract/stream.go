@@ -33,11 +33,25 @@ type sourceReader struct {
 	rn     int64 // bytes read, by whichever goroutine reads
 	rerr   error
 	detach bool // set before a readahead starts: Read leaves n and err alone
+	// stop, set while a readahead runs, is closed when the extraction
+	// is done with it (finished or failed): Read then refuses, so the
+	// goroutine stops at its next read of the source even inside a
+	// decoder call that reads on without returning (a run of empty gzip
+	// members is one Read to klauspost's gzip reader), rather than
+	// reading the source to its end for an archive already refused.
+	stop <-chan struct{}
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	if err := s.ctx.Err(); err != nil {
 		return 0, err
+	}
+	if s.stop != nil {
+		select {
+		case <-s.stop:
+			return 0, errReadaheadStopped
+		default:
+		}
 	}
 	n, err := s.r.Read(p)
 	s.h.Write(p[:n])

@@ -157,6 +157,10 @@ func TestConfigMessagesNameKeyNotGoType(t *testing.T) {
 		{"[pool]\ndata_size = -5\n", "[pool] data_size = -5: want a size"},
 		{"[pool]\ndata_size = true\n", "[pool] data_size = true: want a size"},
 		{"[extract]\nmax_file_size = \"1XB\"\n", `[extract] max_file_size = "1XB": invalid size "1XB": unknown unit "XB"`},
+		// Not a whole number of bytes: refused, never truncated.
+		{"[extract]\nmax_file_size = \"1.1KiB\"\n", `[extract] max_file_size = "1.1KiB": invalid size "1.1KiB": not a whole number of bytes (1126.4)`},
+		{"[snapshotter]\nbase_size = \"0.1GiB\"\n", `[snapshotter] base_size = "0.1GiB": invalid size "0.1GiB": not a whole number of bytes (107374182.4)`},
+		{"[extract]\nmax_file_size = 1.5\n", "[extract] max_file_size = 1.5: want a size, e.g. 512, \"128KiB\", \"20GiB\", got a fractional number"},
 		{"[s3]\ndownload_timeout = \"soon\"\n", `[s3] download_timeout = "soon": invalid duration "soon": want a number of seconds or a duration`},
 		{"[s3]\ndownload_timeout = true\n", "[s3] download_timeout = true: want a number of seconds or a duration"},
 		{"[s3]\nconcurrency = \"4\"\n", `[s3] concurrency = "4": want a whole number, got a string`},

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxSocketPath is the longest path bind(2) takes: sun_path is 108 bytes
@@ -32,8 +34,12 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := checkStaleSocket(path); err != nil {
+	stale, err := checkStaleSocket(path)
+	if err != nil {
 		return nil, err
+	}
+	if stale != nil {
+		defer stale.Close()
 	}
 	// MkdirTemp makes the directory with mode 0700 and a name no other
 	// process can have prepared.
@@ -56,7 +62,7 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 	if testHookBound != nil {
 		testHookBound(bound)
 	}
-	fi, err := placeSocket(bound, path, mode)
+	fi, err := placeSocket(bound, path, mode, stale)
 	if err != nil {
 		l.Close()
 		os.Remove(bound)
@@ -65,7 +71,16 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 	return &socketListener{UnixListener: l, path: path, fi: fi}, nil
 }
 
-func placeSocket(bound, path string, mode os.FileMode) (os.FileInfo, error) {
+// placeSocket moves the socket bound at bound to path. It never replaces
+// anything but the stale socket checkStaleSocket found (open as stale;
+// nil if path was free): something put at path since (the check and the
+// rename are two steps) is kept and placeSocket fails. A free path is
+// taken with renameat2(RENAME_NOREPLACE) (or link(2), which never
+// replaces either, where the filesystem lacks the flag); a stale socket
+// is swapped with the new one (RENAME_EXCHANGE) and removed only if it is
+// the very one checked (held open, so its inode number cannot be reused),
+// else swapped back.
+func placeSocket(bound, path string, mode os.FileMode, stale *os.File) (os.FileInfo, error) {
 	if err := os.Chmod(bound, mode); err != nil {
 		return nil, err
 	}
@@ -73,21 +88,61 @@ func placeSocket(bound, path string, mode os.FileMode) (os.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Rename(bound, path); err != nil {
+	changed := fmt.Errorf("something was put at %s while the socket was being made; not replacing it: check who else writes to %s", path, filepath.Dir(path))
+	if stale == nil {
+		err := unix.Renameat2(unix.AT_FDCWD, bound, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			if err = os.Link(bound, path); err == nil {
+				os.Remove(bound)
+			}
+		}
+		if errors.Is(err, os.ErrExist) {
+			return nil, changed
+		}
+		if err != nil {
+			return nil, err
+		}
+		return fi, nil
+	}
+	want, err := stale.Stat()
+	if err != nil {
 		return nil, err
 	}
-	return fi, nil
+	if err := unix.Renameat2(unix.AT_FDCWD, bound, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// No RENAME_EXCHANGE here: rename(2), after checking again
+			// that the stale socket is still the one at path.
+			if got, lerr := os.Lstat(path); lerr != nil || !os.SameFile(got, want) {
+				return nil, changed
+			}
+			if err := os.Rename(bound, path); err != nil {
+				return nil, err
+			}
+			return fi, nil
+		}
+		return nil, err
+	}
+	// The new socket is at path; what was there is at bound.
+	if got, err := os.Lstat(bound); err == nil && os.SameFile(got, want) {
+		os.Remove(bound)
+		return fi, nil
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, bound, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
+		return nil, fmt.Errorf("%w; and putting it back failed, so it is now at %s: %v", changed, bound, err)
+	}
+	return nil, changed
 }
 
 // checkStaleSocket fails unless path is free or holds a socket nothing
-// accepts on (left by a daemon that died), which the rename replaces.
-func checkStaleSocket(path string) error {
+// accepts on (left by a daemon that died), which placeSocket replaces. A
+// stale socket is returned open (O_PATH), nil for a free path.
+func checkStaleSocket(path string) (*os.File, error) {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if fi.Mode().Type() != os.ModeSocket {
 		what := "a " + fileKind(fi)
@@ -96,14 +151,23 @@ func checkStaleSocket(path string) error {
 				what = "a symlink to " + target
 			}
 		}
-		return fmt.Errorf("socket %s: %s is there, not a socket; not replacing it: remove it if it is stale, or fix the address in the config", path, what)
+		return nil, fmt.Errorf("socket %s: %s is there, not a socket; not replacing it: remove it if it is stale, or fix the address in the config", path, what)
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("socket %s: another process is serving on it (a daemon of another root_dir with the same address?)", path)
+		return nil, fmt.Errorf("socket %s: another process is serving on it (a daemon of another root_dir with the same address?)", path)
 	}
-	return nil
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if got, err := f.Stat(); err != nil || !os.SameFile(got, fi) {
+		f.Close()
+		return nil, fmt.Errorf("socket %s: it changed while it was checked; not replacing it", path)
+	}
+	return f, nil
 }
 
 func fileKind(fi os.FileInfo) string {

@@ -145,3 +145,41 @@ func TestListenStale(t *testing.T) {
 		t.Errorf("%s holds %v, want only victim and other.sock", dir, ents)
 	}
 }
+
+// TestListenNeverReplacesWhatWasPlanted: the check that the socket path
+// is free (or holds a stale socket) and the rename that installs the
+// socket are two steps; a file put at the path between them (here, once
+// the socket is bound) is kept and listen fails, where rename(2)
+// replaced it. A stale socket is replaced only if it is the one checked.
+func TestListenNeverReplacesWhatWasPlanted(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "admin.sock")
+		if stale {
+			old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.SetUnlinkOnClose(false)
+			old.Close()
+		}
+		testHookBound = func(string) {
+			os.Remove(path)
+			if err := os.WriteFile(path, []byte("planted"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := listen(path, 0o600)
+		testHookBound = nil
+		if err == nil {
+			l.Close()
+			t.Errorf("stale %v: listen replaced a file planted at %s", stale, path)
+		}
+		if b, rerr := os.ReadFile(path); rerr != nil || string(b) != "planted" {
+			t.Errorf("stale %v: the planted file: %q, %v (listen: %v)", stale, b, rerr, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Errorf("stale %v: %s holds %v, want only the planted file", stale, dir, ents)
+		}
+	}
+}

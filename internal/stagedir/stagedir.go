@@ -33,6 +33,11 @@ type Stage struct {
 	// and gives it back its mode and owner, old.
 	inPlace bool
 	old     os.FileInfo
+	// replace is the empty directory New found at dest, open O_PATH,
+	// which Commit may replace (nil: dest did not exist, and Commit
+	// replaces nothing). Held open, its inode cannot be freed and its
+	// number given to a directory made in its place.
+	replace *os.File
 }
 
 // New prepares to build a tree for dest, which must be a new path in an
@@ -99,7 +104,34 @@ func stageBeside(dest string, old os.FileInfo) (*Stage, error) {
 		os.Remove(dir)
 		return nil, err
 	}
-	return &Stage{dest: dest, dir: dir}, nil
+	st := &Stage{dest: dest, dir: dir}
+	if old != nil {
+		fd, err := unix.Open(dest, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == nil && !sameInode(fd, old) {
+			unix.Close(fd)
+			err = fmt.Errorf("%s changed while it was checked", dest)
+		}
+		if err != nil {
+			os.Remove(dir)
+			return nil, err
+		}
+		st.replace = os.NewFile(uintptr(fd), dest)
+	}
+	return st, nil
+}
+
+// sameInode reports whether fd is the file fi describes.
+func sameInode(fd int, fi os.FileInfo) bool {
+	var st unix.Stat_t
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && unix.Fstat(fd, &st) == nil && st.Dev == uint64(sys.Dev) && st.Ino == uint64(sys.Ino)
+}
+
+func (s *Stage) release() {
+	if s.replace != nil {
+		s.replace.Close()
+		s.replace = nil
+	}
 }
 
 // checkEmpty fails with ErrNotEmpty if dir holds anything but, on a
@@ -142,22 +174,74 @@ func (s *Stage) Dest() string { return s.dest }
 
 // Commit puts the complete tree at Dest. On failure the tree stays in Dir
 // and the error says so.
+//
+// What is at Dest is never replaced unless it is the very directory New
+// found empty there: a Dest that was new is taken with
+// renameat2(RENAME_NOREPLACE), so one planted since makes Commit fail
+// (plain rename(2) would replace an empty directory); an empty Dest is
+// swapped with the tree (RENAME_EXCHANGE), and what comes out is removed
+// only if it is that same directory and still empty, else swapped back.
 func (s *Stage) Commit() error {
 	if s.inPlace {
 		return nil
 	}
-	// rename(2) itself: it replaces an empty directory atomically, where
-	// os.Rename refuses any existing directory.
-	if err := unix.Rename(s.dir, s.dest); err != nil {
+	defer s.release()
+	fail := func(err error) error {
 		return fmt.Errorf("moving the complete tree from %s to %s: %w (it is left in %s)", s.dir, s.dest, err, s.dir)
 	}
-	return nil
+	if s.replace == nil {
+		err := renameat2(s.dir, s.dest, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// A filesystem without the flag (NFS, some FUSE): rename(2)
+			// of a directory can at worst replace an empty directory.
+			err = unix.Rename(s.dir, s.dest)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return nil
+	}
+	err := renameat2(s.dir, s.dest, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if fi, lerr := os.Lstat(s.dest); lerr != nil || !sameInode(int(s.replace.Fd()), fi) {
+			return fail(fmt.Errorf("%s is no longer the empty directory it was", s.dest))
+		}
+		err = unix.Rename(s.dir, s.dest) // fails on a non-empty directory
+		if err != nil {
+			return fail(err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fail(err)
+	}
+	// The tree is at dest; what was there is at s.dir.
+	out, err := os.Lstat(s.dir)
+	if err == nil && !sameInode(int(s.replace.Fd()), out) {
+		err = fmt.Errorf("%s is no longer the empty directory it was", s.dest)
+	}
+	if err == nil {
+		err = unix.Rmdir(s.dir) // ENOTEMPTY if it was filled since
+	}
+	if err == nil {
+		return nil
+	}
+	if xerr := renameat2(s.dir, s.dest, unix.RENAME_EXCHANGE); xerr != nil {
+		return fmt.Errorf("moving the complete tree from %s to %s: %v; the tree is now at %s and what was there at %s: %w",
+			s.dir, s.dest, err, s.dest, s.dir, xerr)
+	}
+	return fail(err)
+}
+
+func renameat2(from, to string, flags uint) error {
+	return unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, flags)
 }
 
 // Abort removes what was built: the staging directory, or for a tree
 // built in place everything in Dest but lost+found. Symlinks in the tree
 // are removed, never followed. The error names what could not be removed.
 func (s *Stage) Abort() error {
+	s.release()
 	if !s.inPlace {
 		if err := os.RemoveAll(s.dir); err != nil {
 			return fmt.Errorf("removing the partial tree %s: %w", s.dir, err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,84 @@ func TestNewRefuses(t *testing.T) {
 	os.Mkdir(filepath.Join(dir, "d", "lost+found"), 0o700)
 	if _, err := New(filepath.Join(dir, "d")); !errors.Is(err, ErrNotEmpty) {
 		t.Errorf("New on a directory holding lost+found: %v", err)
+	}
+}
+
+// TestCommitNeverReplacesAPlantedDest: a destination that was new when
+// the stage was made, and that someone made between then and Commit (an
+// empty directory, which rename(2) would silently replace), is left as
+// it is; the tree stays in the staging directory and the error says so.
+func TestCommitNeverReplacesAPlantedDest(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "dest")
+	s, err := New(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(s.Dir(), "tree"), []byte("x"), 0o644)
+	if err := os.Mkdir(dest, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	planted := mustStat(t, dest)
+	err = s.Commit()
+	if err == nil || !strings.Contains(err.Error(), "it is left in "+s.Dir()) {
+		t.Fatalf("Commit over a planted directory: %v", err)
+	}
+	if now := mustStat(t, dest); !os.SameFile(now, planted) {
+		t.Errorf("the planted %s was replaced", dest)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "tree")); err != nil {
+		t.Errorf("the staged tree: %v", err)
+	}
+}
+
+// TestCommitReplacesOnlyTheDestItChecked: an empty destination is
+// replaced, but only the very directory New found empty: one put in its
+// place since (empty or not), or filled since, is kept and Commit fails.
+func TestCommitReplacesOnlyTheDestItChecked(t *testing.T) {
+	for _, change := range []string{"none", "swapped", "filled"} {
+		t.Run(change, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "dest")
+			os.Mkdir(dest, 0o755)
+			s, err := New(dest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(s.Dir(), "tree"), []byte("x"), 0o644)
+			switch change {
+			case "swapped":
+				os.Remove(dest)
+				os.Mkdir(dest, 0o700)
+			case "filled":
+				os.WriteFile(filepath.Join(dest, "keep"), []byte("k"), 0o644)
+			}
+			before := mustStat(t, dest)
+			err = s.Commit()
+			if change == "none" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := os.Stat(filepath.Join(dest, "tree")); err != nil {
+					t.Errorf("tree not at dest: %v", err)
+				}
+				if ents, _ := os.ReadDir(filepath.Dir(dest)); len(ents) != 1 {
+					t.Errorf("left beside dest: %v", ents)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Commit over a %s destination succeeded", change)
+			}
+			if now := mustStat(t, dest); !os.SameFile(now, before) {
+				t.Errorf("the %s %s was replaced", change, dest)
+			}
+			if change == "filled" {
+				if _, err := os.Stat(filepath.Join(dest, "keep")); err != nil {
+					t.Errorf("what dest held: %v", err)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(s.Dir(), "tree")); err != nil {
+				t.Errorf("the staged tree: %v (err %v)", err, err)
+			}
+		})
 	}
 }

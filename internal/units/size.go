@@ -3,6 +3,7 @@ package units
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -32,8 +33,9 @@ var shifts = map[string]uint{
 
 // ParseSize reads a byte count: a plain number of bytes ("1073741824") or
 // a number with a binary unit ("128KiB", "1.5 GiB", "20G", "1TB"; case and
-// a space before the unit do not matter). Negative sizes and sizes of 8EiB
-// or more (which do not fit in 63 bits) are errors.
+// a space before the unit do not matter). Negative sizes, sizes of 8EiB
+// or more (which do not fit in 63 bits) and sizes that do not come to a
+// whole number of bytes ("1.1KiB", "0.5") are errors.
 func ParseSize(text string) (int64, error) {
 	in := strings.TrimSpace(text)
 	i := strings.IndexFunc(in, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
@@ -56,15 +58,25 @@ func ParseSize(text string) (int64, error) {
 		}
 		return int64(n) << shift, nil
 	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
+	// A fraction is read exactly (a float64 would round past 2^53), and
+	// must come to whole bytes: "1.5KiB" is 1536, "1.1KiB" (1126.4) is
+	// refused rather than truncated.
+	r, ok := new(big.Rat).SetString(num)
+	if !ok {
 		return 0, fmt.Errorf("invalid size %q: %s", text, sizeExamples)
 	}
-	v := f * float64(uint64(1)<<shift)
-	if v >= math.MaxInt64 {
+	r.Mul(r, new(big.Rat).SetInt(new(big.Int).Lsh(big.NewInt(1), shift)))
+	if r.Cmp(new(big.Rat).SetInt64(math.MaxInt64)) > 0 {
 		return 0, tooLarge
 	}
-	return int64(v), nil
+	if !r.IsInt() {
+		exact := strings.TrimRight(r.FloatString(3), "0")
+		if !new(big.Rat).Mul(r, big.NewRat(1000, 1)).IsInt() {
+			exact = "about " + exact
+		}
+		return 0, fmt.Errorf("invalid size %q: not a whole number of bytes (%s); write the bytes, or a number that comes to whole bytes, e.g. 1.5KiB", text, exact)
+	}
+	return r.Num().Int64(), nil
 }
 
 // Size is a byte count in configuration: a TOML integer (bytes) or a

@@ -94,3 +94,35 @@ func TestSecondsDurationSaturates(t *testing.T) {
 		t.Errorf("Seconds(1.5).Duration() = %v", d)
 	}
 }
+
+// TestParseSizeWholeBytes: a size that does not come to whole bytes
+// ("1.1KiB" is 1126.4) is refused, saying so, where it was truncated
+// silently; one that does ("1.5KiB", "0.5MiB") is exact, also where a
+// float64 would round ("4.000000000000000001EiB" is not 4EiB).
+func TestParseSizeWholeBytes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1.5KiB": 1536, "0.5MiB": 512 << 10, "1.25GiB": 5 << 28, "1.0": 1, "2.000B": 2, "0.0009765625KiB": 1,
+		"7.5EiB": 15 << 59, "1.5 kb": 1536,
+	} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, msg := range map[string]string{
+		"1.1KiB":                   `invalid size "1.1KiB": not a whole number of bytes (1126.4)`,
+		"0.5":                      "not a whole number of bytes (0.5)",
+		"1.5B":                     "not a whole number of bytes (1.5)",
+		"0.3K":                     "not a whole number of bytes (307.2)",
+		"4.000000000000000001EiB":  "not a whole number of bytes",
+		"1.1GiB":                   "not a whole number of bytes",
+		"7.999999999999999999EiB":  "not a whole number of bytes (about 9223372036854775806.847)",
+		"7.9999999999999999999EiB": "too large",
+		"8.0EiB":                   "too large",
+	} {
+		_, err := ParseSize(in)
+		if err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("ParseSize(%q) = %v, want an error saying %q", in, err, msg)
+		}
+	}
+}
