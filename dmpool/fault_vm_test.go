@@ -189,7 +189,7 @@ func TestVMDataWriteFaultWithZeroing(t *testing.T) {
 	}
 	kmsgStart := kmsgLines(t)
 
-	data.set("flakey", dataSize, "0 0 3600 1 error_writes")
+	data.set("flakey", dataSize, "0 3600 1 error_writes")
 	// 4 KiB into a new 128 KiB block: the kernel must zero the rest first.
 	werr := writeDirect(t, two, 0, 4096)
 	t.Logf("partial write into a new block during the fault: %v", werr)
