@@ -210,30 +210,34 @@ func TestVMDataWriteFaultWithZeroing(t *testing.T) {
 		}
 	}
 
-	// Recovery: deactivate the thins and the pool, check, load again.
-	for _, n := range []string{filepath.Base(one), filepath.Base(two)} {
-		if err := p.Deactivate(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Remove(ctx); err != nil {
-		t.Fatalf("removing the pool device: %v", err)
-	}
-	out, cerr := exec.Command(thinCheck, meta.path()).CombinedOutput()
-	t.Logf("thin_check %s: %v\n%s", meta.path(), cerr, out)
-	if cerr != nil {
-		t.Fatalf("thin_check found the metadata damaged after a data write fault")
-	}
-	out, cerr = exec.Command(thinCheck, "--clear-needs-check-flag", meta.path()).CombinedOutput()
-	if cerr != nil {
-		t.Fatalf("thin_check --clear-needs-check-flag: %v\n%s", cerr, out)
+	// Recovery by Open with CheckOnStart, what a daemon start does. An
+	// open thin device (a running container) keeps the pool untouched.
+	cfg.CheckOnStart = true
+	thinCheckPath = thinCheck
+	busy, err := os.Open(one)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p, res, err := Open(ctx, cfg)
+	busy.Close()
+	if err != nil || res != Found {
+		t.Fatalf("Open with a thin device open: %s %v, want the pool found as it is", res, err)
+	}
+	if s := mustStatus(t, p); !s.NeedsCheck {
+		t.Fatalf("pool after Open with a thin device open: %+v, want it left read-only with needs_check", s)
+	}
+	if info, _ := GetDeviceInfo(filepath.Base(two)); !info.Exists {
+		t.Fatalf("Open deactivated thin devices although one was open")
+	}
+	p, res, err = Open(ctx, cfg)
 	if err != nil || res != Recreated {
-		t.Fatalf("Open after the recovery: %s %v", res, err)
+		t.Fatalf("Open after the fault with CheckOnStart: %s %v, want the pool checked and re-created", res, err)
 	}
 	if s := mustStatus(t, p); s.Fail || s.ReadOnly || s.NeedsCheck {
 		t.Fatalf("pool after the recovery: %+v, want rw without needs_check", s)
+	}
+	if info, _ := GetDeviceInfo(filepath.Base(two)); info.Exists {
+		t.Errorf("thin device %s still active after the check", two)
 	}
 	one, err = p.Activate(ctx, filepath.Base(one), 1, size)
 	if err != nil {

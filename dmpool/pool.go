@@ -71,6 +71,12 @@ type Config struct {
 	// value zeroes; Open applies a change to an active pool.
 	SkipBlockZeroing bool
 
+	// CheckOnStart: when Open finds the pool active but read-only with
+	// needs_check, or failed, and no thin device of it is open, it
+	// deactivates them and the pool, runs thin_check on the metadata, clears
+	// needs_check if the check passed, and loads the pool again.
+	CheckOnStart bool
+
 	// QueueIfNoSpace makes writers block (up to the kernel's
 	// no_space_timeout) when data space runs out. The default is
 	// error_if_no_space: writers get EIO at once, nothing hangs.
@@ -187,10 +193,20 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 		if err := p.verifyActive(info); err != nil {
 			return nil, "", err
 		}
-		if err := p.applyFeatures(ctx); err != nil {
+		checked, err := p.checkOnStart(ctx)
+		if err != nil {
 			return nil, "", err
 		}
-		return p, Found, nil
+		if !checked {
+			if err := p.applyFeatures(ctx); err != nil {
+				return nil, "", err
+			}
+			return p, Found, nil
+		}
+		// The pool device is gone: load it again below.
+		if info, err = GetDeviceInfo(cfg.Name); err != nil {
+			return nil, "", err
+		}
 	}
 
 	fresh, err := p.prepareStorage()
