@@ -98,6 +98,15 @@ func LoadTable(name string, targets []Target) error {
 	return nil
 }
 
+// ClearTable drops the inactive table loaded into name (DM_TABLE_CLEAR),
+// so that no later resume swaps it in. The live table is not touched.
+func ClearTable(name string) error {
+	if _, err := dmIoctl(unix.DM_TABLE_CLEAR, name, 0, 0, nil); err != nil {
+		return fmt.Errorf("clear inactive table of %q: %w", name, err)
+	}
+	return nil
+}
+
 // Suspend suspends name, flushing outstanding IO (and freezing a file
 // system mounted on it).
 func Suspend(name string) error {

@@ -29,6 +29,13 @@ var (
 	ErrPoolReadOnly error = &kindError{"devicemapper pool is read-only (needs thin_check/repair)", errdefs.ErrFailedPrecondition}
 	// ErrPoolFailed: the pool target reports "Fail".
 	ErrPoolFailed error = &kindError{"devicemapper pool has failed", errdefs.ErrUnavailable}
+	// ErrPoolSuspended: a table reload failed and the pool could not be
+	// resumed on either table; every thin device's I/O waits until an
+	// operator resumes it.
+	ErrPoolSuspended error = &kindError{"devicemapper pool is left suspended", errdefs.ErrUnavailable}
+	// ErrTableReload: a reload of the pool's table failed; the pool runs on
+	// its old table (the error says so) unless it also wraps ErrPoolSuspended.
+	ErrTableReload error = &kindError{"devicemapper pool table reload failed", errdefs.ErrFailedPrecondition}
 	// ErrDeviceExists: the thin id (or dm name) is already taken.
 	ErrDeviceExists error = &kindError{"device already exists", errdefs.ErrAlreadyExists}
 	// ErrDeviceBusy: the device is open (mounted) and cannot be removed.

@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +70,12 @@ type Config struct {
 	// anyone who reads the raw device (a microVM guest) reads it. The zero
 	// value zeroes; Open applies a change to an active pool.
 	SkipBlockZeroing bool
+
+	// CheckOnStart: when Open finds the pool active but read-only with
+	// needs_check, or failed, and no thin device of it is open, it
+	// deactivates them and the pool, runs thin_check on the metadata, clears
+	// needs_check if the check passed, and loads the pool again.
+	CheckOnStart bool
 
 	// QueueIfNoSpace makes writers block (up to the kernel's
 	// no_space_timeout) when data space runs out. The default is
@@ -188,10 +193,20 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 		if err := p.verifyActive(info); err != nil {
 			return nil, "", err
 		}
-		if err := p.applyFeatures(ctx); err != nil {
+		checked, err := p.checkOnStart(ctx)
+		if err != nil {
 			return nil, "", err
 		}
-		return p, Found, nil
+		if !checked {
+			if err := p.applyFeatures(ctx); err != nil {
+				return nil, "", err
+			}
+			return p, Found, nil
+		}
+		// The pool device is gone: load it again below.
+		if info, err = GetDeviceInfo(cfg.Name); err != nil {
+			return nil, "", err
+		}
 	}
 
 	fresh, err := p.prepareStorage()
@@ -302,48 +317,6 @@ func (p *Pool) verifyActive(info DeviceInfo) error {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
 	p.poolDev = devString(info.Major, info.Minor)
-	return nil
-}
-
-// applyFeatures reloads the table of the active pool when its
-// skip_block_zeroing differs from the configuration, so that a changed
-// zero_new_blocks takes effect on an existing pool at start. Everything
-// else in the table (devices, length, block size, low-water mark, other
-// features such as an operator's read_only) stays as it is. The kernel
-// keeps the pool and its thin devices across the reload; the swap is one
-// resume ioctl, and a pool it leaves suspended is resumed on its old table.
-func (p *Pool) applyFeatures(ctx context.Context) error {
-	const skip = "skip_block_zeroing"
-	name := p.cfg.Name
-	t, pt, err := liveTable(name)
-	if err != nil {
-		return err
-	}
-	if slices.Contains(pt.Features, skip) == p.cfg.SkipBlockZeroing {
-		return nil
-	}
-	old := pt.Features
-	pt.Features = slices.DeleteFunc(slices.Clone(old), func(f string) bool { return f == skip })
-	if p.cfg.SkipBlockZeroing {
-		pt.Features = append([]string{skip}, pt.Features...)
-	}
-	table := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
-	fail := func(err error) error {
-		return fmt.Errorf("pool %q: reload with features %v (active: %v; [pool] zero_new_blocks decides %s): %w", name, pt.Features, old, skip, err)
-	}
-	if err := LoadTable(name, table); err != nil {
-		return fail(err)
-	}
-	// A resume with an inactive table suspends, swaps and resumes.
-	if err := Resume(name); err != nil {
-		if info, ierr := GetDeviceInfo(name); ierr == nil && info.Suspended {
-			if rerr := resumeWithRetry(ctx, name); rerr != nil {
-				log.G(ctx).WithError(rerr).Errorf("pool %q left suspended after a failed table reload", name)
-			}
-		}
-		return fail(err)
-	}
-	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
 	return nil
 }
 

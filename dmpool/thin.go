@@ -101,9 +101,14 @@ func (p *Pool) CreateSnapshot(ctx context.Context, id, originID uint32) (retErr 
 }
 
 func resumeWithRetry(ctx context.Context, name string) error {
+	return resumeRetrying(ctx, name, Resume)
+}
+
+// resumeRetrying is resumeWithRetry with the resume ioctl given.
+func resumeRetrying(ctx context.Context, name string, resume func(string) error) error {
 	var err error
 	for i := 0; i < 5; i++ {
-		if err = Resume(name); err == nil || isErrno(err, unix.ENXIO) {
+		if err = resume(name); err == nil || isErrno(err, unix.ENXIO) {
 			return nil
 		}
 		time.Sleep(time.Duration(i+1) * 20 * time.Millisecond)
@@ -327,16 +332,33 @@ func (p *Pool) SetTransactionID(ctx context.Context, old, new uint64) error {
 // loop-backed pool's file gets the space back, an SSD gets TRIM. Blocks
 // the device shares with a snapshot or origin stay allocated to those.
 // The device is activated as name for the discard if it is not active,
-// and is inactive afterwards. A device someone holds open is refused with
-// ErrDeviceBusy: discarding it would destroy data in use.
+// and is inactive afterwards.
+//
+// A device anyone else holds open is refused with ErrDeviceBusy, and its
+// data is kept: discarding it would destroy data in use (a microVM that
+// attached Mounts[0].Source). O_EXCL alone does not prove that: it only
+// excludes other exclusive openers (mounts, O_EXCL opens), and a VMM opens
+// the device without it. So Discard refuses a thin id another dm device
+// maps, opens its own device exclusively, removes the /dev/mapper node so
+// that nobody can open it by path any more, and only then counts the
+// device's openers, which must be exactly its own one.
 func (p *Pool) Discard(ctx context.Context, name string, id uint32, size uint64) (retErr error) {
 	what := fmt.Sprintf("discard thin %d", id)
-	info, err := GetDeviceInfo(name)
+	active, err := p.ListActive(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err)
 	}
-	if info.Exists && info.OpenCount > 0 {
-		return fmt.Errorf("pool %q: %s: %s is open (count %d): %w", p.cfg.Name, what, name, info.OpenCount, ErrDeviceBusy)
+	for _, a := range active {
+		switch {
+		case a.ID != id:
+		case a.Name != name:
+			// A second activation of the same thin id: whoever uses it
+			// would see the discard.
+			return fmt.Errorf("pool %q: %s: the device is also active as %s (open count %d): %w",
+				p.cfg.Name, what, a.Name, a.OpenCount, ErrDeviceBusy)
+		case a.OpenCount > 0:
+			return fmt.Errorf("pool %q: %s: %s is open (count %d): %w", p.cfg.Name, what, name, a.OpenCount, ErrDeviceBusy)
+		}
 	}
 	path, err := p.Activate(ctx, name, id, size)
 	if err != nil {
@@ -347,6 +369,9 @@ func (p *Pool) Discard(ctx context.Context, name string, id uint32, size uint64)
 			retErr = errors.Join(retErr, fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err))
 		}
 	}()
+	if discardActivated != nil {
+		discardActivated(path)
+	}
 	// O_EXCL fails while the device is mounted or claimed by anyone else.
 	f, err := os.OpenFile(path, os.O_RDWR|unix.O_EXCL, 0)
 	if isErrno(err, unix.EBUSY) {
@@ -356,9 +381,25 @@ func (p *Pool) Discard(ctx context.Context, name string, id uint32, size uint64)
 		return fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err)
 	}
 	defer f.Close()
+	// From here no one can open the device by its path; Deactivate (or
+	// the next Activate) takes care of the node.
+	removeNode(name)
+	info, err := GetDeviceInfo(name)
+	if err != nil {
+		return fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err)
+	}
+	if info.OpenCount != 1 {
+		return fmt.Errorf("pool %q: %s: %s has %d other opener(s) besides the discard: %w",
+			p.cfg.Name, what, name, info.OpenCount-1, ErrDeviceBusy)
+	}
 	rng := [2]uint64{0, size}
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKDISCARD, uintptr(unsafe.Pointer(&rng[0]))); errno != 0 {
 		return fmt.Errorf("pool %q: %s: BLKDISCARD on %s: %w", p.cfg.Name, what, path, errno)
 	}
 	return nil
 }
+
+// discardActivated, set only by tests, runs when Discard has activated
+// the device and before it opens it: the moment a VMM that was handed the
+// device's path could open it.
+var discardActivated func(path string)

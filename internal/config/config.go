@@ -106,6 +106,10 @@ type Pool struct {
 	// partial write, so no device (or microVM guest) reads what a deleted
 	// device left there. Applied to an existing pool at start.
 	ZeroNewBlocks bool `toml:"zero_new_blocks"`
+	// CheckOnStart lets a start that finds the pool read-only with
+	// needs_check, or failed, check and re-load it itself when no thin
+	// device of it is open (docs/OPERATIONS.md).
+	CheckOnStart bool `toml:"check_on_start"`
 }
 
 // Snapshotter configures how snapshots map onto thin devices.
@@ -144,6 +148,7 @@ func Default() Config {
 			LowWaterMark:  32768,
 			FullThreshold: 90,
 			ZeroNewBlocks: true,
+			CheckOnStart:  true,
 		},
 		Snapshotter: Snapshotter{
 			BaseSize:     10 << 30,

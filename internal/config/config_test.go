@@ -109,6 +109,9 @@ func TestLogSettingsValidated(t *testing.T) {
 // discards stay opt-in as in containerd's devmapper.
 func TestTenantSafeDefaults(t *testing.T) {
 	def := Default()
+	if !def.Pool.CheckOnStart {
+		t.Fatalf("defaults: check_on_start off")
+	}
 	if !def.Pool.ZeroNewBlocks || def.Snapshotter.DiscardBlocks {
 		t.Fatalf("defaults: zero_new_blocks %v, discard_blocks %v", def.Pool.ZeroNewBlocks, def.Snapshotter.DiscardBlocks)
 	}

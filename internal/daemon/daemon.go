@@ -46,6 +46,7 @@ func PoolConfig(cfg config.Config) dmpool.Config {
 		LowWaterMark:   cfg.Pool.LowWaterMark,
 		// The zero value of dmpool zeroes: only an explicit false skips it.
 		SkipBlockZeroing: !cfg.Pool.ZeroNewBlocks,
+		CheckOnStart:     cfg.Pool.CheckOnStart,
 	}
 }
 

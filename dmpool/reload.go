@@ -1,0 +1,157 @@
+package dmpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/containerd/log"
+)
+
+const skipZeroing = "skip_block_zeroing"
+
+// tableOps are the ioctls a table reload uses. The kernel's failures in
+// the middle of a reload cannot be caused on demand, so unit tests swap
+// these for ones that fail where they choose.
+type tableOps struct {
+	load   func(name string, t []Target) error
+	resume func(name string) error
+	clear  func(name string) error
+	info   func(name string) (DeviceInfo, error)
+	table  func(name string) ([]Target, error)
+}
+
+var kernelOps = tableOps{load: LoadTable, resume: Resume, clear: ClearTable, info: GetDeviceInfo, table: Table}
+
+// applyFeatures reloads the table of the active pool when its
+// skip_block_zeroing differs from the configuration, so that a changed
+// zero_new_blocks takes effect on an existing pool at start. Everything
+// else in the table (devices, length, block size, low-water mark, other
+// features such as an operator's read_only) stays as it is. The kernel
+// keeps the pool and its thin devices across the reload.
+func (p *Pool) applyFeatures(ctx context.Context) error {
+	name := p.cfg.Name
+	t, pt, err := liveTable(name)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(pt.Features, skipZeroing) == p.cfg.SkipBlockZeroing {
+		return nil
+	}
+	old := pt.Features
+	pt.Features = slices.DeleteFunc(slices.Clone(old), func(f string) bool { return f == skipZeroing })
+	if p.cfg.SkipBlockZeroing {
+		pt.Features = append([]string{skipZeroing}, pt.Features...)
+	}
+	newTable := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
+	if err := reloadTable(ctx, kernelOps, name, []Target{t}, newTable, p.cfg.SkipBlockZeroing); err != nil {
+		return fmt.Errorf("%w ([pool] zero_new_blocks decides %s; features active: %v, wanted: %v)", err, skipZeroing, old, pt.Features)
+	}
+	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
+	return nil
+}
+
+// reloadTable swaps the live table oldTable of name for newTable, whose
+// skip_block_zeroing is wantSkip. Every way out leaves the pool active
+// (not suspended) on newTable (nil), active on oldTable with no inactive
+// table left behind (ErrTableReload), or says loudly that it could not
+// (ErrPoolSuspended, or ErrTableReload naming the table left loaded).
+//
+// A resume with an inactive table suspends, swaps and resumes, and the
+// kernel can fail at each step: a failed suspend puts the new table back
+// as the inactive one (cleared here), a failed swap leaves the pool
+// suspended on its old table, a failed resume leaves it suspended on the
+// new one. Each case is told apart by what the device reports afterwards.
+func reloadTable(ctx context.Context, ops tableOps, name string, oldTable, newTable []Target, wantSkip bool) error {
+	fail := func(errs ...error) error {
+		return fmt.Errorf("pool %q: %w: %w", name, ErrTableReload, errors.Join(errs...))
+	}
+	if err := ops.load(name, newTable); err != nil {
+		// A failed load loads nothing, but a table someone else loaded
+		// must not be swapped in by a later resume either.
+		if cerr := clearInactive(ops, name); cerr != nil {
+			return fail(err, cerr)
+		}
+		return fail(err, errors.New("the pool is active on its old table"))
+	}
+	rerr := ops.resume(name)
+	if rerr == nil {
+		return nil
+	}
+	log.G(ctx).WithError(rerr).Warnf("pool %q: resume with the reloaded table failed; restoring an active pool", name)
+	info, err := ops.info(name)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w: state unknown after a failed reload (check 'dmsetup info %s'): %w", name, ErrPoolSuspended, name, errors.Join(rerr, err))
+	}
+	if info.InactiveTable {
+		// The suspend failed and the new table is still waiting.
+		if err := clearInactive(ops, name); err != nil {
+			return fail(rerr, err)
+		}
+	}
+	if info.Suspended {
+		if err := resumeRetrying(ctx, name, ops.resume); err != nil {
+			// Neither the swap nor the resume of whatever is live
+			// worked: go back to the old table explicitly.
+			if err := restoreOld(ctx, ops, name, oldTable); err != nil {
+				log.G(ctx).WithError(err).Errorf("pool %q left suspended after a failed table reload: resume it with 'dmsetup resume %s'", name, name)
+				return fmt.Errorf("pool %q: %w after a failed table reload (its thin devices' I/O waits; 'dmsetup resume %s' once the cause is fixed): %w",
+					name, ErrPoolSuspended, name, errors.Join(rerr, err))
+			}
+			return fail(rerr, errors.New("the pool was resumed on its old table"))
+		}
+	}
+	// Active again: on which table?
+	skip, err := liveSkip(ops, name)
+	if err != nil {
+		return fail(rerr, err)
+	}
+	if skip == wantSkip {
+		log.G(ctx).WithError(rerr).Warnf("pool %q: the reloaded table is live after a retried resume", name)
+		return nil
+	}
+	return fail(rerr, errors.New("the pool is active on its old table"))
+}
+
+// restoreOld loads oldTable again and resumes onto it.
+func restoreOld(ctx context.Context, ops tableOps, name string, oldTable []Target) error {
+	if err := ops.load(name, oldTable); err != nil {
+		return fmt.Errorf("reload of the old table: %w", err)
+	}
+	if err := resumeRetrying(ctx, name, ops.resume); err != nil {
+		return errors.Join(fmt.Errorf("resume on the old table: %w", err), clearInactive(ops, name))
+	}
+	return nil
+}
+
+// clearInactive drops an inactive table of name if there is one.
+func clearInactive(ops tableOps, name string) error {
+	info, err := ops.info(name)
+	if err != nil {
+		return fmt.Errorf("is an inactive table left loaded? %w", err)
+	}
+	if !info.InactiveTable {
+		return nil
+	}
+	if err := ops.clear(name); err != nil {
+		return fmt.Errorf("an inactive table is left loaded (a later resume would swap it in; 'dmsetup clear %s'): %w", name, err)
+	}
+	return nil
+}
+
+// liveSkip says whether name's live pool table has skip_block_zeroing.
+func liveSkip(ops tableOps, name string) (bool, error) {
+	ts, err := ops.table(name)
+	if err != nil {
+		return false, err
+	}
+	if len(ts) != 1 || ts[0].Type != "thin-pool" {
+		return false, fmt.Errorf("device has table %q, not a thin-pool: %w", tableString(ts), ErrMismatch)
+	}
+	pt, err := parsePoolTable(ts[0].Params)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(pt.Features, skipZeroing), nil
+}
