@@ -74,7 +74,7 @@ type stressInventory struct {
 
 func (s *stress) inventory() stressInventory {
 	s.t.Helper()
-	tree, err := admin.NewClient(s.e.cfg.AdminAddress).Snapshots(context.Background())
+	tree, err := s.admin.Snapshots(context.Background())
 	if err != nil {
 		s.fatalf("inventory: %v", err)
 	}
@@ -193,7 +193,7 @@ func (s *stress) kernelProblem() string {
 	}
 	now := s.e.leakBase(s.t)
 	if now.fds > s.leak.fds+fdSlack {
-		return fmt.Sprintf("the daemon has %d fds open, %d when it started: an fd leak", now.fds, s.leak.fds)
+		return fmt.Sprintf("the daemon has %d fds open, %d when it started: an fd leak; open now: %s", now.fds, s.leak.fds, fdTargets(now.pid))
 	}
 	if now.goroutines > s.leak.goroutines+goroutineSlack {
 		return fmt.Sprintf("the daemon runs %d goroutines, %d when it started: a goroutine leak", now.goroutines, s.leak.goroutines)
@@ -305,6 +305,29 @@ func (e *env) leakBase(t *testing.T) leakBase {
 		t.Fatalf("the daemon's fds: %v", err)
 	}
 	return leakBase{pid: pid, fds: len(fds), goroutines: e.goroutines(t)}
+}
+
+// fdTargets summarises what a process's fds point at.
+func fdTargets(pid int) string {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	count := map[string]int{}
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if i := strings.Index(l, ":["); i > 0 {
+			l = l[:i] // socket:[123], pipe:[456]
+		}
+		count[l]++
+	}
+	var out []string
+	for l, n := range count {
+		out = append(out, fmt.Sprintf("%s x%d", l, n))
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 // goroutines reads the daemon's goroutine count from pprof's first line,

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 
+	"github.com/superfly/flyio-image-manager/internal/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 )
 
@@ -131,11 +132,16 @@ type stress struct {
 	// direct is a client straight to the daemon's socket, one for the
 	// whole run (each connection is an fd of the daemon's).
 	direct snapshots.Snapshotter
-	lease  leases.Lease
+	// admin is one client of the admin socket for the whole run: each
+	// client keeps its own idle connection open in the daemon.
+	admin *admin.Client
+	lease leases.Lease
 
 	leak leakBase
 
 	counts     map[string]int
+	opTime     map[string]time.Duration
+	checkTime  time.Duration
 	restarts   int
 	reboots    int
 	gcListed   int
@@ -147,12 +153,13 @@ type stress struct {
 
 func newStress(t *testing.T, e *env, cfg stressConfig) *stress {
 	s := &stress{t: t, e: e, cfg: cfg, rng: rand.New(rand.NewSource(cfg.seed)),
-		snaps: map[string]*stressSnap{}, dead: map[string]bool{}, counts: map[string]int{}, start: time.Now()}
+		snaps: map[string]*stressSnap{}, dead: map[string]bool{}, counts: map[string]int{}, opTime: map[string]time.Duration{}, start: time.Now()}
 	e.startDaemon("")
 	e.waitDaemon()
 	e.startContainerd()
 	s.connect()
 	s.direct = e.sn()
+	s.admin = admin.NewClient(e.cfg.AdminAddress)
 	l, err := s.cli.LeasesService().Create(namespaces.WithNamespace(context.Background(), namespace), leases.WithID("stress"))
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +205,7 @@ func (s *stress) report() {
 	var by []string
 	total := 0
 	for _, k := range kinds {
-		by = append(by, fmt.Sprintf("%s=%d", k, s.counts[k]))
+		by = append(by, fmt.Sprintf("%s=%d (%.1fs)", k, s.counts[k], s.opTime[k].Seconds()))
 		total += s.counts[k]
 	}
 	violations := 0
@@ -206,9 +213,9 @@ func (s *stress) report() {
 		violations = 1 // the run stops at the first one
 		s.t.Logf("stress: operation log of seed %d up to the failing step %d:\n%s", s.cfg.seed, s.step, strings.Join(s.log, "\n"))
 	}
-	s.t.Logf("stress figures: seed %d; %d operations in %s (%s); restarts (kill -9) %d, reboots %d; deep checks %d; "+
+	s.t.Logf("stress figures: seed %d; %d operations in %s (%s); restarts (kill -9) %d, reboots %d; checks %.1fs, deep checks %d; "+
 		"gc listed %d items, removed %d; containerd's GC removed %d snapshots; snapshots in the model at the end %d; violations %d",
-		s.cfg.seed, total, time.Since(s.start).Round(time.Second), strings.Join(by, " "), s.restarts, s.reboots, s.deepChecks,
+		s.cfg.seed, total, time.Since(s.start).Round(time.Second), strings.Join(by, " "), s.restarts, s.reboots, s.checkTime.Seconds(), s.deepChecks,
 		s.gcListed, s.gcRemoved, s.ctrdGCGone, len(s.snaps), violations)
 }
 
@@ -270,8 +277,16 @@ func (s *stress) run() {
 		}
 		s.op = o.name
 		s.counts[o.name]++
+		t0 := time.Now()
 		o.do()
+		t1 := time.Now()
 		s.check(o.deep || s.step%50 == 0)
+		s.opTime[o.name] += t1.Sub(t0)
+		s.checkTime += time.Since(t1)
+		s.logf("  (%s: %s, check %s)", o.name, t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+		if s.step%100 == 0 {
+			s.t.Logf("stress: step %d after %s, %d snapshots in the model", s.step, time.Since(s.start).Round(time.Second), len(s.snaps))
+		}
 	}
 	s.step--
 	s.op = "final check"
