@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -227,12 +228,12 @@ func (s *stress) verify(sn *stressSnap) {
 	if err != nil {
 		s.fatalf("reading %s: %v", sn.name, err)
 	}
-	for _, f := range sortedFiles(sn.files) {
+	for _, f := range slices.Sorted(maps.Keys(sn.files)) {
 		if got[f] != sn.files[f] {
 			s.fatalf("the model's %v snapshot %s lost or changed %s (sha256 %q, want %q)", sn.kind, sn.name, f, got[f], sn.files[f])
 		}
 	}
-	for _, f := range sortedFiles(got) {
+	for _, f := range slices.Sorted(maps.Keys(got)) {
 		if _, ok := sn.files[f]; !ok {
 			s.fatalf("%v snapshot %s has a file %s the model never wrote there", sn.kind, sn.name, f)
 		}

@@ -3,8 +3,10 @@ package crash
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -305,14 +307,7 @@ func (s *stress) of(k snapshots.Kind) []*stressSnap {
 	return out
 }
 
-func (s *stress) names() []string {
-	out := make([]string, 0, len(s.snaps))
-	for n := range s.snaps {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func (s *stress) names() []string { return slices.Sorted(maps.Keys(s.snaps)) }
 
 func (s *stress) any() *stressSnap { n := s.names(); return s.snaps[n[s.rng.Intn(len(n))]] }
 
@@ -376,7 +371,7 @@ func (s *stress) write() {
 	sn := pick(s.rng, s.of(snapshots.KindActive))
 	path := fmt.Sprintf("f%d", s.step)
 	if len(sn.files) > 0 && s.rng.Intn(3) == 0 {
-		fs := sortedFiles(sn.files)
+		fs := slices.Sorted(maps.Keys(sn.files))
 		path = fs[s.rng.Intn(len(fs))]
 	}
 	data := make([]byte, 1+s.rng.Intn(256<<10))
@@ -583,13 +578,4 @@ func (s *stress) reboot() {
 	s.e.startContainerd()
 	s.connect()
 	s.reboots++
-}
-
-func sortedFiles(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for f := range m {
-		out = append(out, f)
-	}
-	sort.Strings(out)
-	return out
 }
