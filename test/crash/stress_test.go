@@ -219,7 +219,8 @@ func (s *stress) report() {
 	violations := 0
 	if s.t.Failed() {
 		violations = 1 // the run stops at the first one
-		s.t.Logf("stress: operation log of seed %d up to the failing step %d:\n%s", s.cfg.seed, s.step, strings.Join(s.log, "\n"))
+		s.t.Logf("stress: operation log of seed %d up to the failing step %d (replay: FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d make soak):\n%s",
+			s.cfg.seed, s.step, s.cfg.seed, s.step, strings.Join(s.log, "\n"))
 	}
 	s.t.Logf("stress figures: seed %d; %d operations in %s (%s); restarts (kill -9) %d, reboots %d; checks %.1fs, deep checks %d; "+
 		"gc listed %d items, removed %d; containerd's GC removed %d snapshots; snapshots in the model at the end %d; violations %d",
