@@ -7,6 +7,9 @@
 #   make test    unit tests on this machine + every dm-thin, containerd and S3
 #                integration test inside the VM (or natively with dm-thin)
 #   make bench   benchmarks, printed as tables against their named baselines
+#   make soak    the model-based stress test (test/crash TestStress) for long,
+#                in the VM: FLYIO_SOAK_DURATION (default 15m), FLYIO_SOAK_OPS,
+#                FLYIO_SOAK_SEED (default: from the clock; printed for replay)
 #   make build   bin/flyio-image-manager
 #   make install the binary, the config example and the systemd units
 #                (DESTDIR, PREFIX=/usr/local, SYSTEMDUNITDIR); make uninstall
@@ -44,7 +47,7 @@ BINDIR         ?= $(PREFIX)/bin
 CONFDIR        ?= /etc/flyio-image-manager
 SYSTEMDUNITDIR ?= /etc/systemd/system
 
-.PHONY: all build tools unit test demo lint clean install uninstall help
+.PHONY: all build tools unit test soak demo lint clean install uninstall help
 all: build
 
 # help prints the "make TARGET" lines of the comment at the top.
@@ -95,6 +98,15 @@ unit: tools
 
 test: lint unit build vm
 	FLYIO_REQUIRE_S3=1 $(VM_GOTEST) -timeout 30m -vm-timeout 2700 $(VM_PKGS)
+
+# soak runs only TestStress, as long as FLYIO_SOAK_DURATION or
+# FLYIO_SOAK_OPS says (whichever ends first); the VM is bounded at 4 h.
+# Its last lines are the figures: operations by kind, restarts, reboots,
+# violations.
+soak: build vm
+	FLYIO_SOAK_DURATION=$${FLYIO_SOAK_DURATION:-15m} \
+	FLYIO_VM_ENV="$(FLYIO_VM_ENV) FLYIO_SOAK_DURATION FLYIO_SOAK_OPS FLYIO_SOAK_SEED" \
+		$(VM_GOTEST) -run '^TestStress$$' -timeout 4h -vm-timeout 14400 ./test/crash
 
 demo: tools build vm
 	test/demo.sh
