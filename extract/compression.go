@@ -168,6 +168,7 @@ func (d *decodeReader) Read(p []byte) (int, error) {
 func (d *decodeReader) Close() {
 	if d.ra != nil {
 		d.ra.stopAndWait()
+		d.ra.src.waitHash()
 		d.ra.src.n, d.ra.src.err, d.ra.src.detach, d.ra.src.stop = d.ra.src.rn, d.ra.src.rerr, false, nil
 		d.ra = nil
 	}
@@ -247,6 +248,7 @@ func (d *decodeReader) startReadahead(src *sourceReader, br *bufio.Reader) {
 		ra.free <- make([]byte, raChunkSize)
 	}
 	src.detach, src.stop = true, ra.stop
+	src.hashAsync()
 	d.ra = ra
 	go ra.produce(d.r, br, d.compressed)
 }

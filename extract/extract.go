@@ -33,7 +33,9 @@ func Extract(ctx context.Context, r io.Reader, root string, opts Options) (Resul
 		return Result{}, err
 	}
 	defer rt.Close()
-	return run(ctx, r, opts, newDiskSink(rt, opts))
+	s := newDiskSink(rt, opts)
+	defer s.close()
+	return run(ctx, r, opts, s)
 }
 
 // Validate runs every check Extract does (names, limits, hardlink targets,

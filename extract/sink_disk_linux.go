@@ -44,6 +44,26 @@ type diskSink struct {
 	h       *hasher
 
 	warnedChown bool
+
+	// pc is the directory the last entry went into: see parent.
+	pc parentCache
+}
+
+// parentCache keeps the fd of the last parent directory resolved, by its
+// cleaned name. Consecutive entries of an archive are mostly in one
+// directory, and resolving it again costs an openat2 and a close per
+// entry. A path that resolved inside the root resolves to the same
+// directory for as long as nothing is removed: making names (mkdirat,
+// openat(O_CREAT|O_EXCL), symlinkat, linkat onto a cleared name) never
+// changes how an existing path resolves, while removing one can (a
+// replaced symlink or directory on the way, a whiteout). So every removal
+// marks the cache stale (forget) before it happens; the fd itself stays
+// open until the next parent call, because the entry being written may
+// still be using it.
+type parentCache struct {
+	dir   string
+	fd    int // -1: none
+	stale bool
 }
 
 type inode struct{ dev, ino uint64 }
@@ -63,6 +83,7 @@ func newDiskSink(r *root, opts Options) *diskSink {
 		dirs:   map[inode]dirMeta{},
 		onPath: map[inode]int32{},
 		h:      newHasher(),
+		pc:     parentCache{fd: -1},
 	}
 	var st unix.Stat_t
 	if unix.Fstat(r.fd, &st) == nil {
@@ -159,9 +180,15 @@ func (s *diskSink) noteOnPath(fd int) (int, error) {
 }
 
 // parent resolves the directory of rel inside the root, creating missing
-// directories, and returns its fd and rel's last component.
+// directories, and returns its fd and rel's last component. The fd
+// belongs to the parent cache: callers must not close it, and must call
+// forget before removing anything.
 func (s *diskSink) parent(e *entry) (int, string, error) {
 	dir, base := splitRel(e.rel)
+	if s.pc.fd >= 0 && !s.pc.stale && s.pc.dir == dir {
+		return s.pc.fd, base, nil
+	}
+	s.closeParent()
 	fd, err := s.r.openDir(dir, true)
 	if err != nil {
 		if perr := parentErr(e.name, err); perr != nil {
@@ -169,8 +196,27 @@ func (s *diskSink) parent(e *entry) (int, string, error) {
 		}
 		return -1, "", opErr("resolve parent directory of", e.name, err)
 	}
+	// A copy: dir is a slice of the entry's name, and the cache must
+	// not keep the whole header alive.
+	s.pc = parentCache{dir: strings.Clone(dir), fd: fd}
 	return fd, base, nil
 }
+
+// forget marks the cached parent stale: something is about to be
+// removed, after which the cached name may resolve elsewhere or not at
+// all. The fd stays valid for the current entry.
+func (s *diskSink) forget() { s.pc.stale = true }
+
+func (s *diskSink) closeParent() {
+	if s.pc.fd >= 0 {
+		unix.Close(s.pc.fd)
+	}
+	s.pc = parentCache{fd: -1}
+}
+
+// close releases what the sink holds open; Extract calls it however the
+// run ended.
+func (s *diskSink) close() { s.closeParent() }
 
 func mode(h *tar.Header) uint32 { return uint32(h.Mode) & 0o7777 }
 
@@ -255,6 +301,7 @@ func (s *diskSink) dir(e *entry) error {
 		if pfd, err = s.r.openDir("", false); err != nil {
 			return opErr("open root for", e.name, err)
 		}
+		defer unix.Close(pfd)
 		base = "."
 	} else {
 		var err error
@@ -262,7 +309,6 @@ func (s *diskSink) dir(e *entry) error {
 			return err
 		}
 	}
-	defer unix.Close(pfd)
 	st, exists, err := lstatAt(pfd, base)
 	if err != nil {
 		return opErr("stat", e.name, err)
@@ -270,6 +316,7 @@ func (s *diskSink) dir(e *entry) error {
 	if exists && !isDir(&st) {
 		// A directory replacing a file or symlink (in this archive or a
 		// lower layer): the old entry goes, the symlink is not followed.
+		s.forget()
 		if err := unix.Unlinkat(pfd, base, 0); err != nil {
 			return opErr("replace", e.name, err)
 		}
@@ -327,7 +374,6 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
 	// Create with O_EXCL, and on EEXIST unlink and create again: never
 	// open an existing path for writing, or a hardlink to it (or a
 	// symlink in its place) would be written through. Trying first saves
@@ -335,6 +381,7 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	cm := s.createMode(e.hdr)
 	fd, err := createAt(pfd, base, cm)
 	if errors.Is(err, unix.EEXIST) {
+		s.forget()
 		if err := clearForNonDir(pfd, base); err != nil {
 			return opErr("replace", e.name, err)
 		}
@@ -414,12 +461,12 @@ func (s *diskSink) symlink(e *entry) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
 	// The target is stored verbatim: it is data, never followed here.
 	// symlinkat never follows or replaces what is there: on EEXIST it is
 	// removed and the link made again.
 	err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
 	if errors.Is(err, unix.EEXIST) {
+		s.forget()
 		if err := clearForNonDir(pfd, base); err != nil {
 			return opErr("replace", e.name, err)
 		}
@@ -466,13 +513,13 @@ func (s *diskSink) hardlink(e *entry, target string) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
 	if st, exists, err := lstatAt(pfd, base); err != nil {
 		return opErr("stat", e.name, err)
 	} else if exists && st.Dev == tst.Dev && st.Ino == tst.Ino {
 		s.mark(e.rel)
 		return nil // already that file (a link to itself, or a repeat)
 	}
+	s.forget()
 	if err := clearForNonDir(pfd, base); err != nil {
 		return opErr("replace", e.name, err)
 	}
@@ -490,7 +537,7 @@ func (s *diskSink) node(e *entry) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
+	s.forget()
 	if err := clearForNonDir(pfd, base); err != nil {
 		return opErr("replace", e.name, err)
 	}
@@ -527,6 +574,7 @@ func (s *diskSink) node(e *entry) error {
 }
 
 func (s *diskSink) whiteout(e *entry, dir, name string) error {
+	s.forget()
 	fd, err := s.r.openDir(dir, false)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
@@ -542,6 +590,7 @@ func (s *diskSink) whiteout(e *entry, dir, name string) error {
 }
 
 func (s *diskSink) opaque(e *entry, dir string) error {
+	s.forget()
 	fd, err := s.r.openDir(dir, false)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
@@ -602,6 +651,7 @@ func (s *diskSink) emptyKeepingWritten(fd int, dir pathHash) error {
 // the metadata of those it meets; one that was since replaced or removed
 // is not met.
 func (s *diskSink) finish() error {
+	s.closeParent()
 	fd, err := unix.Openat(s.r.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return opErr("open", "root", err)
