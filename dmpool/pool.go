@@ -108,7 +108,20 @@ type Pool struct {
 	// snapMu serialises suspend/create_snap/resume so two snapshots of
 	// one origin cannot resume it under each other.
 	snapMu sync.Mutex
+
+	// reload is set when Open's feature reload moved the pool's event
+	// counter: the events between reload.before and reload.after are
+	// ours, not trouble.
+	reload *ReloadEvents
 }
+
+// ReloadEvents is the pool's event counter just before and just after the
+// table reload Open made.
+type ReloadEvents struct{ Before, After uint32 }
+
+// OpenReload reports the event counter around the table reload Open made,
+// or nil when Open reloaded nothing or the reload raised no event.
+func (p *Pool) OpenReload() *ReloadEvents { return p.reload }
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" || strings.ContainsRune(c.Name, '/') || len(c.Name) >= unix.DM_NAME_LEN {
@@ -328,6 +341,7 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 		pt.Features = append([]string{skip}, pt.Features...)
 	}
 	table := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
+	before, berr := GetDeviceInfo(name)
 	fail := func(err error) error {
 		return fmt.Errorf("pool %q: reload with features %v (active: %v; [pool] zero_new_blocks decides %s): %w", name, pt.Features, old, skip, err)
 	}
@@ -342,6 +356,13 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 			}
 		}
 		return fail(err)
+	}
+	// The reload may raise a device-mapper event (the new table's pool
+	// target binds with the mode the pool had): remember the counter on
+	// both sides so the snapshotter's trouble watch does not take it for
+	// a mode change.
+	if after, aerr := GetDeviceInfo(name); berr == nil && aerr == nil && after.EventNr != before.EventNr {
+		p.reload = &ReloadEvents{Before: before.EventNr, After: after.EventNr}
 	}
 	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
 	return nil
@@ -630,11 +651,18 @@ func (p *Pool) BlockSize() uint32 { return p.cfg.BlockSize }
 // Status returns the pool's kernel status, after the kernel commits the
 // pool metadata so that the counts are current and durable.
 func (p *Pool) Status(ctx context.Context) (Status, error) {
-	return p.status(ctx, TargetStatus)
+	return p.status(ctx, statusInfoFlush)
 }
 
-func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (Status, error) {
-	ts, err := get(p.cfg.Name)
+// Events returns the pool's status with its event counter, without the
+// metadata commit Status makes: the mode flags and the counter are what
+// the trouble watch needs, and it runs often.
+func (p *Pool) Events(ctx context.Context) (Status, error) {
+	return p.status(ctx, statusInfoNoFlush)
+}
+
+func (p *Pool) status(ctx context.Context, get func(string) ([]Target, DeviceInfo, error)) (Status, error) {
+	ts, info, err := get(p.cfg.Name)
 	if err != nil {
 		if isErrno(err, unix.ENXIO) {
 			return Status{}, fmt.Errorf("pool %q: %w: %w", p.cfg.Name, ErrPoolMissing, err)
@@ -649,6 +677,7 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 		return Status{}, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 	}
 	s.DataBlockSize = uint64(p.cfg.BlockSize)
+	s.EventNr = info.EventNr
 	return s, nil
 }
 
@@ -662,7 +691,7 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 // create_thin or create_snap that follows commits anyway (a commit here
 // cost a third of a snapshot's time).
 func (p *Pool) CheckWritable(ctx context.Context, what string) error {
-	s, err := p.status(ctx, targetStatusNoFlush)
+	s, err := p.status(ctx, statusInfoNoFlush)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

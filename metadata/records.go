@@ -38,6 +38,10 @@ type Snapshot struct {
 	// UsageBytes is the device's mapped bytes, recorded at Commit so that
 	// Usage of a committed snapshot needs no activation.
 	UsageBytes int64 `json:"usage_bytes,omitempty"`
+	// TroubleGen is the pool trouble generation (PoolTrouble) when the
+	// snapshot was prepared; Commit refuses an active snapshot whose
+	// pool has had trouble since.
+	TroubleGen uint64 `json:"trouble_gen,omitempty"`
 }
 
 // Info converts the record to containerd's snapshots.Info.

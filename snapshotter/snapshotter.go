@@ -52,6 +52,10 @@ type Config struct {
 	// there before reconciling. Empty: the system's temp directory, and
 	// no clean-up (tests and tools).
 	MountDir string
+
+	// newWaiter makes the pool event waiter of the trouble watcher; nil:
+	// dmpool's for a *dmpool.Pool, no watcher otherwise. Tests set it.
+	newWaiter func() (eventWaiter, error)
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -73,6 +77,10 @@ type Snapshotter struct {
 
 	// keys serialises Commit and Remove per snapshot key.
 	keys keyLocks
+
+	// trouble is the watch for pool trouble that may lose writes
+	// (trouble.go).
+	trouble troubleWatch
 
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
@@ -119,6 +127,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
+	s.startTroubleWatch(ctx, s.waiter(ctx))
 	if !cfg.LeaveSpares {
 		s.retireSpares(ctx, cfg.Spares)
 	}
@@ -135,12 +144,31 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 // Close leaves devices active: containers keep running while the daemon
 // restarts. The metadata store is the caller's to close.
 func (s *Snapshotter) Close() error {
+	s.stopTroubleWatch()
 	if s.spares != nil {
 		s.spares.close()
 	}
 	s.background.Wait()
 	log.L.Debug("snapshotter closed")
 	return nil
+}
+
+// waiter makes the trouble watcher's event waiter, or returns nil (no
+// watcher: Prepare and Commit still look at the pool themselves).
+func (s *Snapshotter) waiter(ctx context.Context) eventWaiter {
+	newWaiter := s.cfg.newWaiter
+	if newWaiter == nil {
+		if _, ok := s.pool.(*dmpool.Pool); !ok {
+			return nil
+		}
+		newWaiter = func() (eventWaiter, error) { return dmpool.NewEventWaiter() }
+	}
+	w, err := newWaiter()
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot wait for pool events; pool trouble is seen only when a Prepare or Commit looks")
+		return nil
+	}
+	return w
 }
 
 // DeviceName is the dm name of thin id in pool. The pool name is part of
