@@ -29,6 +29,41 @@ type PoolTrouble struct {
 	// the logs.
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at,omitempty"`
+	// Recent are the latest bumps, oldest first (at most
+	// MaxTroubleHistory): a refusal names the first trouble the snapshot
+	// saw, not only the latest (often the pool's return to write mode).
+	Recent []TroubleEvent `json:"recent,omitempty"`
+}
+
+// TroubleEvent is one bump of the trouble generation.
+type TroubleEvent struct {
+	Generation uint64    `json:"generation"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
+// MaxTroubleHistory bounds PoolTrouble.Recent.
+const MaxTroubleHistory = 8
+
+// Bump raises the generation for reason, at at.
+func (pt *PoolTrouble) Bump(reason string, at time.Time) {
+	pt.Generation++
+	pt.Reason, pt.At = reason, at
+	pt.Recent = append(pt.Recent, TroubleEvent{Generation: pt.Generation, Reason: reason, At: at})
+	if n := len(pt.Recent); n > MaxTroubleHistory {
+		pt.Recent = append([]TroubleEvent(nil), pt.Recent[n-MaxTroubleHistory:]...)
+	}
+}
+
+// Since is the first bump after generation gen that is still kept, or
+// the latest one.
+func (pt *PoolTrouble) Since(gen uint64) TroubleEvent {
+	for _, e := range pt.Recent {
+		if e.Generation > gen {
+			return e
+		}
+	}
+	return TroubleEvent{Generation: pt.Generation, Reason: pt.Reason, At: pt.At}
 }
 
 // PoolTrouble returns the record; a database that never had one returns

@@ -106,8 +106,7 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	next := pt
 	next.EventNr, next.Known = st.EventNr, true
 	if reason != "" {
-		next.Generation++
-		next.Reason, next.At = reason, time.Now().UTC()
+		next.Bump(reason, time.Now().UTC())
 	}
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutPoolTrouble(next) }); err != nil {
 		return pt, now, fmt.Errorf("recording pool trouble: %w", err)
@@ -119,15 +118,16 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	return next, now, nil
 }
 
-// lostWritesError says why Commit refuses rec, or nil. pt and now are
-// observeTrouble's, read after the device was deactivated; current is the
-// generation in the commit's own transaction.
+// lostWritesError says why Commit refuses rec, or nil. pt is the latest
+// trouble record and now the pool's trouble when Commit looked, after the
+// device was deactivated.
 func (s *Snapshotter) lostWritesError(key string, rec *metadata.Snapshot, pt metadata.PoolTrouble, now string) error {
 	switch {
 	case pt.Generation > rec.TroubleGen:
+		first := pt.Since(rec.TroubleGen)
 		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q had trouble since the snapshot was prepared (%s, at %s; trouble generation %d, the snapshot's %d). "+
 			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",
-			key, s.pool.Name(), pt.Reason, pt.At.Format(time.RFC3339), pt.Generation, rec.TroubleGen, errdefs.ErrFailedPrecondition)
+			key, s.pool.Name(), first.Reason, first.At.Format(time.RFC3339), pt.Generation, rec.TroubleGen, errdefs.ErrFailedPrecondition)
 	case now != "":
 		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q is %s. "+
 			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",

@@ -256,3 +256,24 @@ func TestWatcherRecordsTroubleAndStops(t *testing.T) {
 		t.Fatal("Close returned with the watcher still running")
 	}
 }
+
+// TestRefusalNamesTheFirstTrouble: out of data space, then back to write
+// mode (another event): the refusal names what went wrong, not the
+// recovery.
+func TestRefusalNamesTheFirstTrouble(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = true; st.EventNr++ })
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false; st.EventNr++ })
+	err := s.Commit(ctx, "base", "a")
+	wantRefused(t, s, err, "a", "(pool out of data space, at ")
+	if !strings.Contains(err.Error(), "trouble generation 2, the snapshot's 0") {
+		t.Fatalf("refusal %v does not give the generations", err)
+	}
+}
