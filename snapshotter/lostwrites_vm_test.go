@@ -1,6 +1,7 @@
 package snapshotter
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
@@ -219,4 +222,92 @@ func readSum(t *testing.T, m []mount.Mount, name string) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// troubleReader runs trouble once, on the first Read: the remote fill has
+// prepared its snapshot by then.
+type troubleReader struct {
+	r       io.Reader
+	trouble func()
+}
+
+func (r *troubleReader) Read(p []byte) (int, error) {
+	if r.trouble != nil {
+		r.trouble()
+		r.trouble = nil
+	}
+	return r.r.Read(p)
+}
+
+// troubleLayers is a remote store of one layer whose reading makes the
+// pool run out of space and get it back.
+type troubleLayers struct {
+	blob    []byte
+	diffID  string
+	trouble func()
+}
+
+func (l *troubleLayers) Open(_ context.Context, labels map[string]string) (io.ReadCloser, string, bool, error) {
+	return io.NopCloser(&troubleReader{r: bytes.NewReader(l.blob), trouble: l.trouble}), l.diffID, true, nil
+}
+
+// TestRemoteFillRefusedAfterPoolTroubleOnDMThin: the pool runs out of data
+// space (another snapshot fills it) while a remote fill extracts, and gets
+// the space back before the fill commits. The fill's own writes are
+// synced and fine, but Commit cannot tell; the fill must not be
+// committed, and the Prepare goes on without it (containerd then fetches
+// the layer itself).
+func TestRemoteFillRefusedAfterPoolTroubleOnDMThin(t *testing.T) {
+	dmtest.Require(t)
+	ctx := context.Background()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	content := bytes.Repeat([]byte("layer\n"), 10000)
+	tw.WriteHeader(&tar.Header{Name: "data", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	tw.Write(content)
+	tw.Close()
+	store := &troubleLayers{blob: buf.Bytes(), diffID: fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes()))}
+	sn, pool, cleanup, err := realSnapshotterSized(ctx, t.TempDir(), Config{BaseSize: 1 << 30, Remote: store}, 192<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := cleanup(); err != nil {
+			t.Error(err)
+		}
+	}()
+	store.trouble = func() {
+		fm, err := sn.Prepare(ctx, "filler", "")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		writeUnsynced(t, fm, "big", 320<<20)
+		if err := sn.Remove(ctx, "filler"); err != nil {
+			t.Error(err)
+		}
+		waitWritable(t, pool)
+	}
+	const ref = "sha256:layer1"
+	_, err = sn.Prepare(ctx, "extract-1", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotRef: ref}))
+	if errdefs.IsAlreadyExists(err) {
+		t.Fatalf("the remote fill was committed although the pool ran out of space during it")
+	}
+	if err != nil {
+		t.Fatalf("Prepare after a refused fill: %v, want the normal Prepare", err)
+	}
+	if _, err := sn.Stat(ctx, remoteName(ref)); !errdefs.IsNotFound(err) {
+		t.Fatalf("Stat(%s) = %v, want not found", remoteName(ref), err)
+	}
+	// No fill snapshot is left behind either.
+	var left []string
+	sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if strings.HasPrefix(info.Name, "remote-fill/") {
+			left = append(left, info.Name)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Fatalf("fill snapshots left: %v", left)
+	}
 }
