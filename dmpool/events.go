@@ -51,6 +51,12 @@ func NewEventWaiter() (*EventWaiter, error) {
 	return w, nil
 }
 
+// Pollable reports whether the kernel wakes Wait on events; false: Wait
+// is a plain timeout.
+func (w *EventWaiter) Pollable() bool {
+	return w.poll
+}
+
 // arm records the current global event number on the handle: poll then
 // reports readable once any device raises an event after it.
 func (w *EventWaiter) arm() error {
@@ -67,15 +73,15 @@ func (w *EventWaiter) arm() error {
 var ErrWaiterClosed = errors.New("device-mapper event waiter closed")
 
 // Wait returns when an event was raised since the previous Wait (or
-// NewEventWaiter), when timeout has passed, or with ErrWaiterClosed when
-// Close is called. The handle is armed again before returning, so an
-// event between two Waits is not lost.
-func (w *EventWaiter) Wait(timeout time.Duration) error {
+// NewEventWaiter), woken true, when timeout has passed (false), or with
+// ErrWaiterClosed when Close is called. The handle is armed again before
+// returning, so an event between two Waits is not lost.
+func (w *EventWaiter) Wait(timeout time.Duration) (woken bool, _ error) {
 	w.mu.Lock()
 	closed := w.closed
 	w.mu.Unlock()
 	if closed {
-		return ErrWaiterClosed
+		return false, ErrWaiterClosed
 	}
 	fds := []unix.PollFd{{Fd: int32(w.wake), Events: unix.POLLIN}}
 	if w.poll {
@@ -88,19 +94,20 @@ func (w *EventWaiter) Wait(timeout time.Duration) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("device-mapper event wait: %w", err)
+			return false, fmt.Errorf("device-mapper event wait: %w", err)
 		}
 		break
 	}
 	if fds[0].Revents != 0 {
-		return ErrWaiterClosed
+		return false, ErrWaiterClosed
 	}
 	if w.poll && fds[1].Revents != 0 {
 		if err := w.arm(); err != nil {
-			return fmt.Errorf("device-mapper event wait: arm: %w", err)
+			return true, fmt.Errorf("device-mapper event wait: arm: %w", err)
 		}
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 // Close ends a Wait in progress (it returns ErrWaiterClosed) and every

@@ -47,7 +47,7 @@ const troublePoll = 10 * time.Second
 // eventWaiter is what the watcher waits on: *dmpool.EventWaiter, or a
 // test's.
 type eventWaiter interface {
-	Wait(timeout time.Duration) error
+	Wait(timeout time.Duration) (woken bool, _ error)
 	Close()
 	Release()
 }
@@ -155,7 +155,7 @@ func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
 		defer s.trouble.done.Done()
 		defer w.Release()
 		for {
-			err := w.Wait(troublePoll)
+			_, err := w.Wait(troublePoll)
 			if errors.Is(err, dmpool.ErrWaiterClosed) {
 				return
 			}

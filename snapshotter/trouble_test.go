@@ -208,12 +208,12 @@ type fakeWaiter struct {
 	done   chan struct{}
 }
 
-func (w *fakeWaiter) Wait(time.Duration) error {
+func (w *fakeWaiter) Wait(time.Duration) (bool, error) {
 	select {
 	case <-w.events:
-		return nil
+		return true, nil
 	case <-w.closed:
-		return dmpool.ErrWaiterClosed
+		return false, dmpool.ErrWaiterClosed
 	}
 }
 func (w *fakeWaiter) Close()   { close(w.closed) }
