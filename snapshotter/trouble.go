@@ -37,8 +37,14 @@ import (
 // device-mapper event (and every troublePoll) so that trouble is on
 // record even if no Prepare or Commit looks.
 //
-// Any unexplained pool event counts as trouble, including a crossed
-// low-water mark: a refused Commit is retried, a lost write is not found.
+// Events are counted, not read: the counter says how many, not which.
+// Two or more unexplained events count as trouble (a trip to out of data
+// space and back is two). One event with the pool healthy is not: every
+// mode change into trouble leaves the pool in trouble, and the change back
+// comes after one into it, so a lone event is a low-water mark crossed
+// (dm-thin raises one when free data blocks fall to [pool]
+// low_water_mark, and one for metadata). A low-water event together with
+// a trip out of space is three events: trouble, as it must be.
 
 // troublePoll bounds the time between two looks of the watcher when no
 // event wakes it (a kernel without a pollable control device).
@@ -88,13 +94,30 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	}); err != nil {
 		return pt, now, err
 	}
+	// base is the counter our own reload left, when it is the one on
+	// record; delta the events since, unsigned: a counter that went back
+	// (the pool device made again) is a huge delta, so trouble.
+	base := pt.EventNr
+	if reload != nil && base == reload.Before {
+		base = reload.After
+	}
+	delta := st.EventNr - base
 	reason := ""
 	switch {
 	case now != "" && w.troubled == "":
 		reason = "pool " + now
-	case pt.Known && st.EventNr != pt.EventNr &&
-		!(reload != nil && pt.EventNr == reload.Before && st.EventNr == reload.After):
-		reason = fmt.Sprintf("device-mapper event on the pool (event counter %d, was %d)", st.EventNr, pt.EventNr)
+	case !pt.Known || delta == 0:
+	case delta == 1 && now == "":
+		// One event and the pool healthy: not a mode change. A change
+		// into trouble leaves the pool in trouble, and the change back
+		// to write mode is a second event after it; one event alone is
+		// a low-water mark crossed (data or metadata).
+		log.G(ctx).WithField("pool", s.pool.Name()).Infof("pool event %d with the pool healthy (a low-water mark crossed): not trouble", st.EventNr)
+	default:
+		reason = fmt.Sprintf("%d device-mapper events on the pool (event counter %d, was %d)", delta, st.EventNr, pt.EventNr)
+		if delta == 1 || delta > 1<<31 {
+			reason = fmt.Sprintf("device-mapper event on the pool (event counter %d, was %d)", st.EventNr, pt.EventNr)
+		}
 		if now != "" {
 			reason += ", pool " + now
 		}

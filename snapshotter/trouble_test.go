@@ -43,7 +43,7 @@ func TestCommitRefusesAfterTransientOutOfSpace(t *testing.T) {
 	}
 	// out of data space, then back to write mode: two mode changes.
 	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
-	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "device-mapper event on the pool")
+	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "2 device-mapper events on the pool")
 	checkConsistent(t, s, pool)
 	// The trouble is on record; a snapshot prepared after it commits.
 	if err := s.Remove(ctx, "a"); err != nil {
@@ -105,13 +105,14 @@ func TestCommitRefusesTroubleWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	pool.setStatus(func(st *dmpool.Status) { st.EventNr++ })
+	// Out of data space and back while the daemon was down.
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
 	s, err = New(ctx, pool, store, Config{BaseSize: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "event counter 8, was 7")
+	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "2 device-mapper events on the pool (event counter 9, was 7)")
 }
 
 // reloadingPool is a fake pool whose Open reloaded the table and moved
@@ -131,7 +132,7 @@ func TestOwnReloadIsNotTrouble(t *testing.T) {
 		name   string
 		extra  uint32
 		refuse bool
-	}{{"reload only", 0, false}, {"reload and another event", 1, true}} {
+	}{{"reload only", 0, false}, {"reload and a low-water event", 1, false}, {"reload and two more events", 2, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
@@ -158,7 +159,7 @@ func TestOwnReloadIsNotTrouble(t *testing.T) {
 			defer s.Close()
 			err = s.Commit(ctx, "base", "a")
 			if tc.refuse {
-				wantRefused(t, s, err, "a", "event counter 5, was 3")
+				wantRefused(t, s, err, "a", "event counter 6, was 3")
 			} else if err != nil {
 				t.Fatalf("commit after our own reload: %v", err)
 			}
@@ -187,7 +188,7 @@ func TestCommitRefusesWhenPoolUnreadable(t *testing.T) {
 func TestSpareTakesTroubleGeneration(t *testing.T) {
 	ctx := context.Background()
 	s, pool, _ := newSpareSnapshotter(t, 2)
-	pool.setStatus(func(st *dmpool.Status) { st.EventNr++ })
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
 	if _, err := s.Prepare(ctx, "after", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +198,8 @@ func TestSpareTakesTroubleGeneration(t *testing.T) {
 	if _, err := s.Prepare(ctx, "before", ""); err != nil {
 		t.Fatal(err)
 	}
-	pool.setStatus(func(st *dmpool.Status) { st.EventNr++ })
-	wantRefused(t, s, s.Commit(ctx, "c-before", "before"), "before", "device-mapper event")
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+	wantRefused(t, s, s.Commit(ctx, "c-before", "before"), "before", "device-mapper events")
 }
 
 // fakeWaiter is an eventWaiter the test drives.
@@ -273,7 +274,28 @@ func TestRefusalNamesTheFirstTrouble(t *testing.T) {
 	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false; st.EventNr++ })
 	err := s.Commit(ctx, "base", "a")
 	wantRefused(t, s, err, "a", "(pool out of data space, at ")
-	if !strings.Contains(err.Error(), "trouble generation 2, the snapshot's 0") {
+	if !strings.Contains(err.Error(), "trouble generation 1, the snapshot's 0") {
 		t.Fatalf("refusal %v does not give the generations", err)
 	}
+}
+
+// TestLowWaterEventIsNotTrouble: one event with the pool healthy is a
+// low-water mark crossed (dm-thin's default mark is 4GiB of blocks, so a
+// small pool crosses it at its first allocation): the commit goes on.
+func TestLowWaterEventIsNotTrouble(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr++ })
+	if err := s.Commit(ctx, "base", "a"); err != nil {
+		t.Fatalf("commit after a low-water event: %v", err)
+	}
+	// The same single event with the pool out of space is trouble.
+	if _, err := s.Prepare(ctx, "b", "base"); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr++; st.OutOfDataSpace = true })
+	wantRefused(t, s, s.Commit(ctx, "c", "b"), "b", "pool out of data space")
 }
