@@ -23,6 +23,11 @@ import (
 // are applied before any device work; a step that fails after the
 // deactivation activates the device again, leaving the snapshot active,
 // ready and usable as it was.
+//
+// A snapshot whose writes may have been lost (the pool had trouble since
+// it was prepared, trouble.go) is refused with FailedPrecondition before
+// anything is committed; it stays active, and containerd's unpacker
+// removes it and fails the pull.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	ctx = withFields(ctx, log.Fields{fieldKey: key, fieldName: name})
 	var info snapshots.Info
