@@ -57,6 +57,11 @@ func (w *EventWaiter) Pollable() bool {
 	return w.poll
 }
 
+// EventWaiter returns a new waiter for the pool's events (and every other
+// device's: see EventWaiter). A method so that wrappers of *Pool that
+// embed it offer it too.
+func (p *Pool) EventWaiter() (*EventWaiter, error) { return NewEventWaiter() }
+
 // arm records the current global event number on the handle: poll then
 // reports readable once any device raises an event after it.
 func (w *EventWaiter) arm() error {

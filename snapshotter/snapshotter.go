@@ -54,7 +54,8 @@ type Config struct {
 	MountDir string
 
 	// newWaiter makes the pool event waiter of the trouble watcher; nil:
-	// dmpool's for a *dmpool.Pool, no watcher otherwise. Tests set it.
+	// the pool's EventWaiter if it has one (*dmpool.Pool and wrappers
+	// embedding it), no watcher otherwise. Tests set it.
 	newWaiter func() (eventWaiter, error)
 }
 
@@ -158,10 +159,15 @@ func (s *Snapshotter) Close() error {
 func (s *Snapshotter) waiter(ctx context.Context) eventWaiter {
 	newWaiter := s.cfg.newWaiter
 	if newWaiter == nil {
-		if _, ok := s.pool.(*dmpool.Pool); !ok {
+		// A *dmpool.Pool, or a wrapper that embeds one (the daemon's
+		// guarded pool).
+		src, ok := s.pool.(interface {
+			EventWaiter() (*dmpool.EventWaiter, error)
+		})
+		if !ok {
 			return nil
 		}
-		newWaiter = func() (eventWaiter, error) { return dmpool.NewEventWaiter() }
+		newWaiter = func() (eventWaiter, error) { return src.EventWaiter() }
 	}
 	w, err := newWaiter()
 	if err != nil {
