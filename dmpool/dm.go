@@ -175,6 +175,17 @@ func targetStatusNoFlush(name string) ([]Target, error) {
 	return tableStatus(name, unix.DM_NOFLUSH_FLAG, "status")
 }
 
+// statusInfoFlush and statusInfoNoFlush are TargetStatus and
+// targetStatusNoFlush with the reply header's device state (its event
+// counter).
+func statusInfoFlush(name string) ([]Target, DeviceInfo, error) {
+	return tableStatusInfo(name, 0, "status")
+}
+
+func statusInfoNoFlush(name string) ([]Target, DeviceInfo, error) {
+	return tableStatusInfo(name, unix.DM_NOFLUSH_FLAG, "status")
+}
+
 func tableStatus(name string, flags uint32, what string) ([]Target, error) {
 	t, _, err := tableStatusInfo(name, flags, what)
 	return t, err

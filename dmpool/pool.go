@@ -113,7 +113,20 @@ type Pool struct {
 	// snapMu serialises suspend/create_snap/resume so two snapshots of
 	// one origin cannot resume it under each other.
 	snapMu sync.Mutex
+
+	// reload is set when Open's feature reload moved the pool's event
+	// counter: the events between reload.before and reload.after are
+	// ours, not trouble.
+	reload *ReloadEvents
 }
+
+// ReloadEvents is the pool's event counter just before and just after the
+// table reload Open made.
+type ReloadEvents struct{ Before, After uint32 }
+
+// OpenReload reports the event counter around the table reload Open made,
+// or nil when Open reloaded nothing or the reload raised no event.
+func (p *Pool) OpenReload() *ReloadEvents { return p.reload }
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" || strings.ContainsRune(c.Name, '/') || len(c.Name) >= unix.DM_NAME_LEN {
@@ -603,11 +616,18 @@ func (p *Pool) BlockSize() uint32 { return p.cfg.BlockSize }
 // Status returns the pool's kernel status, after the kernel commits the
 // pool metadata so that the counts are current and durable.
 func (p *Pool) Status(ctx context.Context) (Status, error) {
-	return p.status(ctx, TargetStatus)
+	return p.status(ctx, statusInfoFlush)
 }
 
-func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (Status, error) {
-	ts, err := get(p.cfg.Name)
+// Events returns the pool's status with its event counter, without the
+// metadata commit Status makes: the mode flags and the counter are what
+// the trouble watch needs, and it runs often.
+func (p *Pool) Events(ctx context.Context) (Status, error) {
+	return p.status(ctx, statusInfoNoFlush)
+}
+
+func (p *Pool) status(ctx context.Context, get func(string) ([]Target, DeviceInfo, error)) (Status, error) {
+	ts, info, err := get(p.cfg.Name)
 	if err != nil {
 		if isErrno(err, unix.ENXIO) {
 			return Status{}, fmt.Errorf("pool %q: %w: %w", p.cfg.Name, ErrPoolMissing, err)
@@ -622,6 +642,7 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 		return Status{}, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 	}
 	s.DataBlockSize = uint64(p.cfg.BlockSize)
+	s.EventNr = info.EventNr
 	return s, nil
 }
 
@@ -635,7 +656,7 @@ func (p *Pool) status(ctx context.Context, get func(string) ([]Target, error)) (
 // create_thin or create_snap that follows commits anyway (a commit here
 // cost a third of a snapshot's time).
 func (p *Pool) CheckWritable(ctx context.Context, what string) error {
-	s, err := p.status(ctx, targetStatusNoFlush)
+	s, err := p.status(ctx, statusInfoNoFlush)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

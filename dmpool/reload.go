@@ -45,8 +45,16 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 		pt.Features = append([]string{skipZeroing}, pt.Features...)
 	}
 	newTable := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
+	before, berr := GetDeviceInfo(name)
 	if err := reloadTable(ctx, kernelOps, name, []Target{t}, newTable, p.cfg.SkipBlockZeroing); err != nil {
 		return fmt.Errorf("%w ([pool] zero_new_blocks decides %s; features active: %v, wanted: %v)", err, skipZeroing, old, pt.Features)
+	}
+	// The reload may raise a device-mapper event (the new table's pool
+	// target binds with the mode the pool had): remember the counter on
+	// both sides so the snapshotter's trouble watch does not take it for
+	// a mode change.
+	if after, aerr := GetDeviceInfo(name); berr == nil && aerr == nil && after.EventNr != before.EventNr {
+		p.reload = &ReloadEvents{Before: before.EventNr, After: after.EventNr}
 	}
 	log.G(ctx).WithField("pool", name).Infof("pool features changed from %v to %v", old, pt.Features)
 	return nil

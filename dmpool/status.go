@@ -25,6 +25,31 @@ type Status struct {
 	Fail bool
 	// HeldMetadataRoot is "-" unless a metadata snapshot is reserved.
 	HeldMetadataRoot string
+	// EventNr is the pool device's device-mapper event counter at the
+	// time of the status. dm-thin raises an event on every change of the
+	// pool's mode (to out-of-data-space, read-only or fail and back) and
+	// when a low-water mark is crossed; the counter only grows while the
+	// device exists. It is not part of the status line: the reply header
+	// carries it.
+	EventNr uint32
+}
+
+// Trouble names what the status says may have lost writes: "failed",
+// "read-only", "needs_check", "out of data space", or "" for a healthy
+// pool. A pool that is full but still in write mode is not trouble yet:
+// no write has been refused.
+func (s Status) Trouble() string {
+	switch {
+	case s.Fail:
+		return "failed"
+	case s.ReadOnly:
+		return "read-only"
+	case s.NeedsCheck:
+		return "needs_check"
+	case s.OutOfDataSpace:
+		return "out of data space"
+	}
+	return ""
 }
 
 // MetadataBlockSize is dm-thin's metadata block size in bytes, fixed by

@@ -42,6 +42,10 @@ type Snapshot struct {
 	// or template) does not share, computed from the pool metadata at
 	// the first Usage after Commit; nil until then.
 	ExclusiveBytes *int64 `json:"exclusive_bytes,omitempty"`
+	// TroubleGen is the pool trouble generation (PoolTrouble) when the
+	// snapshot was prepared; Commit refuses an active snapshot whose
+	// pool has had trouble since.
+	TroubleGen uint64 `json:"trouble_gen,omitempty"`
 }
 
 // Info converts the record to containerd's snapshots.Info.

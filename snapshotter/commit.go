@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,6 +23,11 @@ import (
 // are applied before any device work; a step that fails after the
 // deactivation activates the device again, leaving the snapshot active,
 // ready and usable as it was.
+//
+// A snapshot whose writes may have been lost (the pool had trouble since
+// it was prepared, trouble.go) is refused with FailedPrecondition before
+// anything is committed; it stays active, and containerd's unpacker
+// removes it and fails the pull.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	ctx = withFields(ctx, log.Fields{fieldKey: key, fieldName: name})
 	var info snapshots.Info
@@ -70,6 +76,17 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	}
 	err = s.step(op, "deactivated")
 	failpoint.Hit(failpoint.CommitBeforeRename)
+	// With the device deactivated every write to it has completed or
+	// failed, and dm-thin changed the pool's mode before failing any:
+	// look now, and record what is seen, before the commit is durable.
+	var pt metadata.PoolTrouble
+	var troubleNow string
+	if err == nil {
+		pt, troubleNow, err = s.observeTrouble(ctx)
+		if err != nil {
+			err = fmt.Errorf("cannot tell whether writes were lost: %w", err)
+		}
+	}
 	if err == nil {
 		err = s.store.Update(func(tx *metadata.Tx) error {
 			// Checked again inside the rename: whatever changed the
@@ -81,6 +98,17 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 			}
 			if cur.Kind != snapshots.KindActive || cur.State != metadata.SnapshotReady || cur.DeviceID != rec.DeviceID {
 				return fmt.Errorf("commit %q: snapshot changed during the commit: %w", key, errdefs.ErrConflict)
+			}
+			// The generation is read again here: a bump by the watcher
+			// since observeTrouble is serialised with this transaction.
+			if cur, err := tx.PoolTrouble(); err != nil {
+				return err
+			} else if cur.Generation > pt.Generation {
+				pt = cur
+			}
+			if err := s.lostWritesError(key, rec, pt, troubleNow); err != nil {
+				log.G(ctx).WithError(err).Error("commit refused: the snapshot's writes may have been lost")
+				return errRefused{err}
 			}
 			committed := *cur
 			committed.Key, committed.Kind = name, snapshots.KindCommitted
@@ -107,6 +135,10 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	}
 	if err != nil {
 		s.undoCommit(ctx, rec, op, err)
+		var r errRefused
+		if errors.As(err, &r) {
+			return r.err
+		}
 		return fmt.Errorf("commit %q as %q: %w", key, name, err)
 	}
 	log.G(ctx).Debugf("snapshot committed (%d bytes mapped)", usage.MappedBytes)
@@ -130,3 +162,11 @@ func (s *Snapshotter) undoCommit(ctx context.Context, rec *metadata.Snapshot, op
 	s.setQuarantine(ctx, rec.DeviceID, err)
 	s.endOp(ctx, op)
 }
+
+// errRefused carries Commit's refusal of a snapshot with possibly lost
+// writes out of the transaction, so that it is returned as it is (it names
+// the snapshot already).
+type errRefused struct{ err error }
+
+func (e errRefused) Error() string { return e.err.Error() }
+func (e errRefused) Unwrap() error { return e.err }

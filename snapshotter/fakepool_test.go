@@ -21,6 +21,9 @@ type fakePool struct {
 	// tests use them to interleave operations or change the metadata
 	// at a chosen point.
 	hooks map[string]func()
+	// status is what Events reports: tests set the mode flags and the
+	// event counter to play pool trouble.
+	status dmpool.Status
 }
 
 func newFakePool() *fakePool {
@@ -150,4 +153,21 @@ func (p *fakePool) ThinStatus(ctx context.Context, name string) (dmpool.ThinStat
 		return dmpool.ThinStatus{}, fmt.Errorf("%s: %w", name, dmpool.ErrNotFound)
 	}
 	return dmpool.ThinStatus{MappedBytes: p.thins[id]}, nil
+}
+
+func (p *fakePool) Events(ctx context.Context) (dmpool.Status, error) {
+	p.hook("events")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("events"); err != nil {
+		return dmpool.Status{}, err
+	}
+	return p.status, nil
+}
+
+// setStatus changes what Events reports.
+func (p *fakePool) setStatus(f func(*dmpool.Status)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.status)
 }

@@ -18,6 +18,9 @@ type Pool interface {
 	Delete(ctx context.Context, id uint32) error
 	Discard(ctx context.Context, name string, id uint32, size uint64) error
 	ThinStatus(ctx context.Context, name string) (dmpool.ThinStatus, error)
+	// Events is the pool's status with its device-mapper event counter
+	// (the trouble watch, trouble.go).
+	Events(ctx context.Context) (dmpool.Status, error)
 }
 
 var _ Pool = (*dmpool.Pool)(nil)

@@ -58,6 +58,14 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			log.G(ctx).WithError(err).Warnf("filling layer %s from the remote store failed; containerd will fetch it", info.Labels[snapshots.LabelSnapshotRef])
 		}
 	}
+	if kind == snapshots.KindActive {
+		// Trouble the watcher has not recorded yet is put on record
+		// before this snapshot takes its generation: it happened before
+		// the snapshot's writes, so it must not refuse their Commit.
+		if _, _, err := s.observeTrouble(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("pool trouble check at prepare failed; Commit checks again")
+		}
+	}
 	if parent == "" && s.spares != nil && s.defaultSize(info.Labels) {
 		rec, err := s.spares.claim(ctx, kind, key, info.Labels)
 		if err != nil {
@@ -198,6 +206,9 @@ func (s *Snapshotter) reserve(kind snapshots.Kind, key, parent string, labels ma
 			return err
 		}
 		rec.DeviceID = id
+		if err := stampTrouble(tx, rec); err != nil {
+			return err
+		}
 		if err := tx.CreateSnapshot(rec); err != nil {
 			return err
 		}

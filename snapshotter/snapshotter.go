@@ -54,6 +54,11 @@ type Config struct {
 	// there before reconciling. Empty: the system's temp directory, and
 	// no clean-up (tests and tools).
 	MountDir string
+
+	// newWaiter makes the pool event waiter of the trouble watcher; nil:
+	// the pool's EventWaiter if it has one (*dmpool.Pool and wrappers
+	// embedding it), no watcher otherwise. Tests set it.
+	newWaiter func() (eventWaiter, error)
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -79,6 +84,10 @@ type Snapshotter struct {
 	// readExclusive and usage give Usage the exclusive usage of devices.
 	readExclusive exclusiveReader
 	usage         usageCache
+
+	// trouble is the watch for pool trouble that may lose writes
+	// (trouble.go).
+	trouble troubleWatch
 
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
@@ -132,6 +141,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if err := s.reconcile(ctx); err != nil {
 		return nil, err
 	}
+	s.startTroubleWatch(ctx, s.waiter(ctx))
 	if !cfg.LeaveSpares {
 		s.retireSpares(ctx, cfg.Spares)
 	}
@@ -148,12 +158,36 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 // Close leaves devices active: containers keep running while the daemon
 // restarts. The metadata store is the caller's to close.
 func (s *Snapshotter) Close() error {
+	s.stopTroubleWatch()
 	if s.spares != nil {
 		s.spares.close()
 	}
 	s.background.Wait()
 	log.L.Debug("snapshotter closed")
 	return nil
+}
+
+// waiter makes the trouble watcher's event waiter, or returns nil (no
+// watcher: Prepare and Commit still look at the pool themselves).
+func (s *Snapshotter) waiter(ctx context.Context) eventWaiter {
+	newWaiter := s.cfg.newWaiter
+	if newWaiter == nil {
+		// A *dmpool.Pool, or a wrapper that embeds one (the daemon's
+		// guarded pool).
+		src, ok := s.pool.(interface {
+			EventWaiter() (*dmpool.EventWaiter, error)
+		})
+		if !ok {
+			return nil
+		}
+		newWaiter = func() (eventWaiter, error) { return src.EventWaiter() }
+	}
+	w, err := newWaiter()
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot wait for pool events; pool trouble is seen only when a Prepare or Commit looks")
+		return nil
+	}
+	return w
 }
 
 // DeviceName is the dm name of thin id in pool. The pool name is part of

@@ -197,6 +197,9 @@ func (sp *spares) claim(ctx context.Context, kind snapshots.Kind, key string, la
 		if cur.Role != metadata.RoleSpare || cur.State != metadata.DeviceReady {
 			return errStaleSpare
 		}
+		if err := stampTrouble(tx, rec); err != nil {
+			return err
+		}
 		if err := tx.CreateSnapshot(rec); err != nil {
 			return err
 		}

@@ -31,33 +31,40 @@ func realSnapshotter(ctx context.Context, root string) (*Snapshotter, func() err
 }
 
 func realSnapshotterWith(ctx context.Context, root string, cfg Config) (*Snapshotter, func() error, error) {
+	sn, _, cleanup, err := realSnapshotterSized(ctx, root, cfg, 4<<30)
+	return sn, cleanup, err
+}
+
+// realSnapshotterSized is realSnapshotterWith on a pool of dataSize bytes
+// of data, and also returns the pool.
+func realSnapshotterSized(ctx context.Context, root string, cfg Config, dataSize int64) (*Snapshotter, *dmpool.Pool, func() error, error) {
 	name := fmt.Sprintf("fimt-%08x", rand.Uint32())
 	// The pool files live outside root: the suite dumps root's files
 	// into the log on failure, and a 4GiB sparse file would be read whole.
 	poolDir, err := os.MkdirTemp("", name+"-")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	pool, _, err := dmpool.Open(ctx, dmpool.Config{
 		Name:         name,
 		DataFile:     filepath.Join(poolDir, "data"),
 		MetadataFile: filepath.Join(poolDir, "metadata"),
-		DataSize:     4 << 30,
+		DataSize:     dataSize,
 		MetadataSize: 64 << 20,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	store, err := metadata.Open(filepath.Join(root, "metadata.db"), metadata.Options{})
 	if err != nil {
 		pool.Remove(ctx)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sn, err := New(ctx, pool, store, cfg)
 	if err != nil {
 		store.Close()
 		pool.Remove(ctx)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cleanup := func() error {
 		var errs []error
@@ -72,7 +79,7 @@ func realSnapshotterWith(ctx context.Context, root string, cfg Config) (*Snapsho
 		errs = append(errs, os.RemoveAll(poolDir))
 		return errors.Join(errs...)
 	}
-	return sn, cleanup, nil
+	return sn, pool, cleanup, nil
 }
 
 func TestSnapshotterSuiteOnDMThin(t *testing.T) {

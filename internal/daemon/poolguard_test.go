@@ -39,3 +39,11 @@ func TestFullError(t *testing.T) {
 		}
 	}
 }
+
+// The daemon hands the snapshotter a guardedPool: it must still offer what
+// the lost-writes watch looks for on a real pool (the event waiter and
+// Open's reload events), or the daemon would run without the watcher.
+var _ interface {
+	EventWaiter() (*dmpool.EventWaiter, error)
+	OpenReload() *dmpool.ReloadEvents
+} = guardedPool{}

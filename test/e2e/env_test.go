@@ -55,6 +55,8 @@ type env struct {
 // envOptions adjust startEnv; see the with* functions.
 type envOptions struct {
 	baseSize   string   // [snapshotter] base_size, default "256MiB"
+	dataSize   string   // [pool] data_size, default "6GiB"
+	poolTOML   string   // more [pool] keys
 	spares     int      // [snapshotter] spare_devices, default the product's
 	daemonTOML string   // appended to the daemon's config (e.g. an [s3] table)
 	snapTOML   string   // more [snapshotter] keys
@@ -68,6 +70,12 @@ type envOption func(*envOptions)
 
 // withBaseSize sets the size of parentless snapshots (process-image bases).
 func withBaseSize(s string) envOption { return func(o *envOptions) { o.baseSize = s } }
+
+// withDataSize sets the size of the pool's data file.
+func withDataSize(s string) envOption { return func(o *envOptions) { o.dataSize = s } }
+
+// withPoolTOML adds keys to the daemon's [pool] table.
+func withPoolTOML(s string) envOption { return func(o *envOptions) { o.poolTOML += "\n" + s } }
 
 // withSpares sets how many spare devices the daemon keeps ready; 0 makes
 // every device the pool holds belong to a snapshot, for exact accounting.
@@ -91,7 +99,7 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	// Every env needs dm-thin: skip on a plain host, fail in the VM.
 	dmtest.Require(t)
-	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB", spares: config.Default().Snapshotter.SpareDevices}}
+	e := &env{t: t, dir: t.TempDir(), bin: flyioBin(t), tools: toolsBin(t), opts: envOptions{baseSize: "256MiB", dataSize: "6GiB", spares: config.Default().Snapshotter.SpareDevices}}
 	for _, o := range opts {
 		o(&e.opts)
 	}
@@ -104,8 +112,9 @@ address = %q
 admin_address = %q
 [pool]
 name = %q
-data_size = "6GiB"
+data_size = %q
 metadata_size = "64MiB"
+%s
 [snapshotter]
 base_size = %q
 spare_devices = %d
@@ -115,7 +124,7 @@ address = %q
 namespace = %q
 %s
 `, filepath.Join(e.dir, "flyio"), filepath.Join(e.dir, "snapshotter.sock"), filepath.Join(e.dir, "admin.sock"), pool,
-		e.opts.baseSize, e.opts.spares, e.opts.snapTOML, e.sock, namespace, e.opts.daemonTOML))
+		e.opts.dataSize, e.opts.poolTOML, e.opts.baseSize, e.opts.spares, e.opts.snapTOML, e.sock, namespace, e.opts.daemonTOML))
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
 		t.Fatal(err)

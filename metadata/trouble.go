@@ -1,0 +1,86 @@
+package metadata
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// keyPoolTrouble holds the PoolTrouble record in the meta bucket.
+var keyPoolTrouble = []byte("pool_trouble")
+
+// PoolTrouble is what the snapshotter knows, durably, about trouble on the
+// pool that may have lost writes (the pool out of data space, read-only,
+// failed or needing a check, or a device-mapper event on it that nobody
+// saw the reason of).
+//
+// Generation grows by one each time such trouble is seen. A snapshot
+// records the generation at Prepare (Snapshot.TroubleGen), and Commit
+// refuses one whose generation is older: writes to it may have failed in
+// writeback, where nobody reported them (containerd's applier does not
+// syncfs, and ext4's unmount drops the error).
+type PoolTrouble struct {
+	Generation uint64 `json:"generation"`
+	// EventNr is the pool device's device-mapper event counter the
+	// snapshotter last accounted for; Known says it was ever set.
+	EventNr uint32 `json:"event_nr"`
+	Known   bool   `json:"known"`
+	// Reason and At describe the latest bump, for Commit's refusal and
+	// the logs.
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at,omitempty"`
+	// Recent are the latest bumps, oldest first (at most
+	// MaxTroubleHistory): a refusal names the first trouble the snapshot
+	// saw, not only the latest (often the pool's return to write mode).
+	Recent []TroubleEvent `json:"recent,omitempty"`
+}
+
+// TroubleEvent is one bump of the trouble generation.
+type TroubleEvent struct {
+	Generation uint64    `json:"generation"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
+// MaxTroubleHistory bounds PoolTrouble.Recent.
+const MaxTroubleHistory = 8
+
+// Bump raises the generation for reason, at at.
+func (pt *PoolTrouble) Bump(reason string, at time.Time) {
+	pt.Generation++
+	pt.Reason, pt.At = reason, at
+	pt.Recent = append(pt.Recent, TroubleEvent{Generation: pt.Generation, Reason: reason, At: at})
+	if n := len(pt.Recent); n > MaxTroubleHistory {
+		pt.Recent = append([]TroubleEvent(nil), pt.Recent[n-MaxTroubleHistory:]...)
+	}
+}
+
+// Since is the first bump after generation gen that is still kept, or
+// the latest one.
+func (pt *PoolTrouble) Since(gen uint64) TroubleEvent {
+	for _, e := range pt.Recent {
+		if e.Generation > gen {
+			return e
+		}
+	}
+	return TroubleEvent{Generation: pt.Generation, Reason: pt.Reason, At: pt.At}
+}
+
+// PoolTrouble returns the record; a database that never had one returns
+// the zero record.
+func (t *Tx) PoolTrouble() (PoolTrouble, error) {
+	var pt PoolTrouble
+	v := t.bucket(bucketMeta).Get(keyPoolTrouble)
+	if v == nil {
+		return pt, nil
+	}
+	if err := json.Unmarshal(v, &pt); err != nil {
+		return pt, fmt.Errorf("pool trouble record: %w", err)
+	}
+	return pt, nil
+}
+
+// PutPoolTrouble stores the record.
+func (t *Tx) PutPoolTrouble(pt PoolTrouble) error {
+	return put(t.bucket(bucketMeta), keyPoolTrouble, pt)
+}

@@ -1,0 +1,215 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// Lost writes. containerd's applier writes a layer through a temporary
+// mount and unmounts it without a syncfs; with error_if_no_space a pool
+// that fills meanwhile fails the writeback with EIO, and ext4's unmount
+// drops that error. Nobody tells Commit. What Commit can know is whether
+// the pool had trouble since the snapshot was prepared: dm-thin changes
+// the pool's mode (to out-of-data-space, read-only, fail) before it errors
+// a bio, and raises a device-mapper event on every mode change. So:
+//
+//   - metadata.PoolTrouble keeps a generation, bumped durably whenever the
+//     pool is seen in trouble or its event counter moved for a reason we
+//     did not cause;
+//   - a snapshot records the generation at Prepare;
+//   - Commit looks at the pool once more after the device is deactivated
+//     (all its I/O is done then) and refuses, before the commit is
+//     durable, a snapshot whose generation is older or whose pool is in
+//     trouble now.
+//
+// The pool's event counter lives in the kernel as long as the pool device
+// does, so events while the daemon was down are seen at the next start
+// (the counter differs from the one on record). A watcher wakes on every
+// device-mapper event (and every troublePoll) so that trouble is on
+// record even if no Prepare or Commit looks.
+//
+// Events are counted, not read: the counter says how many, not which.
+// Two or more unexplained events count as trouble (a trip to out of data
+// space and back is two). One event with the pool healthy is not: every
+// mode change into trouble leaves the pool in trouble, and the change back
+// comes after one into it, so a lone event is a low-water mark crossed
+// (dm-thin raises one when free data blocks fall to [pool]
+// low_water_mark, and one for metadata). A low-water event together with
+// a trip out of space is three events: trouble, as it must be.
+
+// troublePoll bounds the time between two looks of the watcher when no
+// event wakes it (a kernel without a pollable control device).
+const troublePoll = 10 * time.Second
+
+// eventWaiter is what the watcher waits on: *dmpool.EventWaiter, or a
+// test's.
+type eventWaiter interface {
+	Wait(timeout time.Duration) (woken bool, _ error)
+	Close()
+	Release()
+}
+
+// troubleWatch is the snapshotter's in-memory side of PoolTrouble.
+type troubleWatch struct {
+	mu sync.Mutex
+	// troubled is the pool's trouble at the last look ("" healthy):
+	// trouble that lasts is one bump, not one per look. It starts
+	// healthy, so a pool in trouble at start is a bump.
+	troubled string
+	// reload is the event counter around Open's own table reload, until
+	// the first look has discounted it.
+	reload *dmpool.ReloadEvents
+
+	waiter eventWaiter
+	done   sync.WaitGroup
+}
+
+// observeTrouble reads the pool's mode and event counter and, if the pool
+// is in new trouble or had an event we cannot explain, bumps the trouble
+// generation (durably, before it returns). It returns the record and the
+// pool's trouble now.
+func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble, string, error) {
+	w := &s.trouble
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st, err := s.pool.Events(ctx)
+	if err != nil {
+		return metadata.PoolTrouble{}, "", fmt.Errorf("reading the pool's mode: %w", err)
+	}
+	now := st.Trouble()
+	reload := w.reload
+	var pt metadata.PoolTrouble
+	if err := s.store.View(func(tx *metadata.Tx) (err error) {
+		pt, err = tx.PoolTrouble()
+		return err
+	}); err != nil {
+		return pt, now, err
+	}
+	// base is the counter our own reload left, when it is the one on
+	// record; delta the events since, unsigned: a counter that went back
+	// (the pool device made again) is a huge delta, so trouble.
+	base := pt.EventNr
+	if reload != nil && base == reload.Before {
+		base = reload.After
+	}
+	delta := st.EventNr - base
+	reason := ""
+	switch {
+	case now != "" && w.troubled == "":
+		reason = "pool " + now
+	case !pt.Known || delta == 0:
+	case delta == 1 && now == "":
+		// One event and the pool healthy: not a mode change. A change
+		// into trouble leaves the pool in trouble, and the change back
+		// to write mode is a second event after it; one event alone is
+		// a low-water mark crossed (data or metadata).
+		log.G(ctx).WithField("pool", s.pool.Name()).Infof("pool event %d with the pool healthy (a low-water mark crossed): not trouble", st.EventNr)
+	default:
+		reason = fmt.Sprintf("%d device-mapper events on the pool (event counter %d, was %d)", delta, st.EventNr, pt.EventNr)
+		if delta == 1 || delta > 1<<31 {
+			reason = fmt.Sprintf("device-mapper event on the pool (event counter %d, was %d)", st.EventNr, pt.EventNr)
+		}
+		if now != "" {
+			reason += ", pool " + now
+		}
+	}
+	if reason == "" && pt.Known && pt.EventNr == st.EventNr {
+		w.troubled, w.reload = now, nil
+		return pt, now, nil
+	}
+	next := pt
+	next.EventNr, next.Known = st.EventNr, true
+	if reason != "" {
+		next.Bump(reason, time.Now().UTC())
+	}
+	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutPoolTrouble(next) }); err != nil {
+		return pt, now, fmt.Errorf("recording pool trouble: %w", err)
+	}
+	w.troubled, w.reload = now, nil
+	if reason != "" {
+		log.G(ctx).WithField("pool", s.pool.Name()).Warnf("pool trouble seen: %s; snapshots prepared before it will not be committed (trouble generation %d)", reason, next.Generation)
+	}
+	return next, now, nil
+}
+
+// lostWritesError says why Commit refuses rec, or nil. pt is the latest
+// trouble record and now the pool's trouble when Commit looked, after the
+// device was deactivated.
+func (s *Snapshotter) lostWritesError(key string, rec *metadata.Snapshot, pt metadata.PoolTrouble, now string) error {
+	switch {
+	case pt.Generation > rec.TroubleGen:
+		first := pt.Since(rec.TroubleGen)
+		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q had trouble since the snapshot was prepared (%s, at %s; trouble generation %d, the snapshot's %d). "+
+			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",
+			key, s.pool.Name(), first.Reason, first.At.Format(time.RFC3339), pt.Generation, rec.TroubleGen, errdefs.ErrFailedPrecondition)
+	case now != "":
+		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q is %s. "+
+			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",
+			key, s.pool.Name(), now, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// startTroubleWatch takes the first look (events while the daemon was
+// down, a pool in trouble at start) and starts the watcher when w is set.
+func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
+	if r, ok := s.pool.(interface{ OpenReload() *dmpool.ReloadEvents }); ok {
+		s.trouble.reload = r.OpenReload()
+	}
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("pool trouble check at start failed; Commit checks again")
+	}
+	if w == nil {
+		return
+	}
+	s.trouble.waiter = w
+	s.trouble.done.Add(1)
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer s.trouble.done.Done()
+		defer w.Release()
+		for {
+			_, err := w.Wait(troublePoll)
+			if errors.Is(err, dmpool.ErrWaiterClosed) {
+				return
+			}
+			if err != nil {
+				// Not a wedge either way: the look below still runs,
+				// and the pause keeps a broken poll from spinning.
+				log.G(ctx).WithError(err).Debug("pool event wait failed")
+				time.Sleep(time.Second)
+			}
+			if _, _, err := s.observeTrouble(ctx); err != nil {
+				log.G(ctx).WithError(err).Debug("pool trouble check failed")
+			}
+		}
+	}()
+}
+
+// stopTroubleWatch ends the watcher and waits for it.
+func (s *Snapshotter) stopTroubleWatch() {
+	if s.trouble.waiter != nil {
+		s.trouble.waiter.Close()
+	}
+	s.trouble.done.Wait()
+}
+
+// stampTrouble records in rec, inside the transaction that creates it, the
+// trouble generation its writes are judged against at Commit.
+func stampTrouble(tx *metadata.Tx, rec *metadata.Snapshot) error {
+	pt, err := tx.PoolTrouble()
+	if err != nil {
+		return err
+	}
+	rec.TroubleGen = pt.Generation
+	return nil
+}

@@ -1,0 +1,301 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// wantRefused fails t unless err is Commit's lost-writes refusal of key,
+// with what in its message, and key is still a ready active snapshot.
+func wantRefused(t *testing.T, s *Snapshotter, err error, key, what string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("commit of %q succeeded, want a refusal (%s)", key, what)
+	}
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "may have been lost") ||
+		!strings.Contains(err.Error(), `"`+key+`"`) || !strings.Contains(err.Error(), what) {
+		t.Fatalf("commit of %q: %v, want FailedPrecondition naming it and %q", key, err, what)
+	}
+	info, err := s.Stat(context.Background(), key)
+	if err != nil || info.Kind != snapshots.KindActive {
+		t.Fatalf("after the refusal: Stat(%q) = %+v, %v; want it still active", key, info, err)
+	}
+}
+
+// TestCommitRefusesAfterTransientOutOfSpace: the pool ran out of data
+// space while the snapshot was written and got space back before Commit
+// (another snapshot removed): only the events tell, and they must.
+func TestCommitRefusesAfterTransientOutOfSpace(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	// out of data space, then back to write mode: two mode changes.
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "2 device-mapper events on the pool")
+	checkConsistent(t, s, pool)
+	// The trouble is on record; a snapshot prepared after it commits.
+	if err := s.Remove(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "a2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "a2"); err != nil {
+		t.Fatalf("commit after the trouble was over: %v", err)
+	}
+	checkConsistent(t, s, pool)
+}
+
+// TestCommitRefusesPoolInTrouble: the pool is out of data space, read-only
+// or failed when Commit looks, after the device is deactivated.
+func TestCommitRefusesPoolInTrouble(t *testing.T) {
+	for _, tc := range []struct {
+		what string
+		set  func(*dmpool.Status)
+	}{
+		{"out of data space", func(st *dmpool.Status) { st.OutOfDataSpace = true }},
+		{"read-only", func(st *dmpool.Status) { st.ReadOnly = true }},
+		{"failed", func(st *dmpool.Status) { st.Fail = true }},
+		{"needs_check", func(st *dmpool.Status) { st.NeedsCheck = true }},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			ctx := context.Background()
+			s, pool, _ := newTestSnapshotter(t)
+			if _, err := s.Prepare(ctx, "a", ""); err != nil {
+				t.Fatal(err)
+			}
+			// The mode changes as the last writeback fails, i.e. by the
+			// time the device is deactivated; no event is needed.
+			pool.hooks["deactivate"] = func() { pool.setStatus(tc.set) }
+			wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", tc.what)
+			checkConsistent(t, s, pool)
+		})
+	}
+}
+
+// TestCommitRefusesTroubleWhileDown: the trouble came while the daemon was
+// down between Prepare and Commit; the event counter on record tells.
+func TestCommitRefusesTroubleWhileDown(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	pool := newFakePool()
+	pool.status.EventNr = 7
+	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Out of data space and back while the daemon was down.
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+	s, err = New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "2 device-mapper events on the pool (event counter 9, was 7)")
+}
+
+// reloadingPool is a fake pool whose Open reloaded the table and moved
+// the event counter, as applyFeatures may.
+type reloadingPool struct {
+	*fakePool
+	reload *dmpool.ReloadEvents
+}
+
+func (p reloadingPool) OpenReload() *dmpool.ReloadEvents { return p.reload }
+
+// TestOwnReloadIsNotTrouble: the event of Open's zero_new_blocks reload is
+// ours, and a snapshot prepared before the restart still commits; an
+// event beyond it is trouble.
+func TestOwnReloadIsNotTrouble(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		extra  uint32
+		refuse bool
+	}{{"reload only", 0, false}, {"reload and a low-water event", 1, false}, {"reload and two more events", 2, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			fp := newFakePool()
+			fp.status.EventNr = 3
+			s, err := New(ctx, fp, store, Config{BaseSize: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.format = func(context.Context, string, string) error { return nil }
+			if _, err := s.Prepare(ctx, "a", ""); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			fp.status.EventNr = 4 + tc.extra
+			s, err = New(ctx, reloadingPool{fp, &dmpool.ReloadEvents{Before: 3, After: 4}}, store, Config{BaseSize: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			err = s.Commit(ctx, "base", "a")
+			if tc.refuse {
+				wantRefused(t, s, err, "a", "event counter 6, was 3")
+			} else if err != nil {
+				t.Fatalf("commit after our own reload: %v", err)
+			}
+		})
+	}
+}
+
+// TestCommitRefusesWhenPoolUnreadable: if Commit cannot see the pool's
+// mode it cannot vouch for the writes, and does not commit.
+func TestCommitRefusesWhenPoolUnreadable(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.fail["events"] = dmpool.ErrPoolMissing
+	err := s.Commit(ctx, "base", "a")
+	if !errors.Is(err, dmpool.ErrPoolMissing) || !strings.Contains(err.Error(), "cannot tell whether writes were lost") {
+		t.Fatalf("commit = %v, want the pool error", err)
+	}
+	checkConsistent(t, s, pool)
+}
+
+// TestSpareTakesTroubleGeneration: a spare claimed after trouble commits;
+// one claimed before does not.
+func TestSpareTakesTroubleGeneration(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newSpareSnapshotter(t, 2)
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+	if _, err := s.Prepare(ctx, "after", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "c-after", "after"); err != nil {
+		t.Fatalf("commit of a snapshot prepared after the trouble: %v", err)
+	}
+	if _, err := s.Prepare(ctx, "before", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+	wantRefused(t, s, s.Commit(ctx, "c-before", "before"), "before", "device-mapper events")
+}
+
+// fakeWaiter is an eventWaiter the test drives.
+type fakeWaiter struct {
+	events chan struct{}
+	closed chan struct{}
+	done   chan struct{}
+}
+
+func (w *fakeWaiter) Wait(time.Duration) (bool, error) {
+	select {
+	case <-w.events:
+		return true, nil
+	case <-w.closed:
+		return false, dmpool.ErrWaiterClosed
+	}
+}
+func (w *fakeWaiter) Close()   { close(w.closed) }
+func (w *fakeWaiter) Release() { close(w.done) }
+
+// TestWatcherRecordsTroubleAndStops: the watcher puts trouble on record
+// with no Prepare or Commit looking, and Close ends it.
+func TestWatcherRecordsTroubleAndStops(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	pool := newFakePool()
+	w := &fakeWaiter{events: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
+	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, newWaiter: func() (eventWaiter, error) { return w, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	looked := make(chan struct{})
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = true; st.EventNr++ })
+	pool.mu.Lock()
+	pool.hooks["events"] = func() { close(looked) }
+	pool.mu.Unlock()
+	w.events <- struct{}{}
+	<-looked
+	// The look that the hook announced may still be recording; the next
+	// wake is taken only after it finished.
+	w.events <- struct{}{}
+	var pt metadata.PoolTrouble
+	store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err })
+	if pt.Generation != 1 || !strings.Contains(pt.Reason, "out of data space") {
+		t.Fatalf("trouble on record = %+v, want generation 1 for out of data space", pt)
+	}
+	s.Close()
+	select {
+	case <-w.done:
+	default:
+		t.Fatal("Close returned with the watcher still running")
+	}
+}
+
+// TestRefusalNamesTheFirstTrouble: out of data space, then back to write
+// mode (another event): the refusal names what went wrong, not the
+// recovery.
+func TestRefusalNamesTheFirstTrouble(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = true; st.EventNr++ })
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false; st.EventNr++ })
+	err := s.Commit(ctx, "base", "a")
+	wantRefused(t, s, err, "a", "(pool out of data space, at ")
+	if !strings.Contains(err.Error(), "trouble generation 1, the snapshot's 0") {
+		t.Fatalf("refusal %v does not give the generations", err)
+	}
+}
+
+// TestLowWaterEventIsNotTrouble: one event with the pool healthy is a
+// low-water mark crossed (dm-thin's default mark is 4GiB of blocks, so a
+// small pool crosses it at its first allocation): the commit goes on.
+func TestLowWaterEventIsNotTrouble(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr++ })
+	if err := s.Commit(ctx, "base", "a"); err != nil {
+		t.Fatalf("commit after a low-water event: %v", err)
+	}
+	// The same single event with the pool out of space is trouble.
+	if _, err := s.Prepare(ctx, "b", "base"); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr++; st.OutOfDataSpace = true })
+	wantRefused(t, s, s.Commit(ctx, "c", "b"), "b", "pool out of data space")
+}
