@@ -71,17 +71,24 @@ func (p *Pool) checkOnStart(ctx context.Context) (bool, error) {
 	if err := p.Remove(ctx); err != nil {
 		return false, fmt.Errorf("pool %q is %s: removing the pool device for thin_check: %w", name, state, err)
 	}
+	// From here on the pool device is gone and Open loads it again:
+	// read-only unless the check passed and the flag is cleared.
+	p.loadReadOnly = true
 	out, err := exec.CommandContext(ctx, bin, meta).CombinedOutput()
+	if cerr := ctx.Err(); cerr != nil {
+		return true, fmt.Errorf("pool %q: thin_check %s did not finish (%w); the pool is loaded again read-only at the next start: run 'thin_check %s' by hand", name, meta, cerr, meta)
+	}
 	if err != nil {
-		lg.WithError(err).Errorf("thin_check %s found the pool's metadata damaged; the pool is loaded again read-only. "+
-			"Repair with thin_repair as docs/OPERATIONS.md says:\n%s", meta, strings.TrimSpace(string(out)))
+		lg.WithError(err).Errorf("thin_check %s failed (%v): the metadata may be damaged, or the check could not run; the pool is loaded again read-only. "+
+			"Run 'thin_check %s' by hand to see which, and repair only then (thin_repair, docs/OPERATIONS.md):\n%s", meta, err, meta, strings.TrimSpace(string(out)))
 		return true, nil
 	}
 	out, err = exec.CommandContext(ctx, bin, "--clear-needs-check-flag", meta).CombinedOutput()
 	if err != nil {
-		lg.WithError(err).Errorf("thin_check --clear-needs-check-flag %s:\n%s", meta, strings.TrimSpace(string(out)))
+		lg.WithError(err).Errorf("thin_check --clear-needs-check-flag %s failed; the pool is loaded again read-only:\n%s", meta, strings.TrimSpace(string(out)))
 		return true, nil
 	}
+	p.loadReadOnly = false
 	lg.Warnf("thin_check %s passed and needs_check is cleared; loading the pool again", meta)
 	return true, nil
 }

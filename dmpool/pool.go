@@ -118,6 +118,12 @@ type Pool struct {
 	// counter: the events between reload.before and reload.after are
 	// ours, not trouble.
 	reload *ReloadEvents
+
+	// loadReadOnly makes Open load the pool with read_only: set when
+	// checkOnStart could not show the metadata sound. A failed pool may
+	// not have needs_check on disk (its failure can be that the flag
+	// could not be written), so the kernel would load it read-write.
+	loadReadOnly bool
 }
 
 // ReloadEvents is the pool's event counter just before and just after the
@@ -161,6 +167,16 @@ func (c Config) features() []string {
 	}
 	if !c.QueueIfNoSpace {
 		f = append(f, "error_if_no_space")
+	}
+	return f
+}
+
+// loadFeatures are the features Open loads the pool with: the config's,
+// and read_only when a start-up check could not show the metadata sound.
+func (p *Pool) loadFeatures() []string {
+	f := p.cfg.features()
+	if p.loadReadOnly {
+		f = append(f, "read_only")
 	}
 	return f
 }
@@ -250,7 +266,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pool, _ OpenResult, retErr error)
 		Type:   "thin-pool",
 		Params: poolTable{
 			MetadataDev: devString(meta.major, meta.minor), DataDev: devString(data.major, data.minor),
-			BlockSectors: p.blockSectors, LowWaterMark: cfg.LowWaterMark, Features: cfg.features(),
+			BlockSectors: p.blockSectors, LowWaterMark: cfg.LowWaterMark, Features: p.loadFeatures(),
 		}.String(),
 	}}
 

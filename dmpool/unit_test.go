@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -392,5 +393,19 @@ func TestControlOpenError(t *testing.T) {
 	perm := controlOpenError(absent, &os.PathError{Op: "open", Path: absent, Err: unix.EACCES})
 	if strings.Count(perm.Error(), absent) != 1 || !strings.Contains(perm.Error(), "needs root") {
 		t.Errorf("%q: want the path once and 'needs root'", perm)
+	}
+}
+
+// TestLoadFeaturesReadOnlyAfterAFailedCheck: when the start-up check could
+// not show the metadata sound, the pool is loaded with read_only, whatever
+// needs_check says on disk (a failed pool may not have it written).
+func TestLoadFeaturesReadOnlyAfterAFailedCheck(t *testing.T) {
+	p := &Pool{cfg: Config{SkipBlockZeroing: false}}
+	if f := p.loadFeatures(); slices.Contains(f, "read_only") {
+		t.Fatalf("features %v: read_only without a failed check", f)
+	}
+	p.loadReadOnly = true
+	if f := p.loadFeatures(); !slices.Contains(f, "read_only") || !slices.Contains(f, "error_if_no_space") {
+		t.Fatalf("features %v after a failed check: want read_only and the config's", f)
 	}
 }

@@ -33,6 +33,9 @@ device-mapper with dm_thin_pool (modprobe dm_thin_pool).`,
 		if err != nil {
 			return err
 		}
+		// setup-pool takes no database lock, so it may run beside a
+		// daemon: it must never deactivate devices for a check.
+		cfg.Pool.CheckOnStart = false
 		pool, result, err := daemon.OpenPool(c.Context, cfg)
 		if err != nil {
 			return err
