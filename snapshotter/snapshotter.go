@@ -12,6 +12,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -52,6 +54,16 @@ type Config struct {
 	// there before reconciling. Empty: the system's temp directory, and
 	// no clean-up (tests and tools).
 	MountDir string
+	// RemoveInline makes Remove do its dm work (deactivate, discard,
+	// delete) before it returns, as it once did, instead of leaving it to
+	// the background reaper and Cleanup. Only the benchmarks set it: it
+	// is their baseline for the time a caller waits in Remove.
+	RemoveInline bool
+	// RemoteFillWait bounds how long a Prepare waits for a remote layer
+	// fill before it answers with an ordinary empty snapshot (containerd
+	// then downloads the layer itself) while the fill goes on in the
+	// background; see fillRemote. Zero: DefaultRemoteFillWait.
+	RemoteFillWait time.Duration
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -77,6 +89,20 @@ type Snapshotter struct {
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
 	background sync.WaitGroup
+
+	// reapMu serialises the passes over devices marked deleting (the
+	// background reaper's and Cleanup's); reapQueued is set while a
+	// reaper pass is waiting to start.
+	reapMu     sync.Mutex
+	reapQueued atomic.Bool
+
+	// fills are the remote layer fills in flight, by committed name; see
+	// remotefill.go.
+	fillsMu sync.Mutex
+	fills   map[string]*remoteFill
+	// closing ends the background fills when the snapshotter closes.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 var (
@@ -100,7 +126,11 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.BaseSize%dmpool.SectorSize != 0 {
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
+	if cfg.RemoteFillWait <= 0 {
+		cfg.RemoteFillWait = DefaultRemoteFillWait
+	}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}}
+	s.closing, s.close = context.WithCancel(context.WithoutCancel(ctx))
 	s.format = func(ctx context.Context, fsType, dev string) error {
 		return formatEmpty(ctx, cfg.MountDir, fsType, dev)
 	}
@@ -137,6 +167,11 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 func (s *Snapshotter) Close() error {
 	if s.spares != nil {
 		s.spares.close()
+	}
+	// Background fills stop (their fill snapshots are removed); the
+	// reaper finishes its pass.
+	if s.close != nil {
+		s.close()
 	}
 	s.background.Wait()
 	log.L.Debug("snapshotter closed")
