@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -49,6 +50,24 @@ type remoteFill struct {
 	waiting  int  // Prepares waiting now; under fillsMu
 	detached bool // a waiter timed out: the fill outlives its waiters
 	cancel   context.CancelFunc
+}
+
+// fillSnapshotInFlight reports whether key is the fill snapshot
+// ("remote-fill/<ref>/<suffix>") of a fill that is still running. One a
+// crash left behind is not: containerd's GC and gc remove it.
+func (s *Snapshotter) fillSnapshotInFlight(key string) bool {
+	rest, ok := strings.CutPrefix(key, "remote-fill/")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(rest, "/")
+	if i < 0 {
+		return false
+	}
+	s.fillsMu.Lock()
+	defer s.fillsMu.Unlock()
+	_, running := s.fills[remoteName(rest[:i])]
+	return running
 }
 
 // fillRemote makes sure the committed snapshot containerd's unpacker is

@@ -97,3 +97,36 @@ func TestCancelledPrepareCancelsItsFill(t *testing.T) {
 		t.Error("the fill went on after its only Prepare was cancelled")
 	}
 }
+
+// TestWalkHidesFillInFlight: containerd's GC, which now runs during a
+// background fill, removes every backend snapshot its metadata does not
+// name; Walk must not show it the snapshot a running fill writes into,
+// while one a crash left behind stays visible for it to collect.
+func TestWalkHidesFillInFlight(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newTestSnapshotter(t)
+	const tmp = "remote-fill/sha256:0123/abcdef"
+	if _, err := s.Prepare(ctx, tmp, ""); err != nil {
+		t.Fatal(err)
+	}
+	walked := func() bool {
+		seen := false
+		s.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
+			seen = seen || i.Name == tmp
+			return nil
+		})
+		return seen
+	}
+	s.fillsMu.Lock()
+	s.fills[remoteName("sha256:0123")] = &remoteFill{done: make(chan struct{})}
+	s.fillsMu.Unlock()
+	if walked() {
+		t.Error("Walk showed the snapshot of a running fill")
+	}
+	s.fillsMu.Lock()
+	delete(s.fills, remoteName("sha256:0123"))
+	s.fillsMu.Unlock()
+	if !walked() {
+		t.Error("Walk hid a fill snapshot no fill is running for")
+	}
+}
