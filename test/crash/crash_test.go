@@ -62,7 +62,11 @@ func TestCrashMatrix(t *testing.T) {
 	// paths a parentless Prepare takes without them. With spares, the
 	// template is made in the background at start-up and Prepare claims a
 	// spare; spare creation's failpoints run in TestCrashInMounts.
-	e := newEnv(t, "", "spare_devices = 0")
+	// remote_fill_wait: the unpack that drives a remote fill case waits
+	// for the fill however slow the VM is, so the daemon dies inside it
+	// (with the default 5s a slow fill would be left to the background
+	// and containerd would unpack the layer itself).
+	e := newEnv(t, "", "spare_devices = 0\nremote_fill_wait = 300")
 	ctx := context.Background()
 	base := makeImage(t, "images/base.tar", "base image", 1)
 	e.put(base)
