@@ -141,9 +141,12 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 
 	// The fill goes on once S3 answers, and commits its layer.
 	release()
-	want := len(layers) - 1 // the base layer is image B's, no fill
+	// One remote/ snapshot per layer of A: the base layer was filled when
+	// B was imported (the store has it, B shares it), the held one in
+	// the background, the last one during the pull.
+	want := len(layers)
 	var fills []string
-	for start := time.Now(); ; time.Sleep(250 * time.Millisecond) {
+	for start := time.Now(); ; time.Sleep(2 * time.Second) {
 		fills = remoteFills(t, s.cfg.Address)
 		if len(fills) >= want {
 			break
