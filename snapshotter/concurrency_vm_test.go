@@ -88,6 +88,9 @@ func TestConcurrentLifecycleOnDMThin(t *testing.T) {
 	if err := sn.Remove(ctx, "base"); err != nil {
 		t.Fatal(err)
 	}
+	if err := sn.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	var left []string
 	sn.store.View(func(tx *metadata.Tx) error {

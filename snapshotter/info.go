@@ -85,6 +85,13 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 			if err != nil || rec.State != metadata.SnapshotReady {
 				return nil
 			}
+			if s.fillSnapshotInFlight(rec.Key) {
+				// containerd's GC removes the backend snapshots its
+				// metadata does not name, and it runs while a fill goes
+				// on in the background (remotefill.go): it must not see
+				// the snapshot being filled.
+				return nil
+			}
 			info := rec.Info()
 			if filter.Match(adaptInfo(info)) {
 				infos = append(infos, info)

@@ -54,7 +54,15 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if err == nil {
 			return nil, fmt.Errorf("target snapshot %q: %w", info.Labels[snapshots.LabelSnapshotRef], errdefs.ErrAlreadyExists)
 		}
-		if !errors.Is(err, errNotRemote) {
+		switch {
+		case errors.Is(err, errFillPending):
+			// Not waiting any longer under containerd's lock (see
+			// remoteFill): containerd fetches this layer itself this
+			// time, the fill finishes for later pulls.
+			log.G(ctx).WithError(err).Infof("layer %s is still being filled from the remote store; containerd fetches it this time", info.Labels[snapshots.LabelSnapshotRef])
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("prepare %q: %w", key, ctx.Err())
+		case !errors.Is(err, errNotRemote):
 			log.G(ctx).WithError(err).Warnf("filling layer %s from the remote store failed; containerd will fetch it", info.Labels[snapshots.LabelSnapshotRef])
 		}
 	}

@@ -34,14 +34,15 @@ type RemoteLayers interface {
 // produces. containerd finds it by the ref label, not by this name.
 func remoteName(ref string) string { return "remote/" + ref }
 
-// fillRemote tries to make the committed snapshot that containerd's
-// unpacker is about to extract, from the remote layer store. It returns nil
-// when the committed snapshot exists (the caller then answers
-// ErrAlreadyExists), and an error when the normal Prepare must go on: the
-// layer is not in the store, or fetching or extracting it failed.
-func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[string]string) error {
+// fillOnce makes the committed snapshot remoteName(ref) from the remote
+// layer store; it runs in a remoteFill's goroutine (remotefill.go), once
+// for all the Prepares that wait for it. It returns nil when the
+// committed snapshot exists, errNotRemote when the layer is not in the
+// store, and another error when fetching or extracting failed. Only a
+// fully extracted and verified layer is committed: a failure or a
+// cancellation removes the fill snapshot.
+func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[string]string) error {
 	ref := labels[snapshots.LabelSnapshotRef]
-	ctx = withFields(ctx, log.Fields{fieldRef: ref})
 	name := remoteName(ref)
 	if info, err := s.Stat(ctx, name); err == nil {
 		if info.Kind == snapshots.KindCommitted && info.Parent == parent {

@@ -13,8 +13,20 @@ import (
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
-// Remove deletes the snapshot key and its thin device. It refuses while
-// other snapshots depend on it.
+// Remove deletes the snapshot key. It refuses while other snapshots
+// depend on it.
+//
+// Remove only marks: in one transaction the record goes and its device is
+// marked "deleting"; the dm work (deactivate, with up to 5 s of EBUSY
+// retries, discard, delete) is left to the reaper that Remove starts and
+// to Cleanup. containerd calls Remove from its garbage collection while it
+// holds its snapshotter lock exclusively (every Prepare, Commit and Remove
+// of the node waits), and Cleanup after it let go of it, so the time
+// spent under containerd's lock is one metadata transaction. A device
+// marked deleting is never reused (its id stays allocated until its record
+// goes), is not a snapshot any more for Stat, Walk or a child's Prepare,
+// and a crash before it is deleted leaves it to the next start's
+// reconcile, which runs Cleanup.
 func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	ctx = withSnapshot(ctx, key, "")
 	unlock, err := s.keys.lock(ctx, key)
@@ -23,7 +35,6 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	}
 	defer unlock()
 	var rec *metadata.Snapshot
-	var op *metadata.Op
 	err = s.store.Update(func(tx *metadata.Tx) (err error) {
 		rec, err = tx.Snapshot(key)
 		if err != nil {
@@ -35,71 +46,67 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		if rec.State == metadata.SnapshotCreating {
 			return fmt.Errorf("remove %q: still being created: %w", key, errdefs.ErrUnavailable)
 		}
-		rec.State = metadata.SnapshotRemoving
-		if err := tx.PutSnapshot(rec); err != nil {
+		if err := tx.DeleteSnapshot(key); err != nil {
 			return err
 		}
-		op, err = tx.BeginOp("remove", key, rec.DeviceID)
-		return err
+		return markDevice(tx, rec.DeviceID, metadata.DeviceDeleting, nil)
 	})
 	if err != nil {
 		return err
 	}
 	failpoint.Hit(failpoint.RemoveAfterMark)
 	ctx = s.withDevice(ctx, rec.DeviceID)
-	name := s.deviceName(rec.DeviceID)
-	if err := s.pool.Deactivate(ctx, name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
-		// Still mounted somewhere: give the snapshot back untouched.
-		s.restore(ctx, rec, op)
-		return fmt.Errorf("remove %q: %w", key, err)
-	}
-	if err := s.step(op, "deactivated"); err != nil {
-		return err
-	}
-	failpoint.Hit(failpoint.RemoveAfterDeactivate)
-	s.discard(ctx, name, rec.DeviceID, rec.Size)
-	// From here the snapshot is gone for containerd whatever the pool says;
-	// a device that cannot be deleted now stays on record as "deleting" and
-	// Cleanup retries it.
-	delErr := s.pool.Delete(ctx, rec.DeviceID)
-	failpoint.Hit(failpoint.RemoveAfterDelete)
-	if errors.Is(delErr, dmpool.ErrNotFound) {
-		delErr = nil
-	}
-	err = s.store.Update(func(tx *metadata.Tx) error {
-		if err := tx.DeleteSnapshot(key); err != nil {
-			return err
-		}
-		if delErr == nil {
-			if err := tx.DeleteDevice(rec.DeviceID); err != nil {
-				return err
+	if s.cfg.RemoveInline {
+		// The old path, kept as the benchmarks' baseline: the dm work
+		// inside the caller's call.
+		s.reapMu.Lock()
+		defer s.reapMu.Unlock()
+		if d, err := s.markedDevice(rec.DeviceID); err == nil && d != nil {
+			if err := s.deleteDevice(ctx, d); err != nil {
+				log.G(ctx).WithError(err).Warnf("thin device %s of removed snapshot %q left for Cleanup", d.Name, key)
 			}
-		} else if err := markDevice(tx, rec.DeviceID, metadata.DeviceDeleting, delErr); err != nil {
-			return err
 		}
-		return tx.EndOp(op)
-	})
-	if delErr != nil {
-		log.G(ctx).WithError(delErr).Warnf("thin device %s of removed snapshot %q left for Cleanup", name, key)
-	} else if err == nil {
-		log.G(ctx).Debug("snapshot removed")
+		return nil
 	}
-	return err
+	s.kickReaper(ctx)
+	log.G(ctx).Debug("snapshot removed; its device is deleted in the background")
+	return nil
 }
 
-// restore puts a snapshot back to ready after a Remove that could not
-// deactivate its device.
-func (s *Snapshotter) restore(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op) {
-	err := s.store.Update(func(tx *metadata.Tx) error {
-		rec.State = metadata.SnapshotReady
-		if err := tx.PutSnapshot(rec); err != nil {
+// markedDevice reads device id's record when it is marked deleting.
+func (s *Snapshotter) markedDevice(id uint32) (d *metadata.Device, err error) {
+	err = s.store.View(func(tx *metadata.Tx) error {
+		got, err := tx.Device(id)
+		if err != nil {
 			return err
 		}
-		return tx.EndOp(op)
+		if got.State == metadata.DeviceDeleting {
+			d = got
+		}
+		return nil
 	})
-	if err != nil {
-		log.G(ctx).WithError(err).Errorf("restoring snapshot %q after a failed remove", rec.Key)
+	return d, err
+}
+
+// kickReaper makes sure a background pass over the devices marked
+// deleting runs after this call: at most one pass waits at a time, and a
+// pass that is waiting reads the records only once it runs, so it sees
+// every mark made before the kick.
+func (s *Snapshotter) kickReaper(ctx context.Context) {
+	if !s.reapQueued.CompareAndSwap(false, true) {
+		return
 	}
+	ctx = context.WithoutCancel(ctx)
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		s.reapMu.Lock()
+		defer s.reapMu.Unlock()
+		s.reapQueued.Store(false)
+		if err := s.reapMarked(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("some removed snapshots' devices could not be deleted yet; Cleanup retries them")
+		}
+	}()
 }
 
 func (s *Snapshotter) endOp(ctx context.Context, op *metadata.Op) {
@@ -120,10 +127,19 @@ func markDevice(tx *metadata.Tx, id uint32, state metadata.DeviceState, cause er
 	return tx.PutDevice(d)
 }
 
-// Cleanup deletes the thin devices whose snapshots are gone but whose
+// Cleanup deletes the thin devices of removed snapshots: those Remove
+// marked and the background reaper has not deleted yet, and those whose
 // deletion failed earlier. containerd calls it after its garbage
-// collection.
+// collection, once it has let go of its snapshotter lock.
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
+	s.reapMu.Lock()
+	defer s.reapMu.Unlock()
+	return s.reapMarked(ctx)
+}
+
+// reapMarked deletes every device marked deleting; the caller holds
+// reapMu, so Cleanup and the reaper never work on one device at once.
+func (s *Snapshotter) reapMarked(ctx context.Context) error {
 	var pending []*metadata.Device
 	err := s.store.View(func(tx *metadata.Tx) error {
 		return tx.Devices(func(_ uint32, d *metadata.Device, err error) error {
@@ -140,6 +156,8 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	for _, d := range pending {
 		if err := s.deleteDevice(ctx, d); err != nil {
 			errs = append(errs, err)
+			// Recorded for status and gc: why it is still there.
+			s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
 		}
 	}
 	return errors.Join(errs...)
@@ -153,6 +171,7 @@ func (s *Snapshotter) deleteDevice(ctx context.Context, d *metadata.Device) erro
 	if err := s.pool.Deactivate(ctx, d.Name); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err
 	}
+	failpoint.Hit(failpoint.CleanupAfterDeactivate)
 	s.discard(ctx, d.Name, d.ID, d.Size)
 	if err := s.pool.Delete(ctx, d.ID); err != nil && !errors.Is(err, dmpool.ErrNotFound) {
 		return err

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -59,6 +60,16 @@ type Config struct {
 	// the pool's EventWaiter if it has one (*dmpool.Pool and wrappers
 	// embedding it), no watcher otherwise. Tests set it.
 	newWaiter func() (eventWaiter, error)
+	// RemoveInline makes Remove do its dm work (deactivate, discard,
+	// delete) before it returns, as it once did, instead of leaving it to
+	// the background reaper and Cleanup. Only the benchmarks set it: it
+	// is their baseline for the time a caller waits in Remove.
+	RemoveInline bool
+	// RemoteFillWait bounds how long a Prepare waits for a remote layer
+	// fill before it answers with an ordinary empty snapshot (containerd
+	// then downloads the layer itself) while the fill goes on in the
+	// background; see fillRemote. Zero: DefaultRemoteFillWait.
+	RemoteFillWait time.Duration
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -92,6 +103,20 @@ type Snapshotter struct {
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
 	background sync.WaitGroup
+
+	// reapMu serialises the passes over devices marked deleting (the
+	// background reaper's and Cleanup's); reapQueued is set while a
+	// reaper pass is waiting to start.
+	reapMu     sync.Mutex
+	reapQueued atomic.Bool
+
+	// fills are the remote layer fills in flight, by committed name; see
+	// remotefill.go.
+	fillsMu sync.Mutex
+	fills   map[string]*remoteFill
+	// closing ends the background fills when the snapshotter closes.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 var (
@@ -115,7 +140,11 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.BaseSize%dmpool.SectorSize != 0 {
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}}
+	if cfg.RemoteFillWait <= 0 {
+		cfg.RemoteFillWait = DefaultRemoteFillWait
+	}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}}
+	s.closing, s.close = context.WithCancel(context.WithoutCancel(ctx))
 	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
 		return thinmeta.ReadPoolExclusive(ctx, pool.Name(), pairs)
 	}
@@ -161,6 +190,11 @@ func (s *Snapshotter) Close() error {
 	s.stopTroubleWatch()
 	if s.spares != nil {
 		s.spares.close()
+	}
+	// Background fills stop (their fill snapshots are removed); the
+	// reaper finishes its pass.
+	if s.close != nil {
+		s.close()
 	}
 	s.background.Wait()
 	log.L.Debug("snapshotter closed")

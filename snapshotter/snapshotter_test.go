@@ -29,6 +29,9 @@ func newTestSnapshotter(t *testing.T) (*Snapshotter, *fakePool, *metadata.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Before the store closes (cleanups run last first): the background
+	// reaper and fills are done by then.
+	t.Cleanup(func() { s.Close() })
 	s.format = func(context.Context, string, string) error { return nil }
 	return s, pool, store
 }
@@ -65,6 +68,10 @@ func TestLifecycleOnFakePool(t *testing.T) {
 		if err := s.Remove(ctx, k); err != nil {
 			t.Fatalf("remove %s: %v", k, err)
 		}
+	}
+	// Remove leaves the dm work to the reaper; Cleanup finishes it.
+	if err := s.Cleanup(ctx); err != nil {
+		t.Fatal(err)
 	}
 	// Only the template is left in the pool.
 	if len(pool.thins) != 1 || len(pool.active) != 0 {
@@ -324,6 +331,10 @@ func TestDiscardBlocksBeforeDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := s.Remove(ctx, "c"); err != nil {
+			t.Fatal(err)
+		}
+		// The reaper may not have run yet; Cleanup does what is left.
+		if err := s.Cleanup(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if got := len(pool.discarded); (got == 1) != on {

@@ -38,6 +38,7 @@ type options struct {
 	breakdown   bool
 	zeroing     bool
 	zeroingMiB  int64
+	locktime    bool
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.BoolVar(&o.zeroing, "zeroing", true, "measure write throughput into new thin devices with zero_new_blocks on and off")
 	flag.Int64Var(&o.zeroingMiB, "zeroing-mib", 256, "bytes written into each new device of the zeroing benchmark, in MiB")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
+	flag.BoolVar(&o.locktime, "locktime", true, "time Remove and Commit as the caller (containerd, holding its locks) sees them, against the dm-work-inline Remove")
 	flag.Parse()
 	o.cfg.DataSize = dataMiB << 20
 	o.cfg.MetadataSize = metaMiB << 20
@@ -120,6 +122,11 @@ func run(ctx context.Context, w io.Writer, o options) error {
 	}
 	if o.breakdown {
 		if err := breakdown(ctx, w, o.cfg, o.iterations, o.concurrency); err != nil {
+			return err
+		}
+	}
+	if o.locktime {
+		if err := lockTime(ctx, w, o.cfg, o.iterations); err != nil {
 			return err
 		}
 	}

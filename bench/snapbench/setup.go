@@ -60,6 +60,11 @@ type contestant struct {
 // newFlyio builds our snapshotter the way the daemon does: dmpool.Open,
 // metadata.Open, snapshotter.New.
 func newFlyio(ctx context.Context, c poolConfig, poolName string) (*contestant, error) {
+	return newFlyioWith(ctx, c, poolName, "flyio", nil)
+}
+
+// newFlyioWith is newFlyio with the snapshotter's Config changed by mod.
+func newFlyioWith(ctx context.Context, c poolConfig, poolName, name string, mod func(*snapshotter.Config)) (*contestant, error) {
 	pool, err := c.open(ctx, poolName)
 	if err != nil {
 		return nil, err
@@ -73,13 +78,17 @@ func newFlyio(ctx context.Context, c poolConfig, poolName string) (*contestant, 
 		pool.Remove(ctx)
 		return nil, err
 	}
-	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: c.BaseSize, FSType: "ext4", Spares: config.Default().Snapshotter.SpareDevices})
+	snCfg := snapshotter.Config{BaseSize: c.BaseSize, FSType: "ext4", Spares: config.Default().Snapshotter.SpareDevices}
+	if mod != nil {
+		mod(&snCfg)
+	}
+	sn, err := snapshotter.New(ctx, pool, store, snCfg)
 	if err != nil {
 		store.Close()
 		pool.Remove(ctx)
 		return nil, err
 	}
-	return &contestant{name: "flyio", sn: sn, close: func() error {
+	return &contestant{name: name, sn: sn, close: func() error {
 		return errors.Join(sn.Close(), store.Close(), teardownPool(ctx, pool))
 	}}, nil
 }

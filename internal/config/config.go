@@ -130,6 +130,13 @@ type Snapshotter struct {
 	// template are kept ready, so a parentless Prepare is one metadata
 	// transaction. Each costs a few metadata blocks and no data blocks.
 	SpareDevices int `toml:"spare_devices"`
+	// RemoteFillWait is how long a Prepare waits for a layer being filled
+	// from the S3 layer store before it hands containerd an ordinary
+	// empty snapshot (containerd downloads that layer itself this time)
+	// while the fill goes on in the background. containerd holds its
+	// snapshotter lock during Prepare, and a garbage collection waiting
+	// for it stops every other snapshot operation of the node meanwhile.
+	RemoteFillWait Seconds `toml:"remote_fill_wait"`
 }
 
 // Default returns the configuration used when no file is present.
@@ -151,10 +158,11 @@ func Default() Config {
 			CheckOnStart:  true,
 		},
 		Snapshotter: Snapshotter{
-			BaseSize:     10 << 30,
-			FSType:       "ext4",
-			MountType:    "fs",
-			SpareDevices: 2,
+			BaseSize:       10 << 30,
+			FSType:         "ext4",
+			MountType:      "fs",
+			SpareDevices:   2,
+			RemoteFillWait: 5,
 		},
 		S3: s3fetch.DefaultConfig(),
 		Containerd: Containerd{
@@ -283,6 +291,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: snapshotter.mount_type %q: want fs or block", c.Snapshotter.MountType)
 	case c.Snapshotter.SpareDevices < 0 || c.Snapshotter.SpareDevices > 64:
 		return fmt.Errorf("config: snapshotter.spare_devices %d: want 0..64", c.Snapshotter.SpareDevices)
+	case c.Snapshotter.RemoteFillWait <= 0 || c.Snapshotter.RemoteFillWait > 600:
+		return fmt.Errorf("config: snapshotter.remote_fill_wait %s: want more than 0 and at most 600 seconds", c.Snapshotter.RemoteFillWait)
 	case c.Snapshotter.BaseSize < 16<<20:
 		return fmt.Errorf("config: snapshotter.base_size %s is below 16MiB", c.Snapshotter.BaseSize)
 	case c.Extract.UnpackTimeout <= 0:

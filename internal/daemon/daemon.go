@@ -105,13 +105,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	m := metrics.New()
 	snCfg := snapshotter.Config{
-		BaseSize:      uint64(cfg.Snapshotter.BaseSize),
-		FSType:        cfg.Snapshotter.FSType,
-		DiscardBlocks: cfg.Snapshotter.DiscardBlocks,
-		Extract:       cfg.Extract.Options(),
-		Spares:        cfg.Snapshotter.SpareDevices,
-		RemoteFills:   m.Fills(metrics.SourceLayer),
-		MountDir:      fillmount.Dir(cfg.RootDir),
+		BaseSize:       uint64(cfg.Snapshotter.BaseSize),
+		FSType:         cfg.Snapshotter.FSType,
+		DiscardBlocks:  cfg.Snapshotter.DiscardBlocks,
+		Extract:        cfg.Extract.Options(),
+		Spares:         cfg.Snapshotter.SpareDevices,
+		RemoteFillWait: cfg.Snapshotter.RemoteFillWait.Duration(),
+		RemoteFills:    m.Fills(metrics.SourceLayer),
+		MountDir:       fillmount.Dir(cfg.RootDir),
 	}
 	if cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s3, cfg.S3)

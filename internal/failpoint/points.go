@@ -32,16 +32,17 @@ const (
 
 	// Remove (snapshotter/remove.go).
 
-	// RemoveAfterMark: snapshot "removing", device untouched. Reconcile
-	// finishes the remove.
+	// RemoveAfterMark: the snapshot record is gone and its device marked
+	// "deleting", still active in the pool (Remove's only step; the dm
+	// work is the reaper's and Cleanup's). Reconcile's Cleanup deletes it.
 	RemoveAfterMark = "remove/after-mark"
-	// RemoveAfterDeactivate: device inactive, still in the pool.
-	RemoveAfterDeactivate = "remove/after-deactivate"
-	// RemoveAfterDelete: device deleted from the pool, records not yet
-	// dropped. Reconcile's Cleanup finds it gone and forgets it.
-	RemoveAfterDelete = "remove/after-delete"
-	// CleanupAfterDelete: Cleanup deleted a "deleting" device from the
-	// pool but did not forget its record yet.
+	// CleanupAfterDeactivate: the reaper or Cleanup deactivated a
+	// "deleting" device, still in the pool. The next start's Cleanup
+	// deletes it.
+	CleanupAfterDeactivate = "cleanup/after-deactivate"
+	// CleanupAfterDelete: the reaper or Cleanup deleted a "deleting"
+	// device from the pool but did not forget its record yet. The next
+	// start's Cleanup finds it gone and forgets it.
 	CleanupAfterDelete = "cleanup/after-delete"
 
 	// Template creation (snapshotter/template.go).
@@ -112,7 +113,7 @@ const (
 var All = []string{
 	PrepareAfterReserve, PrepareAfterCreateSnap, PrepareAfterActivate,
 	CommitAfterBegin, CommitAfterDeactivate, CommitBeforeRename,
-	RemoveAfterMark, RemoveAfterDeactivate, RemoveAfterDelete, CleanupAfterDelete,
+	RemoveAfterMark, CleanupAfterDeactivate, CleanupAfterDelete,
 	TemplateAfterReserve, TemplateAfterCreateThin, TemplateMounted, TemplateAfterMkfs, TemplateAfterDeactivate,
 	RemoteAfterPrepare, RemoteMounted, RemoteAfterExtract,
 	SpareAfterCreateSnap, SpareAfterActivate,

@@ -27,6 +27,7 @@ type Proxy struct {
 	mu    sync.Mutex
 	rules []*Rule
 	log   []Request
+	gated int // requests held at a Fault.Gate now
 }
 
 // Request is one request seen by the proxy.
@@ -64,6 +65,11 @@ type Fault struct {
 	// TruncateAfter > 0 sends that many body bytes although Content-Length
 	// promised more, then closes the connection cleanly (FIN).
 	TruncateAfter int64
+	// Gate throttles a download to a standstill: after StallAfterBytes
+	// bytes of the body the proxy sends nothing more until Gate is closed
+	// (or the client gives up), then the rest. Proxy.Gated counts the
+	// requests held there, so a test knows the client is mid-download.
+	Gate <-chan struct{}
 }
 
 // Rule applies a Fault to matching requests.
@@ -114,6 +120,13 @@ func (p *Proxy) Inject(r *Rule) *Rule {
 	defer p.mu.Unlock()
 	p.rules = append(p.rules, r)
 	return r
+}
+
+// Gated is how many requests are held at a Fault.Gate right now.
+func (p *Proxy) Gated() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gated
 }
 
 // ClearFaults removes all rules.
@@ -245,6 +258,24 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.record(rec)
 		io.CopyN(w, resp.Body, f.TruncateAfter)
 		hangUp(w, false)
+	case faulty && f.Gate != nil:
+		rec.Fault = fmt.Sprintf("gate after %d bytes", f.StallAfterBytes)
+		p.record(rec)
+		io.CopyN(w, resp.Body, f.StallAfterBytes)
+		w.(http.Flusher).Flush()
+		p.mu.Lock()
+		p.gated++
+		p.mu.Unlock()
+		select {
+		case <-f.Gate:
+		case <-r.Context().Done():
+		}
+		p.mu.Lock()
+		p.gated--
+		p.mu.Unlock()
+		if r.Context().Err() == nil {
+			io.Copy(w, resp.Body)
+		}
 	case faulty && f.StallBody > 0:
 		rec.Fault = fmt.Sprintf("stall %v after %d bytes", f.StallBody, f.StallAfterBytes)
 		p.record(rec)

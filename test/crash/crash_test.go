@@ -62,7 +62,11 @@ func TestCrashMatrix(t *testing.T) {
 	// paths a parentless Prepare takes without them. With spares, the
 	// template is made in the background at start-up and Prepare claims a
 	// spare; spare creation's failpoints run in TestCrashInMounts.
-	e := newEnv(t, "", "spare_devices = 0")
+	// remote_fill_wait: the unpack that drives a remote fill case waits
+	// for the fill however slow the VM is, so the daemon dies inside it
+	// (with the default 5s a slow fill would be left to the background
+	// and containerd would unpack the layer itself).
+	e := newEnv(t, "", "spare_devices = 0\nremote_fill_wait = 300")
 	ctx := context.Background()
 	base := makeImage(t, "images/base.tar", "base image", 1)
 	e.put(base)
@@ -271,9 +275,21 @@ func TestCrashMatrix(t *testing.T) {
 		}
 		return e.sn().Remove(ctx, key)
 	}
-	for _, p := range []string{fp.RemoveAfterMark, fp.RemoveAfterDeactivate, fp.RemoveAfterDelete} {
+	// Remove only marks (the record goes, the device is marked deleting);
+	// the background reaper or Cleanup does the dm work. The daemon dies
+	// in Remove, or in the reaper or the Cleanup that follow it (Cleanup's
+	// call fails then, whichever of the two got there first).
+	removeAndClean := func(t *testing.T, n int) error {
+		if err := removeDrive(t, n); err != nil {
+			return err
+		}
+		return e.sn().(snapshots.Cleaner).Cleanup(ctx)
+	}
+	n++
+	runCase(n, crashCase{fp: fp.RemoveAfterMark, drive: removeDrive, check: notFound("rm-%d")})
+	for _, p := range []string{fp.CleanupAfterDeactivate, fp.CleanupAfterDelete} {
 		n++
-		runCase(n, crashCase{fp: p, drive: removeDrive, check: notFound("rm-%d")})
+		runCase(n, crashCase{fp: p, drive: removeAndClean, check: notFound("rm-%d")})
 	}
 	n++
 	runCase(n, crashCase{fp: fp.RemoveAfterMark, then: fp.CleanupAfterDelete, drive: removeDrive, check: notFound("rm-%d")})

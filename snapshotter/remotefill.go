@@ -1,0 +1,130 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/log"
+)
+
+// DefaultRemoteFillWait is how long a Prepare waits for a remote fill
+// when Config.RemoteFillWait is not set ([snapshotter] remote_fill_wait).
+const DefaultRemoteFillWait = 5 * time.Second
+
+// errFillPending is fillRemote's answer when the fill outlasted the wait:
+// it goes on in the background and the Prepare falls back to an ordinary
+// snapshot.
+var errFillPending = errors.New("remote fill still running")
+
+// remoteFill is one fill of a committed snapshot remoteName(ref) from the
+// remote layer store, shared by every Prepare of that layer while it runs.
+//
+// Why it runs apart from its Prepare: containerd's metadata snapshotter
+// calls our Prepare holding its snapshotter lock for reading, and its
+// garbage collection takes that lock for writing. Go's RWMutex queues new
+// readers behind a waiting writer, so once a GC waits for the lock every
+// other Prepare, Commit and Remove of the node (another image's `ctr run`
+// included) waits until our Prepare returns. A fill of a big layer from a
+// slow S3 can take minutes. So a Prepare waits for the fill at most
+// remote_fill_wait; if the fill is done by then it answers
+// ErrAlreadyExists (containerd adopts the committed snapshot through its
+// ref label), otherwise it makes an ordinary empty snapshot and containerd
+// fetches and applies this layer itself (its unpacker fails the whole
+// pull on any other error, and retries ErrAlreadyExists only three times
+// at once). The fill goes on: a later Prepare of the layer (a re-pull,
+// another namespace) joins it or finds it committed, so the layer is
+// fetched from S3 once. A half-filled layer is never committed: only
+// fillOnce commits, after a complete, verified extraction.
+//
+// Cancellation: while no waiter has given up on its deadline, the fill
+// is the waiters' alone and is cancelled when the last of them goes away
+// (a cancelled unpack); once one has timed out the fill is for later
+// Prepares and runs to its end. Close cancels every fill.
+type remoteFill struct {
+	done     chan struct{} // closed when err is set
+	err      error
+	waiting  int  // Prepares waiting now; under fillsMu
+	detached bool // a waiter timed out: the fill outlives its waiters
+	cancel   context.CancelFunc
+}
+
+// fillSnapshotInFlight reports whether key is the fill snapshot
+// ("remote-fill/<ref>/<suffix>") of a fill that is still running. One a
+// crash left behind is not: containerd's GC and gc remove it.
+func (s *Snapshotter) fillSnapshotInFlight(key string) bool {
+	rest, ok := strings.CutPrefix(key, "remote-fill/")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(rest, "/")
+	if i < 0 {
+		return false
+	}
+	s.fillsMu.Lock()
+	defer s.fillsMu.Unlock()
+	_, running := s.fills[remoteName(rest[:i])]
+	return running
+}
+
+// fillRemote makes sure the committed snapshot containerd's unpacker is
+// about to extract is being filled from the remote store, and waits for it
+// at most Config.RemoteFillWait. It returns nil when the committed
+// snapshot exists (the caller answers ErrAlreadyExists), errFillPending
+// when the fill goes on in the background, errNotRemote when the store
+// has no such layer, and another error when the fill failed; in the last
+// three cases the ordinary Prepare goes on.
+func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[string]string) error {
+	ref := labels[snapshots.LabelSnapshotRef]
+	ctx = withFields(ctx, log.Fields{fieldRef: ref})
+	name := remoteName(ref)
+	s.fillsMu.Lock()
+	f, joined := s.fills[name]
+	if !joined {
+		fctx, cancel := context.WithCancel(log.WithLogger(s.closing, log.G(ctx)))
+		f = &remoteFill{done: make(chan struct{}), cancel: cancel}
+		s.fills[name] = f
+		s.background.Add(1)
+		go func() {
+			defer s.background.Done()
+			defer cancel()
+			err := s.fillOnce(fctx, parent, labels)
+			s.fillsMu.Lock()
+			delete(s.fills, name)
+			f.err = err
+			close(f.done)
+			s.fillsMu.Unlock()
+		}()
+	} else {
+		log.G(ctx).Debug("joining the remote fill of this layer already running")
+	}
+	f.waiting++
+	s.fillsMu.Unlock()
+
+	timer := time.NewTimer(s.cfg.RemoteFillWait)
+	defer timer.Stop()
+	var err error
+	timedOut := false
+	select {
+	case <-f.done:
+		err = f.err
+	case <-timer.C:
+		timedOut = true
+		err = fmt.Errorf("%w after %s", errFillPending, s.cfg.RemoteFillWait)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.fillsMu.Lock()
+	f.waiting--
+	if timedOut {
+		f.detached = true
+	}
+	if f.waiting == 0 && !f.detached && ctx.Err() != nil {
+		f.cancel()
+	}
+	s.fillsMu.Unlock()
+	return err
+}

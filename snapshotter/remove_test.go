@@ -1,0 +1,91 @@
+package snapshotter
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// TestRemoveLeavesDMWorkToCleanup is issue 10 B11: containerd calls
+// Remove holding its exclusive GC lock, so Remove must not wait for the dm
+// work (a busy device's deactivation retries for seconds). The device's
+// deactivation is held up here until the test lets it go: Remove must
+// return before it, leaving the snapshot gone and its device marked
+// deleting (so its id is not reused); Cleanup then deletes the device.
+func TestRemoveLeavesDMWorkToCleanup(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	if _, err := s.Prepare(ctx, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	var id uint32
+	store.View(func(tx *metadata.Tx) error {
+		rec, err := tx.Snapshot("c")
+		if err == nil {
+			id = rec.DeviceID
+		}
+		return err
+	})
+	release := make(chan struct{})
+	var entered, left atomic.Bool
+	pool.hooks["deactivate"] = func() {
+		entered.Store(true)
+		// Not a timing assertion: this only unblocks a Remove that does
+		// the dm work itself, so that the test fails instead of hanging.
+		select {
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+		left.Store(true)
+	}
+	if err := s.Remove(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if left.Load() {
+		t.Fatal("Remove returned only after the device's deactivation: it did the dm work under containerd's lock")
+	}
+	if _, err := s.Stat(ctx, "c"); !errdefs.IsNotFound(err) {
+		t.Errorf("Stat after Remove: %v, want not found", err)
+	}
+	store.View(func(tx *metadata.Tx) error {
+		d, err := tx.Device(id)
+		if err != nil || d.State != metadata.DeviceDeleting {
+			t.Errorf("device %d after Remove: %+v, %v; want it kept, marked deleting", id, d, err)
+		}
+		return nil
+	})
+	// A marked device's id is never handed out again while it exists.
+	if _, err := s.Prepare(ctx, "d", ""); err != nil {
+		t.Fatal(err)
+	}
+	store.View(func(tx *metadata.Tx) error {
+		if rec, err := tx.Snapshot("d"); err == nil && rec.DeviceID == id {
+			t.Errorf("new snapshot d got the marked device's id %d", id)
+		}
+		return nil
+	})
+	close(release)
+	if err := s.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !entered.Load() {
+		t.Error("the marked device was never deactivated")
+	}
+	store.View(func(tx *metadata.Tx) error {
+		if d, err := tx.Device(id); !errdefs.IsNotFound(err) {
+			t.Errorf("device %d after Cleanup: %+v, %v; want it forgotten", id, d, err)
+		}
+		return nil
+	})
+	pool.mu.Lock()
+	_, still := pool.thins[id]
+	pool.mu.Unlock()
+	if still {
+		t.Errorf("thin %d still in the pool after Cleanup", id)
+	}
+}
