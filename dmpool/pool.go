@@ -639,7 +639,40 @@ func (p *Pool) Status(ctx context.Context) (Status, error) {
 // metadata commit Status makes: the mode flags and the counter are what
 // the trouble watch needs, and it runs often.
 func (p *Pool) Events(ctx context.Context) (Status, error) {
-	return p.status(ctx, statusInfoNoFlush)
+	return stableEvents(ctx, func() (Status, error) { return p.status(ctx, statusInfoNoFlush) }, func() (uint32, error) {
+		info, err := GetDeviceInfo(p.cfg.Name)
+		return info.EventNr, err
+	})
+}
+
+// stableEvents reads the status until its event counter is the one read
+// right after it. The kernel reads the counter before the pool's mode in
+// one status ioctl: a pool that goes back to write mode between the two
+// would be seen "one event, healthy" (a low-water mark) twice instead of
+// a trip into trouble and back. When the counter is the same after the
+// status, no mode change came between the two reads.
+func stableEvents(ctx context.Context, read func() (Status, error), counter func() (uint32, error)) (Status, error) {
+	var s Status
+	for range 10 {
+		var err error
+		if s, err = read(); err != nil {
+			return s, err
+		}
+		after, err := counter()
+		if err != nil {
+			return s, err
+		}
+		if after == s.EventNr {
+			return s, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+	}
+	// Events keep coming: report a counter that cannot pass for one
+	// quiet event, so the watcher counts trouble rather than miss it.
+	s.EventNr += 2
+	return s, nil
 }
 
 func (p *Pool) status(ctx context.Context, get func(string) ([]Target, DeviceInfo, error)) (Status, error) {

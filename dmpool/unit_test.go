@@ -1,6 +1,7 @@
 package dmpool
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -407,5 +408,31 @@ func TestLoadFeaturesReadOnlyAfterAFailedCheck(t *testing.T) {
 	p.loadReadOnly = true
 	if f := p.loadFeatures(); !slices.Contains(f, "read_only") || !slices.Contains(f, "error_if_no_space") {
 		t.Fatalf("features %v after a failed check: want read_only and the config's", f)
+	}
+}
+
+// TestStableEventsRereadsAMovingCounter: a status whose counter moved by
+// the time it was read again is read again, so a trip out of space and
+// back between the counter and the mode is never seen as one quiet event.
+func TestStableEventsRereadsAMovingCounter(t *testing.T) {
+	reads, counters := 0, []uint32{6, 6}
+	read := func() (Status, error) {
+		reads++
+		if reads == 1 {
+			return Status{EventNr: 5}, nil // counter read before the trip, mode after it
+		}
+		return Status{EventNr: 6}, nil
+	}
+	n := 0
+	counter := func() (uint32, error) { c := counters[n]; n++; return c, nil }
+	s, err := stableEvents(context.Background(), read, counter)
+	if err != nil || s.EventNr != 6 || reads != 2 {
+		t.Fatalf("stableEvents: %+v, %v after %d reads; want counter 6 after 2 reads", s, err, reads)
+	}
+	// A counter that never settles is reported as at least two events.
+	m := uint32(0)
+	s, err = stableEvents(context.Background(), func() (Status, error) { m++; return Status{EventNr: m}, nil }, func() (uint32, error) { return m + 1, nil })
+	if err != nil || s.EventNr != m+2 {
+		t.Fatalf("unsettled counter: %+v, %v; want %d", s, err, m+2)
 	}
 }

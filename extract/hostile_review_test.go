@@ -180,6 +180,18 @@ func xattrCases() []hostileCase {
 			wantErr: ErrInvalidXattr,
 		},
 		{
+			// The whole first word is the kernel's magic, not its top
+			// byte: 0x02000100 and 0x02000002 fail fsetxattr.
+			name:    "xattr-capability-v2-with-stray-bits",
+			layers:  one(file("cap", "x").pax("SCHILY.xattr.security.capability", "\x00\x01\x00\x02"+strings.Repeat("\x00", 16))),
+			wantErr: ErrInvalidXattr,
+		},
+		{
+			name:    "xattr-capability-v2-with-a-stray-low-bit",
+			layers:  one(file("cap", "x").pax("SCHILY.xattr.security.capability", "\x02\x00\x00\x02"+strings.Repeat("\x00", 16))),
+			wantErr: ErrInvalidXattr,
+		},
+		{
 			name: "xattr-capability-v2-ok",
 			layers: one(file("ping", "x").pax("SCHILY.xattr.security.capability",
 				"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")),

@@ -67,11 +67,12 @@ func checkXattrs(name string, hdr *tar.Header) error {
 // validCapability is the kernel's check of a security.capability value
 // (validheader in cap_convert_nscap), which fails fsetxattr with EINVAL,
 // as root or not: a v2 set of 20 bytes or a v3 one of 24, by the revision
-// in the top byte of the first little-endian word.
+// in the first little-endian word, which must be exactly the revision
+// with at most the effective bit set (is_v2header/is_v3header).
 func validCapability(v string) bool {
 	if len(v) < 4 {
 		return false
 	}
-	rev := binary.LittleEndian.Uint32([]byte(v[:4])) & 0xff000000
-	return (len(v) == 20 && rev == 0x02000000) || (len(v) == 24 && rev == 0x03000000)
+	magic := binary.LittleEndian.Uint32([]byte(v[:4])) &^ 1
+	return (len(v) == 20 && magic == 0x02000000) || (len(v) == 24 && magic == 0x03000000)
 }

@@ -213,6 +213,7 @@ func (sp *spares) claim(ctx context.Context, kind snapshots.Kind, key string, la
 		sp.giveBack(d)
 		return nil, err
 	}
+	sp.s.distrustStampIfTroubled(ctx, rec)
 	return rec, nil
 }
 

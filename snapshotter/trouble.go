@@ -205,6 +205,41 @@ func (s *Snapshotter) stopTroubleWatch() {
 
 // stampTrouble records in rec, inside the transaction that creates it, the
 // trouble generation its writes are judged against at Commit.
+// distrustStampIfTroubled looks at the pool right after a claim stamped
+// rec: the admission check came before the stamp, and the pool may have
+// gone out of space in between, with the watcher's bump committed before
+// the stamp, which then carries the bumped generation. If the pool
+// recovers before the Commit, nothing else would show that the
+// snapshot's writes failed. The slow path checks the pool after its
+// stamp (CreateSnapshot); a claim marks the record as prepared before
+// the trouble instead, so its Commit is refused. A status that cannot be
+// read counts as trouble.
+func (s *Snapshotter) distrustStampIfTroubled(ctx context.Context, rec *metadata.Snapshot) {
+	if st, err := s.pool.Events(ctx); err == nil && st.Trouble() == "" {
+		return
+	}
+	if rec.TroubleGen == 0 {
+		// No trouble on record yet: the next look bumps to 1 and the
+		// Commit is refused already.
+		return
+	}
+	err := s.store.Update(func(tx *metadata.Tx) error {
+		cur, err := tx.Snapshot(rec.Key)
+		if err != nil {
+			return err
+		}
+		if cur.TroubleGen == rec.TroubleGen {
+			cur.TroubleGen--
+		}
+		return tx.PutSnapshot(cur)
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("snapshot %q was claimed while the pool had trouble and could not be marked so; its Commit checks the pool again", rec.Key)
+		return
+	}
+	rec.TroubleGen--
+}
+
 func stampTrouble(tx *metadata.Tx, rec *metadata.Snapshot) error {
 	pt, err := tx.PoolTrouble()
 	if err != nil {

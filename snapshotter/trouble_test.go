@@ -299,3 +299,25 @@ func TestLowWaterEventIsNotTrouble(t *testing.T) {
 	pool.setStatus(func(st *dmpool.Status) { st.EventNr++; st.OutOfDataSpace = true })
 	wantRefused(t, s, s.Commit(ctx, "c", "b"), "b", "pool out of data space")
 }
+
+// TestSpareClaimedDuringTroubleIsNotCommitted: the claim's admission came
+// before the pool ran out of space and the watcher's bump came before the
+// claim's stamp, so the record carries the bumped generation; the pool
+// recovers before the Commit (one quiet look). The claim saw the pool in
+// trouble right after its stamp, so the Commit is refused.
+func TestSpareClaimedDuringTroubleIsNotCommitted(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newSpareSnapshotter(t, 2)
+	// The bump (out of data space) is on record before the claim.
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = true })
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "during", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Space back, and the counter moved by the one event seen already
+	// (the change into trouble was looked at; the way back is one event).
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false })
+	wantRefused(t, s, s.Commit(ctx, "c-during", "during"), "during", "out of data space")
+}

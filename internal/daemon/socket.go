@@ -62,10 +62,15 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 	if testHookBound != nil {
 		testHookBound(bound)
 	}
+	own, oerr := os.Lstat(bound)
 	fi, err := placeSocket(bound, path, mode, stale)
 	if err != nil {
 		l.Close()
-		os.Remove(bound)
+		// A failed swap-back may have left someone else's file at bound:
+		// remove only our own socket.
+		if got, gerr := os.Lstat(bound); oerr == nil && gerr == nil && os.SameFile(got, own) {
+			os.Remove(bound)
+		}
 		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
 	return &socketListener{UnixListener: l, path: path, fi: fi}, nil

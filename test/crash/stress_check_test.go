@@ -158,14 +158,14 @@ func (s *stress) checkRecords() {
 // devices and no more, and the daemon's fds and goroutines do not grow.
 // What the daemon does in the background (a template mounted to be
 // formatted, a spare's refill) may hold some for a moment, so a figure
-// above the limit is read again for up to 10 s before it counts.
+// above the limit is read again for up to 60 s before it counts (a template mkfs and mount under TCG can take that long).
 func (s *stress) checkKernel() {
 	s.t.Helper()
 	if s.leak.pid != s.e.daemon.Cmd.Process.Pid {
 		// The first check of a daemon's life sets its baseline.
 		s.leak = s.e.leakBase(s.t)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		problem := s.kernelProblem()
 		if problem == "" {

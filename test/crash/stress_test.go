@@ -51,7 +51,7 @@ import (
 func TestStress(t *testing.T) {
 	dmtest.Require(t)
 	cfg := stressConfigFromEnv(t)
-	t.Logf("stress: seed %d, %d operations, duration limit %s (replay: FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d)",
+	t.Logf("stress: seed %d, %d operations, duration limit %s (replay: FLYIO_SOAK_DURATION=0 FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d make soak)",
 		cfg.seed, cfg.ops, cfg.duration, cfg.seed, cfg.ops)
 	e := newEnv(t, "")
 	e.setTopLevel("debug_address", e.dir+"/debug.sock")
@@ -219,7 +219,7 @@ func (s *stress) report() {
 	violations := 0
 	if s.t.Failed() {
 		violations = 1 // the run stops at the first one
-		s.t.Logf("stress: operation log of seed %d up to the failing step %d (replay: FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d make soak):\n%s",
+		s.t.Logf("stress: operation log of seed %d up to the failing step %d (replay: FLYIO_SOAK_DURATION=0 FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d make soak):\n%s",
 			s.cfg.seed, s.step, s.cfg.seed, s.step, strings.Join(s.log, "\n"))
 	}
 	s.t.Logf("stress figures: seed %d; %d operations in %s (%s); restarts (kill -9) %d, reboots %d; checks %.1fs, deep checks %d; "+
