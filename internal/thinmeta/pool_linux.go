@@ -105,7 +105,10 @@ func readReserved(ctx context.Context, d dm, r io.ReaderAt) (*Metadata, error) {
 }
 
 // ReadPoolExclusive is ReadExclusive on the active pool called pool,
-// under a metadata snapshot taken and released as ReadPool does.
+// under a metadata snapshot taken and released as ReadPool does. It
+// never waits for another reader of this process (gc): while one reads
+// it fails at once with ErrReaderBusy, and the caller answers from what
+// it has.
 func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, error) {
 	f, err := openMetadata(pool)
 	if err != nil {
@@ -113,7 +116,7 @@ func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, 
 	}
 	defer f.Close()
 	var u *Usage
-	err = underSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
+	err = tryUnderSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
 		u, err = ReadExclusive(alignedReader{f}, root, pairs)
 		return err
 	})
@@ -123,6 +126,20 @@ func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, 
 // snapMu serialises underSnapshot.
 var snapMu sync.Mutex
 
+// ErrReaderBusy means another metadata snapshot read of this process
+// (gc's) is running; see ReadPoolExclusive.
+var ErrReaderBusy = errors.New("another metadata snapshot read of this process is running")
+
+// tryUnderSnapshot is underSnapshot, or ErrReaderBusy at once when
+// another reader holds snapMu.
+func tryUnderSnapshot(ctx context.Context, d dm, read func(root uint64) error) error {
+	if !snapMu.TryLock() {
+		return fmt.Errorf("pool %q: %w", d.pool, ErrReaderBusy)
+	}
+	defer snapMu.Unlock()
+	return reserveAndRead(ctx, d, read)
+}
+
 // underSnapshot reserves a metadata snapshot, calls read with its root
 // and releases it; see readReserved.
 func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) error {
@@ -131,6 +148,11 @@ func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) erro
 	// the first one's and refuse it as not its own.
 	snapMu.Lock()
 	defer snapMu.Unlock()
+	return reserveAndRead(ctx, d, read)
+}
+
+// reserveAndRead is underSnapshot's work; snapMu is held.
+func reserveAndRead(ctx context.Context, d dm, read func(root uint64) error) error {
 	held, err := d.heldRoot()
 	if err != nil {
 		return fmt.Errorf("pool %q: %w", d.pool, err)
