@@ -163,7 +163,13 @@ func reserveAndRead(ctx context.Context, d dm, read func(root uint64) error) err
 			"'flyio-image-manager pool release-metadata-snap' (or 'dmsetup message %s 0 release_metadata_snap') and retry",
 			d.pool, ErrSnapshotHeld, held, d.pool)
 	}
+	// Recorded before reserving: a crash between the two leaves a file
+	// and no hold, which the next start just removes.
+	if err := writeMarker(d.pool); err != nil {
+		return fmt.Errorf("pool %q: %w", d.pool, err)
+	}
 	if err := d.message("reserve_metadata_snap"); err != nil {
+		removeMarker(ctx)
 		return fmt.Errorf("pool %q: reserve_metadata_snap: %w", d.pool, err)
 	}
 	held, err = d.heldRoot()
@@ -172,11 +178,18 @@ func reserveAndRead(ctx context.Context, d dm, read func(root uint64) error) err
 		// someone else's.
 		if now, err := d.heldRoot(); err != nil || now != held {
 			log.G(ctx).Warnf("pool %q: the metadata snapshot this read took (root %s) is no longer held (%q, %v); not releasing", d.pool, held, now, err)
+			if err == nil {
+				removeMarker(ctx)
+			}
 			return
 		}
 		if err := d.message("release_metadata_snap"); err != nil {
+			// The file stays: the hold is still ours, and the next
+			// start releases it.
 			log.G(ctx).WithError(err).Warnf("pool %q: releasing the metadata snapshot", d.pool)
+			return
 		}
+		removeMarker(ctx)
 	}()
 	if err == nil && held == "-" {
 		err = errors.New("no held metadata root after reserve_metadata_snap")
