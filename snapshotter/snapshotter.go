@@ -148,7 +148,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
 		return thinmeta.ReadPoolExclusive(ctx, pool.Name(), pairs)
 	}
-	s.usage.maxAge, s.usage.now = usageMaxAge, time.Now
+	s.usage.maxAge, s.usage.now, s.usage.sem = usageMaxAge, time.Now, make(chan struct{}, 1)
 	s.format = func(ctx context.Context, fsType, dev string) error {
 		return formatEmpty(ctx, cfg.MountDir, fsType, dev)
 	}

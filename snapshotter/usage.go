@@ -3,7 +3,6 @@ package snapshotter
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -26,18 +25,32 @@ const usageMaxAge = 30 * time.Second
 // (thinmeta.ReadPoolExclusive); a fake in unit tests.
 type exclusiveReader func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error)
 
-// usageCache is the last pool read of exclusive usage.
+// usageCache is the last good pool read of exclusive usage.
 type usageCache struct {
-	// mu is held across a refresh: callers that find the figures stale
-	// together wait for one read.
-	mu     sync.Mutex
-	at     time.Time
-	err    error            // the last read's failure
-	bytes  map[uint32]int64 // device id -> exclusive bytes, as of at
-	asked  map[uint32]bool  // the devices the last read asked for
-	maxAge time.Duration
-	now    func() time.Time
+	// sem (capacity 1) guards the fields below; it is held only to
+	// look at or store them, never across a pool read, and waited for
+	// with the caller's ctx.
+	sem chan struct{}
+	// refreshing is set while one caller reads the pool: the others
+	// answer from the figures they have instead of waiting for it.
+	refreshing bool
+	at         time.Time        // the last read's start, good or not
+	err        error            // the last read's failure
+	bytes      map[uint32]int64 // device id -> exclusive bytes, last good read
+	maxAge     time.Duration
+	now        func() time.Time
 }
+
+func (c *usageCache) lock(ctx context.Context) error {
+	select {
+	case c.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *usageCache) unlock() { <-c.sem }
 
 // Usage reports the data the snapshot's device holds that its parent
 // does not share: the blocks the device maps that its origin (the
@@ -50,13 +63,16 @@ type usageCache struct {
 //
 // A committed snapshot's figure never changes (neither it nor its origin
 // is written again): it is computed once, at the first Usage after
-// Commit, and kept in its record. An active snapshot's or a view's is at
-// most usageMaxAge old; one pool read refreshes them all and fills in
-// every committed snapshot still without a figure. When the pool's
-// metadata cannot be read (a metadata snapshot held by someone else, a
-// read error), Usage falls back to the device's mapped bytes, an upper
-// bound that includes what it shares, and logs why; the next try is
-// usageMaxAge later.
+// Commit, and kept in its record. An active snapshot's or a view's comes
+// from the last pool read; reads start at least usageMaxAge apart, one
+// at a time, and a caller never waits for one another caller runs (nor
+// for gc's: thinmeta.ReadPoolExclusive does not wait). One read answers
+// for every snapshot and fills in every committed snapshot still without
+// a figure. A snapshot no good read has seen (newer than the last read,
+// or every read failed so far) gets its device's mapped bytes, an upper
+// bound that includes what it shares; after a failed read the last good
+// figures stay, stale, so that a figure does not jump to the mapped
+// bytes with its parents'.
 //
 // Inodes is not reported (0): the pool knows blocks, not files, and
 // counting them would mean mounting the device.
@@ -72,7 +88,9 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 	if rec.Kind == snapshots.KindCommitted && rec.ExclusiveBytes != nil {
 		return snapshots.Usage{Size: *rec.ExclusiveBytes}, nil
 	}
-	if b, ok := s.exclusiveUsage(ctx, rec); ok {
+	if b, ok, err := s.exclusiveUsage(ctx, rec); err != nil {
+		return snapshots.Usage{}, fmt.Errorf("usage of %q: %w", key, err)
+	} else if ok {
 		return snapshots.Usage{Size: b}, nil
 	}
 	if rec.Kind == snapshots.KindCommitted {
@@ -86,33 +104,46 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 }
 
 // exclusiveUsage returns the exclusive bytes of rec's device from the
-// cache, refreshing it when it is stale or does not know the device
-// (a snapshot newer than the last read). ok is false when the pool could
-// not tell.
-func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot) (int64, bool) {
+// cache, refreshing it first when the last read is at least maxAge old
+// and no other caller is reading. Reads are at least maxAge apart
+// whatever happens: a device the last good read did not see (a snapshot
+// newer than it) is not read for, ok is false and the caller reports its
+// mapped bytes until the next read. After a failed read the last good
+// figures are kept (stale, logged) so that a snapshot's usage does not
+// jump to its mapped bytes with its parents'. err is ctx's only.
+func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot) (int64, bool, error) {
 	c := &s.usage
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge {
-		if b, ok := c.bytes[rec.DeviceID]; ok {
-			return b, true
-		}
-		// A failed read, or one that asked for this device and did not
-		// find it in the pool: not again before maxAge.
-		if c.err != nil || c.asked[rec.DeviceID] {
-			return 0, false
-		}
+	if err := c.lock(ctx); err != nil {
+		return 0, false, err
 	}
-	s.refreshUsage(ctx)
+	if c.refreshing || (!c.at.IsZero() && c.now().Sub(c.at) < c.maxAge) {
+		b, ok := c.bytes[rec.DeviceID]
+		c.unlock()
+		return b, ok, nil
+	}
+	c.refreshing, c.at = true, c.now()
+	c.unlock()
+	bytes, err := s.refreshUsage(ctx)
+	// Stored whatever ctx says: refreshing must be cleared.
+	c.sem <- struct{}{}
+	c.refreshing, c.err = false, err
+	if err == nil {
+		c.bytes = bytes
+	} else if c.bytes != nil {
+		log.G(ctx).WithError(err).Warnf("exclusive usage not read; reporting the figures of the read at most %s before, stale, until the next read in %s", c.maxAge, c.maxAge)
+	} else {
+		log.G(ctx).WithError(err).Warnf("exclusive usage not known; reporting mapped bytes (parents' included) until the next read in %s", c.maxAge)
+	}
 	b, ok := c.bytes[rec.DeviceID]
-	return b, ok
+	c.unlock()
+	return b, ok, nil
 }
 
 // refreshUsage reads the exclusive usage of every ready active snapshot
 // and view, and of committed snapshots without a recorded figure, in one
-// pool read, and records the committed ones. c.mu is held.
-func (s *Snapshotter) refreshUsage(ctx context.Context) {
-	c := &s.usage
+// pool read, and records the committed ones. Called by one caller at a
+// time (usageCache.refreshing), without the cache lock.
+func (s *Snapshotter) refreshUsage(ctx context.Context) (map[uint32]int64, error) {
 	var pairs []thinmeta.Pair
 	committed := map[uint32]string{} // device id -> key, still to record
 	err := s.store.View(func(tx *metadata.Tx) error {
@@ -138,24 +169,19 @@ func (s *Snapshotter) refreshUsage(ctx context.Context) {
 	if err == nil {
 		u, err = s.readExclusive(ctx, pairs)
 	}
-	c.at, c.err, c.bytes, c.asked = c.now(), err, nil, map[uint32]bool{}
-	for _, p := range pairs {
-		c.asked[p.Device] = true
-	}
 	if err != nil {
-		log.G(ctx).WithError(err).Warnf("exclusive usage not known; reporting mapped bytes (parents' included) for %s", c.maxAge)
-		return
+		return nil, err
 	}
-	c.bytes = make(map[uint32]int64, len(u.Devices))
+	bytes := make(map[uint32]int64, len(u.Devices))
 	for id, e := range u.Devices {
-		c.bytes[id] = int64(e.Blocks * u.DataBlockSize)
+		bytes[id] = int64(e.Blocks * u.DataBlockSize)
 	}
 	if len(committed) == 0 {
-		return
+		return bytes, nil
 	}
 	err = s.store.Update(func(tx *metadata.Tx) error {
 		for id, key := range committed {
-			b, ok := c.bytes[id]
+			b, ok := bytes[id]
 			if !ok {
 				continue
 			}
@@ -174,4 +200,5 @@ func (s *Snapshotter) refreshUsage(ctx context.Context) {
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("recording the exclusive usage of committed snapshots")
 	}
+	return bytes, nil
 }

@@ -89,12 +89,14 @@ func TestUsageIsExclusiveAndCached(t *testing.T) {
 	if u, _ := s.Usage(ctx, "base"); u.Size != 7<<20 || reads != 2 {
 		t.Fatalf("base: %+v after %d reads", u, reads)
 	}
-	// The pool cannot tell: mapped bytes, and no new read before maxAge.
-	if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 100<<20 || reads != 3 {
-		t.Fatalf("fallback: %+v, %v after %d reads; want mapped 100 MiB", u, err, reads)
+	// The pool cannot tell: the last good figure, stale, not b's
+	// mapped bytes with its parent's (kubelet could evict on the jump),
+	// and no new read before maxAge.
+	if u, err := s.Usage(ctx, "b"); err != nil || u.Size != 5<<20 || reads != 3 {
+		t.Fatalf("failed read: %+v, %v after %d reads; want the last good 5 MiB", u, err, reads)
 	}
-	if u, _ := s.Usage(ctx, "b"); u.Size != 100<<20 || reads != 3 {
-		t.Fatalf("fallback again: %+v after %d reads; want no new read", u, reads)
+	if u, _ := s.Usage(ctx, "b"); u.Size != 5<<20 || reads != 3 {
+		t.Fatalf("failed read again: %+v after %d reads; want no new read", u, reads)
 	}
 
 	// A device the pool does not have: mapped bytes, and no new read
@@ -115,6 +117,124 @@ func TestUsageIsExclusiveAndCached(t *testing.T) {
 			t.Fatalf("device not in the pool, call %d: %+v, %v after %d reads; want mapped bytes from one read", i, u, err, reads)
 		}
 	}
+}
+
+// A device no good read has seen falls back to its mapped bytes after a
+// failed read; and a snapshot newer than the last read does not make a
+// read before maxAge: its mapped bytes meanwhile.
+func TestUsageNeverReadDeviceAndNewSnapshots(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	now := time.Unix(1000, 0)
+	s.usage.now = func() time.Time { return now }
+	var reads int
+	var fail error
+	s.readExclusive = func(_ context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		reads++
+		if fail != nil {
+			return nil, fail
+		}
+		u := &thinmeta.Usage{DataBlockSize: 1 << 20, Devices: map[uint32]thinmeta.Exclusive{}}
+		for _, p := range pairs {
+			u.Devices[p.Device] = thinmeta.Exclusive{Blocks: 1}
+		}
+		return u, nil
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	setMapped(s, pool, "a", 50<<20)
+	fail = errors.New("metadata snapshot held")
+	if u, err := s.Usage(ctx, "a"); err != nil || u.Size != 50<<20 || reads != 1 {
+		t.Fatalf("never read: %+v, %v after %d reads; want mapped 50 MiB", u, err, reads)
+	}
+	fail = nil
+	now = now.Add(usageMaxAge)
+	if u, _ := s.Usage(ctx, "a"); u.Size != 1<<20 || reads != 2 {
+		t.Fatalf("read: %+v after %d reads; want 1 MiB", u, reads)
+	}
+	for i := 0; i < 3; i++ {
+		key := string(rune('b' + i))
+		if _, err := s.Prepare(ctx, key, ""); err != nil {
+			t.Fatal(err)
+		}
+		setMapped(s, pool, key, 60<<20)
+		now = now.Add(time.Second)
+		if u, err := s.Usage(ctx, key); err != nil || u.Size != 60<<20 || reads != 2 {
+			t.Fatalf("new snapshot %s: %+v, %v after %d reads; want mapped 60 MiB and no read", key, u, err, reads)
+		}
+	}
+	now = now.Add(usageMaxAge)
+	if u, _ := s.Usage(ctx, "d"); u.Size != 1<<20 || reads != 3 {
+		t.Fatalf("after maxAge: %+v after %d reads; want 1 MiB from one more read", u, reads)
+	}
+}
+
+// While one caller reads the pool, the others answer at once from the
+// figures they have (mapped bytes for a device never read) instead of
+// waiting; a caller whose ctx ends while the cache is locked gets ctx's
+// error.
+func TestUsageDoesNotWaitForARead(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	now := time.Unix(1000, 0)
+	s.usage.now = func() time.Time { return now }
+	entered, release := make(chan struct{}), make(chan struct{})
+	var reads int
+	s.readExclusive = func(_ context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		reads++
+		if reads == 2 {
+			close(entered)
+			<-release
+		}
+		u := &thinmeta.Usage{DataBlockSize: 1 << 20, Devices: map[uint32]thinmeta.Exclusive{}}
+		for _, p := range pairs {
+			u.Devices[p.Device] = thinmeta.Exclusive{Blocks: uint64(reads)}
+		}
+		return u, nil
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	setMapped(s, pool, "a", 50<<20)
+	if u, _ := s.Usage(ctx, "a"); u.Size != 1<<20 {
+		t.Fatalf("first read: %+v", u)
+	}
+	now = now.Add(usageMaxAge)
+	done := make(chan error)
+	go func() { _, err := s.Usage(ctx, "a"); done <- err }()
+	<-entered
+	// The read is hung: answered from the cache, no second read.
+	if u, err := s.Usage(ctx, "a"); err != nil || u.Size != 1<<20 || reads != 2 {
+		t.Fatalf("during a read: %+v, %v after %d reads; want the cached 1 MiB", u, err, reads)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.Usage(ctx, "a"); u.Size != 2<<20 || reads != 2 {
+		t.Fatalf("after the read: %+v after %d reads", u, reads)
+	}
+	s.usage.sem <- struct{}{}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Usage(cctx, "a"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cache locked, ctx cancelled: %v", err)
+	}
+	<-s.usage.sem
+}
+
+func setMapped(s *Snapshotter, pool *fakePool, key string, b uint64) {
+	id := recordOfNoT(s, key).DeviceID
+	pool.mu.Lock()
+	pool.thins[id] = b
+	pool.mu.Unlock()
+}
+
+func recordOfNoT(s *Snapshotter, key string) *metadata.Snapshot {
+	var rec *metadata.Snapshot
+	_ = s.store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot(key); return err })
+	return rec
 }
 
 func recordOf(t *testing.T, s *Snapshotter, key string) *metadata.Snapshot {

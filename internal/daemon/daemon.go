@@ -90,6 +90,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return fmt.Errorf("pool: %w", err)
 	}
 	log.G(ctx).Infof("pool %s %s", pool.Name(), result)
+	// A metadata snapshot a previous daemon reserved and did not release
+	// (killed inside a read) would refuse every gc: ours to release, as
+	// its marker says; we hold the database lock, so no daemon of ours
+	// is reading now. A hold without our marker is someone else's.
+	marker := filepath.Join(cfg.RootDir, thinmeta.MarkerName)
+	if _, err := thinmeta.ReleaseLeftover(ctx, pool.Name(), marker); err != nil {
+		log.G(ctx).WithError(err).Warn("could not release a metadata snapshot a previous daemon left")
+	}
+	thinmeta.SetMarker(marker)
 	if result != dmpool.Created {
 		reserveExistingIDs(ctx, pool.Name(), store)
 	}

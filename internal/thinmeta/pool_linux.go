@@ -105,7 +105,10 @@ func readReserved(ctx context.Context, d dm, r io.ReaderAt) (*Metadata, error) {
 }
 
 // ReadPoolExclusive is ReadExclusive on the active pool called pool,
-// under a metadata snapshot taken and released as ReadPool does.
+// under a metadata snapshot taken and released as ReadPool does. It
+// never waits for another reader of this process (gc): while one reads
+// it fails at once with ErrReaderBusy, and the caller answers from what
+// it has.
 func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, error) {
 	f, err := openMetadata(pool)
 	if err != nil {
@@ -113,7 +116,7 @@ func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, 
 	}
 	defer f.Close()
 	var u *Usage
-	err = underSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
+	err = tryUnderSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
 		u, err = ReadExclusive(alignedReader{f}, root, pairs)
 		return err
 	})
@@ -123,6 +126,20 @@ func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, 
 // snapMu serialises underSnapshot.
 var snapMu sync.Mutex
 
+// ErrReaderBusy means another metadata snapshot read of this process
+// (gc's) is running; see ReadPoolExclusive.
+var ErrReaderBusy = errors.New("another metadata snapshot read of this process is running")
+
+// tryUnderSnapshot is underSnapshot, or ErrReaderBusy at once when
+// another reader holds snapMu.
+func tryUnderSnapshot(ctx context.Context, d dm, read func(root uint64) error) error {
+	if !snapMu.TryLock() {
+		return fmt.Errorf("pool %q: %w", d.pool, ErrReaderBusy)
+	}
+	defer snapMu.Unlock()
+	return reserveAndRead(ctx, d, read)
+}
+
 // underSnapshot reserves a metadata snapshot, calls read with its root
 // and releases it; see readReserved.
 func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) error {
@@ -131,6 +148,11 @@ func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) erro
 	// the first one's and refuse it as not its own.
 	snapMu.Lock()
 	defer snapMu.Unlock()
+	return reserveAndRead(ctx, d, read)
+}
+
+// reserveAndRead is underSnapshot's work; snapMu is held.
+func reserveAndRead(ctx context.Context, d dm, read func(root uint64) error) error {
 	held, err := d.heldRoot()
 	if err != nil {
 		return fmt.Errorf("pool %q: %w", d.pool, err)
@@ -141,7 +163,13 @@ func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) erro
 			"'flyio-image-manager pool release-metadata-snap' (or 'dmsetup message %s 0 release_metadata_snap') and retry",
 			d.pool, ErrSnapshotHeld, held, d.pool)
 	}
+	// Recorded before reserving: a crash between the two leaves a file
+	// and no hold, which the next start just removes.
+	if err := writeMarker(d.pool); err != nil {
+		return fmt.Errorf("pool %q: %w", d.pool, err)
+	}
 	if err := d.message("reserve_metadata_snap"); err != nil {
+		removeMarker(ctx)
 		return fmt.Errorf("pool %q: reserve_metadata_snap: %w", d.pool, err)
 	}
 	held, err = d.heldRoot()
@@ -150,11 +178,18 @@ func underSnapshot(ctx context.Context, d dm, read func(root uint64) error) erro
 		// someone else's.
 		if now, err := d.heldRoot(); err != nil || now != held {
 			log.G(ctx).Warnf("pool %q: the metadata snapshot this read took (root %s) is no longer held (%q, %v); not releasing", d.pool, held, now, err)
+			if err == nil {
+				removeMarker(ctx)
+			}
 			return
 		}
 		if err := d.message("release_metadata_snap"); err != nil {
+			// The file stays: the hold is still ours, and the next
+			// start releases it.
 			log.G(ctx).WithError(err).Warnf("pool %q: releasing the metadata snapshot", d.pool)
+			return
 		}
+		removeMarker(ctx)
 	}()
 	if err == nil && held == "-" {
 		err = errors.New("no held metadata root after reserve_metadata_snap")

@@ -96,3 +96,19 @@ func TestReadReservedNoticesItsSnapshotReplaced(t *testing.T) {
 		t.Errorf("the other holder's snapshot was released: held %q, messages %v", f.held, f.msgs)
 	}
 }
+
+// Usage's read never waits behind gc's: while another reader of this
+// process holds the metadata snapshot, it fails at once, sending no
+// message to the pool.
+func TestTryUnderSnapshotDoesNotWaitForAnotherReader(t *testing.T) {
+	snapMu.Lock()
+	f := &fakeDM{held: "-", reserved: "5"}
+	err := tryUnderSnapshot(context.Background(), f.dm(), func(uint64) error { return nil })
+	snapMu.Unlock()
+	if !errors.Is(err, ErrReaderBusy) || len(f.msgs) != 0 {
+		t.Fatalf("with another reader: %v after messages %v; want ErrReaderBusy and none", err, f.msgs)
+	}
+	if err := tryUnderSnapshot(context.Background(), f.dm(), func(uint64) error { return nil }); err != nil {
+		t.Fatalf("alone: %v", err)
+	}
+}
