@@ -403,3 +403,16 @@ func (p *Pool) Discard(ctx context.Context, name string, id uint32, size uint64)
 // the device and before it opens it: the moment a VMM that was handed the
 // device's path could open it.
 var discardActivated func(path string)
+
+// OpenCount is how many times device name is open; 0 for a device that
+// does not exist (not active).
+func (p *Pool) OpenCount(name string) (int32, error) {
+	info, err := GetDeviceInfo(name)
+	if err != nil {
+		return 0, fmt.Errorf("pool %q: open count of %s: %w", p.cfg.Name, name, err)
+	}
+	if !info.Exists {
+		return 0, nil
+	}
+	return info.OpenCount, nil
+}

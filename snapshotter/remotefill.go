@@ -13,7 +13,7 @@ import (
 
 // DefaultRemoteFillWait is how long a Prepare waits for a remote fill
 // when Config.RemoteFillWait is not set ([snapshotter] remote_fill_wait).
-const DefaultRemoteFillWait = 5 * time.Second
+const DefaultRemoteFillWait = 30 * time.Second
 
 // errFillPending is fillRemote's answer when the fill outlasted the wait:
 // it goes on in the background and the Prepare falls back to an ordinary
@@ -50,6 +50,7 @@ type remoteFill struct {
 	waiting  int  // Prepares waiting now; under fillsMu
 	detached bool // a waiter timed out: the fill outlives its waiters
 	cancel   context.CancelFunc
+	parent   string // the parent the fill commits its layer on
 }
 
 // fillSnapshotInFlight reports whether key is the fill snapshot
@@ -83,9 +84,17 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 	name := remoteName(ref)
 	s.fillsMu.Lock()
 	f, joined := s.fills[name]
+	if joined && f.parent != parent {
+		// The running fill commits the layer on another parent (another
+		// namespace's chain): its result is not what containerd looks for
+		// after ErrAlreadyExists (ref and this parent), so joining it
+		// would fail this pull. This Prepare unpacks as usual.
+		s.fillsMu.Unlock()
+		return fmt.Errorf("%w: a fill of this layer on parent %q is running, not on %q", errFillPending, f.parent, parent)
+	}
 	if !joined {
 		fctx, cancel := context.WithCancel(log.WithLogger(s.closing, log.G(ctx)))
-		f = &remoteFill{done: make(chan struct{}), cancel: cancel}
+		f = &remoteFill{done: make(chan struct{}), cancel: cancel, parent: parent}
 		s.fills[name] = f
 		s.background.Add(1)
 		go func() {

@@ -130,3 +130,44 @@ func TestWalkHidesFillInFlight(t *testing.T) {
 		t.Error("Walk hid a fill snapshot no fill is running for")
 	}
 }
+
+// TestPrepareOnAnotherParentDoesNotJoinTheFill: a running fill commits
+// its layer on its own parent; a Prepare of the same layer on another
+// parent (another namespace's chain) must not join it, since what it
+// would answer (ErrAlreadyExists) makes containerd look for the layer on
+// its own parent, which the fill does not make, and fail the pull. It
+// unpacks as usual, at once.
+func TestPrepareOnAnotherParentDoesNotJoinTheFill(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newTestSnapshotter(t)
+	r := &slowRemote{release: make(chan struct{})}
+	defer close(r.release)
+	s.cfg.Remote = r
+	s.cfg.RemoteFillWait = 10 * time.Millisecond
+	if _, err := s.Prepare(ctx, "base-active", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "base-active"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "unpack-1", "", remoteLabels()); err != nil {
+		t.Fatal(err)
+	}
+	s.cfg.RemoteFillWait = time.Hour // a join would wait for the fill
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "unpack-2", "base", remoteLabels())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Prepare on another parent: %v; want an ordinary snapshot", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a Prepare on another parent joined (waited for) the fill of the layer on no parent")
+	}
+	if n := r.opens.Load(); n != 1 {
+		t.Errorf("layer store opened %d times, want 1 (the running fill's)", n)
+	}
+}

@@ -34,6 +34,18 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return fmt.Errorf("remove %q: %w", key, err)
 	}
 	defer unlock()
+	// A device someone has open (a container's mount, a VMM) keeps its
+	// record: Remove refused it when it did the dm work inline, and that
+	// refusal is the last guard against a caller (our own gc included)
+	// that misjudged the snapshot unused. One ioctl, no retries, outside
+	// the transaction (no dm work inside one): containerd retries at its
+	// next GC. The key lock keeps Commit and Remove of key out meanwhile.
+	if n, err := s.openCount(key); err != nil || n > 0 {
+		if err == nil {
+			err = fmt.Errorf("its device is open (count %d): unmount it or stop what uses it first", n)
+		}
+		return fmt.Errorf("remove %q: %w: %w", key, err, errdefs.ErrFailedPrecondition)
+	}
 	var rec *metadata.Snapshot
 	err = s.store.Update(func(tx *metadata.Tx) (err error) {
 		rec, err = tx.Snapshot(key)
@@ -71,6 +83,40 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	s.kickReaper(ctx)
 	log.G(ctx).Debug("snapshot removed; its device is deleted in the background")
 	return nil
+}
+
+// deviceOpener is the part of *dmpool.Pool that tells whether a device is
+// open; a pool without it (unit tests' fake, unless it adds it) reports
+// every device closed.
+type deviceOpener interface {
+	OpenCount(name string) (int32, error)
+}
+
+// openCount is how many times the active device of snapshot key is
+// open: 0 when it is not active, or when key has no record (Remove's
+// transaction then says so).
+func (s *Snapshotter) openCount(key string) (int32, error) {
+	o, ok := s.pool.(deviceOpener)
+	if !ok {
+		return 0, nil
+	}
+	var name string
+	err := s.store.View(func(tx *metadata.Tx) error {
+		rec, err := tx.Snapshot(key)
+		if err != nil {
+			return nil
+		}
+		d, err := tx.Device(rec.DeviceID)
+		if err != nil {
+			return nil
+		}
+		name = d.Name
+		return nil
+	})
+	if err != nil || name == "" {
+		return 0, err
+	}
+	return o.OpenCount(name)
 }
 
 // markedDevice reads device id's record when it is marked deleting.

@@ -2,6 +2,8 @@ package snapshotter
 
 import (
 	"context"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,5 +89,69 @@ func TestRemoveLeavesDMWorkToCleanup(t *testing.T) {
 	pool.mu.Unlock()
 	if still {
 		t.Errorf("thin %d still in the pool after Cleanup", id)
+	}
+}
+
+// openingPool is the fake pool that knows devices' open counts, as
+// *dmpool.Pool does.
+type openingPool struct {
+	*fakePool
+	open map[string]int32
+}
+
+func (p openingPool) OpenCount(name string) (int32, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open[name], nil
+}
+
+// TestRemoveRefusesAnOpenDevice: a snapshot whose device is open (still
+// mounted, or attached by a VMM) keeps its record and device; Remove
+// refused it when it did the dm work inline, and the mark-and-reap Remove
+// must too, or a caller that misjudged it unused loses it.
+func TestRemoveRefusesAnOpenDevice(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	fp := newFakePool()
+	pool := openingPool{fakePool: fp, open: map[string]int32{}}
+	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.format = func(context.Context, string, string) error { return nil }
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := store.View(func(tx *metadata.Tx) error {
+		rec, err := tx.Snapshot("a")
+		if err != nil {
+			return err
+		}
+		d, err := tx.Device(rec.DeviceID)
+		name = d.Name
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	pool.open[name] = 1
+	fp.mu.Unlock()
+	if err := s.Remove(ctx, "a"); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "open") {
+		t.Fatalf("Remove of a snapshot whose device is open: %v, want FailedPrecondition naming it open", err)
+	}
+	if _, err := s.Stat(ctx, "a"); err != nil {
+		t.Fatalf("after the refusal: %v", err)
+	}
+	fp.mu.Lock()
+	pool.open[name] = 0
+	fp.mu.Unlock()
+	if err := s.Remove(ctx, "a"); err != nil {
+		t.Fatalf("Remove once closed: %v", err)
 	}
 }

@@ -162,7 +162,7 @@ func Default() Config {
 			FSType:         "ext4",
 			MountType:      "fs",
 			SpareDevices:   2,
-			RemoteFillWait: 5,
+			RemoteFillWait: 30,
 		},
 		S3: s3fetch.DefaultConfig(),
 		Containerd: Containerd{
