@@ -95,17 +95,24 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 		return pt, now, err
 	}
 	// base is the counter our own reload left, when it is the one on
-	// record; delta the events since, unsigned: a counter that went back
-	// (the pool device made again) is a huge delta, so trouble.
+	// record; delta the events since. A counter below the one on record
+	// belongs to a pool device made again (a reboot, or check_on_start):
+	// its events start from zero and say nothing of the old device's,
+	// so only its mode counts (a pool the kernel loads in trouble stays
+	// in trouble, and is seen so). Counting the wrap as trouble refused
+	// every Commit of a snapshot prepared before a reboot (TestStress).
 	base := pt.EventNr
 	if reload != nil && base == reload.Before {
 		base = reload.After
 	}
+	recreated := st.EventNr < base
 	delta := st.EventNr - base
 	reason := ""
 	switch {
 	case now != "" && w.troubled == "":
 		reason = "pool " + now
+	case recreated:
+		log.G(ctx).WithField("pool", s.pool.Name()).Infof("pool event counter %d is below the %d on record: the pool device was made again; its own events count from here", st.EventNr, base)
 	case !pt.Known || delta == 0:
 	case delta == 1 && now == "":
 		// One event and the pool healthy: not a mode change. A change

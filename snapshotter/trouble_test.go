@@ -321,3 +321,23 @@ func TestSpareClaimedDuringTroubleIsNotCommitted(t *testing.T) {
 	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false })
 	wantRefused(t, s, s.Commit(ctx, "c-during", "during"), "during", "out of data space")
 }
+
+// TestCommitAfterPoolDeviceRecreated: a reboot (or check_on_start) makes
+// the pool device again and its event counter starts over below the one
+// on record. That is not trouble: a snapshot prepared before it commits
+// (TestStress found every such Commit refused).
+func TestCommitAfterPoolDeviceRecreated(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr = 5 })
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool.setStatus(func(st *dmpool.Status) { st.EventNr = 0 })
+	if err := s.Commit(ctx, "c", "a"); err != nil {
+		t.Fatalf("commit after the pool device was made again: %v", err)
+	}
+}
