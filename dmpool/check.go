@@ -59,6 +59,7 @@ func (p *Pool) checkOnStart(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	lg.Warnf("pool is %s: deactivating its %d thin devices and the pool to run thin_check", state, len(active))
+	p.checked = state
 	for _, a := range active {
 		if err := p.Deactivate(ctx, a.Name); err != nil {
 			return false, fmt.Errorf("pool %q is %s: deactivating %s for thin_check: %w", name, state, a.Name, err)

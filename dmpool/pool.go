@@ -124,7 +124,17 @@ type Pool struct {
 	// not have needs_check on disk (its failure can be that the flag
 	// could not be written), so the kernel would load it read-write.
 	loadReadOnly bool
+	// checked is the state ("read-only with needs_check", "failed") in
+	// which Open found the pool before checkOnStart made it again; ""
+	// when it did not.
+	checked string
 }
+
+// CheckedOnStart is the trouble Open found the pool in before its
+// start-up check made the pool device again, or "": the new device's
+// events and mode no longer show it, so the snapshotter's trouble watch
+// asks here.
+func (p *Pool) CheckedOnStart() string { return p.checked }
 
 // ReloadEvents is the pool's event counter just before and just after the
 // table reload Open made.

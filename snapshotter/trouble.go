@@ -172,6 +172,24 @@ func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
 	if r, ok := s.pool.(interface{ OpenReload() *dmpool.ReloadEvents }); ok {
 		s.trouble.reload = r.OpenReload()
 	}
+	// A pool found in trouble and made again by the start-up check shows
+	// neither in its new device's events nor in its mode: bump here.
+	if c, ok := s.pool.(interface{ CheckedOnStart() string }); ok && c.CheckedOnStart() != "" {
+		reason := "pool was " + c.CheckedOnStart() + " at start (checked and loaded again)"
+		err := s.store.Update(func(tx *metadata.Tx) error {
+			pt, err := tx.PoolTrouble()
+			if err != nil {
+				return err
+			}
+			pt.Bump(reason, time.Now().UTC())
+			return tx.PutPoolTrouble(pt)
+		})
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("recording the trouble the start-up check found")
+		} else {
+			log.G(ctx).WithField("pool", s.pool.Name()).Warnf("pool trouble seen: %s; snapshots prepared before it will not be committed", reason)
+		}
+	}
 	if _, _, err := s.observeTrouble(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("pool trouble check at start failed; Commit checks again")
 	}

@@ -341,3 +341,41 @@ func TestCommitAfterPoolDeviceRecreated(t *testing.T) {
 		t.Fatalf("commit after the pool device was made again: %v", err)
 	}
 }
+
+// checkedPool is the fake pool whose Open found it in trouble and made it
+// again (dmpool's check_on_start).
+type checkedPool struct {
+	*fakePool
+	state string
+}
+
+func (p checkedPool) CheckedOnStart() string { return p.state }
+
+// TestTroubleFoundByTheStartUpCheckRefusesCommit: the start-up check
+// found the pool read-only with needs_check and made it again, healthy,
+// with a fresh event counter: neither shows the trouble any more, so the
+// start records it, and a snapshot prepared before is not committed.
+func TestTroubleFoundByTheStartUpCheckRefusesCommit(t *testing.T) {
+	ctx := context.Background()
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	fp := newFakePool()
+	s, err := New(ctx, fp, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = New(ctx, checkedPool{fakePool: fp, state: "read-only with needs_check"}, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	wantRefused(t, s, s.Commit(ctx, "c", "a"), "a", "needs_check")
+}
