@@ -3,11 +3,9 @@ package snapshotter
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // listingPool is the fake pool with a ListActive, as *dmpool.Pool has;
@@ -48,11 +46,7 @@ func TestLeftoverGCProbesAreListedAndCleanedAtStart(t *testing.T) {
 	fp.active[probeName("fake", 8)] = 8  // left, and opened by someone
 	fp.active[probeName("fake", 10)] = 9 // not our name for what it maps
 	pool.open[probeName("fake", 8)] = 1
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newTestStore(t)
 	// The records of 7-9 are not needed: probes are judged by the pool.
 	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
 	if err != nil {

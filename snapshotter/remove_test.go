@@ -2,7 +2,6 @@ package snapshotter
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,11 +110,7 @@ func (p openingPool) OpenCount(name string) (int32, error) {
 // must too, or a caller that misjudged it unused loses it.
 func TestRemoveRefusesAnOpenDevice(t *testing.T) {
 	ctx := context.Background()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newTestStore(t)
 	fp := newFakePool()
 	pool := openingPool{fakePool: fp, open: map[string]int32{}}
 	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})

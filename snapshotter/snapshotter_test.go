@@ -17,13 +17,20 @@ import (
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
-func newTestSnapshotter(t *testing.T) (*Snapshotter, *fakePool, *metadata.Store) {
+// newTestStore is a fresh metadata store, closed when t ends.
+func newTestStore(t *testing.T) *metadata.Store {
 	t.Helper()
 	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+func newTestSnapshotter(t *testing.T) (*Snapshotter, *fakePool, *metadata.Store) {
+	t.Helper()
+	store := newTestStore(t)
 	pool := newFakePool()
 	s, err := New(context.Background(), pool, store, Config{BaseSize: 64 << 20})
 	if err != nil {
@@ -163,11 +170,7 @@ func TestInterruptedPrepareIsOrphanedOnRestart(t *testing.T) {
 // with n spares of a 64 MiB ext4 template made ready.
 func newSpareSnapshotter(t *testing.T, n int) (*Snapshotter, *fakePool, *metadata.Store) {
 	t.Helper()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newTestStore(t)
 	pool := newFakePool()
 	s := &Snapshotter{pool: pool, store: store, cfg: Config{BaseSize: 64 << 20, FSType: "ext4"},
 		templates: map[string]*sync.Mutex{}, format: func(context.Context, string, string) error { return nil }}

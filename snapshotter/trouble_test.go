@@ -3,7 +3,6 @@ package snapshotter
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,11 +88,7 @@ func TestCommitRefusesPoolInTrouble(t *testing.T) {
 // down between Prepare and Commit; the event counter on record tells.
 func TestCommitRefusesTroubleWhileDown(t *testing.T) {
 	ctx := context.Background()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := newTestStore(t)
 	pool := newFakePool()
 	pool.status.EventNr = 7
 	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
@@ -135,11 +130,7 @@ func TestOwnReloadIsNotTrouble(t *testing.T) {
 	}{{"reload only", 0, false}, {"reload and a low-water event", 1, false}, {"reload and two more events", 2, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
+			store := newTestStore(t)
 			fp := newFakePool()
 			fp.status.EventNr = 3
 			s, err := New(ctx, fp, store, Config{BaseSize: 64 << 20})
@@ -224,11 +215,7 @@ func (w *fakeWaiter) Release() { close(w.done) }
 // with no Prepare or Commit looking, and Close ends it.
 func TestWatcherRecordsTroubleAndStops(t *testing.T) {
 	ctx := context.Background()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := newTestStore(t)
 	pool := newFakePool()
 	w := &fakeWaiter{events: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
 	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20, newWaiter: func() (eventWaiter, error) { return w, nil }})
@@ -357,11 +344,7 @@ func (p checkedPool) CheckedOnStart() string { return p.state }
 // start records it, and a snapshot prepared before is not committed.
 func TestTroubleFoundByTheStartUpCheckRefusesCommit(t *testing.T) {
 	ctx := context.Background()
-	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newTestStore(t)
 	fp := newFakePool()
 	s, err := New(ctx, fp, store, Config{BaseSize: 64 << 20})
 	if err != nil {
