@@ -34,7 +34,7 @@ export FLYIO_BIN := $(CURDIR)/$(BIN)
 export FLYIO_VM_ENV := FLYIO_BIN FLYIO_TOOLS_BIN FLYIO_REQUIRE_S3
 
 # Packages whose tests need real dm-thin; they run inside the VM.
-VM_PKGS := ./dmpool ./snapshotter ./test/e2e ./test/crash ./internal/thinmeta
+VM_PKGS := ./dmpool ./snapshotter ./test/e2e ./test/crash ./dmpool/thinmeta
 
 include test/vm/vm.mk
 -include bench/bench.mk

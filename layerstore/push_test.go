@@ -16,7 +16,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )

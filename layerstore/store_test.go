@@ -14,7 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	godigest "github.com/opencontainers/go-digest"
 
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )

@@ -16,5 +16,5 @@
 // Client.
 //
 // Tests run the same suite against an in-process fake and a real versitygw
-// gateway, both behind a fault-injecting proxy; see internal/s3test.
+// gateway, both behind a fault-injecting proxy; see s3fetch/s3test.
 package s3fetch

@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 

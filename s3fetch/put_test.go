@@ -5,7 +5,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 

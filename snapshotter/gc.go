@@ -13,7 +13,7 @@ import (
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
-// The methods in this file are the operator gc's hooks (internal/gc).
+// The methods in this file are the operator gc's hooks (package gc).
 // Each re-checks, in the metadata transaction that claims the device,
 // that no snapshot or template uses it: that transaction is the same
 // serialisation point Prepare, Commit and Remove go through, so gc

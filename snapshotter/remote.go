@@ -16,7 +16,7 @@ import (
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/internal/fillmount"
-	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/metrics"
 )
 
 // RemoteLayers is a store of image layers outside the host (the S3 layer

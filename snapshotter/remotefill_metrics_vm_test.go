@@ -14,7 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/metrics"
 )
 
 // memLayers is a remote layer store holding one layer in memory, whose

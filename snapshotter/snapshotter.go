@@ -22,8 +22,8 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/fillmount"
-	"github.com/superfly/flyio-image-manager/internal/metrics"
-	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/metrics"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

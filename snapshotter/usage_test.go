@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

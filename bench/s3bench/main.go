@@ -35,7 +35,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/s3fetch"
-	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 )
 
 func main() {

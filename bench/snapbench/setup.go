@@ -11,7 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/devmapper"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )

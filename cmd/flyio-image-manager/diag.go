@@ -9,11 +9,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/daemon"
-	"github.com/superfly/flyio-image-manager/internal/diag"
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/daemon"
+	"github.com/superfly/flyio-image-manager/diag"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

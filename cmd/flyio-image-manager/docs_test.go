@@ -20,7 +20,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/config"
 )
 
 // repoRoot is where README.md lives, relative to this package.
@@ -504,7 +504,7 @@ func TestConfigKeysDocumented(t *testing.T) {
 		check(k, "config.toml.example")
 	}
 	for _, k := range structKeys() {
-		check(k, "internal/config")
+		check(k, "package config")
 		if !inExample[k] {
 			t.Errorf("config.toml.example lacks %s, which the config decoder accepts", k)
 		}

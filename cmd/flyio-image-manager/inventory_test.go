@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 )
 
 func TestWriteImagesTable(t *testing.T) {

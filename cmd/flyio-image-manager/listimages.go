@@ -6,8 +6,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"

@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 )

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )

@@ -24,9 +24,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
@@ -349,7 +349,7 @@ func (e *env) checkImage(im image, id string) {
 	}
 }
 
-// poolConfig is the daemon's dmpool.Config (internal/daemon.PoolConfig;
+// poolConfig is the daemon's dmpool.Config (daemon.PoolConfig;
 // repeated so this package builds while the daemon package is in flux).
 func (e *env) poolConfig() dmpool.Config {
 	p := e.cfg.Pool

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/gc"
 )
 
 // gcReport runs `gc --json --min-age 0s` with --dry-run or --force and

@@ -14,7 +14,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/gc"
 )
 
 // mountsOf lists what is mounted from the pool's thin devices, anywhere.

@@ -19,7 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 )
 

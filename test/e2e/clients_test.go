@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
 )

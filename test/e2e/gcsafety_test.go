@@ -16,8 +16,8 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/gc"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )
 

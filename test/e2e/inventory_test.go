@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
 )
 

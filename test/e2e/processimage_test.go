@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 )
 
 // largeTimeout bounds one large process-image run under TCG.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 )

@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/s3test"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
-	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 )
 
 // s3env is an env whose daemon reads images from a real versitygw through

@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/daemon"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 )

@@ -22,7 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/test/e2e/tarballgen"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 )
 
 func main() {

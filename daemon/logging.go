@@ -5,7 +5,7 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/superfly/flyio-image-manager/internal/config"
+	"github.com/superfly/flyio-image-manager/config"
 )
 
 // SetupLogging applies log_level and log_format to containerd/log's

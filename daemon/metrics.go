@@ -12,8 +12,8 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

@@ -11,10 +11,10 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/internal/admin"
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/gc"
-	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )

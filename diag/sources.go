@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/internal/gc"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

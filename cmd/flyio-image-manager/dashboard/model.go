@@ -14,7 +14,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )

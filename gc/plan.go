@@ -10,7 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

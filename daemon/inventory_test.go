@@ -7,7 +7,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )

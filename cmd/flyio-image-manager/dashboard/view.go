@@ -10,7 +10,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/internal/admin"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 

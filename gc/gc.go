@@ -3,7 +3,7 @@
 //
 // Plan only reads. It reads our metadata first and the thin ids in the
 // pool after (from a metadata snapshot it reserves itself,
-// internal/thinmeta, never one somebody else holds): Prepare records a
+// dmpool/thinmeta, never one somebody else holds): Prepare records a
 // device before it creates it and marks it ready only after, so every
 // record Plan judges is older than its view of the pool, and a snapshot
 // created meanwhile never looks like a record without device. An id in

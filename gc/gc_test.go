@@ -13,7 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 
-	"github.com/superfly/flyio-image-manager/internal/thinmeta"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 

@@ -59,7 +59,7 @@ base_size = "1GB"
 }
 
 func TestExampleFileMatchesDefaults(t *testing.T) {
-	cfg, err := Load("../../config.toml.example", true)
+	cfg, err := Load("../config.toml.example", true)
 	if err != nil {
 		t.Fatal(err)
 	}

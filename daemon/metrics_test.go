@@ -14,8 +14,8 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/superfly/flyio-image-manager/internal/config"
-	"github.com/superfly/flyio-image-manager/internal/metrics"
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/metrics"
 )
 
 // TestObservabilityServers starts the metrics endpoint on a free TCP port

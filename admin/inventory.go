@@ -9,7 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/superfly/flyio-image-manager/internal/diag"
+	"github.com/superfly/flyio-image-manager/diag"
 )
 
 // InventoryBackend lists what the daemon holds: imported images, the
