@@ -42,8 +42,6 @@ var (
 	ErrDeviceBusy error = &kindError{"device is busy", errdefs.ErrFailedPrecondition}
 	// ErrNotFound: no such thin id or device.
 	ErrNotFound error = &kindError{"device not found", errdefs.ErrNotFound}
-	// ErrIDsExhausted: the 24-bit thin id space is used up.
-	ErrIDsExhausted error = &kindError{"thin device ids exhausted", errdefs.ErrResourceExhausted}
 	// ErrMismatch: an existing pool does not use the configured storage.
 	ErrMismatch error = &kindError{"devicemapper pool does not match its configuration", errdefs.ErrFailedPrecondition}
 	// ErrNoDeviceMapper: /dev/mapper/control cannot be opened; the

@@ -25,6 +25,9 @@ type ActiveDevice struct {
 	OpenCount  int32
 }
 
+// MaxDeviceID is the largest thin device id (ids are 24 bit).
+const MaxDeviceID = 1<<24 - 1
+
 func checkID(pool string, id uint32) error {
 	if id > MaxDeviceID {
 		return fmt.Errorf("pool %q: thin id %d exceeds %d: %w", pool, id, MaxDeviceID, errdefs.ErrInvalidArgument)
@@ -205,16 +208,6 @@ func sameThin(have, want Target) bool {
 // it suspended). EBUSY is retried briefly, then ErrDeviceBusy. A device
 // that does not exist is not an error.
 func (p *Pool) Deactivate(ctx context.Context, name string) error {
-	return p.deactivate(ctx, name, false)
-}
-
-// DeactivateDeferred is Deactivate, but a busy device is removed by the
-// kernel on its last close instead of failing.
-func (p *Pool) DeactivateDeferred(ctx context.Context, name string) error {
-	return p.deactivate(ctx, name, true)
-}
-
-func (p *Pool) deactivate(ctx context.Context, name string, deferred bool) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -241,7 +234,7 @@ func (p *Pool) deactivate(ctx context.Context, name string, deferred bool) error
 			return fmt.Errorf("deactivate: %w", err)
 		}
 	}
-	return removeWithRetry(ctx, name, deferred)
+	return removeWithRetry(ctx, name, false)
 }
 
 func (p *Pool) owns(t Target) bool {
@@ -318,13 +311,6 @@ func (p *Pool) ThinStatus(ctx context.Context, name string) (ThinStatus, error) 
 		return ThinStatus{}, fmt.Errorf("thin device %q: %w", name, err)
 	}
 	return s, nil
-}
-
-// SetTransactionID moves the pool's transaction id from old to new, so
-// callers can detect that metadata and pool diverged after a crash.
-func (p *Pool) SetTransactionID(ctx context.Context, old, new uint64) error {
-	_, err := Message(p.cfg.Name, fmt.Sprintf("set_transaction_id %d %d", old, new))
-	return mapMessageErr(p.cfg.Name, fmt.Sprintf("set transaction id %d -> %d", old, new), err)
 }
 
 // Discard discards every block of thin device id (size bytes, its

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -198,52 +197,6 @@ func TestErrorMapping(t *testing.T) {
 	}
 	if mapMessageErr("p", "x", nil) != nil {
 		t.Fatal("nil error mapped")
-	}
-}
-
-func TestIDAllocatorConcurrent(t *testing.T) {
-	a := NewIDAllocator(100)
-	const n, per = 32, 500
-	var mu sync.Mutex
-	seen := map[uint32]bool{}
-	var wg sync.WaitGroup
-	for g := 0; g < n; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < per; i++ {
-				id, err := a.Next()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				if seen[id] {
-					t.Errorf("id %d handed out twice", id)
-				}
-				seen[id] = true
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(seen) != n*per || a.Peek() != 100+n*per {
-		t.Fatalf("got %d ids, peek %d", len(seen), a.Peek())
-	}
-	for id := uint32(100); id < 100+n*per; id++ {
-		if !seen[id] {
-			t.Fatalf("id %d skipped", id)
-		}
-	}
-	b := NewIDAllocator(MaxDeviceID)
-	if id, err := b.Next(); err != nil || id != MaxDeviceID {
-		t.Fatalf("last id: %d %v", id, err)
-	}
-	if _, err := b.Next(); !errors.Is(err, ErrIDsExhausted) {
-		t.Fatalf("expected exhaustion, got %v", err)
-	}
-	if b.Peek() != MaxDeviceID+1 {
-		t.Fatalf("peek after exhaustion %d", b.Peek())
 	}
 }
 

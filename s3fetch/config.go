@@ -149,6 +149,3 @@ func (c *Config) Validate() error {
 
 // ImageKey is the object key of the image tarball called name.
 func (c *Config) ImageKey(name string) string { return c.Prefix + name }
-
-// LayerKey is the object key of the layer called name.
-func (c *Config) LayerKey(name string) string { return c.LayerPrefix + name }
