@@ -14,7 +14,7 @@
 #   make install the binary, the config example and the systemd units
 #                (DESTDIR, PREFIX=/usr/local, SYSTEMDUNITDIR); make uninstall
 #   make unit    only the unit tests (no VM; S3 ones against a real versitygw)
-#   make lint    gofmt and go vet
+#   make lint    gofmt, go vet and the layering test (docs/ARCHITECTURE.md)
 #   make tools   install containerd, ctr, runc shim, versitygw... (test/tools.sh)
 #   make vm      build/refresh the test VM's kernel and initramfs
 #   make vm-smoke  prove the VM harness; make vm-test VM_PKGS=./dmpool runs
@@ -90,6 +90,7 @@ tools:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/layering
 
 # Unit tests run on any machine; the S3 ones use a real versitygw, so
 # FLYIO_REQUIRE_S3=1 makes a missing server a failure, not a skip.
