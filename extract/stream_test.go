@@ -219,31 +219,6 @@ func TestUnknownTypeSkipped(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"1073741824": 1 << 30, "1GiB": 1 << 30, "1GB": 1 << 30, "1g": 1 << 30, "1 G": 1 << 30,
-		"64GiB": 64 << 30, "512": 512, "2k": 2048, "1.5MB": 3 << 19, "0": 0, "1TB": 1 << 40,
-	} {
-		got, err := ParseSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "GB", "1XB", "-1", "99999999999999999999", "9000000PB"} {
-		if _, err := ParseSize(bad); err == nil {
-			t.Errorf("ParseSize(%q) succeeded", bad)
-		}
-	}
-	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 2 << 30: "2 GiB", 3 << 19: "1.5 MiB", 64 << 30: "64 GiB"} {
-		if got := FormatSize(n); got != want {
-			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
-		}
-		if back, err := ParseSize(FormatSize(n)); err != nil || back != n {
-			t.Errorf("round trip %d: %d %v", n, back, err)
-		}
-	}
-}
-
 func TestDetectCompression(t *testing.T) {
 	for _, tc := range []struct {
 		head []byte

@@ -126,3 +126,16 @@ func TestParseSizeWholeBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestBytesReadsBack: what the commands print (Bytes) ParseSize reads
+// back exactly when it is exact (the cases extract's own FormatSize had).
+func TestBytesReadsBack(t *testing.T) {
+	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 2 << 30: "2 GiB", 3 << 19: "1.5 MiB", 64 << 30: "64 GiB"} {
+		if got := Bytes(n); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
+		if back, err := ParseSize(Bytes(n)); err != nil || back != n {
+			t.Errorf("round trip %d: %d %v", n, back, err)
+		}
+	}
+}
