@@ -105,7 +105,11 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 			delete(s.fills, name)
 			f.err = err
 			close(f.done)
+			detached := f.detached
 			s.fillsMu.Unlock()
+			if detached {
+				logDetachedFill(fctx, name, err)
+			}
 		}()
 	} else {
 		log.G(ctx).Debug("joining the remote fill of this layer already running")
@@ -136,4 +140,20 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 	}
 	s.fillsMu.Unlock()
 	return err
+}
+
+// logDetachedFill reports the end of a fill whose Prepares stopped
+// waiting for it: nobody else sees its result. A committed layer is kept
+// for the next Prepare of it (a re-pull, another namespace) to adopt;
+// until one does, containerd's garbage collection, which removes every
+// snapshot of ours no namespace refers to, may collect it.
+func logDetachedFill(ctx context.Context, name string, err error) {
+	switch {
+	case err == nil:
+		log.G(ctx).Infof("layer filled from the remote store in the background as %q", name)
+	case errors.Is(err, context.Canceled):
+		log.G(ctx).Infof("background fill %q stopped: the daemon is closing", name)
+	default:
+		log.G(ctx).WithError(err).Warnf("background fill %q from the remote store failed; the next pull of this layer tries again", name)
+	}
 }
