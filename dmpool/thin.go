@@ -230,8 +230,22 @@ func (p *Pool) deactivate(ctx context.Context, name string, deferred bool) error
 		return nil
 	}
 	if info.Active {
+		// Only a device proven to be this pool's is removed.
 		ts, err := Table(name)
-		if err == nil && (len(ts) != 1 || ts[0].Type != "thin" || !(p.owns(ts[0]) || p.hiddenThin(name, ts[0]))) {
+		if isErrno(err, unix.ENXIO) {
+			removeNode(name)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("deactivate %q: %w", name, err)
+		}
+		mine := len(ts) == 1 && ts[0].Type == "thin" && p.owns(ts[0])
+		if !mine && len(ts) == 1 {
+			if mine, err = p.hiddenThin(name, ts[0]); err != nil {
+				return fmt.Errorf("deactivate %q: %w", name, err)
+			}
+		}
+		if !mine {
 			return fmt.Errorf("deactivate %q: not a thin device of pool %q (table %q): %w",
 				name, p.cfg.Name, tableString(ts), errdefs.ErrInvalidArgument)
 		}
@@ -320,8 +334,17 @@ func (p *Pool) listActive(ctx context.Context) (active, hidden []ActiveDevice, e
 			active = append(active, d)
 		case perr == nil:
 			// Another pool's thin device.
-		case p.hiddenThin(n.Name, ts[0]):
-			hidden = append(hidden, d)
+		default:
+			mine, err := p.hiddenThin(n.Name, ts[0])
+			if isErrno(err, unix.ENXIO) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+			}
+			if mine {
+				hidden = append(hidden, d)
+			}
 		}
 	}
 	return active, hidden, nil
@@ -329,20 +352,20 @@ func (p *Pool) listActive(ctx context.Context) (active, hidden []ActiveDevice, e
 
 // hiddenThin reports whether name, a thin device whose table t the kernel
 // does not show (a failed pool's: "Fail"), is stacked on this pool.
-func (p *Pool) hiddenThin(name string, t Target) bool {
+func (p *Pool) hiddenThin(name string, t Target) (bool, error) {
 	if t.Type != "thin" || strings.TrimSpace(t.Params) != "Fail" {
-		return false
+		return false, nil
 	}
 	deps, err := TableDeps(name)
 	if err != nil {
-		return false
+		return false, err
 	}
 	for _, d := range deps {
 		if devString(d[0], d[1]) == p.poolDev {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // ThinStatus reports how much of the active thin device name is mapped.
