@@ -44,10 +44,14 @@ func (p *Pool) checkOnStart(ctx context.Context) (bool, error) {
 		lg.WithError(err).Errorf("pool is %s and thin_check is not installed (thin-provisioning-tools): it stays as it is; see docs/OPERATIONS.md", state)
 		return false, nil
 	}
-	active, err := p.ListActive(ctx)
+	// A failed pool's thin devices are listed by their dependency on
+	// the pool (the kernel hides their tables): each holds the pool open
+	// and must go before it.
+	shown, hidden, err := p.listActive(ctx)
 	if err != nil {
 		return false, err
 	}
+	active := append(shown, hidden...)
 	var open []string
 	for _, a := range active {
 		if a.OpenCount > 0 {

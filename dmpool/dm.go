@@ -205,6 +205,39 @@ func tableStatusInfo(name string, flags uint32, what string) ([]Target, DeviceIn
 	return t, infoFromHeader(name, &res.hdr), nil
 }
 
+// TableDeps returns the devices (major, minor) the live table of name
+// uses. The kernel answers it from the table itself, also when the
+// target's status hides its parameters (a failed pool's thin devices).
+func TableDeps(name string) ([][2]uint32, error) {
+	res, err := dmIoctl(unix.DM_TABLE_DEPS, name, 0, 0, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dependencies of %q: %w", name, err)
+	}
+	deps, err := unmarshalDeps(res.data)
+	if err != nil {
+		return nil, fmt.Errorf("dependencies of %q: %w", name, err)
+	}
+	return deps, nil
+}
+
+// unmarshalDeps parses struct dm_target_deps: a count, padding, and
+// count dev_t values encoded as the kernel's huge_encode_dev.
+func unmarshalDeps(data []byte) ([][2]uint32, error) {
+	if len(data) < 8 {
+		return nil, fmt.Errorf("device-mapper deps reply of %d bytes", len(data))
+	}
+	n := binary.NativeEndian.Uint32(data)
+	if uint64(len(data)) < 8+uint64(n)*8 {
+		return nil, fmt.Errorf("device-mapper deps reply of %d bytes for %d devices", len(data), n)
+	}
+	out := make([][2]uint32, n)
+	for i := range out {
+		d := binary.NativeEndian.Uint64(data[8+8*i:])
+		out[i] = [2]uint32{unix.Major(d), unix.Minor(d)}
+	}
+	return out, nil
+}
+
 // ListDevices returns the names and dev_t of all device-mapper devices.
 func ListDevices() ([]DeviceName, error) {
 	res, err := dmIoctl(unix.DM_LIST_DEVICES, "", 0, 0, nil)

@@ -3,6 +3,9 @@ package dmpool
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -96,5 +99,26 @@ func removeWithRetry(ctx context.Context, name string, deferred bool) error {
 		}
 	}
 	info, _ := GetDeviceInfo(name)
-	return fmt.Errorf("remove %q (open count %d): %w: %w", name, info.OpenCount, ErrDeviceBusy, err)
+	return fmt.Errorf("remove %q (open count %d%s): %w: %w", name, info.OpenCount, holdersNote(info), ErrDeviceBusy, err)
+}
+
+// holdersNote names the devices stacked on the device info describes
+// (sysfs holders: device-mapper devices whose tables use it), so that an
+// operator sees what keeps it busy; "" when none is or sysfs has no
+// answer (then an open file descriptor or a mount keeps it).
+func holdersNote(info DeviceInfo) string {
+	dir := fmt.Sprintf("/sys/dev/block/%d:%d/holders", info.Major, info.Minor)
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		return ""
+	}
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if b, err := os.ReadFile(filepath.Join(dir, n, "dm", "name")); err == nil {
+			n = strings.TrimSpace(string(b))
+		}
+		names = append(names, n)
+	}
+	return fmt.Sprintf(", held by %s", strings.Join(names, ", "))
 }

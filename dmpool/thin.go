@@ -223,8 +223,22 @@ func (p *Pool) Deactivate(ctx context.Context, name string) error {
 		return nil
 	}
 	if info.Active {
+		// Only a device proven to be this pool's is removed.
 		ts, err := Table(name)
-		if err == nil && (len(ts) != 1 || ts[0].Type != "thin" || !p.owns(ts[0])) {
+		if isErrno(err, unix.ENXIO) {
+			removeNode(name)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("deactivate %q: %w", name, err)
+		}
+		mine := len(ts) == 1 && ts[0].Type == "thin" && p.owns(ts[0])
+		if !mine && len(ts) == 1 {
+			if mine, err = p.hiddenThin(name, ts[0]); err != nil {
+				return fmt.Errorf("deactivate %q: %w", name, err)
+			}
+		}
+		if !mine {
 			return fmt.Errorf("deactivate %q: not a thin device of pool %q (table %q): %w",
 				name, p.cfg.Name, tableString(ts), errdefs.ErrInvalidArgument)
 		}
@@ -261,13 +275,33 @@ func (p *Pool) Delete(ctx context.Context, id uint32) error {
 	return mapMessageErr(p.cfg.Name, what, err)
 }
 
-// ListActive returns the active thin devices of this pool.
+// ListActive returns the active thin devices of this pool. On a pool in
+// fail mode the kernel shows "Fail" instead of a thin device's table, so
+// its id is unknown: ListActive then fails with ErrPoolFailed rather than
+// leave such a device out (whoever judges devices by id would misjudge).
 func (p *Pool) ListActive(ctx context.Context) ([]ActiveDevice, error) {
+	active, hidden, err := p.listActive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(hidden) > 0 {
+		names := make([]string, len(hidden))
+		for i, h := range hidden {
+			names[i] = h.Name
+		}
+		return nil, fmt.Errorf("pool %q: the kernel hides the tables of thin devices %v (the pool has failed): %w", p.cfg.Name, names, ErrPoolFailed)
+	}
+	return active, nil
+}
+
+// listActive returns the active thin devices of this pool whose tables
+// the kernel shows, and those of a failed pool whose tables it hides
+// (ID unknown), found by their dependency on the pool device.
+func (p *Pool) listActive(ctx context.Context) (active, hidden []ActiveDevice, err error) {
 	names, err := ListDevices()
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+		return nil, nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 	}
-	var out []ActiveDevice
 	for _, n := range names {
 		if n.Name == p.cfg.Name {
 			continue
@@ -280,18 +314,51 @@ func (p *Pool) ListActive(ctx context.Context) ([]ActiveDevice, error) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+			return nil, nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 		}
-		if len(ts) != 1 || ts[0].Type != "thin" || !p.owns(ts[0]) {
+		if len(ts) != 1 || ts[0].Type != "thin" {
 			continue
 		}
-		tt, _ := parseThinTable(ts[0].Params)
-		out = append(out, ActiveDevice{
-			Name: n.Name, ID: tt.ID, Size: ts[0].Length * sectorSize, DevicePath: DevicePath(n.Name),
-			Suspended: info.Suspended, OpenCount: info.OpenCount,
-		})
+		d := ActiveDevice{Name: n.Name, Size: ts[0].Length * sectorSize, DevicePath: DevicePath(n.Name),
+			Suspended: info.Suspended, OpenCount: info.OpenCount}
+		switch tt, perr := parseThinTable(ts[0].Params); {
+		case perr == nil && tt.PoolDev == p.poolDev:
+			d.ID = tt.ID
+			active = append(active, d)
+		case perr == nil:
+			// Another pool's thin device.
+		default:
+			mine, err := p.hiddenThin(n.Name, ts[0])
+			if isErrno(err, unix.ENXIO) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("pool %q: %w", p.cfg.Name, err)
+			}
+			if mine {
+				hidden = append(hidden, d)
+			}
+		}
 	}
-	return out, nil
+	return active, hidden, nil
+}
+
+// hiddenThin reports whether name, a thin device whose table t the kernel
+// does not show (a failed pool's: "Fail"), is stacked on this pool.
+func (p *Pool) hiddenThin(name string, t Target) (bool, error) {
+	if t.Type != "thin" || strings.TrimSpace(t.Params) != "Fail" {
+		return false, nil
+	}
+	deps, err := TableDeps(name)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range deps {
+		if devString(d[0], d[1]) == p.poolDev {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // ThinStatus reports how much of the active thin device name is mapped.

@@ -389,3 +389,20 @@ func TestStableEventsRereadsAMovingCounter(t *testing.T) {
 		t.Fatalf("unsettled counter: %+v, %v; want %d", s, err, m+2)
 	}
 }
+
+func TestUnmarshalDeps(t *testing.T) {
+	data := make([]byte, 8+2*8)
+	binary.NativeEndian.PutUint32(data, 2)
+	binary.NativeEndian.PutUint64(data[8:], unix.Mkdev(253, 4))
+	binary.NativeEndian.PutUint64(data[16:], unix.Mkdev(7, 300))
+	got, err := unmarshalDeps(data)
+	if err != nil || len(got) != 2 || got[0] != [2]uint32{253, 4} || got[1] != [2]uint32{7, 300} {
+		t.Fatalf("unmarshalDeps = %v, %v", got, err)
+	}
+	if _, err := unmarshalDeps(data[:16]); err == nil {
+		t.Error("a reply shorter than its count accepted")
+	}
+	if _, err := unmarshalDeps(data[:4]); err == nil {
+		t.Error("a reply without a count accepted")
+	}
+}

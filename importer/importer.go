@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,13 +288,25 @@ func newRunID() string {
 var errRunFailed = errors.New("process-image failed")
 
 // RunError turns a failed or cancelled run into an error carrying its
-// reason.
+// reason. It is errdefs.ErrAborted (cancelled) or ErrUnknown (failed: the
+// record keeps the reason's text, not its kind) without printing the
+// kind: the message used to end in a stray ": unknown".
 func RunError(r metadata.Run) error {
-	if r.State == metadata.RunCancelled {
-		return fmt.Errorf("process-image run %s (s3://%s/%s): %s: %w", r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrAborted)
+	switch r.State {
+	case metadata.RunCancelled:
+		return &runError{msg: fmt.Sprintf("process-image run %s (s3://%s/%s) was cancelled: %s", r.ID, r.Bucket, r.Key, r.Error), kinds: []error{errdefs.ErrAborted}}
+	case metadata.RunFailed:
+		return &runError{msg: fmt.Sprintf("%v: run %s (s3://%s/%s): %s", errRunFailed, r.ID, r.Bucket, r.Key, r.Error), kinds: []error{errRunFailed, errdefs.ErrUnknown}}
 	}
-	if r.State != metadata.RunFailed {
-		return nil
-	}
-	return fmt.Errorf("%w: run %s (s3://%s/%s): %s: %w", errRunFailed, r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrUnknown)
+	return nil
 }
+
+// runError is a finished run's failure as RunError reports it.
+type runError struct {
+	msg   string
+	kinds []error
+}
+
+func (e *runError) Error() string { return e.msg }
+
+func (e *runError) Is(target error) bool { return slices.Contains(e.kinds, target) }

@@ -53,6 +53,10 @@ type remoteFill struct {
 	parent   string // the parent the fill commits its layer on
 }
 
+// testHookFillWaitEnded, when set by a test, runs after a Prepare's wait
+// for a fill ended and before it takes fillsMu.
+var testHookFillWaitEnded func()
+
 // fillSnapshotInFlight reports whether key is the fill snapshot
 // ("remote-fill/<ref>/<suffix>") of a fill that is still running. One a
 // crash left behind is not: containerd's GC and gc remove it.
@@ -105,7 +109,11 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 			delete(s.fills, name)
 			f.err = err
 			close(f.done)
+			detached := f.detached
 			s.fillsMu.Unlock()
+			if detached {
+				logDetachedFill(fctx, name, err)
+			}
 		}()
 	} else {
 		log.G(ctx).Debug("joining the remote fill of this layer already running")
@@ -126,14 +134,44 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	if testHookFillWaitEnded != nil {
+		testHookFillWaitEnded()
+	}
 	s.fillsMu.Lock()
 	f.waiting--
 	if timedOut {
-		f.detached = true
+		select {
+		case <-f.done:
+			// It ended between the timer and this lock: its result is
+			// this Prepare's (the goroutine saw no detached waiter and
+			// logs nothing).
+			timedOut, err = false, f.err
+		default:
+			f.detached = true
+		}
 	}
 	if f.waiting == 0 && !f.detached && ctx.Err() != nil {
 		f.cancel()
 	}
 	s.fillsMu.Unlock()
 	return err
+}
+
+// logDetachedFill reports the end of a fill whose Prepares stopped
+// waiting for it: nobody else sees its result. nil means remoteName(ref)
+// is committed now (by this fill, or found committed). A committed layer is kept
+// for the next Prepare of it (a re-pull, another namespace) to adopt;
+// until one does, containerd's garbage collection, which removes every
+// snapshot of ours no namespace refers to, may collect it.
+func logDetachedFill(ctx context.Context, name string, err error) {
+	switch {
+	case err == nil:
+		log.G(ctx).Infof("layer filled from the remote store in the background as %q", name)
+	case ctx.Err() != nil:
+		log.G(ctx).WithError(err).Infof("background fill %q stopped: the daemon is closing", name)
+	case errors.Is(err, errNotRemote):
+		log.G(ctx).Infof("background fill %q: the remote store does not have this layer", name)
+	default:
+		log.G(ctx).WithError(err).Warnf("background fill %q from the remote store failed; the next pull of this layer tries again", name)
+	}
 }

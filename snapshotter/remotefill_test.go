@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -169,5 +170,35 @@ func TestPrepareOnAnotherParentDoesNotJoinTheFill(t *testing.T) {
 	}
 	if n := r.opens.Load(); n != 1 {
 		t.Errorf("layer store opened %d times, want 1 (the running fill's)", n)
+	}
+}
+
+// TestFillEndingAsTheWaitTimesOutIsThePreparesResult: a fill that ends
+// after the Prepare's timer fired but before it took the lock saw no
+// detached waiter (so nobody logs its end) while the Prepare answered
+// "still running" and let containerd fetch a layer already filled. The
+// Prepare must take the fill's result then.
+func TestFillEndingAsTheWaitTimesOutIsThePreparesResult(t *testing.T) {
+	s, _, _ := newTestSnapshotter(t)
+	r := &slowRemote{release: make(chan struct{})}
+	s.cfg.Remote = r
+	s.cfg.RemoteFillWait = 10 * time.Millisecond
+	testHookFillWaitEnded = func() {
+		close(r.release)
+		for {
+			s.fillsMu.Lock()
+			n := len(s.fills)
+			s.fillsMu.Unlock()
+			if n == 0 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	defer func() { testHookFillWaitEnded = nil }()
+	labels := map[string]string{snapshots.LabelSnapshotRef: "sha256:0123", "containerd.io/snapshot.diffid": "sha256:4567"}
+	err := s.fillRemote(context.Background(), "", labels)
+	if !errors.Is(err, errNotRemote) {
+		t.Fatalf("fillRemote = %v, want the ended fill's result (%v)", err, errNotRemote)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -28,24 +29,55 @@ import (
 // The daemon recovers on its own here: a restart with [pool]
 // check_on_start (the default) finds the pool read-only with needs_check
 // and no thin device open, and deactivates, thin_checks and reloads it.
-func TestDataDeviceWriteFault(t *testing.T) { dataDeviceWriteFault(t, true) }
+func TestDataDeviceWriteFault(t *testing.T) {
+	poolDeviceFault(t, deviceFault{zero: true, checkOnStart: true})
+}
 
 // TestDataDeviceWriteFaultNoZeroing is the same on a pool with
 // zero_new_blocks = false, where the failed write is the import's own,
 // and check_on_start = false: the operator's procedure in
 // docs/OPERATIONS.md recovers it.
-func TestDataDeviceWriteFaultNoZeroing(t *testing.T) { dataDeviceWriteFault(t, false) }
+func TestDataDeviceWriteFaultNoZeroing(t *testing.T) { poolDeviceFault(t, deviceFault{}) }
 
-func dataDeviceWriteFault(t *testing.T, zero bool) {
+// TestMetadataDeviceFault makes every read and write of the pool's
+// metadata device fail during an import. dm-thin cannot even abort the
+// transaction then and puts the pool in fail mode (which a data write
+// fault reaches too, depending on the kernel's timing: CI saw it, and the
+// daemon's restart failed). A restart with check_on_start must recover
+// a failed pool as it recovers a read-only one.
+func TestMetadataDeviceFault(t *testing.T) {
+	poolDeviceFault(t, deviceFault{zero: true, checkOnStart: true, metadata: true})
+}
+
+// deviceFault is which of the pool's devices faults, and how the pool is
+// configured.
+// flakeyCount numbers the flakey devices of this test binary.
+var flakeyCount atomic.Int64
+
+type deviceFault struct {
+	zero         bool // zero_new_blocks
+	checkOnStart bool // check_on_start: the restart is the recovery
+	metadata     bool // the metadata device fails all I/O, not the data device writes
+}
+
+func poolDeviceFault(t *testing.T, fault deviceFault) {
 	dmtest.Require(t)
+	zero := fault.zero
 	dir := t.TempDir()
-	name := fmt.Sprintf("fim-flakey-%d", os.Getpid())
+	// One name per test: a pool a failed test could not remove keeps its
+	// flakey device busy, and must not fail the next test as well.
+	name := fmt.Sprintf("fim-flakey-%d-%d", os.Getpid(), flakeyCount.Add(1))
 	data := attachLoop(t, filepath.Join(dir, "data"), 3<<30)
 	meta := attachLoop(t, filepath.Join(dir, "metadata"), 64<<20)
-	sectors := uint64(3<<30) / 512
-	linear := []dmpool.Target{{Start: 0, Length: sectors, Type: "linear", Params: fmt.Sprintf("%d:%d 0", data.Major, data.Minor)}}
+	under, size, failParams := data, uint64(3<<30), "0 0 3600 1 error_writes"
+	if fault.metadata {
+		// No feature: while down, flakey fails every read and write.
+		under, size, failParams = meta, 64<<20, "0 0 3600"
+	}
+	sectors := size / 512
+	linear := []dmpool.Target{{Start: 0, Length: sectors, Type: "linear", Params: fmt.Sprintf("%d:%d 0", under.Major, under.Minor)}}
 	failWrites := []dmpool.Target{{Start: 0, Length: sectors, Type: "flakey",
-		Params: fmt.Sprintf("%d:%d 0 0 3600 1 error_writes", data.Major, data.Minor)}}
+		Params: fmt.Sprintf("%d:%d %s", under.Major, under.Minor, failParams)}}
 	if _, err := dmpool.CreateDevice(name); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +86,11 @@ func dataDeviceWriteFault(t *testing.T, zero bool) {
 			t.Errorf("removing %s: %v", name, err)
 		}
 	})
-	swap := func(what string, table []dmpool.Target) {
+	what := "data"
+	if fault.metadata {
+		what = "metadata"
+	}
+	swap := func(state string, table []dmpool.Target) {
 		t.Helper()
 		if err := dmpool.LoadTable(name, table); err != nil {
 			t.Fatal(err)
@@ -65,14 +101,18 @@ func dataDeviceWriteFault(t *testing.T, zero bool) {
 		if err := dmpool.Resume(name); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("data device %s: %s", name, what)
+		t.Logf("%s device %s: %s", what, name, state)
 	}
 	swap("linear", linear)
 
 	// Registered after the device's cleanup, so it runs first: the pool
 	// goes before the device under it.
+	dataPath, metaPath := dmpool.DevicePath(name), meta.Path
+	if fault.metadata {
+		dataPath, metaPath = data.Path, dmpool.DevicePath(name)
+	}
 	e := newEnv(t, fmt.Sprintf("name = %q\ndata_device = %q\nmetadata_device = %q\nzero_new_blocks = %v\ncheck_on_start = %v\n",
-		fmt.Sprintf("fim-crash-flakey-%d", os.Getpid()), dmpool.DevicePath(name), meta.Path, zero, zero))
+		name+"-pool", dataPath, metaPath, zero, fault.checkOnStart))
 	good := makeImage(t, "images/good.tar", "imported before the fault", 11)
 	faulted := makeImage(t, "images/faulted.tar", "imported during and after the fault", 12)
 	e.put(good)
@@ -86,11 +126,11 @@ func dataDeviceWriteFault(t *testing.T, zero bool) {
 	e.checkImage(good, "good-before")
 	committed := e.committed()
 
-	swap("flakey, every write fails", failWrites)
+	swap("flakey, failing "+failParams, failWrites)
 	out, err := e.processImage(faulted)
 	swap("linear again", linear)
 	if err == nil {
-		t.Fatalf("process-image succeeded while every write to the pool's data device failed:\n%s", out)
+		t.Fatalf("process-image succeeded while the pool's %s device failed:\n%s", what, out)
 	}
 	t.Logf("process-image during the fault: %v", err)
 	// Whether the pool already turned read-only at the Prepare or the fill
@@ -135,7 +175,7 @@ func dataDeviceWriteFault(t *testing.T, zero bool) {
 			t.Logf("status of the faulted pool:\n%s", st)
 		}
 		t.Logf("the kernel left the pool failed=%v read-only=%v: recovering as docs/OPERATIONS.md says", failed, readOnly)
-		if zero {
+		if fault.checkOnStart {
 			// check_on_start: a restart is the whole recovery.
 			e.stopDaemon()
 			e.startDaemon("")

@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
@@ -139,28 +144,43 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 		t.Errorf("the held download ended before the gate opened")
 	}
 
-	// The fill goes on once S3 answers, and commits its layer.
+	// The fill goes on once S3 answers, and commits its layer. Every fill
+	// a Prepare stopped waiting for (the held one, and any other that
+	// outlasted remote_fill_wait on this slow VM) must end committed. Its
+	// daemon log line is the proof, not a Walk: a committed fill no
+	// namespace has adopted is containerd's garbage (its GC removes every
+	// snapshot of ours no namespace refers to), and a GC may run at any
+	// time.
 	release()
-	// One remote/ snapshot per layer of A: the base layer was filled when
-	// B was imported (the store has it, B shares it), the held one in
-	// the background, the last one during the pull.
-	want := len(layers)
-	var fills []string
+	daemonLog := func() string {
+		b, _ := os.ReadFile(filepath.Join(s.dir, "daemon.log"))
+		return string(b)
+	}
+	var left []string
 	for start := time.Now(); ; time.Sleep(2 * time.Second) {
-		fills = remoteFills(t, s.cfg.Address)
-		if len(fills) >= want {
+		log := daemonLog()
+		if m := backgroundFillFailed.FindString(log); m != "" {
+			t.Fatalf("a background fill failed: %s", m)
+		}
+		left = left[:0]
+		for _, m := range stillFilling.FindAllStringSubmatch(log, -1) {
+			if !strings.Contains(log, fmt.Sprintf("layer filled from the remote store in the background as \\\"remote/%s\\\"", m[1])) {
+				left = append(left, m[1])
+			}
+		}
+		if len(left) == 0 {
 			break
 		}
 		if time.Since(start) > 3*time.Minute {
-			t.Fatalf("remote fills after the gate opened: %v, want %d", fills, want)
+			t.Fatalf("background fills not committed 3 min after the gate opened: %v; daemon log:\n%s", left, tail(log, 40))
 		}
 	}
-	t.Logf("remote fills: %v", fills)
+	if !strings.Contains(daemonLog(), layerRef(t, layers, gatedKey)+" is still being filled") {
+		t.Errorf("the held layer's Prepare did not leave it to containerd")
+	}
+	t.Logf("remote fills now: %v", remoteFills(t, s.cfg.Address))
 	if n := s.gets(gatedKey); n != 1 {
 		t.Errorf("%d GETs of s3://%s/%s, want 1 (fetch once)", n, s.gw.Bucket, gatedKey)
-	}
-	if log, _ := os.ReadFile(filepath.Join(s.dir, "daemon.log")); !strings.Contains(string(log), "still being filled from the remote store") {
-		t.Errorf("the daemon did not log that the held layer was left to containerd:\n%s", tail(string(log), 40))
 	}
 	got = s.ctr("run", "--rm", "--snapshotter", "flyio", remote, "fillwait-a", "/bin/sh", "-c", ociarchive.CheckScript)
 	if got != ociarchive.CheckWant {
@@ -189,4 +209,24 @@ func importVariant(t *testing.T, e *env, ref, file, body string) string {
 	f.Close()
 	e.ctr("images", "import", "--snapshotter", "flyio", path)
 	return ref
+}
+
+var (
+	stillFilling         = regexp.MustCompile(`layer (sha256:[0-9a-f]{64}) is still being filled from the remote store`)
+	backgroundFillFailed = regexp.MustCompile(`background fill \S+ from the remote store failed[^\n]*`)
+)
+
+// layerRef is the chain id (the snapshot ref containerd's unpacker asks
+// for) of the pushed layer stored under key.
+func layerRef(t *testing.T, layers []pushedLayer, key string) string {
+	t.Helper()
+	var diffIDs []digest.Digest
+	for _, l := range layers {
+		diffIDs = append(diffIDs, digest.Digest(l.diffID))
+		if l.key == key {
+			return identity.ChainID(diffIDs).String()
+		}
+	}
+	t.Fatalf("no pushed layer is stored under %s: %v", key, layers)
+	return ""
 }
