@@ -56,7 +56,7 @@ func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImage
 	if notFound != nil {
 		return admin.DeleteImageResult{}, fmt.Errorf("delete-image: no imported image %q: %w", id, errdefs.ErrNotFound)
 	}
-	res := admin.DeleteImageResult{Image: *img, Snapshots: []string{}}
+	res := admin.DeleteImageResult{Image: wireImage(*img), Snapshots: []string{}}
 	if len(deps) > 0 {
 		return res, fmt.Errorf("delete-image %s: FOREIGN KEY constraint failed: base %s still has %d dependent snapshot(s): %s; "+
 			"remove the containers (and images) built on it first: %w",

@@ -100,9 +100,6 @@ func TestCancelQueuedRun(t *testing.T) {
 	if ids := runIDs(unpacksQueue(im)); strings.Join(ids, " ") != "blocker "+a.ID {
 		t.Errorf("after cancelling b the queue holds %q", ids)
 	}
-	if err := RunError(got); !errors.Is(err, errdefs.ErrAborted) || !strings.Contains(err.Error(), b.ID) {
-		t.Errorf("RunError of a cancelled run: %v", err)
-	}
 
 	// Cancelling again names the state; an unknown id is not found.
 	if _, err := im.Cancel(context.Background(), b.ID); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "already cancelled") {

@@ -15,13 +15,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
@@ -281,19 +278,4 @@ func newRunID() string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
-}
-
-// errRunFailed wraps a run's failure for callers that waited on it.
-var errRunFailed = errors.New("process-image failed")
-
-// RunError turns a failed or cancelled run into an error carrying its
-// reason.
-func RunError(r metadata.Run) error {
-	if r.State == metadata.RunCancelled {
-		return fmt.Errorf("process-image run %s (s3://%s/%s): %s: %w", r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrAborted)
-	}
-	if r.State != metadata.RunFailed {
-		return nil
-	}
-	return fmt.Errorf("%w: run %s (s3://%s/%s): %s: %w", errRunFailed, r.ID, r.Bucket, r.Key, r.Error, errdefs.ErrUnknown)
 }

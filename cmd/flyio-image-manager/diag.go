@@ -66,14 +66,14 @@ silently. MANIFEST.txt lists the contents.`,
 // when it does not answer.
 func gatherDiag(ctx context.Context, cfg config.Config, now time.Time) []diag.File {
 	note := fmt.Sprintf("bundle written by flyio-image-manager %s diag (pid %d) at %s\n", version, os.Getpid(), now.Format(time.RFC3339))
-	files, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
+	wire, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
 	if err == nil {
 		note += fmt.Sprintf("gathered by the daemon answering on %s\n", cfg.AdminAddress)
-		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
+		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, diagFiles(wire)...)
 	}
 	note += fmt.Sprintf("the daemon did not answer on %s (%v); gathered by the diag command itself, "+
 		"so environment.txt is the diag command's and the log comes from the journal\n", cfg.AdminAddress, err)
-	files = diag.Collect(ctx, offlineDiagSources(cfg, err))
+	files := diag.Collect(ctx, offlineDiagSources(cfg, err))
 	return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
 }
 
