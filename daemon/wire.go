@@ -101,3 +101,50 @@ func wireDiagFiles(fs []diag.File) []admin.DiagFile {
 	}
 	return out
 }
+
+// WireImages is the inventory's image list as the admin API shows it.
+func WireImages(imgs []gc.ImageInfo) []admin.ImageInfo {
+	if imgs == nil {
+		return nil
+	}
+	out := make([]admin.ImageInfo, len(imgs))
+	for i, img := range imgs {
+		out[i] = admin.ImageInfo{
+			ID: img.ID, Ref: img.Ref, Bucket: img.Bucket, Key: img.Key, ETag: img.ETag, RunID: img.RunID,
+			Digest: img.Digest, DiffID: img.DiffID, ChainID: img.ChainID,
+			Size: img.Size, CompressedSize: img.CompressedSize, Entries: img.Entries,
+			BaseSnapshot: img.BaseSnapshot, DeviceID: img.DeviceID, DeviceName: img.DeviceName,
+			Usage: img.Usage, Dependants: img.Dependants, Created: img.Created,
+		}
+	}
+	return out
+}
+
+// WireSnapshotTree is the inventory's snapshot tree as the admin API
+// shows it.
+func WireSnapshotTree(t gc.SnapshotTree) admin.SnapshotTree {
+	w := admin.SnapshotTree{Pool: t.Pool, UsageSource: t.UsageSource, UsageError: t.UsageError, Roots: wireNodes(t.Roots)}
+	if t.Devices != nil {
+		w.Devices = make([]admin.DeviceInfo, len(t.Devices))
+		for i, d := range t.Devices {
+			w.Devices[i] = admin.DeviceInfo{ID: d.ID, Name: d.Name, Role: d.Role, State: d.State, Owner: d.Owner,
+				Origin: d.Origin, Active: d.Active, Size: d.Size, Usage: d.Usage, Created: d.Created, Error: d.Error}
+		}
+	}
+	return w
+}
+
+func wireNodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
+	if ns == nil {
+		return nil
+	}
+	out := make([]*admin.SnapshotNode, len(ns))
+	for i, n := range ns {
+		out[i] = &admin.SnapshotNode{
+			Key: n.Key, Namespace: n.Namespace, Name: n.Name, Parent: n.Parent, Kind: n.Kind, State: n.State,
+			DeviceID: n.DeviceID, DeviceName: n.DeviceName, Active: n.Active, Size: n.Size, Usage: n.Usage,
+			FSType: n.FSType, Created: n.Created, Labels: n.Labels, Children: wireNodes(n.Children),
+		}
+	}
+	return out
+}

@@ -105,10 +105,22 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 		return offlineGC(ctx, cfg, admin.GCRequest{DryRun: true, MinAge: gc.DefaultMinAge.String()})
 	}
 	if store != nil {
-		inv := daemon.Inventory{Store: store, Pool: cfg.Pool.Name, Namespace: cfg.Containerd.Namespace, Usage: daemon.OfflineUsage(cfg.Pool.Name)}
+		inv := gc.Inventory{Store: store, Pool: cfg.Pool.Name, Namespace: cfg.Containerd.Namespace, Usage: gc.OfflineUsage(cfg.Pool.Name)}
 		in.Extra = []diag.Source{
-			diag.JSON("images.json", func(ctx context.Context) (any, error) { return inv.Images(ctx) }),
-			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return inv.Snapshots(ctx) }),
+			diag.JSON("images.json", func(ctx context.Context) (any, error) {
+				imgs, err := inv.Images(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return daemon.WireImages(imgs), nil
+			}),
+			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) {
+				tree, err := inv.Snapshots(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return daemon.WireSnapshotTree(tree), nil
+			}),
 		}
 	}
 	return diag.Sources(in)
