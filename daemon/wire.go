@@ -148,3 +148,9 @@ func wireNodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
 	}
 	return out
 }
+
+// wireDeletedImage is delete-image's answer (the zero result for a
+// refusal before the image was found, as before).
+func wireDeletedImage(d importer.DeletedImage) admin.DeleteImageResult {
+	return admin.DeleteImageResult{Image: wireImage(d.Image), Snapshots: d.Snapshots, Kept: d.Kept}
+}

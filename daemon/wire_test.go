@@ -107,6 +107,7 @@ func TestWireConversionsComplete(t *testing.T) {
 	zeroFields(t, "admin.GCItem", w.Items[0])
 	zeroFields(t, "admin.DiagFile", wireDiagFiles([]diag.File{filled[diag.File]()})[0])
 	zeroFields(t, "admin.ImageInfo", WireImages([]gc.ImageInfo{filled[gc.ImageInfo]()})[0])
+	zeroFields(t, "admin.DeleteImageResult", wireDeletedImage(filled[importer.DeletedImage]()))
 	tree := filled[gc.SnapshotTree]()
 	tree.Roots[0].Children = []*gc.SnapshotNode{{Key: "child"}}
 	wt := WireSnapshotTree(tree)
