@@ -41,12 +41,12 @@ func (b *backend) ProcessImage(ctx context.Context, req admin.ProcessImageReques
 		return admin.Run{}, err
 	}
 	r, err := b.importer.Submit(ctx, importRequest(req))
-	return WireRun(r), err
+	return wireRun(r), err
 }
 
 func (b *backend) Run(id string) (admin.Run, error) {
 	r, err := b.importer.Get(id)
-	return WireRun(r), err
+	return wireRun(r), err
 }
 
 func (b *backend) Runs() ([]admin.Run, error) {
@@ -56,7 +56,7 @@ func (b *backend) Runs() ([]admin.Run, error) {
 
 func (b *backend) Cancel(ctx context.Context, id string) (admin.Run, error) {
 	r, err := b.importer.Cancel(ctx, id)
-	return WireRun(r), err
+	return wireRun(r), err
 }
 
 func (b *backend) Queues() []admin.QueueInfo { return wireQueues(b.importer.Queues()) }

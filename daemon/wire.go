@@ -14,8 +14,8 @@ import (
 // a storage or domain rename is a compile error in this file, not a
 // silent change of the API.
 
-// WireRun is a run record as the admin API shows it.
-func WireRun(r metadata.Run) admin.Run {
+// wireRun is a run record as the admin API shows it.
+func wireRun(r metadata.Run) admin.Run {
 	return admin.Run{
 		ID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, ImageID: r.ImageID, Ref: r.Ref,
 		State: admin.RunState(r.State), Error: r.Error,
@@ -31,7 +31,7 @@ func wireRuns(rs []metadata.Run) []admin.Run {
 	}
 	out := make([]admin.Run, len(rs))
 	for i, r := range rs {
-		out[i] = WireRun(r)
+		out[i] = wireRun(r)
 	}
 	return out
 }

@@ -94,7 +94,7 @@ func filled[T any]() T {
 // domain type: a field added to one side and not the other is caught here
 // rather than going missing from the API.
 func TestWireConversionsComplete(t *testing.T) {
-	zeroFields(t, "admin.Run", WireRun(filled[metadata.Run]()))
+	zeroFields(t, "admin.Run", wireRun(filled[metadata.Run]()))
 	zeroFields(t, "admin.Image", wireImage(filled[metadata.Image]()))
 	zeroFields(t, "admin.PoolStatus", WirePoolStatus(filled[dmpool.Status]()))
 	zeroFields(t, "importer.Request", importRequest(filled[admin.ProcessImageRequest]()))
