@@ -23,8 +23,8 @@ import (
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
