@@ -13,32 +13,27 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/gc"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // Status is what `status` prints.
 type Status struct {
-	Daemon    DaemonInfo    `json:"daemon"`
-	Pool      string        `json:"pool"`
-	PoolState dmpool.Status `json:"pool_status"`
+	Daemon    DaemonInfo `json:"daemon"`
+	Pool      string     `json:"pool"`
+	PoolState PoolStatus `json:"pool_status"`
 	// Counts of snapshots by kind and of devices by state.
 	Snapshots map[string]int `json:"snapshots"`
 	Devices   map[string]int `json:"devices"`
 	Images    int            `json:"images"`
-	Runs      []metadata.Run `json:"runs_in_progress"`
+	Runs      []Run          `json:"runs_in_progress"`
 	// FullThreshold is [pool] full_threshold; Refusing is set (with the
 	// error new work gets) while usage is at or above it.
 	FullThreshold int    `json:"full_threshold"`
 	Refusing      string `json:"refusing,omitempty"`
 	// Queues are the downloads and unpacks queues.
-	Queues []importer.QueueInfo `json:"queues"`
+	Queues []QueueInfo `json:"queues"`
 	// RecentRuns are every unfinished run and the last finished ones,
 	// newest first.
-	RecentRuns []metadata.Run `json:"recent_runs"`
+	RecentRuns []Run `json:"recent_runs"`
 	// GCProbes are gc probe devices ("<pool>-gcprobe-<id>") still
 	// active: left by a gc that died and open, so not removed at start.
 	GCProbes []GCProbe `json:"gc_probes,omitempty"`
@@ -68,7 +63,7 @@ type DaemonInfo struct {
 }
 
 // GCRequest asks for a gc run. MinAge is a Go duration ("5m"); empty
-// means gc.DefaultMinAge.
+// means gc's default (5m).
 type GCRequest struct {
 	DryRun bool   `json:"dry_run"`
 	MinAge string `json:"min_age,omitempty"`
@@ -78,7 +73,7 @@ type GCRequest struct {
 
 // DeleteImageResult says what delete-image removed.
 type DeleteImageResult struct {
-	Image metadata.Image `json:"image"`
+	Image Image `json:"image"`
 	// Snapshots are the base snapshot keys removed with it (none when
 	// another imported image shares the base).
 	Snapshots []string `json:"snapshots"`
@@ -97,7 +92,7 @@ type Backend interface {
 	InventoryBackend
 	BackupBackend
 	Status(ctx context.Context) (Status, error)
-	GC(ctx context.Context, req GCRequest) (*gc.Report, error)
+	GC(ctx context.Context, req GCRequest) (GCReport, error)
 	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
 }
 

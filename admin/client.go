@@ -13,10 +13,6 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/gc"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // ErrDaemonNotRunning means nothing answers on the admin socket.
@@ -51,12 +47,6 @@ func NewClient(path string) *Client {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}}
-}
-
-// Running reports whether a daemon answers on the socket.
-func (c *Client) Running(ctx context.Context) bool {
-	_, err := c.Status(ctx)
-	return !errors.Is(err, ErrDaemonNotRunning)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -114,37 +104,37 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 }
 
 // ProcessImage asks the daemon to import an S3 tarball.
-func (c *Client) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
-	var run metadata.Run
+func (c *Client) ProcessImage(ctx context.Context, req ProcessImageRequest) (Run, error) {
+	var run Run
 	err := c.do(ctx, http.MethodPost, "/v1/process-image", req, &run)
 	return run, err
 }
 
 // Run returns a process-image run.
-func (c *Client) Run(ctx context.Context, id string) (metadata.Run, error) {
-	var run metadata.Run
+func (c *Client) Run(ctx context.Context, id string) (Run, error) {
+	var run Run
 	err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &run)
 	return run, err
 }
 
 // Runs lists the process-image runs.
-func (c *Client) Runs(ctx context.Context) ([]metadata.Run, error) {
-	var runs []metadata.Run
+func (c *Client) Runs(ctx context.Context) ([]Run, error) {
+	var runs []Run
 	err := c.do(ctx, http.MethodGet, "/v1/runs", nil, &runs)
 	return runs, err
 }
 
 // Cancel asks the daemon to stop a queued or running run; it answers
 // once the run has cleaned up, with its final record.
-func (c *Client) Cancel(ctx context.Context, id string) (metadata.Run, error) {
-	var run metadata.Run
+func (c *Client) Cancel(ctx context.Context, id string) (Run, error) {
+	var run Run
 	err := c.do(ctx, http.MethodPost, "/v1/runs/"+url.PathEscape(id)+"/cancel", nil, &run)
 	return run, err
 }
 
 // Queues returns the downloads and unpacks queues.
-func (c *Client) Queues(ctx context.Context) ([]importer.QueueInfo, error) {
-	var qs []importer.QueueInfo
+func (c *Client) Queues(ctx context.Context) ([]QueueInfo, error) {
+	var qs []QueueInfo
 	err := c.do(ctx, http.MethodGet, "/v1/queues", nil, &qs)
 	return qs, err
 }
@@ -157,10 +147,10 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 }
 
 // GC runs gc in the daemon (dry run or not) and returns its report.
-func (c *Client) GC(ctx context.Context, req GCRequest) (*gc.Report, error) {
-	var rep gc.Report
+func (c *Client) GC(ctx context.Context, req GCRequest) (GCReport, error) {
+	var rep GCReport
 	err := c.do(ctx, http.MethodPost, "/v1/gc", req, &rep)
-	return &rep, err
+	return rep, err
 }
 
 // DeleteImage asks the daemon to delete an imported image and its base.

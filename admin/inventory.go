@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/superfly/flyio-image-manager/diag"
 )
 
 // InventoryBackend lists what the daemon holds: imported images, the
@@ -20,7 +18,7 @@ type InventoryBackend interface {
 	// Diag gathers the daemon's side of a diagnostics bundle. A part that
 	// cannot be gathered is an error note in the bundle, never an error
 	// of the call.
-	Diag(ctx context.Context) ([]diag.File, error)
+	Diag(ctx context.Context) ([]DiagFile, error)
 	// RecentLog returns the daemon's last n log lines (all it keeps when
 	// n <= 0), oldest first.
 	RecentLog(n int) []string
@@ -168,8 +166,8 @@ func (c *Client) RecentLog(ctx context.Context, n int) ([]string, error) {
 }
 
 // Diag returns the daemon's diagnostics files.
-func (c *Client) Diag(ctx context.Context) ([]diag.File, error) {
-	var files []diag.File
+func (c *Client) Diag(ctx context.Context) ([]DiagFile, error) {
+	var files []DiagFile
 	err := c.do(ctx, http.MethodGet, "/v1/diag", nil, &files)
 	return files, err
 }

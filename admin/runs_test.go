@@ -9,20 +9,17 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/superfly/flyio-image-manager/importer"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // fakeRuns answers the run routes from a map.
-type fakeRuns struct{ runs map[string]metadata.Run }
+type fakeRuns struct{ runs map[string]Run }
 
-func (f fakeRuns) ProcessImage(context.Context, importer.Request) (metadata.Run, error) {
-	return metadata.Run{}, errdefs.ErrNotImplemented
+func (f fakeRuns) ProcessImage(context.Context, ProcessImageRequest) (Run, error) {
+	return Run{}, errdefs.ErrNotImplemented
 }
-func (f fakeRuns) Run(id string) (metadata.Run, error) { return f.runs[id], nil }
-func (f fakeRuns) Runs() ([]metadata.Run, error)       { return nil, nil }
-func (f fakeRuns) Cancel(_ context.Context, id string) (metadata.Run, error) {
+func (f fakeRuns) Run(id string) (Run, error) { return f.runs[id], nil }
+func (f fakeRuns) Runs() ([]Run, error)       { return nil, nil }
+func (f fakeRuns) Cancel(_ context.Context, id string) (Run, error) {
 	r, ok := f.runs[id]
 	switch {
 	case !ok:
@@ -30,11 +27,11 @@ func (f fakeRuns) Cancel(_ context.Context, id string) (metadata.Run, error) {
 	case r.State.Finished():
 		return r, fmt.Errorf("process-image run %s is already %s: %w", id, r.State, errdefs.ErrFailedPrecondition)
 	}
-	r.State = metadata.RunCancelled
+	r.State = RunCancelled
 	return r, nil
 }
-func (f fakeRuns) Queues() []importer.QueueInfo {
-	return []importer.QueueInfo{{Name: importer.QueueUnpacks, Capacity: 2, Active: 1, Runs: []importer.QueuedRun{{ID: "r1"}}}}
+func (f fakeRuns) Queues() []QueueInfo {
+	return []QueueInfo{{Name: "unpacks", Capacity: 2, Active: 1, Runs: []QueuedRun{{ID: "r1"}}}}
 }
 
 func TestRunRoutesCancelAndQueues(t *testing.T) {
@@ -44,9 +41,9 @@ func TestRunRoutesCancelAndQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	runRoutes(mux, fakeRuns{runs: map[string]metadata.Run{
-		"r1": {ID: "r1", State: metadata.RunExtracting},
-		"r2": {ID: "r2", State: metadata.RunDone},
+	runRoutes(mux, fakeRuns{runs: map[string]Run{
+		"r1": {ID: "r1", State: RunExtracting},
+		"r2": {ID: "r2", State: RunDone},
 	}})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
@@ -54,7 +51,7 @@ func TestRunRoutesCancelAndQueues(t *testing.T) {
 	c := NewClient(sock)
 	ctx := context.Background()
 
-	if r, err := c.Cancel(ctx, "r1"); err != nil || r.State != metadata.RunCancelled {
+	if r, err := c.Cancel(ctx, "r1"); err != nil || r.State != RunCancelled {
 		t.Errorf("Cancel r1: %v %s", err, r.State)
 	}
 	if _, err := c.Cancel(ctx, "r2"); !errdefs.IsFailedPrecondition(err) {

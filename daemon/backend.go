@@ -9,12 +9,12 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
+	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
@@ -36,22 +36,30 @@ type backend struct {
 	gcMu sync.Mutex
 }
 
-func (b *backend) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
+func (b *backend) ProcessImage(ctx context.Context, req admin.ProcessImageRequest) (admin.Run, error) {
 	if err := b.guard.Check(ctx, "process-image "+req.Key); err != nil {
-		return metadata.Run{}, err
+		return admin.Run{}, err
 	}
-	return b.importer.Submit(ctx, req)
+	r, err := b.importer.Submit(ctx, importRequest(req))
+	return wireRun(r), err
 }
 
-func (b *backend) Run(id string) (metadata.Run, error) { return b.importer.Get(id) }
-
-func (b *backend) Runs() ([]metadata.Run, error) { return b.importer.List() }
-
-func (b *backend) Cancel(ctx context.Context, id string) (metadata.Run, error) {
-	return b.importer.Cancel(ctx, id)
+func (b *backend) Run(id string) (admin.Run, error) {
+	r, err := b.importer.Get(id)
+	return wireRun(r), err
 }
 
-func (b *backend) Queues() []importer.QueueInfo { return b.importer.Queues() }
+func (b *backend) Runs() ([]admin.Run, error) {
+	rs, err := b.importer.List()
+	return wireRuns(rs), err
+}
+
+func (b *backend) Cancel(ctx context.Context, id string) (admin.Run, error) {
+	r, err := b.importer.Cancel(ctx, id)
+	return wireRun(r), err
+}
+
+func (b *backend) Queues() []admin.QueueInfo { return wireQueues(b.importer.Queues()) }
 
 // recentFinishedRuns is how many finished runs status shows.
 const recentFinishedRuns = 10
@@ -68,13 +76,14 @@ func (b *backend) daemonInfo() admin.DaemonInfo {
 func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 	st := admin.Status{
 		Daemon: b.daemonInfo(), Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{},
-		FullThreshold: b.guard.Threshold(), Queues: b.importer.Queues(),
+		FullThreshold: b.guard.Threshold(), Queues: wireQueues(b.importer.Queues()),
 	}
-	var err error
-	if st.PoolState, err = b.pool.Status(ctx); err != nil {
+	ps, err := b.pool.Status(ctx)
+	if err != nil {
 		return st, err
 	}
-	if err := FullError(b.pool.Name(), "new snapshots and imports", st.PoolState, b.guard.Threshold()); err != nil {
+	st.PoolState = WirePoolStatus(ps)
+	if err := FullError(b.pool.Name(), "new snapshots and imports", ps, b.guard.Threshold()); err != nil {
 		st.Refusing = err.Error()
 	}
 	err = b.store.View(func(tx *metadata.Tx) error {
@@ -99,7 +108,8 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 			st.GCProbes = append(st.GCProbes, admin.GCProbe{Name: p.Name, ThinID: p.ID, OpenCount: p.OpenCount})
 		}
 	}
-	st.RecentRuns, _ = b.importer.Recent(recentFinishedRuns)
+	recent, _ := b.importer.Recent(recentFinishedRuns)
+	st.RecentRuns = wireRuns(recent)
 	for _, r := range st.RecentRuns {
 		if !r.State.Finished() {
 			st.Runs = append(st.Runs, r)
@@ -120,7 +130,12 @@ func (b *backend) containerd() gc.Containerd {
 // GC plans, and unless req.DryRun applies, a gc through the running
 // snapshotter, whose metadata transactions serialise it with Prepare and
 // Remove.
-func (b *backend) GC(ctx context.Context, req admin.GCRequest) (*gc.Report, error) {
+func (b *backend) GC(ctx context.Context, req admin.GCRequest) (admin.GCReport, error) {
+	rep, err := b.gc(ctx, req)
+	return WireGCReport(rep), err
+}
+
+func (b *backend) gc(ctx context.Context, req admin.GCRequest) (*gc.Report, error) {
 	opts, err := GCOptions(req)
 	if err != nil {
 		return nil, err

@@ -2,146 +2,23 @@ package daemon
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
-	"time"
-
-	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/gc"
-	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/importer"
 )
 
-// DeleteImage removes an image process-image imported: its containerd
-// image and, unless another imported image shares it, its base snapshot.
-// Like the predecessor's images table, whose snapshots referenced their
-// base through a foreign key, it refuses while any snapshot still depends
-// on the base, and names them.
+// DeleteImage is importer.ImageDeleter wired to the daemon's parts, one
+// at a time and never beside a gc (gcMu).
 func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImageResult, error) {
 	b.gcMu.Lock()
 	defer b.gcMu.Unlock()
-	ns := b.cfg.Containerd.Namespace
-	var (
-		img      *metadata.Image
-		bases    []string
-		deps     []string
-		shared   []string
-		notFound error
-	)
-	err := b.store.View(func(tx *metadata.Tx) (err error) {
-		if img, err = tx.Image(id); err != nil {
-			notFound = err
-			return nil
-		}
-		if bases, err = gc.BaseSnapshots(tx, ns, img.ChainID); err != nil {
-			return err
-		}
-		deps = gc.Dependents(tx, bases)
-		imgs, err := tx.Images()
-		for _, o := range imgs {
-			if o.ID != id && o.ChainID == img.ChainID {
-				shared = append(shared, o.ID)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return admin.DeleteImageResult{}, err
+	d := importer.ImageDeleter{
+		Store: b.store, Namespace: b.cfg.Containerd.Namespace, Snapshotter: b.cfg.Containerd.Snapshotter,
+		References: b.containerd(), Remove: b.sn.Remove,
 	}
-	if notFound != nil {
-		return admin.DeleteImageResult{}, fmt.Errorf("delete-image: no imported image %q: %w", id, errdefs.ErrNotFound)
+	if b.cfg.Containerd.Address != "" {
+		d.Client = b.cd.Client
 	}
-	res := admin.DeleteImageResult{Image: *img, Snapshots: []string{}}
-	if len(deps) > 0 {
-		return res, fmt.Errorf("delete-image %s: FOREIGN KEY constraint failed: base %s still has %d dependent snapshot(s): %s; "+
-			"remove the containers (and images) built on it first: %w",
-			id, img.ChainID, len(deps), strings.Join(deps, ", "), errdefs.ErrFailedPrecondition)
-	}
-	if b.cfg.Containerd.Address == "" {
-		return res, fmt.Errorf("delete-image %s: no [containerd] address configured: %w", id, errdefs.ErrFailedPrecondition)
-	}
-	cli, err := b.cd.Client(ctx)
-	if err != nil {
-		return res, fmt.Errorf("delete-image %s: %w", id, err)
-	}
-	cctx := namespaces.WithNamespace(ctx, ns)
-	if err := cli.ImageService().Delete(cctx, img.Ref, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
-		return res, fmt.Errorf("delete-image %s: deleting containerd image %s: %w", id, img.Ref, err)
-	}
-	if len(shared) == 0 {
-		// containerd's gc removes the base once no image references it;
-		// remove it directly if a lease or a slow gc still holds it.
-		sn := cli.SnapshotService(b.cfg.Containerd.Snapshotter)
-		if err := sn.Remove(cctx, img.ChainID); err != nil && !errdefs.IsNotFound(err) {
-			return res, fmt.Errorf("delete-image %s: removing base snapshot %s from containerd: %w", id, img.ChainID, err)
-		}
-		for _, key := range bases {
-			err := b.removeBase(ctx, key)
-			if errors.Is(err, errBaseInUse) {
-				log.G(ctx).Warnf("delete-image %s: base snapshot %s kept: a containerd namespace still uses it", id, key)
-				res.Kept = append(res.Kept, key)
-				continue
-			}
-			if err != nil {
-				return res, fmt.Errorf("delete-image %s: %w", id, err)
-			}
-			res.Snapshots = append(res.Snapshots, key)
-		}
-	} else {
-		log.G(ctx).Infof("delete-image %s: base %s kept, images %v use it", id, img.ChainID, shared)
-	}
-	err = b.store.Update(func(tx *metadata.Tx) error {
-		if err := tx.DeleteImage(id); err != nil {
-			return err
-		}
-		// process-image skips a source whose run is done; after the
-		// image is gone, importing it again must start a new run.
-		if r, err := tx.Run(img.RunID); err == nil && r.State == metadata.RunDone {
-			r.State, r.Error = metadata.RunFailed, "image deleted by delete-image"
-			return tx.PutRun(r)
-		}
-		return nil
-	})
-	return res, err
-}
-
-var errBaseInUse = errors.New("a containerd namespace still uses it")
-
-// removeBase waits briefly for containerd's gc to remove our snapshot
-// key, then removes it itself.
-func (b *backend) removeBase(ctx context.Context, key string) error {
-	gone := func() bool {
-		var err error
-		b.store.View(func(tx *metadata.Tx) error { _, err = tx.Snapshot(key); return nil })
-		return errdefs.IsNotFound(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); !gone() && time.Now().Before(deadline); {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if gone() {
-		return nil
-	}
-	// containerd's gc did not remove it: a lease, a slow gc, or another
-	// namespace that adopted the layer (containerd keeps a backend
-	// snapshot any namespace uses). Only the first two are ours to undo.
-	used, err := gc.UsedByContainerd(ctx, b.containerd(), key)
-	if err != nil {
-		return fmt.Errorf("base snapshot %s kept: could not ask containerd whether a namespace still uses it: %w", key, err)
-	}
-	if used {
-		return errBaseInUse
-	}
-	err = b.sn.Remove(ctx, key)
-	if err != nil && (errdefs.IsNotFound(err) || gone()) {
-		return nil
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("removing base snapshot %s: %w", key, err)
-	}
-	return err
+	res, err := d.Delete(ctx, id)
+	return wireDeletedImage(res), err
 }

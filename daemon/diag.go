@@ -17,7 +17,7 @@ import (
 // bundles, seen from inside the daemon (its environment, its in-memory
 // log, its open database), with the values of its secret environment
 // variables scrubbed from every file.
-func (b *backend) Diag(ctx context.Context) ([]diag.File, error) {
+func (b *backend) Diag(ctx context.Context) ([]admin.DiagFile, error) {
 	env := os.Environ()
 	files := diag.Collect(ctx, diag.Sources(diag.Inputs{
 		GatheredBy: fmt.Sprintf("daemon (pid %d)", os.Getpid()),
@@ -29,14 +29,14 @@ func (b *backend) Diag(ctx context.Context) ([]diag.File, error) {
 		Store:      b.store,
 		Runs:       func(context.Context) (any, error) { return b.importer.List() },
 		GC: func(ctx context.Context) (*gc.Report, error) {
-			return b.GC(ctx, admin.GCRequest{DryRun: true})
+			return b.gc(ctx, admin.GCRequest{DryRun: true})
 		},
 		Extra: []diag.Source{
 			diag.JSON("images.json", func(ctx context.Context) (any, error) { return b.Images(ctx) }),
 			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return b.Snapshots(ctx) }),
 		},
 	}))
-	return diag.NewScrubber(env).Files(files), nil
+	return wireDiagFiles(diag.NewScrubber(env).Files(files)), nil
 }
 
 // RecentLog returns the last n lines of the in-memory log (all when

@@ -2,293 +2,47 @@ package daemon
 
 import (
 	"context"
-	"sort"
-	"strconv"
-	"strings"
+	"errors"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
-	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/snapshotter"
+	"github.com/superfly/flyio-image-manager/gc"
 )
 
-// Inventory lists the imported images and the snapshot tree of a
-// metadata store and its pool. The daemon serves it on the admin API;
-// diag uses it on the database opened read-only when no daemon runs.
-type Inventory struct {
-	Store *metadata.Store
-	Pool  string
-	// Namespace is [containerd] namespace, where imported bases live.
-	Namespace string
-	// Usage reads how much each device maps.
-	Usage func(ctx context.Context) DeviceUsage
+// The inventory itself is gc's (gc/inventory.go); the daemon wires it to
+// its store and pool and converts it to the admin API's types.
+
+func (b *backend) inventory() gc.Inventory {
+	return gc.Inventory{Store: b.store, Pool: b.pool.Name(), Namespace: b.cfg.Containerd.Namespace, Usage: b.usage}
 }
 
-func (b *backend) inventory() Inventory {
-	return Inventory{Store: b.store, Pool: b.pool.Name(), Namespace: b.cfg.Containerd.Namespace, Usage: b.usage}
-}
-
-// Images lists the imported images (see Inventory.Images).
+// Images lists the imported images (see gc.Inventory.Images).
 func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
-	return b.inventory().Images(ctx)
-}
-
-// Snapshots returns the snapshot tree (see Inventory.Snapshots).
-func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
-	return b.inventory().Snapshots(ctx)
-}
-
-// Images lists the images process-image imported, each with its run's
-// sizes, its base device and the snapshots built on it.
-func (inv Inventory) Images(ctx context.Context) ([]admin.ImageInfo, error) {
-	ns := inv.Namespace
-	out := []admin.ImageInfo{}
-	err := inv.Store.View(func(tx *metadata.Tx) error {
-		imgs, err := tx.Images()
-		if err != nil {
-			return err
-		}
-		for _, img := range imgs {
-			info := admin.ImageInfo{
-				ID: img.ID, Ref: img.Ref, Bucket: img.Bucket, Key: img.Key, ETag: img.ETag, RunID: img.RunID,
-				ChainID: img.ChainID, Created: img.Created, Usage: -1, Dependants: []string{},
-			}
-			if r, err := tx.Run(img.RunID); err == nil {
-				info.Digest, info.DiffID = r.Digest, r.DiffID
-				info.Size, info.CompressedSize, info.Entries = r.Bytes, r.CompressedBytes, r.Entries
-			}
-			bases, err := gc.BaseSnapshots(tx, ns, img.ChainID)
-			if err != nil {
-				return err
-			}
-			if len(bases) > 0 {
-				info.BaseSnapshot = bases[0]
-				if s, err := tx.Snapshot(bases[0]); err == nil {
-					info.DeviceID, info.DeviceName = s.DeviceID, snapshotter.DeviceName(inv.Pool, s.DeviceID)
-				}
-			}
-			if deps := gc.Dependents(tx, bases); len(deps) > 0 {
-				info.Dependants = deps
-			}
-			out = append(out, info)
-		}
-		return nil
-	})
+	imgs, err := b.inventory().Images(ctx)
 	if err != nil {
 		return nil, err
 	}
-	u := inv.Usage(ctx)
-	for i := range out {
-		if out[i].DeviceName != "" {
-			out[i].Usage = u.of(out[i].DeviceID, 0)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return WireImages(imgs), nil
 }
 
-// Snapshots returns the snapshot forest and the devices no snapshot owns.
-func (inv Inventory) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
-	var (
-		snaps   []*metadata.Snapshot
-		devices []*metadata.Device
-		tpls    = map[uint32]*metadata.Template{}
-	)
-	err := inv.Store.View(func(tx *metadata.Tx) error {
-		if err := tx.Snapshots(func(_ string, s *metadata.Snapshot, err error) error {
-			if err == nil {
-				snaps = append(snaps, s)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		if err := tx.Devices(func(_ uint32, d *metadata.Device, err error) error {
-			if err == nil {
-				devices = append(devices, d)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Templates(func(t *metadata.Template) error { tpls[t.DeviceID] = t; return nil })
-	})
+// Snapshots returns the snapshot tree (see gc.Inventory.Snapshots).
+func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
+	tree, err := b.inventory().Snapshots(ctx)
 	if err != nil {
 		return admin.SnapshotTree{}, err
 	}
-	u := inv.Usage(ctx)
-	tree := admin.SnapshotTree{Pool: inv.Pool, UsageSource: u.source, UsageError: u.err}
-	name := func(id uint32) string { return snapshotter.DeviceName(inv.Pool, id) }
-	tree.Roots = BuildTree(snaps, name, u)
-	tree.Devices = OtherDevices(devices, tpls, name, u)
-	return tree, nil
-}
-
-// DeviceUsage says how much data each thin device maps, and which are active.
-type DeviceUsage struct {
-	// Mapped is bytes by thin id; nil when the pool metadata could not be
-	// read (then only active devices have a figure).
-	Mapped map[uint32]int64
-	Active map[uint32]bool
-	source string
-	err    string
-}
-
-// of is the usage of thin id: from the pool metadata, else from the
-// active device's status (fallback), else recorded (what Commit stored),
-// else -1 (unknown).
-func (u DeviceUsage) of(id uint32, recorded int64) int64 {
-	if v, ok := u.Mapped[id]; ok {
-		return v
-	}
-	if recorded > 0 {
-		return recorded
-	}
-	return -1
+	return WireSnapshotTree(tree), nil
 }
 
 // usage reads every device's mapped data from a metadata snapshot of the
-// pool; while a gc (which reads one too) runs, or when that fails, it
-// asks each active device instead.
-func (b *backend) usage(ctx context.Context) DeviceUsage {
-	u := DeviceUsage{Active: map[uint32]bool{}}
-	active, err := b.pool.ListActive(ctx)
-	if err != nil {
-		u.err = err.Error()
-	}
-	for _, a := range active {
-		u.Active[a.ID] = true
-	}
-	if b.gcMu.TryLock() {
-		md, err := thinmeta.ReadPool(ctx, b.pool.Name())
-		b.gcMu.Unlock()
-		if err == nil {
-			u.Mapped, u.source = mappedBytes(md), "pool metadata"
-			return u
+// pool; while a gc or delete-image (which read one too, under gcMu) runs
+// it does not wait for them, and active devices are asked instead.
+func (b *backend) usage(ctx context.Context) gc.DeviceUsage {
+	return gc.LiveUsage(ctx, b.pool, func(ctx context.Context) (*thinmeta.Metadata, error) {
+		if !b.gcMu.TryLock() {
+			return nil, errors.New("a gc or delete-image is running; inactive devices show their recorded usage")
 		}
-		u.err = err.Error()
-	} else {
-		u.err = "a gc or delete-image is running; inactive devices show their recorded usage"
-	}
-	u.Mapped, u.source = map[uint32]int64{}, "thin status"
-	for _, a := range active {
-		if st, err := b.pool.ThinStatus(ctx, a.Name); err == nil {
-			u.Mapped[a.ID] = int64(st.MappedBytes)
-		}
-	}
-	return u
-}
-
-// OfflineUsage reads usage with no daemon running, from a metadata
-// snapshot of the pool. A device is active when a dm device of its name
-// exists.
-func OfflineUsage(pool string) func(ctx context.Context) DeviceUsage {
-	return func(ctx context.Context) DeviceUsage {
-		u := DeviceUsage{Active: map[uint32]bool{}}
-		names, err := dmpool.ListDevices()
-		if err != nil {
-			u.err = err.Error()
-		}
-		for _, n := range names {
-			if id, ok := strings.CutPrefix(n.Name, pool+"-thin-"); ok {
-				if v, err := strconv.ParseUint(id, 10, 32); err == nil {
-					u.Active[uint32(v)] = true
-				}
-			}
-		}
-		md, err := thinmeta.ReadPool(ctx, pool)
-		if err == nil {
-			u.Mapped, u.source = mappedBytes(md), "pool metadata"
-			return u
-		}
-		// Without the pool metadata only recorded usage is known.
-		u.err, u.source = err.Error(), "records (pool metadata unreadable)"
-		return u
-	}
-}
-
-func mappedBytes(md *thinmeta.Metadata) map[uint32]int64 {
-	m := make(map[uint32]int64, len(md.Devices))
-	for _, d := range md.Devices {
-		m[d.ID] = int64(d.MappedBlocks * md.DataBlockSize)
-	}
-	return m
-}
-
-// BuildTree arranges snapshot records as a forest, like `ctr snapshots
-// tree`: roots are the snapshots without a parent (or whose parent record
-// is missing), children follow their parent, siblings in creation order.
-func BuildTree(snaps []*metadata.Snapshot, devName func(uint32) string, u DeviceUsage) []*admin.SnapshotNode {
-	nodes := make(map[string]*admin.SnapshotNode, len(snaps))
-	for _, s := range snaps {
-		n := &admin.SnapshotNode{
-			Key: s.Key, Parent: s.Parent, Kind: s.Kind.String(), State: string(s.State),
-			DeviceID: s.DeviceID, DeviceName: devName(s.DeviceID), Active: u.Active[s.DeviceID],
-			Size: s.Size, Usage: u.of(s.DeviceID, s.UsageBytes), FSType: s.FSType, Created: s.Created, Labels: s.Labels,
-		}
-		n.Namespace, n.Name = splitKey(s.Key)
-		nodes[s.Key] = n
-	}
-	var roots []*admin.SnapshotNode
-	for _, s := range snaps {
-		n := nodes[s.Key]
-		if p, ok := nodes[s.Parent]; ok && s.Parent != "" {
-			p.Children = append(p.Children, n)
-		} else {
-			roots = append(roots, n)
-		}
-	}
-	order := func(ns []*admin.SnapshotNode) {
-		sort.SliceStable(ns, func(i, j int) bool {
-			if !ns[i].Created.Equal(ns[j].Created) {
-				return ns[i].Created.Before(ns[j].Created)
-			}
-			return ns[i].Key < ns[j].Key
-		})
-	}
-	order(roots)
-	for _, n := range nodes {
-		order(n.Children)
-	}
-	if roots == nil {
-		roots = []*admin.SnapshotNode{}
-	}
-	return roots
-}
-
-// OtherDevices lists the device records that are not a snapshot's:
-// templates, spares, and devices being created, deleted, orphaned or
-// quarantined.
-func OtherDevices(devices []*metadata.Device, tpls map[uint32]*metadata.Template, devName func(uint32) string, u DeviceUsage) []admin.DeviceInfo {
-	var out []admin.DeviceInfo
-	for _, d := range devices {
-		if d.Role == metadata.RoleSnapshot && d.State == metadata.DeviceReady {
-			continue
-		}
-		info := admin.DeviceInfo{
-			ID: d.ID, Name: devName(d.ID), Role: string(d.Role), State: string(d.State), Owner: d.Owner,
-			Origin: d.Origin, Active: u.Active[d.ID], Size: d.Size, Usage: u.of(d.ID, 0), Created: d.Updated, Error: d.Error,
-		}
-		if t, ok := tpls[d.ID]; ok {
-			info.Created = t.Created
-		}
-		out = append(out, info)
-	}
-	return out
-}
-
-// splitKey splits containerd's backend key "<ns>/<seq>/<name>"; other
-// keys (our own, e.g. remote layer fills) have no namespace.
-func splitKey(key string) (ns, name string) {
-	n, rest, ok1 := strings.Cut(key, "/")
-	seq, nm, ok2 := strings.Cut(rest, "/")
-	if !ok1 || !ok2 || n == "" || nm == "" {
-		return "", ""
-	}
-	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
-		return "", ""
-	}
-	return n, nm
+		defer b.gcMu.Unlock()
+		return thinmeta.ReadPool(ctx, b.pool.Name())
+	})
 }

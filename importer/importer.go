@@ -15,20 +15,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -283,30 +279,3 @@ func newRunID() string {
 	rand.Read(b)
 	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
 }
-
-// errRunFailed wraps a run's failure for callers that waited on it.
-var errRunFailed = errors.New("process-image failed")
-
-// RunError turns a failed or cancelled run into an error carrying its
-// reason. It is errdefs.ErrAborted (cancelled) or ErrUnknown (failed: the
-// record keeps the reason's text, not its kind) without printing the
-// kind: the message used to end in a stray ": unknown".
-func RunError(r metadata.Run) error {
-	switch r.State {
-	case metadata.RunCancelled:
-		return &runError{msg: fmt.Sprintf("process-image run %s (s3://%s/%s) was cancelled: %s", r.ID, r.Bucket, r.Key, r.Error), kinds: []error{errdefs.ErrAborted}}
-	case metadata.RunFailed:
-		return &runError{msg: fmt.Sprintf("%v: run %s (s3://%s/%s): %s", errRunFailed, r.ID, r.Bucket, r.Key, r.Error), kinds: []error{errRunFailed, errdefs.ErrUnknown}}
-	}
-	return nil
-}
-
-// runError is a finished run's failure as RunError reports it.
-type runError struct {
-	msg   string
-	kinds []error
-}
-
-func (e *runError) Error() string { return e.msg }
-
-func (e *runError) Is(target error) bool { return slices.Contains(e.kinds, target) }

@@ -66,14 +66,14 @@ silently. MANIFEST.txt lists the contents.`,
 // when it does not answer.
 func gatherDiag(ctx context.Context, cfg config.Config, now time.Time) []diag.File {
 	note := fmt.Sprintf("bundle written by flyio-image-manager %s diag (pid %d) at %s\n", version, os.Getpid(), now.Format(time.RFC3339))
-	files, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
+	wire, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
 	if err == nil {
 		note += fmt.Sprintf("gathered by the daemon answering on %s\n", cfg.AdminAddress)
-		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
+		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, diagFiles(wire)...)
 	}
 	note += fmt.Sprintf("the daemon did not answer on %s (%v); gathered by the diag command itself, "+
 		"so environment.txt is the diag command's and the log comes from the journal\n", cfg.AdminAddress, err)
-	files = diag.Collect(ctx, offlineDiagSources(cfg, err))
+	files := diag.Collect(ctx, offlineDiagSources(cfg, err))
 	return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
 }
 
@@ -105,10 +105,22 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 		return offlineGC(ctx, cfg, admin.GCRequest{DryRun: true, MinAge: gc.DefaultMinAge.String()})
 	}
 	if store != nil {
-		inv := daemon.Inventory{Store: store, Pool: cfg.Pool.Name, Namespace: cfg.Containerd.Namespace, Usage: daemon.OfflineUsage(cfg.Pool.Name)}
+		inv := gc.Inventory{Store: store, Pool: cfg.Pool.Name, Namespace: cfg.Containerd.Namespace, Usage: gc.OfflineUsage(cfg.Pool.Name)}
 		in.Extra = []diag.Source{
-			diag.JSON("images.json", func(ctx context.Context) (any, error) { return inv.Images(ctx) }),
-			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return inv.Snapshots(ctx) }),
+			diag.JSON("images.json", func(ctx context.Context) (any, error) {
+				imgs, err := inv.Images(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return daemon.WireImages(imgs), nil
+			}),
+			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) {
+				tree, err := inv.Snapshots(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return daemon.WireSnapshotTree(tree), nil
+			}),
 		}
 	}
 	return diag.Sources(in)

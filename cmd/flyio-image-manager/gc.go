@@ -11,8 +11,8 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
-	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
@@ -65,7 +65,9 @@ refuses if a daemon holds the metadata.`,
 		req := admin.GCRequest{DryRun: c.Bool("dry-run"), MinAge: minAge.Duration().String(), IncludeQuarantined: c.Bool("include-quarantined")}
 		rep, err := admin.NewClient(cfg.AdminAddress).GC(c.Context, req)
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
-			rep, err = offlineGC(c.Context, cfg, req)
+			var off *gc.Report
+			off, err = offlineGC(c.Context, cfg, req)
+			rep = daemon.WireGCReport(off)
 		}
 		if err != nil {
 			return err
@@ -74,7 +76,7 @@ refuses if a daemon holds the metadata.`,
 			if err := printJSON(c.App.Writer, rep); err != nil {
 				return err
 			}
-		} else if err := rep.WriteTable(c.App.Writer); err != nil {
+		} else if err := gcReport(rep).WriteTable(c.App.Writer); err != nil {
 			return err
 		}
 		if rep.Failed > 0 {

@@ -9,7 +9,6 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -40,7 +39,7 @@ Use a key it prints with 'process-image --s3-key'.`,
 			return err
 		}
 		// Which object versions were processed, when the daemon answers.
-		latest := map[string]metadata.Run{}
+		latest := map[string]admin.Run{}
 		if runs, err := admin.NewClient(cfg.AdminAddress).Runs(c.Context); err == nil {
 			for _, r := range runs {
 				latest[r.Key+"\x00"+r.ETag] = r

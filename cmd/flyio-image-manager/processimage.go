@@ -9,10 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -42,7 +40,7 @@ images.flyio.local/<image-id>:latest.`,
 			return err
 		}
 		cl := admin.NewClient(cfg.AdminAddress)
-		run, err := cl.ProcessImage(c.Context, importer.Request{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref")})
+		run, err := cl.ProcessImage(c.Context, admin.ProcessImageRequest{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref")})
 		if err != nil {
 			return err
 		}
@@ -54,7 +52,7 @@ images.flyio.local/<image-id>:latest.`,
 		if err != nil {
 			return err
 		}
-		if err := importer.RunError(run); err != nil {
+		if err := admin.RunError(run); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s, %d entries, %s\n",
@@ -65,7 +63,7 @@ images.flyio.local/<image-id>:latest.`,
 
 // follow polls the run until it finishes, drawing a progress bar of the
 // compressed bytes read on a terminal and a line per state otherwise.
-func follow(c *cli.Context, cl *admin.Client, run metadata.Run) (metadata.Run, error) {
+func follow(c *cli.Context, cl *admin.Client, run admin.Run) (admin.Run, error) {
 	tty := term.IsTerminal(int(os.Stderr.Fd()))
 	var bar *progressbar.ProgressBar
 	if tty {

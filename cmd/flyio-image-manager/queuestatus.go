@@ -7,8 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/importer"
 )
 
 var queueStatusCommand = &cli.Command{
@@ -37,7 +37,7 @@ place in line (1 goes next).`,
 			return err
 		}
 		if name != "" {
-			var only []importer.QueueInfo
+			var only []admin.QueueInfo
 			for _, q := range qs {
 				if q.Name == name {
 					only = append(only, q)
@@ -54,7 +54,7 @@ place in line (1 goes next).`,
 }
 
 // printQueues prints a summary row per queue, then the runs in them.
-func printQueues(w io.Writer, qs []importer.QueueInfo) {
+func printQueues(w io.Writer, qs []admin.QueueInfo) {
 	t := newTable(w)
 	fmt.Fprintln(t, "QUEUE\tCAPACITY\tACTIVE\tWAITING")
 	for _, q := range qs {

@@ -9,11 +9,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/daemon"
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 var statusCommand = &cli.Command{
@@ -60,20 +59,22 @@ object's size, entries, elapsed time, rate) and error.`,
 				return err
 			}
 			st = admin.Status{Pool: pool.Name()}
-			if st.PoolState, err = pool.Status(c.Context); err != nil {
+			ps, err := pool.Status(c.Context)
+			if err != nil {
 				return err
 			}
+			st.PoolState = daemon.WirePoolStatus(ps)
 		} else if err != nil {
 			return err
 		}
 		if c.Bool("json") {
-			return printJSON(w, statusView{DaemonRunning: running, PoolMode: poolMode(st.PoolState), Status: st})
+			return printJSON(w, statusView{DaemonRunning: running, PoolMode: poolMode(poolStatus(st.PoolState)), Status: st})
 		}
 		if running {
 			printDaemon(w, st.Daemon)
 		}
 		fmt.Fprintf(w, "pool %s\n", st.Pool)
-		printPoolStatus(w, cfg, st.PoolState)
+		printPoolStatus(w, cfg, poolStatus(st.PoolState))
 		if !running {
 			return nil
 		}
@@ -128,7 +129,7 @@ func poolMode(st dmpool.Status) string {
 
 // runView is a run with the figures status --run-id derives from it.
 type runView struct {
-	metadata.Run
+	admin.Run
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	// Percent is of the object's size read so far.
 	Percent float64 `json:"percent"`
@@ -136,7 +137,7 @@ type runView struct {
 	RateBytesPerSecond float64 `json:"rate_bytes_per_second"`
 }
 
-func newRunView(r metadata.Run, now time.Time) runView {
+func newRunView(r admin.Run, now time.Time) runView {
 	end := now
 	if r.State.Finished() && !r.Updated.IsZero() {
 		end = r.Updated
@@ -181,7 +182,7 @@ func printRun(w io.Writer, v runView) {
 }
 
 // printRuns is the recent-runs table of status.
-func printRuns(w io.Writer, runs []metadata.Run, now time.Time) {
+func printRuns(w io.Writer, runs []admin.Run, now time.Time) {
 	if len(runs) == 0 {
 		fmt.Fprintln(w, "runs: none")
 		return

@@ -6,14 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 func TestRunViewFigures(t *testing.T) {
 	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := metadata.Run{ID: "r1", State: metadata.RunExtracting, Key: "images/a.tar", Size: 4 << 20, CompressedBytes: 1 << 20, Entries: 7, Created: created}
+	r := admin.Run{ID: "r1", State: admin.RunExtracting, Key: "images/a.tar", Size: 4 << 20, CompressedBytes: 1 << 20, Entries: 7, Created: created}
 	v := newRunView(r, created.Add(2*time.Second))
 	if v.ElapsedSeconds != 2 || v.Percent != 25 || v.RateBytesPerSecond != 512<<10 {
 		t.Errorf("view = %+v", v)
@@ -26,7 +24,7 @@ func TestRunViewFigures(t *testing.T) {
 		}
 	}
 	// A finished run's elapsed time stops at its last update.
-	r.State, r.Updated = metadata.RunCancelled, created.Add(time.Second)
+	r.State, r.Updated = admin.RunCancelled, created.Add(time.Second)
 	if v := newRunView(r, created.Add(time.Hour)); v.ElapsedSeconds != 1 {
 		t.Errorf("finished run elapsed %v, want 1s", v.ElapsedSeconds)
 	}
@@ -34,11 +32,11 @@ func TestRunViewFigures(t *testing.T) {
 
 func TestPrintQueues(t *testing.T) {
 	var b bytes.Buffer
-	printQueues(&b, []importer.QueueInfo{
+	printQueues(&b, []admin.QueueInfo{
 		{Name: "downloads", Capacity: 3},
-		{Name: "unpacks", Capacity: 1, Active: 1, Waiting: 1, Runs: []importer.QueuedRun{
-			{ID: "a", Key: "images/a.tar", State: metadata.RunExtracting},
-			{ID: "b", Key: "images/b.tar", State: metadata.RunQueued, Position: 1},
+		{Name: "unpacks", Capacity: 1, Active: 1, Waiting: 1, Runs: []admin.QueuedRun{
+			{ID: "a", Key: "images/a.tar", State: admin.RunExtracting},
+			{ID: "b", Key: "images/b.tar", State: admin.RunQueued, Position: 1},
 		}},
 	})
 	want := `QUEUE      CAPACITY  ACTIVE  WAITING

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
 	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
@@ -94,7 +94,7 @@ func TestCRIPodLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		var st struct {
-			Pool dmpool.Status `json:"pool_status"`
+			Pool admin.PoolStatus `json:"pool_status"`
 		}
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			t.Fatalf("status --json: %v\n%s", err, out)

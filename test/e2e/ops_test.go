@@ -13,14 +13,13 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
-	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
+	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 	"github.com/superfly/flyio-image-manager/test/e2e/harness"
@@ -284,7 +283,7 @@ func TestPoolFullThreshold(t *testing.T) {
 	if err == nil || !strings.Contains(out, msg) {
 		t.Errorf("ctr run on a full pool: err %v, output %q; want %q", err, out, msg)
 	}
-	_, err = admin.NewClient(e.cfg.AdminAddress).ProcessImage(context.Background(), importer.Request{Key: "images/any.tar"})
+	_, err = admin.NewClient(e.cfg.AdminAddress).ProcessImage(context.Background(), admin.ProcessImageRequest{Key: "images/any.tar"})
 	if err == nil || !strings.Contains(err.Error(), msg) {
 		t.Errorf("process-image on a full pool: %v; want %q", err, msg)
 	}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/internal/tarballgen"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // largeTimeout bounds one large process-image run under TCG.
@@ -139,7 +139,7 @@ func TestProcessImageLarge(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := s.waitRun(runID(t, out), largeTimeout)
-		if r.State != metadata.RunDone {
+		if r.State != admin.RunDone {
 			t.Fatalf("run %s of %s: %s: %s", r.ID, key, r.State, r.Error)
 		}
 		el := time.Since(start)
@@ -208,7 +208,7 @@ func TestProcessImageFailures(t *testing.T) {
 		t.Errorf("error does not contain %q", want)
 	}
 	r := s.waitRun(runID(t, out), time.Minute)
-	if r.State != metadata.RunFailed || !strings.Contains(r.Error, "path traversal detected") {
+	if r.State != admin.RunFailed || !strings.Contains(r.Error, "path traversal detected") {
 		t.Errorf("run %s: state %s, error %q; want failed with path traversal", r.ID, r.State, r.Error)
 	}
 	if left := s.importSnapshots(); len(left) > 0 {
@@ -253,10 +253,10 @@ func TestProcessImageResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := runID(t, out)
-	r := s.pollRun(id, largeTimeout, func(r metadata.Run) bool {
-		return r.State.Finished() || (r.State == metadata.RunExtracting && r.Entries > 2000)
+	r := s.pollRun(id, largeTimeout, func(r admin.Run) bool {
+		return r.State.Finished() || (r.State == admin.RunExtracting && r.Entries > 2000)
 	})
-	if r.State != metadata.RunExtracting {
+	if r.State != admin.RunExtracting {
 		t.Fatalf("run %s finished (%s) before it could be interrupted", id, r.State)
 	}
 	t.Logf("killing the daemon at %d entries, %d compressed bytes", r.Entries, r.CompressedBytes)
@@ -268,7 +268,7 @@ func TestProcessImageResume(t *testing.T) {
 		}
 	}()
 	r = s.waitRun(id, largeTimeout)
-	if r.State != metadata.RunDone {
+	if r.State != admin.RunDone {
 		t.Fatalf("resumed run %s: %s: %s", id, r.State, r.Error)
 	}
 	checkLarge(t, s, r.Ref, "resumed", sum, "resume")

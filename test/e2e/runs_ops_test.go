@@ -9,21 +9,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // queuesJSON runs queue-status --json (with args) and decodes it.
-func (s *s3env) queuesJSON(args ...string) []importer.QueueInfo {
+func (s *s3env) queuesJSON(args ...string) []admin.QueueInfo {
 	s.t.Helper()
 	out, err := s.flyio(append([]string{"queue-status", "--json"}, args...)...)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	var qs []importer.QueueInfo
+	var qs []admin.QueueInfo
 	if err := json.Unmarshal([]byte(out), &qs); err != nil {
 		s.t.Fatalf("queue-status --json: %v\n%s", err, out)
 	}
@@ -31,10 +30,10 @@ func (s *s3env) queuesJSON(args ...string) []importer.QueueInfo {
 }
 
 // unpacksLine is the unpacks queue as "id:pos id:pos ...".
-func unpacksLine(qs []importer.QueueInfo) string {
+func unpacksLine(qs []admin.QueueInfo) string {
 	var parts []string
 	for _, q := range qs {
-		if q.Name != importer.QueueUnpacks {
+		if q.Name != "unpacks" {
 			continue
 		}
 		for _, r := range q.Runs {
@@ -74,17 +73,17 @@ func TestRunsQueueAndCancel(t *testing.T) {
 		return runID(t, out)
 	}
 	a := start(keys[0])
-	ra := s.pollRun(a, 2*time.Minute, func(r metadata.Run) bool {
-		return r.State.Finished() || r.State == metadata.RunExtracting
+	ra := s.pollRun(a, 2*time.Minute, func(r admin.Run) bool {
+		return r.State.Finished() || r.State == admin.RunExtracting
 	})
-	if ra.State != metadata.RunExtracting {
+	if ra.State != admin.RunExtracting {
 		t.Fatalf("run %s of the stalled key is %s (%s), want extracting", a, ra.State, ra.Error)
 	}
 	// While stalled it shows the bytes read so far, not 0 B: the live
 	// run follows the S3 reads, not only the extractor's Progress, which
 	// waits for 4 MiB of tar stream.
-	ra = s.pollRun(a, 30*time.Second, func(r metadata.Run) bool { return r.State.Finished() || r.CompressedBytes > 0 })
-	if ra.State != metadata.RunExtracting || ra.CompressedBytes != partSize {
+	ra = s.pollRun(a, 30*time.Second, func(r admin.Run) bool { return r.State.Finished() || r.CompressedBytes > 0 })
+	if ra.State != admin.RunExtracting || ra.CompressedBytes != partSize {
 		t.Errorf("run %s while stalled: %s, %d bytes read, want extracting with %d (its first part)", a, ra.State, ra.CompressedBytes, partSize)
 	}
 	b := start(keys[1])
@@ -93,7 +92,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 		t.Fatalf("unpacks queue %q, want %q (a active, then b, c in order)", got, want)
 	}
 	qs := s.queuesJSON("--queue", "unpacks")
-	if len(qs) != 1 || qs[0].Capacity != 1 || qs[0].Active != 1 || qs[0].Waiting != 2 || qs[0].Runs[1].State != metadata.RunQueued {
+	if len(qs) != 1 || qs[0].Capacity != 1 || qs[0].Active != 1 || qs[0].Waiting != 2 || qs[0].Runs[1].State != admin.RunQueued {
 		t.Errorf("queue-status --queue unpacks: %+v", qs)
 	}
 	dl := s.queuesJSON("--queue", "downloads")
@@ -122,8 +121,8 @@ func TestRunsQueueAndCancel(t *testing.T) {
 			PID          int    `json:"pid"`
 			AdminAddress string `json:"admin_address"`
 		} `json:"daemon"`
-		Queues     []importer.QueueInfo `json:"queues"`
-		RecentRuns []metadata.Run       `json:"recent_runs"`
+		Queues     []admin.QueueInfo `json:"queues"`
+		RecentRuns []admin.Run       `json:"recent_runs"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
@@ -153,7 +152,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	}
 	out, err = s.flyio("status", "--run-id", a, "--json")
 	var rv struct {
-		metadata.Run
+		admin.Run
 		Elapsed float64 `json:"elapsed_seconds"`
 		Percent float64 `json:"percent"`
 	}
@@ -180,7 +179,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 		t.Errorf("cancelled run %s left its snapshot: %q", a, left)
 	}
 	for _, id := range []string{a, b} {
-		if r, _ := s.admin().Run(t.Context(), id); r.State != metadata.RunCancelled {
+		if r, _ := s.admin().Run(t.Context(), id); r.State != admin.RunCancelled {
 			t.Errorf("run %s: %s, want cancelled", id, r.State)
 		}
 	}
@@ -193,7 +192,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	}
 
 	// The queue moves on: c runs to completion.
-	if r := s.waitRun(c, 5*time.Minute); r.State != metadata.RunDone {
+	if r := s.waitRun(c, 5*time.Minute); r.State != admin.RunDone {
 		t.Fatalf("run %s after the cancels: %s: %s", c, r.State, r.Error)
 	}
 	if left := s.importSnapshots(); len(left) > 0 {
@@ -252,7 +251,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	// A restart resumes no cancelled run.
 	s.startDaemon()
 	for _, id := range []string{a, b} {
-		if r, err := s.admin().Run(t.Context(), id); err != nil || r.State != metadata.RunCancelled {
+		if r, err := s.admin().Run(t.Context(), id); err != nil || r.State != admin.RunCancelled {
 			t.Errorf("run %s after a restart: %s %v, want cancelled", id, r.State, err)
 		}
 	}

@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/s3fetch"
 	"github.com/superfly/flyio-image-manager/internal/tarballgen"
+	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // s3env is an env whose daemon reads images from a real versitygw through
@@ -122,16 +121,16 @@ func runID(t *testing.T, out string) string {
 func (s *s3env) admin() *admin.Client { return admin.NewClient(s.cfg.AdminAddress) }
 
 // waitRun polls run id until it finishes, logging state changes.
-func (s *s3env) waitRun(id string, timeout time.Duration) metadata.Run {
+func (s *s3env) waitRun(id string, timeout time.Duration) admin.Run {
 	s.t.Helper()
-	return s.pollRun(id, timeout, func(r metadata.Run) bool { return r.State.Finished() })
+	return s.pollRun(id, timeout, func(r admin.Run) bool { return r.State.Finished() })
 }
 
 // pollRun polls run id until until(run) holds.
-func (s *s3env) pollRun(id string, timeout time.Duration, until func(metadata.Run) bool) metadata.Run {
+func (s *s3env) pollRun(id string, timeout time.Duration, until func(admin.Run) bool) admin.Run {
 	s.t.Helper()
 	start := time.Now()
-	var last metadata.RunState
+	var last admin.RunState
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		r, err := s.admin().Run(ctx, id)

@@ -7,7 +7,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/admin"
 )
 
 // pendingCancel is a cancel waiting for the operator's y/n. It holds the
@@ -24,7 +24,7 @@ func (p pendingCancel) prompt() string {
 
 type cancelMsg struct {
 	id, key string
-	run     metadata.Run
+	run     admin.Run
 	err     error
 }
 
@@ -106,7 +106,7 @@ func (m *Model) applyCancel(msg cancelMsg) tea.Cmd {
 	}
 	state := msg.run.State
 	if state == "" {
-		state = metadata.RunCancelled
+		state = admin.RunCancelled
 	}
 	m.logf("run %s (%s): %s by the operator", msg.id, msg.key, state)
 	// Recorded here so the next refresh does not log the same change again.

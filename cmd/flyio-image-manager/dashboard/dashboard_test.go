@@ -13,9 +13,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/charmbracelet/x/exp/teatest"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -142,7 +140,7 @@ func TestEnterImports(t *testing.T) {
 	s.waitFor("importing images/debian.tar.zst as image debian",
 		"import of images/debian.tar.zst accepted: run run-1")
 	got := f.imports()
-	want := []importer.Request{{Key: "images/debian.tar.zst", ImageID: "debian"}}
+	want := []admin.ProcessImageRequest{{Key: "images/debian.tar.zst", ImageID: "debian"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("ProcessImage calls = %+v, want %+v", got, want)
 	}
@@ -284,7 +282,7 @@ func TestActivityLogBounded(t *testing.T) {
 func TestMonitorDaemonAndQueues(t *testing.T) {
 	f := newFake()
 	f.status.Daemon = admin.DaemonInfo{Version: "v1.2.3", PID: 42, UptimeSeconds: 192}
-	f.status.Queues = []importer.QueueInfo{
+	f.status.Queues = []admin.QueueInfo{
 		{Name: "downloads", Capacity: 4, Active: 1, Waiting: 2},
 		{Name: "unpacks", Capacity: 2, Active: 1},
 	}
@@ -298,14 +296,14 @@ func TestMonitorDaemonAndQueues(t *testing.T) {
 // alpine's image is deleted (its run still says done).
 func TestRunStateChangesLogged(t *testing.T) {
 	f := newFake()
-	f.runs = append(f.runs, metadata.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`, State: metadata.RunDownloading, Size: 40 << 20})
+	f.runs = append(f.runs, admin.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`, State: admin.RunDownloading, Size: 40 << 20})
 	s := start(t, f)
 	s.press("2")
 	s.waitFor("images/debian.tar.zst", "importing 0%")
 	s.press() // mark: what follows comes from the source changing
 	f.set(func(f *fakeSource) {
-		f.runs[1].State, f.runs[1].Entries, f.runs[1].Ref = metadata.RunDone, 120, "images.flyio.local/busybox:latest"
-		f.runs[2].State, f.runs[2].Error = metadata.RunCancelled, "cancelled by operator"
+		f.runs[1].State, f.runs[1].Entries, f.runs[1].Ref = admin.RunDone, 120, "images.flyio.local/busybox:latest"
+		f.runs[2].State, f.runs[2].Error = admin.RunCancelled, "cancelled by operator"
 		f.deleted = map[string]bool{"images/alpine.tar": true}
 	})
 	s.waitFor("run r-busybox (images/busybox.tar.gz): done, 120 entries -> images.flyio.local/busybox:latest",
@@ -347,8 +345,8 @@ func TestFitsTerminal(t *testing.T) {
 // downloading), so selecting a run means moving the cursor.
 func newFakeTwoRuns() *fakeSource {
 	f := newFake()
-	f.runs = append(f.runs, metadata.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`,
-		State: metadata.RunDownloading, Size: 40 << 20, CompressedBytes: 4 << 20})
+	f.runs = append(f.runs, admin.Run{ID: "r-debian", Key: "images/debian.tar.zst", ETag: `"e-debian"`,
+		State: admin.RunDownloading, Size: 40 << 20, CompressedBytes: 4 << 20})
 	return f
 }
 

@@ -7,10 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -20,12 +17,12 @@ type fakeSource struct {
 	mu        sync.Mutex
 	status    admin.Status
 	statusErr error
-	runs      []metadata.Run
+	runs      []admin.Run
 	objs      []s3fetch.ObjectInfo
 	listErr   error
 	listDelay time.Duration
 	lists     int
-	requests  []importer.Request
+	requests  []admin.ProcessImageRequest
 	deleted   map[string]bool // keys whose image was deleted after its run
 	cancels   []string        // run ids Cancel was called with
 	cancelErr error           // what Cancel refuses with, if set
@@ -33,7 +30,7 @@ type fakeSource struct {
 
 // Cancel records the call and, unless cancelErr is set, marks the run
 // cancelled as the daemon does once the run has cleaned up.
-func (f *fakeSource) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+func (f *fakeSource) Cancel(ctx context.Context, id string) (admin.Run, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cancels = append(f.cancels, id)
@@ -44,10 +41,10 @@ func (f *fakeSource) Cancel(ctx context.Context, id string) (metadata.Run, error
 		if f.cancelErr != nil {
 			return f.runs[i], f.cancelErr
 		}
-		f.runs[i].State, f.runs[i].Error = metadata.RunCancelled, "cancelled by the operator"
+		f.runs[i].State, f.runs[i].Error = admin.RunCancelled, "cancelled by the operator"
 		return f.runs[i], nil
 	}
-	return metadata.Run{}, errors.New("process-image run " + id + ": no such run: not found")
+	return admin.Run{}, errors.New("process-image run " + id + ": no such run: not found")
 }
 
 func (f *fakeSource) cancelled() []string {
@@ -62,7 +59,7 @@ func (f *fakeSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 	defer f.mu.Unlock()
 	var out []admin.ImageInfo
 	for _, r := range f.runs {
-		if r.State == metadata.RunDone && !f.deleted[r.Key] {
+		if r.State == admin.RunDone && !f.deleted[r.Key] {
 			out = append(out, admin.ImageInfo{ID: r.ImageID, Ref: r.Ref, Key: r.Key, ETag: r.ETag, RunID: r.ID})
 		}
 	}
@@ -75,10 +72,10 @@ func (f *fakeSource) Status(ctx context.Context) (admin.Status, error) {
 	return f.status, f.statusErr
 }
 
-func (f *fakeSource) Runs(ctx context.Context) ([]metadata.Run, error) {
+func (f *fakeSource) Runs(ctx context.Context) ([]admin.Run, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]metadata.Run(nil), f.runs...), nil
+	return append([]admin.Run(nil), f.runs...), nil
 }
 
 func (f *fakeSource) ListImages(ctx context.Context) ([]s3fetch.ObjectInfo, error) {
@@ -103,7 +100,7 @@ func (f *fakeSource) ListImages(ctx context.Context) ([]s3fetch.ObjectInfo, erro
 
 // ProcessImage starts a run in the downloading state, as the daemon
 // answers an accepted request.
-func (f *fakeSource) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
+func (f *fakeSource) ProcessImage(ctx context.Context, req admin.ProcessImageRequest) (admin.Run, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
@@ -115,11 +112,11 @@ func (f *fakeSource) ProcessImage(ctx context.Context, req importer.Request) (me
 		}
 	}
 	if etag == "" {
-		return metadata.Run{}, errors.New("no such key " + req.Key)
+		return admin.Run{}, errors.New("no such key " + req.Key)
 	}
-	r := metadata.Run{
+	r := admin.Run{
 		ID: fmt.Sprintf("run-%d", len(f.requests)), Bucket: "b", Key: req.Key, ETag: etag,
-		ImageID: req.ImageID, Ref: importer.DeriveRef(req.ImageID), State: metadata.RunDownloading,
+		ImageID: req.ImageID, Ref: "images.flyio.local/" + req.ImageID + ":latest", State: admin.RunDownloading,
 		Size: size, CompressedBytes: size / 4, Created: time.Now(),
 	}
 	f.runs = append(f.runs, r)
@@ -132,10 +129,10 @@ func (f *fakeSource) set(fn func(f *fakeSource)) {
 	fn(f)
 }
 
-func (f *fakeSource) imports() []importer.Request {
+func (f *fakeSource) imports() []admin.ProcessImageRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]importer.Request(nil), f.requests...)
+	return append([]admin.ProcessImageRequest(nil), f.requests...)
 }
 
 // newFake is a node with a 10 GiB pool (64 KiB blocks) 25% used, three
@@ -145,7 +142,7 @@ func newFake() *fakeSource {
 	return &fakeSource{
 		status: admin.Status{
 			Pool: "flyio-pool",
-			PoolState: dmpool.Status{
+			PoolState: admin.PoolStatus{
 				DataBlockSize:   64 << 10,
 				TotalDataBlocks: 163840, // 10 GiB
 				UsedDataBlocks:  40960,  // 2.5 GiB
@@ -161,9 +158,9 @@ func newFake() *fakeSource {
 			{Key: "images/busybox.tar.gz", Size: 2 << 20, ETag: `"e-busybox"`, LastModified: mod},
 			{Key: "images/debian.tar.zst", Size: 40 << 20, ETag: `"e-debian"`, LastModified: mod},
 		},
-		runs: []metadata.Run{
-			{ID: "r-alpine", Key: "images/alpine.tar", ETag: `"e-alpine"`, State: metadata.RunDone, Ref: "images.flyio.local/alpine:latest", Size: 8 << 20, CompressedBytes: 8 << 20},
-			{ID: "r-busybox", Key: "images/busybox.tar.gz", ETag: `"e-busybox"`, State: metadata.RunExtracting, Size: 2 << 20, CompressedBytes: 1 << 20, Entries: 120},
+		runs: []admin.Run{
+			{ID: "r-alpine", Key: "images/alpine.tar", ETag: `"e-alpine"`, State: admin.RunDone, Ref: "images.flyio.local/alpine:latest", Size: 8 << 20, CompressedBytes: 8 << 20},
+			{ID: "r-busybox", Key: "images/busybox.tar.gz", ETag: `"e-busybox"`, State: admin.RunExtracting, Size: 2 << 20, CompressedBytes: 1 << 20, Entries: 120},
 		},
 	}
 }

@@ -3,7 +3,7 @@ package dashboard
 import (
 	"fmt"
 
-	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -27,7 +27,7 @@ const (
 type imageRow struct {
 	obj   s3fetch.ObjectInfo
 	state imageState
-	run   metadata.Run // set unless stateNotImported/stateRequested
+	run   admin.Run // set unless stateNotImported/stateRequested
 }
 
 // label is the STATE column: "not imported", "importing 42%", "ready",
@@ -57,8 +57,8 @@ func (r imageRow) label() string {
 // counts. imported, when known (nil otherwise), is the set of key+ETag
 // the daemon has an image of, so a done run of a deleted image is not
 // shown as ready.
-func imageRows(objs []s3fetch.ObjectInfo, runs []metadata.Run, imported map[string]bool, requested map[string]bool) []imageRow {
-	latest := make(map[string]metadata.Run, len(runs))
+func imageRows(objs []s3fetch.ObjectInfo, runs []admin.Run, imported map[string]bool, requested map[string]bool) []imageRow {
+	latest := make(map[string]admin.Run, len(runs))
 	for _, r := range runs {
 		k := r.Key + "\x00" + r.ETag
 		if prev, ok := latest[k]; !ok || r.Created.After(prev.Created) {
@@ -71,11 +71,11 @@ func imageRows(objs []s3fetch.ObjectInfo, runs []metadata.Run, imported map[stri
 		if r, ok := latest[o.Key+"\x00"+o.ETag]; ok {
 			row.run = r
 			switch {
-			case r.State == metadata.RunDone && imported != nil && !imported[o.Key+"\x00"+o.ETag]:
+			case r.State == admin.RunDone && imported != nil && !imported[o.Key+"\x00"+o.ETag]:
 				row.state = stateDeleted
-			case r.State == metadata.RunDone:
+			case r.State == admin.RunDone:
 				row.state = stateReady
-			case r.State == metadata.RunCancelled:
+			case r.State == admin.RunCancelled:
 				row.state = stateCancelled
 			case r.State.Finished():
 				row.state = stateFailed

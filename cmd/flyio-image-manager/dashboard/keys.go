@@ -3,7 +3,8 @@ package dashboard
 import (
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/internal/imagename"
 )
 
 // handleKey implements the keyboard reference: 1/2 views, j/k and arrows,
@@ -106,7 +107,7 @@ func (m *Model) enter() tea.Cmd {
 		m.logf("cannot import %s: the daemon is not running", key)
 		return nil
 	}
-	id := importer.DeriveImageID(key)
+	id := imagename.DeriveImageID(key)
 	m.requested[key] = true
 	m.logf("importing %s as image %s", key, id)
 	return m.processImage(key, id)
@@ -114,6 +115,6 @@ func (m *Model) enter() tea.Cmd {
 
 // importRequest is what process-image sends for key with default flags:
 // the image id derived from the key and the default ref.
-func importRequest(key, imageID string) importer.Request {
-	return importer.Request{Key: key, ImageID: imageID}
+func importRequest(key, imageID string) admin.ProcessImageRequest {
+	return admin.ProcessImageRequest{Key: key, ImageID: imageID}
 }

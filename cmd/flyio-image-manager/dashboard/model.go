@@ -15,7 +15,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -111,12 +110,12 @@ type Model struct {
 
 	// Daemon side, reloaded every StatusInterval.
 	status        admin.Status
-	runs          []metadata.Run
+	runs          []admin.Run
 	statusErr     error
 	statusLoaded  bool // a status load finished (well or not)
 	statusLoading bool
-	runStates     map[string]metadata.RunState // for logging state changes
-	imported      map[string]bool              // key+ETag of imported images; nil if unknown
+	runStates     map[string]admin.RunState // for logging state changes
+	imported      map[string]bool           // key+ETag of imported images; nil if unknown
 	daemonDown    bool
 
 	// S3 side, reloaded every ListInterval and on `r`.
@@ -145,7 +144,7 @@ func New(src Source, opts Options) *Model {
 		width:     100,
 		height:    30,
 		focus:     map[View]int{},
-		runStates: map[string]metadata.RunState{},
+		runStates: map[string]admin.RunState{},
 		requested: map[string]bool{},
 		log:       activity{max: opts.LogSize},
 	}
@@ -161,7 +160,7 @@ func (m *Model) Quitting() bool { return m.quitting }
 type (
 	statusMsg struct {
 		status    admin.Status
-		runs      []metadata.Run
+		runs      []admin.Run
 		imported  map[string]bool // nil when the images list failed
 		statusErr error
 		runsErr   error
@@ -172,7 +171,7 @@ type (
 	}
 	processMsg struct {
 		key string
-		run metadata.Run
+		run admin.Run
 		err error
 	}
 	statusTickMsg struct{}
@@ -322,7 +321,7 @@ func (m *Model) applyStatus(msg statusMsg) {
 	first := m.runs == nil && len(m.runStates) == 0
 	m.runs = msg.runs
 	if m.runs == nil {
-		m.runs = []metadata.Run{}
+		m.runs = []admin.Run{}
 	}
 	for _, r := range m.runs {
 		if first {
@@ -336,14 +335,14 @@ func (m *Model) applyStatus(msg statusMsg) {
 }
 
 // noteRun logs a run's state when it is new or changed.
-func (m *Model) noteRun(r metadata.Run) {
+func (m *Model) noteRun(r admin.Run) {
 	prev, seen := m.runStates[r.ID]
 	m.runStates[r.ID] = r.State
 	switch {
 	case seen && prev == r.State:
-	case r.State == metadata.RunFailed || r.State == metadata.RunCancelled:
+	case r.State == admin.RunFailed || r.State == admin.RunCancelled:
 		m.logf("run %s (%s): %s: %s", r.ID, r.Key, r.State, r.Error)
-	case r.State == metadata.RunDone:
+	case r.State == admin.RunDone:
 		m.logf("run %s (%s): done, %d entries -> %s", r.ID, r.Key, r.Entries, r.Ref)
 	default:
 		m.logf("run %s (%s): %s", r.ID, r.Key, r.State)
@@ -364,8 +363,8 @@ func (m *Model) applyList(msg listMsg) {
 }
 
 // activeRuns are the runs not finished yet, oldest first.
-func (m *Model) activeRuns() []metadata.Run {
-	var out []metadata.Run
+func (m *Model) activeRuns() []admin.Run {
+	var out []admin.Run
 	for _, r := range m.runs {
 		if !r.State.Finished() {
 			out = append(out, r)

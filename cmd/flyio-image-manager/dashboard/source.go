@@ -4,9 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
@@ -18,17 +16,17 @@ type Source interface {
 	// Status is the daemon's pool and record summary (admin.Client.Status).
 	Status(ctx context.Context) (admin.Status, error)
 	// Runs lists the daemon's process-image runs, finished or not.
-	Runs(ctx context.Context) ([]metadata.Run, error)
+	Runs(ctx context.Context) ([]admin.Run, error)
 	// ListImages lists the image tarballs under the configured S3 prefix.
 	ListImages(ctx context.Context) ([]s3fetch.ObjectInfo, error)
 	// Images lists the images the daemon has imported.
 	Images(ctx context.Context) ([]admin.ImageInfo, error)
 	// ProcessImage asks the daemon to import an S3 tarball.
-	ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error)
+	ProcessImage(ctx context.Context, req admin.ProcessImageRequest) (admin.Run, error)
 	// Cancel asks the daemon to stop run id (admin.Client.Cancel): the
 	// run's final record, or the daemon's refusal (unknown, finished, or
 	// committing and too late to cancel).
-	Cancel(ctx context.Context, id string) (metadata.Run, error)
+	Cancel(ctx context.Context, id string) (admin.Run, error)
 }
 
 // DaemonSource is the Source of a real node: the daemon's admin socket
@@ -53,7 +51,7 @@ func NewDaemonSource(cl *admin.Client, s3cfg s3fetch.Config, prefix string) *Dae
 func (s *DaemonSource) Status(ctx context.Context) (admin.Status, error) { return s.admin.Status(ctx) }
 
 // Runs implements Source.
-func (s *DaemonSource) Runs(ctx context.Context) ([]metadata.Run, error) { return s.admin.Runs(ctx) }
+func (s *DaemonSource) Runs(ctx context.Context) ([]admin.Run, error) { return s.admin.Runs(ctx) }
 
 // Images implements Source.
 func (s *DaemonSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
@@ -61,12 +59,12 @@ func (s *DaemonSource) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 }
 
 // ProcessImage implements Source.
-func (s *DaemonSource) ProcessImage(ctx context.Context, req importer.Request) (metadata.Run, error) {
+func (s *DaemonSource) ProcessImage(ctx context.Context, req admin.ProcessImageRequest) (admin.Run, error) {
 	return s.admin.ProcessImage(ctx, req)
 }
 
 // Cancel implements Source.
-func (s *DaemonSource) Cancel(ctx context.Context, id string) (metadata.Run, error) {
+func (s *DaemonSource) Cancel(ctx context.Context, id string) (admin.Run, error) {
 	return s.admin.Cancel(ctx, id)
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
@@ -193,7 +192,7 @@ func poolMode(st admin.Status) string {
 	return "rw"
 }
 
-func queueList(qs []importer.QueueInfo) string {
+func queueList(qs []admin.QueueInfo) string {
 	if len(qs) == 0 {
 		return "-"
 	}

@@ -1,4 +1,4 @@
-package daemon
+package gc
 
 import (
 	"strings"
@@ -7,7 +7,6 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 
-	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
@@ -26,7 +25,7 @@ func TestBuildTree(t *testing.T) {
 	roots := BuildTree(snaps, func(id uint32) string { return snapshotter.DeviceName("p", id) }, u)
 
 	var got []string
-	admin.SnapshotTree{Roots: roots}.Walk(func(n *admin.SnapshotNode, depth int) {
+	SnapshotTree{Roots: roots}.Walk(func(n *SnapshotNode, depth int) {
 		got = append(got, strings.Repeat(".", depth)+n.Key)
 	})
 	want := "test/1/sha256:base .test/4/c1 ..test/6/v .test/5/c2 test/7/orphan remote/sha256:x"
