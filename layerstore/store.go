@@ -13,7 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/superfly/flyio-image-manager/s3fetch"
-	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // LabelLayerDigest is the label CRI puts on the Prepare of a layer with the
@@ -38,7 +37,6 @@ type Store struct {
 	prefix string
 }
 
-var _ snapshotter.RemoteLayers = (*Store)(nil)
 
 // New returns the layer store under cfg.LayerPrefix of client's bucket.
 func New(client *s3fetch.Client, cfg s3fetch.Config) *Store {

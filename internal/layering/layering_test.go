@@ -36,19 +36,6 @@ var allowed = []allowance{
 	// the mapping into service).
 	{"config", "extract", "config maps [extract] onto extract.Options; moves to service"},
 	{"config", "s3fetch", "[s3] is s3fetch.Config with its env overrides; moves to service"},
-	// admin must be the API only (wire types, routes over a Backend,
-	// Client): today it passes domain types (helper "admin").
-	{"admin", "diag", "admin API passes domain types; wire types replace them"},
-	{"admin", "dmpool", "admin API passes domain types; wire types replace them"},
-	{"admin", "gc", "admin API passes domain types; wire types replace them"},
-	{"admin", "importer", "admin API passes domain types; wire types replace them"},
-	{"admin", "metadata", "admin API passes domain types; wire types replace them"},
-	// the dashboard must be a client of the API only (helper "admin").
-	{"cmd/flyio-image-manager/dashboard", "importer", "dashboard reads importer queue types; admin wire types replace them"},
-	{"cmd/flyio-image-manager/dashboard", "metadata", "dashboard reads metadata records; admin wire types replace them"},
-	// layerstore imports snapshotter only for `var _ snapshotter.RemoteLayers = ...`
-	// (helper moving the assertion into a test).
-	{"layerstore", "snapshotter", "interface assertion only; belongs in a test"},
 }
 
 type allowance struct{ from, to, why string }
