@@ -15,28 +15,9 @@ import (
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/logring"
 	"github.com/superfly/flyio-image-manager/service"
 )
-
-// MetadataPath is service.MetadataPath.
-//
-// Deprecated: kept only for test/, whose harness another change of issue
-// 14 rewrites; use service.MetadataPath.
-func MetadataPath(cfg config.Config) string { return service.MetadataPath(cfg) }
-
-// PoolConfig is service.PoolConfig.
-//
-// Deprecated: kept only for test/; use service.PoolConfig.
-func PoolConfig(cfg config.Config) dmpool.Config { return service.PoolConfig(cfg) }
-
-// OpenPool is service.OpenPool.
-//
-// Deprecated: kept only for test/; use service.OpenPool.
-func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.OpenResult, error) {
-	return service.OpenPool(ctx, cfg)
-}
 
 // Options are what the daemon is told besides its configuration.
 type Options struct {

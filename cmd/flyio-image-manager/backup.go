@@ -114,8 +114,7 @@ func copyMetadata(ctx context.Context, cfg config.Config, w io.Writer) (int64, s
 	if !errors.Is(err, admin.ErrDaemonNotRunning) {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
-	path := service.MetadataPath(cfg)
-	store, err := metadata.Open(path, metadata.Options{ReadOnly: true})
+	svc, err := service.Open(ctx, cfg, service.Inspect)
 	if errors.Is(err, metadata.ErrLocked) {
 		return 0, "", fmt.Errorf("backup: the daemon's admin socket %s does not answer, but a daemon holds the metadata "+
 			"(is it still starting?); try again: %w", cfg.AdminAddress, err)
@@ -123,8 +122,8 @@ func copyMetadata(ctx context.Context, cfg config.Config, w io.Writer) (int64, s
 	if err != nil {
 		return 0, "", fmt.Errorf("backup: %w", err)
 	}
-	defer store.Close()
-	n, err = store.Backup(w)
+	defer svc.Close()
+	n, err = svc.Store.Backup(w)
 	if err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
