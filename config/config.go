@@ -17,9 +17,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/defaults"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/s3fetch"
 )
 
 // DefaultPath is where the daemon and the operator commands look for their
@@ -46,11 +45,11 @@ type Config struct {
 	// LogFormat is "text" or "json".
 	LogFormat string `toml:"log_format"`
 
-	Pool        Pool           `toml:"pool"`
-	Snapshotter Snapshotter    `toml:"snapshotter"`
-	S3          s3fetch.Config `toml:"s3"`
-	Containerd  Containerd     `toml:"containerd"`
-	Extract     Extract        `toml:"extract"`
+	Pool        Pool        `toml:"pool"`
+	Snapshotter Snapshotter `toml:"snapshotter"`
+	S3          S3          `toml:"s3"`
+	Containerd  Containerd  `toml:"containerd"`
+	Extract     Extract     `toml:"extract"`
 }
 
 // Containerd says where the daemon registers the images process-image
@@ -63,7 +62,8 @@ type Containerd struct {
 	Snapshotter string `toml:"snapshotter"`
 }
 
-// Extract bounds what an image tarball may hold.
+// Extract bounds what an image tarball may hold (service maps it onto
+// extract.Options).
 type Extract struct {
 	MaxFileSize  Size `toml:"max_file_size"`
 	MaxTotalSize Size `toml:"max_total_size"`
@@ -158,13 +158,13 @@ func Default() Config {
 			CheckOnStart:  true,
 		},
 		Snapshotter: Snapshotter{
-			BaseSize:       10 << 30,
+			BaseSize:       defaults.BaseSize,
 			FSType:         "ext4",
 			MountType:      "fs",
 			SpareDevices:   2,
-			RemoteFillWait: 30,
+			RemoteFillWait: defaults.RemoteFillWaitSeconds,
 		},
-		S3: s3fetch.DefaultConfig(),
+		S3: defaultS3(),
 		Containerd: Containerd{
 			Address:     "/run/containerd/containerd.sock",
 			Namespace:   "default",
@@ -174,7 +174,7 @@ func Default() Config {
 			MaxFileSize:     1 << 30,
 			MaxTotalSize:    64 << 30,
 			MaxEntries:      1_000_000,
-			UnpackTimeout:   1800,
+			UnpackTimeout:   defaults.UnpackTimeoutSeconds,
 			UnpackQueueSize: 2,
 		},
 	}
@@ -208,7 +208,7 @@ func Load(path string, explicit bool) (Config, error) {
 // predecessor tool override the file: DOWNLOAD_TIMEOUT, DOWNLOAD_QUEUE_SIZE
 // (both in [s3]) and UNPACK_TIMEOUT ([extract]).
 func (c *Config) applyEnv() error {
-	if err := c.S3.ApplyEnv(); err != nil {
+	if err := c.S3.applyEnv(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	if v := os.Getenv("UNPACK_TIMEOUT"); v != "" {
@@ -306,7 +306,7 @@ func (c *Config) Validate() error {
 	case c.Containerd.Namespace == "" || c.Containerd.Snapshotter == "":
 		return fmt.Errorf("config: containerd.namespace and containerd.snapshotter must not be empty")
 	}
-	if err := c.S3.Validate(); err != nil {
+	if err := c.S3.validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
@@ -320,14 +320,3 @@ type (
 	Size    = units.Size
 	Seconds = units.Seconds
 )
-
-// Options maps the [extract] section onto the extractor's options.
-func (e Extract) Options() extract.Options {
-	return extract.Options{
-		MaxFileSize:    int64(e.MaxFileSize),
-		MaxTotalSize:   int64(e.MaxTotalSize),
-		MaxEntries:     e.MaxEntries,
-		StrictSymlinks: e.StrictSymlinks,
-		AllowDevices:   e.AllowDevices,
-	}
-}

@@ -1,11 +1,11 @@
-// Package daemon wires the pool, the metadata store and the snapshotter
-// together and serves containerd's snapshots API on a unix socket.
+// Package daemon serves what service.Open builds: containerd's snapshots
+// API and the admin API on unix sockets, metrics and pprof, with
+// sd_notify, logging and a draining shutdown.
 package daemon
 
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -13,51 +13,11 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/logring"
-	"github.com/superfly/flyio-image-manager/metrics"
-	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
-	"github.com/superfly/flyio-image-manager/layerstore"
-	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/s3fetch"
-	"github.com/superfly/flyio-image-manager/snapshotter"
+	"github.com/superfly/flyio-image-manager/service"
 )
-
-// MetadataPath is where the metadata database of a root_dir lives.
-func MetadataPath(cfg config.Config) string {
-	return filepath.Join(cfg.RootDir, "metadata.db")
-}
-
-// PoolConfig translates the [pool] section for dmpool.
-func PoolConfig(cfg config.Config) dmpool.Config {
-	return dmpool.Config{
-		Name:           cfg.Pool.Name,
-		DataDevice:     cfg.Pool.DataDevice,
-		MetadataDevice: cfg.Pool.MetadataDevice,
-		DataFile:       cfg.Pool.DataFile,
-		MetadataFile:   cfg.Pool.MetadataFile,
-		DataSize:       int64(cfg.Pool.DataSize),
-		MetadataSize:   int64(cfg.Pool.MetadataSize),
-		BlockSize:      uint32(cfg.Pool.BlockSize),
-		LowWaterMark:   cfg.Pool.LowWaterMark,
-		// The zero value of dmpool zeroes: only an explicit false skips it.
-		SkipBlockZeroing: !cfg.Pool.ZeroNewBlocks,
-		CheckOnStart:     cfg.Pool.CheckOnStart,
-	}
-}
-
-// OpenPool opens (creating or re-creating) the pool of cfg. dmpool makes
-// the directories of a new loopback pool's files itself (the default
-// <root_dir>/pool/ does not exist on a fresh host), and only when both
-// files are absent: one without the other stops the start, changing
-// nothing. setup-pool, gc and the daemon all open the pool here.
-func OpenPool(ctx context.Context, cfg config.Config) (*dmpool.Pool, dmpool.OpenResult, error) {
-	return dmpool.Open(ctx, PoolConfig(cfg))
-}
 
 // Options are what the daemon is told besides its configuration.
 type Options struct {
@@ -75,83 +35,17 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Before anything logs: diag bundles the last lines from memory.
 	logring.Install(log.L.Logger)
 	started := time.Now()
-	// The database lock comes first: a second daemon on the same root
-	// must fail before it touches the pool or the socket.
-	store, err := metadata.Open(MetadataPath(cfg), metadata.Options{})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-
 	notify := newNotifier(ctx)
-	notify.Status("opening pool %s", cfg.Pool.Name)
-	pool, result, err := OpenPool(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("pool: %w", err)
-	}
-	log.G(ctx).Infof("pool %s %s", pool.Name(), result)
-	// A metadata snapshot a previous daemon reserved and did not release
-	// (killed inside a read) would refuse every gc: ours to release, as
-	// its marker says; we hold the database lock, so no daemon of ours
-	// is reading now. A hold without our marker is someone else's.
-	marker := filepath.Join(cfg.RootDir, thinmeta.MarkerName)
-	if _, err := thinmeta.ReleaseLeftover(ctx, pool.Name(), marker); err != nil {
-		log.G(ctx).WithError(err).Warn("could not release a metadata snapshot a previous daemon left")
-	}
-	thinmeta.SetMarker(marker)
-	if result != dmpool.Created {
-		reserveExistingIDs(ctx, pool.Name(), store)
-	}
-
-	// The S3 client comes before the snapshotter, which fills layers
-	// through it when a layer store is configured.
-	s3, err := s3fetch.New(ctx, cfg.S3)
+	// service builds the store (its lock first: a second daemon on the
+	// same root fails before it touches the pool or the socket), the
+	// pool, the guard, the S3 client, the snapshotter (recovery), the
+	// importer and the metrics.
+	svc, err := service.Open(ctx, cfg, service.Daemon, service.WithStatus(notify.Status))
 	if err != nil {
 		return err
 	}
-	if cfg.Snapshotter.MountType == "block" {
-		log.G(ctx).Warn(`snapshotter.mount_type = "block" is retired and now means "fs": mounts are the thin device's ext4/xfs filesystem, whose Source microVM runtimes attach (docs/microvm.md); remove the key`)
-	}
-	m := metrics.New()
-	snCfg := snapshotter.Config{
-		BaseSize:       uint64(cfg.Snapshotter.BaseSize),
-		FSType:         cfg.Snapshotter.FSType,
-		DiscardBlocks:  cfg.Snapshotter.DiscardBlocks,
-		Extract:        cfg.Extract.Options(),
-		Spares:         cfg.Snapshotter.SpareDevices,
-		RemoteFillWait: cfg.Snapshotter.RemoteFillWait.Duration(),
-		RemoteFills:    m.Fills(metrics.SourceLayer),
-		MountDir:       fillmount.Dir(cfg.RootDir),
-	}
-	if cfg.S3.LayerPrefix != "" {
-		snCfg.Remote = layerstore.New(s3, cfg.S3)
-		log.G(ctx).Infof("filling layers from s3://%s/%s", cfg.S3.Bucket, cfg.S3.LayerPrefix)
-	}
-	guard := NewPoolGuard(pool, cfg.Pool.FullThreshold)
-	notify.Status("recovering: reconciling snapshots with pool %s", pool.Name())
-	sn, err := snapshotter.New(ctx, guardedPool{Pool: pool, guard: guard}, store, snCfg)
-	if err != nil {
-		return err
-	}
-	defer sn.Close()
-
-	cd := &importer.LazyContainerd{Address: cfg.Containerd.Address, NS: cfg.Containerd.Namespace}
-	defer cd.Close()
-	// Runs are bound to runCtx, cancelled at shutdown before the database
-	// closes; an interrupted run resumes on the next start.
-	runCtx, stopRuns := context.WithCancel(ctx)
-	defer stopRuns()
-	imp := importer.New(runCtx, importer.Config{
-		Snapshotter:     cfg.Containerd.Snapshotter,
-		Extract:         cfg.Extract.Options(),
-		UnpackTimeout:   cfg.Extract.UnpackTimeout.Duration(),
-		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
-		Fills:           m.Fills(metrics.SourceImage),
-		MountDir:        fillmount.Dir(cfg.RootDir),
-	}, s3, cd, store)
-	if err := registerCollectors(m, pool, guard, store, imp); err != nil {
-		return err
-	}
+	defer svc.Close()
+	pool, store, sn, imp, m := svc.Pool, svc.Store, svc.Snapshotter, svc.Importer, svc.Metrics
 	stopObservability, err := serveObservability(ctx, cfg, m)
 	if err != nil {
 		return err
@@ -169,7 +63,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	adminSrv := newAdminServer(admin.Handler(&backend{
-		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: cd, guard: guard,
+		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: svc.Containerd, guard: svc.Guard,
 		version: opts.Version, started: started,
 	}))
 
@@ -205,8 +99,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// before Run returns and the database closes.
 	adminDrained := make(chan struct{})
 	go func() { adminSrv.drain(ctx, 30*time.Second, 30*time.Second); close(adminDrained) }()
-	stopRuns()
-	imp.Wait()
+	svc.StopRuns()
 	drainGRPC(ctx, srv, 30*time.Second, 30*time.Second)
 	<-adminDrained
 	return nil
@@ -237,27 +130,5 @@ func drainGRPC(ctx context.Context, srv *grpc.Server, drain, cancel time.Duratio
 	case <-stopped:
 	case <-time.After(cancel):
 		log.G(ctx).Errorf("snapshots API calls still running %s after they were cancelled; stopping without them", cancel)
-	}
-}
-
-// reserveExistingIDs keeps the device id counter above every thin id the
-// pool already holds, so a database that is new next to a used pool (one
-// moved aside after corruption) never collides with the devices gc will
-// report. Failing to read the pool metadata only costs the EEXIST retries
-// Prepare already does.
-func reserveExistingIDs(ctx context.Context, pool string, store *metadata.Store) {
-	md, err := thinmeta.ReadPool(ctx, pool)
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("could not list the pool's thin ids; new ids may collide with unknown devices")
-		return
-	}
-	var max uint32
-	for _, d := range md.Devices {
-		if d.ID > max {
-			max = d.ID
-		}
-	}
-	if err := store.Update(func(tx *metadata.Tx) error { return tx.ReserveDeviceIDsThrough(max) }); err != nil {
-		log.G(ctx).WithError(err).Warn("could not reserve the pool's thin ids")
 	}
 }

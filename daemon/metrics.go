@@ -10,35 +10,9 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/metrics"
-	"github.com/superfly/flyio-image-manager/metadata"
 )
-
-// registerCollectors adds what Prometheus reads at scrape time: the
-// pool's usage and mode (refusing_new_work uses the same test as the pool
-// guard), devices and runs from the metadata, and the importer's queues.
-func registerCollectors(m *metrics.Metrics, pool *dmpool.Pool, guard *PoolGuard, store *metadata.Store, imp *importer.Importer) error {
-	refusing := func(st dmpool.Status) bool {
-		return FullError(pool.Name(), "", st, guard.Threshold()) != nil
-	}
-	return m.Register(
-		metrics.NewPoolCollector(pool, refusing),
-		metrics.NewStoreCollector(store),
-		metrics.NewQueueCollector(func() []metrics.QueueDepth { return queueDepths(imp.Queues()) }),
-	)
-}
-
-// queueDepths maps the importer's queues onto the metrics' labels.
-func queueDepths(qs []importer.QueueInfo) []metrics.QueueDepth {
-	out := make([]metrics.QueueDepth, 0, len(qs))
-	for _, q := range qs {
-		out = append(out, metrics.QueueDepth{Queue: q.Name, Active: q.Active, Waiting: q.Waiting, Capacity: q.Capacity})
-	}
-	return out
-}
 
 // serveObservability starts the Prometheus endpoint on metrics_address
 // (TCP, /metrics) and pprof on debug_address (a unix socket, mode 0600:

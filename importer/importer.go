@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/defaults"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/metrics"
@@ -103,7 +104,7 @@ func (rs *runState) snapshot() metadata.Run {
 func New(ctx context.Context, cfg Config, s3 *s3fetch.Client, cd Containerd, store *metadata.Store) *Importer {
 	cfg.Extract.Mode = extract.Rootfs
 	if cfg.UnpackTimeout <= 0 {
-		cfg.UnpackTimeout = 30 * time.Minute
+		cfg.UnpackTimeout = defaults.UnpackTimeoutSeconds * time.Second
 	}
 	return &Importer{cfg: cfg, s3: s3, cd: cd, store: store, ctx: ctx, active: map[string]*runState{}, unpacks: newFIFO(cfg.UnpackQueueSize)}
 }

@@ -2,9 +2,8 @@ package s3fetch
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 
+	"github.com/superfly/flyio-image-manager/internal/defaults"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
@@ -13,7 +12,9 @@ import (
 // var shares).
 type Seconds = units.Seconds
 
-// Config is the [s3] section of the image manager configuration.
+// Config is what a Client needs: service builds it from the [s3] section
+// of the configuration (config.S3, which also applies the environment
+// overrides).
 type Config struct {
 	// Bucket holds image tarballs and layers.
 	Bucket string `toml:"bucket"`
@@ -39,14 +40,14 @@ type Config struct {
 	// download, and how many parts an upload sends at once.
 	Concurrency int `toml:"concurrency"`
 	// DownloadTimeout bounds a whole download, from the first request to
-	// Close. Overridden by env DOWNLOAD_TIMEOUT.
+	// Close. (config applies env DOWNLOAD_TIMEOUT to [s3].)
 	DownloadTimeout Seconds `toml:"download_timeout"`
 	// PartTimeout is the longest a ranged GET may go without receiving a
 	// byte (including waiting for headers) before it is abandoned and
 	// resumed. It catches stalled connections long before DownloadTimeout.
 	PartTimeout Seconds `toml:"part_timeout"`
 	// DownloadQueueSize limits concurrent downloads across a Client; more
-	// wait in a queue. Overridden by env DOWNLOAD_QUEUE_SIZE.
+	// wait in a queue. (config applies env DOWNLOAD_QUEUE_SIZE to [s3].)
 	DownloadQueueSize int `toml:"download_queue_size"`
 	// MaxRetries is how many times one part (or one request) is retried
 	// after a transient failure before the download fails.
@@ -58,24 +59,22 @@ type Config struct {
 	RetryMaxDelay Seconds `toml:"retry_max_delay"`
 }
 
-// Defaults, exported so that documentation and other packages can name them.
+// Defaults, exported so that documentation and other packages can name
+// them; the values are internal/defaults', shared with config.Default.
 const (
 	// DefaultBucket is none: a made-up default would look like a real
 	// bucket in messages. Commands that need one say "set [s3] bucket".
-	DefaultBucket = ""
-	DefaultRegion = "us-east-1"
-	DefaultPrefix = "images/"
-	// DefaultPartSize keeps a download's buffers (concurrency+1 parts) at
-	// 25 MiB: the S3 fill benchmark measured a 48 MiB peak RSS with 4 MiB
-	// parts and 94 MiB with 16 MiB ones, against a 64 MiB budget.
-	DefaultPartSize          = 5 << 20
-	DefaultConcurrency       = 4
-	DefaultDownloadTimeout   = Seconds(300)
-	DefaultPartTimeout       = Seconds(60)
-	DefaultDownloadQueueSize = 3
-	DefaultMaxRetries        = 5
-	DefaultRetryBaseDelay    = Seconds(0.2)
-	DefaultRetryMaxDelay     = Seconds(10)
+	DefaultBucket            = defaults.S3Bucket
+	DefaultRegion            = defaults.S3Region
+	DefaultPrefix            = defaults.S3Prefix
+	DefaultPartSize          = defaults.S3PartSize
+	DefaultConcurrency       = defaults.S3Concurrency
+	DefaultDownloadTimeout   = Seconds(defaults.S3DownloadTimeoutSeconds)
+	DefaultPartTimeout       = Seconds(defaults.S3PartTimeoutSeconds)
+	DefaultDownloadQueueSize = defaults.S3DownloadQueueSize
+	DefaultMaxRetries        = defaults.S3MaxRetries
+	DefaultRetryBaseDelay    = Seconds(defaults.S3RetryBaseDelaySeconds)
+	DefaultRetryMaxDelay     = Seconds(defaults.S3RetryMaxDelaySeconds)
 
 	// MinPartSize is S3's minimum multipart upload part size; downloads
 	// could go smaller but one knob serves both.
@@ -97,27 +96,6 @@ func DefaultConfig() Config {
 		RetryBaseDelay:    DefaultRetryBaseDelay,
 		RetryMaxDelay:     DefaultRetryMaxDelay,
 	}
-}
-
-// ApplyEnv applies the environment overrides DOWNLOAD_TIMEOUT (seconds) and
-// DOWNLOAD_QUEUE_SIZE. A malformed value is an error naming the variable
-// rather than being silently ignored.
-func (c *Config) ApplyEnv() error {
-	if v, ok := os.LookupEnv("DOWNLOAD_TIMEOUT"); ok && v != "" {
-		d, err := units.ParseSeconds(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("invalid DOWNLOAD_TIMEOUT %q: want a positive number of seconds or a duration such as 5m", v)
-		}
-		c.DownloadTimeout = d
-	}
-	if v, ok := os.LookupEnv("DOWNLOAD_QUEUE_SIZE"); ok && v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return fmt.Errorf("invalid DOWNLOAD_QUEUE_SIZE %q: want a positive integer", v)
-		}
-		c.DownloadQueueSize = n
-	}
-	return nil
 }
 
 // Validate reports the first setting that cannot work. An empty bucket is

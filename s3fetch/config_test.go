@@ -62,19 +62,3 @@ func TestDefaultConfig(t *testing.T) {
 		t.Error(err)
 	}
 }
-
-func TestApplyEnv(t *testing.T) {
-	c := s3fetch.DefaultConfig()
-	t.Setenv("DOWNLOAD_TIMEOUT", "42")
-	t.Setenv("DOWNLOAD_QUEUE_SIZE", "7")
-	if err := c.ApplyEnv(); err != nil {
-		t.Fatal(err)
-	}
-	if c.DownloadTimeout != 42 || c.DownloadQueueSize != 7 {
-		t.Errorf("after ApplyEnv: timeout %v queue %d", c.DownloadTimeout, c.DownloadQueueSize)
-	}
-	t.Setenv("DOWNLOAD_QUEUE_SIZE", "many")
-	if err := c.ApplyEnv(); err == nil {
-		t.Error("ApplyEnv accepted DOWNLOAD_QUEUE_SIZE=many")
-	}
-}

@@ -9,11 +9,13 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/internal/defaults"
 )
 
 // DefaultRemoteFillWait is how long a Prepare waits for a remote fill
 // when Config.RemoteFillWait is not set ([snapshotter] remote_fill_wait).
-const DefaultRemoteFillWait = 30 * time.Second
+const DefaultRemoteFillWait = defaults.RemoteFillWaitSeconds * time.Second
 
 // errFillPending is fillRemote's answer when the fill outlasted the wait:
 // it goes on in the background and the Prepare falls back to an ordinary

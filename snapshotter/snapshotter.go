@@ -20,11 +20,12 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/extract"
-	"github.com/superfly/flyio-image-manager/internal/fillmount"
-	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
+	"github.com/superfly/flyio-image-manager/extract"
+	"github.com/superfly/flyio-image-manager/internal/defaults"
+	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/metrics"
 )
 
 // Config says how snapshots map onto thin devices.
@@ -47,8 +48,9 @@ type Config struct {
 	// Spares is how many activated, empty snapshots of the default
 	// template are kept ready for parentless Prepares (0: none).
 	Spares int
-	// LeaveSpares keeps New from retiring spares: for offline tools
-	// (gc with no daemon), which do not run the daemon's spare_devices.
+	// LeaveSpares keeps New from retiring spares and from making new
+	// ones: for offline tools (gc with no daemon), which are given the
+	// daemon's spare_devices but leave keeping them to the daemon.
 	LeaveSpares bool
 	// MountDir is the private directory temporary mounts go under
 	// (fillmount.Dir of root_dir). New unmounts what a killed daemon left
@@ -135,7 +137,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 		return nil, fmt.Errorf("snapshotter: unsupported filesystem %q", cfg.FSType)
 	}
 	if cfg.BaseSize == 0 {
-		cfg.BaseSize = 10 << 30
+		cfg.BaseSize = defaults.BaseSize
 	}
 	if cfg.BaseSize%dmpool.SectorSize != 0 {
 		return nil, fmt.Errorf("snapshotter: base size %d is not a multiple of %d bytes: %w", cfg.BaseSize, dmpool.SectorSize, errdefs.ErrInvalidArgument)
@@ -174,7 +176,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if !cfg.LeaveSpares {
 		s.retireSpares(ctx, cfg.Spares)
 	}
-	if cfg.Spares > 0 {
+	if cfg.Spares > 0 && !cfg.LeaveSpares {
 		s.spares = newSpares(s, cfg.Spares)
 		if tp, err := s.lookupTemplate(templateName(cfg.FSType, cfg.BaseSize)); err == nil {
 			s.spares.load(tp)

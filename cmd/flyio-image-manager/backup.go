@@ -10,11 +10,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
+	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var backupCommand = &cli.Command{
@@ -60,9 +60,9 @@ after the backup.`,
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "wrote %s (%s), a copy of %s taken %s\n\n", out, units.Bytes(n), daemon.MetadataPath(cfg), from)
+		fmt.Fprintf(c.App.Writer, "wrote %s (%s), a copy of %s taken %s\n\n", out, units.Bytes(n), service.MetadataPath(cfg), from)
 		fmt.Fprintf(c.App.Writer, "Keep it off this host. To restore: stop the daemon, copy it to %s, start the daemon;\n"+
-			"then run 'flyio-image-manager gc --dry-run' to see devices made after the backup.\n", daemon.MetadataPath(cfg))
+			"then run 'flyio-image-manager gc --dry-run' to see devices made after the backup.\n", service.MetadataPath(cfg))
 		return nil
 	},
 }
@@ -114,8 +114,7 @@ func copyMetadata(ctx context.Context, cfg config.Config, w io.Writer) (int64, s
 	if !errors.Is(err, admin.ErrDaemonNotRunning) {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}
-	path := daemon.MetadataPath(cfg)
-	store, err := metadata.Open(path, metadata.Options{ReadOnly: true})
+	svc, err := service.Open(ctx, cfg, service.Inspect)
 	if errors.Is(err, metadata.ErrLocked) {
 		return 0, "", fmt.Errorf("backup: the daemon's admin socket %s does not answer, but a daemon holds the metadata "+
 			"(is it still starting?); try again: %w", cfg.AdminAddress, err)
@@ -123,8 +122,8 @@ func copyMetadata(ctx context.Context, cfg config.Config, w io.Writer) (int64, s
 	if err != nil {
 		return 0, "", fmt.Errorf("backup: %w", err)
 	}
-	defer store.Close()
-	n, err = store.Backup(w)
+	defer svc.Close()
+	n, err = svc.Store.Backup(w)
 	if err != nil {
 		return n, "", fmt.Errorf("backup: %w", err)
 	}

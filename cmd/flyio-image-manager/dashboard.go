@@ -6,6 +6,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/cmd/flyio-image-manager/dashboard"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var dashboardCommand = &cli.Command{
@@ -27,7 +28,7 @@ q or Ctrl+C quits. Status refreshes every second, the S3 listing every 30s.`,
 			return err
 		}
 		prefix := s3Prefix(c, cfg)
-		src := dashboard.NewDaemonSource(admin.NewClient(cfg.AdminAddress), cfg.S3, prefix)
+		src := dashboard.NewDaemonSource(admin.NewClient(cfg.AdminAddress), service.S3Config(cfg), prefix)
 		m := dashboard.New(src, dashboard.Options{Prefix: prefix})
 		// Nothing but the TUI may write to its terminal: a log line (the
 		// AWS SDK's, ours) would be drawn over it.

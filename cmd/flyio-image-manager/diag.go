@@ -15,6 +15,7 @@ import (
 	"github.com/superfly/flyio-image-manager/diag"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // journalUnit is the systemd unit whose journal holds the daemon's log
@@ -89,7 +90,7 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 		Environ:    os.Environ(),
 		Log:        diag.Journal("daemon.log", journalUnit, 2000),
 	}
-	store, err := metadata.Open(daemon.MetadataPath(cfg), metadata.Options{ReadOnly: true})
+	store, err := metadata.Open(service.MetadataPath(cfg), metadata.Options{ReadOnly: true})
 	if err != nil {
 		in.StoreErr = err
 	} else {

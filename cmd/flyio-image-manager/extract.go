@@ -9,6 +9,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/units"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var extractFlags = []cli.Flag{
@@ -86,7 +87,7 @@ func extractOptions(c *cli.Context) (extract.Options, error) {
 	if err != nil {
 		return extract.Options{}, err
 	}
-	opts := cfg.Extract.Options()
+	opts := service.ExtractOptions(cfg)
 	opts.StrictSymlinks = opts.StrictSymlinks || c.Bool("strict-symlinks")
 	opts.AllowDevices = opts.AllowDevices || c.Bool("allow-devices")
 	opts.ExpectedDiffID = c.String("diff-id")

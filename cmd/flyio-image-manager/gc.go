@@ -12,10 +12,9 @@ import (
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/gc"
-	"github.com/superfly/flyio-image-manager/internal/fillmount"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/snapshotter"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var gcCommand = &cli.Command{
@@ -86,15 +85,21 @@ refuses if a daemon holds the metadata.`,
 	},
 }
 
-// offlineGC does the gc with no daemon running: it opens the metadata
-// (read-only for a dry run) and, to remove, the pool and a snapshotter.
-// The metadata's lock is what refuses it while a daemon runs.
+// offlineGC does the gc with no daemon running: service opens the
+// metadata read-only for a dry run (service.Inspect) and, to remove, the
+// pool and the same guarded snapshotter the daemon runs
+// (service.Offline). The metadata's lock is what refuses it while a
+// daemon runs.
 func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc.Report, error) {
 	opts, err := daemon.GCOptions(req)
 	if err != nil {
 		return nil, err
 	}
-	store, err := metadata.Open(daemon.MetadataPath(cfg), metadata.Options{ReadOnly: req.DryRun})
+	mode := service.Offline
+	if req.DryRun {
+		mode = service.Inspect
+	}
+	svc, err := service.Open(ctx, cfg, mode)
 	if errors.Is(err, metadata.ErrLocked) {
 		return nil, fmt.Errorf("gc: the daemon's admin socket %s does not answer, but a daemon holds the metadata; "+
 			"gc will not work beside it (is it still starting?): %w", cfg.AdminAddress, err)
@@ -102,7 +107,7 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 	if err != nil {
 		return nil, err
 	}
-	defer store.Close()
+	defer svc.Close()
 	var cd gc.Containerd
 	if cfg.Containerd.Address != "" {
 		var cli *client.Client
@@ -120,30 +125,13 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 		}, cfg.Containerd.Snapshotter)
 	}
 	if req.DryRun {
-		return gc.Plan(ctx, cfg.Pool.Name, daemon.PoolReader(cfg.Pool.Name), store, cd, opts)
+		return gc.Plan(ctx, cfg.Pool.Name, daemon.PoolReader(cfg.Pool.Name), svc.Store, cd, opts)
 	}
-	pool, _, err := daemon.OpenPool(ctx, cfg)
+	rep, err := gc.Plan(ctx, svc.Pool.Name(), daemon.PoolReader(svc.Pool.Name()), svc.Store, cd, opts)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{
-		BaseSize: uint64(cfg.Snapshotter.BaseSize),
-		FSType:   cfg.Snapshotter.FSType,
-		// The daemon retires spares at its start, by its spare_devices.
-		LeaveSpares: true,
-		// The database lock proves no daemon runs on this root_dir:
-		// what is mounted there is a killed daemon's leftover.
-		MountDir: fillmount.Dir(cfg.RootDir),
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer sn.Close()
-	rep, err := gc.Plan(ctx, pool.Name(), daemon.PoolReader(pool.Name()), store, cd, opts)
-	if err != nil {
-		return nil, err
-	}
-	gc.Apply(ctx, rep, sn, cd)
+	gc.Apply(ctx, rep, svc.Snapshotter, cd)
 	return rep, nil
 }
 

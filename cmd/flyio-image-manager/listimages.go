@@ -9,7 +9,7 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/internal/units"
-	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var listImagesCommand = &cli.Command{
@@ -30,7 +30,7 @@ Use a key it prints with 'process-image --s3-key'.`,
 			return err
 		}
 		prefix := s3Prefix(c, cfg)
-		cl, err := s3fetch.New(c.Context, cfg.S3)
+		cl, err := service.NewS3(c.Context, cfg)
 		if err != nil {
 			return err
 		}

@@ -9,11 +9,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/internal/units"
+	"github.com/superfly/flyio-image-manager/service"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 var setupPoolCommand = &cli.Command{
@@ -36,7 +37,7 @@ device-mapper with dm_thin_pool (modprobe dm_thin_pool).`,
 		// setup-pool takes no database lock, so it may run beside a
 		// daemon: it must never deactivate devices for a check.
 		cfg.Pool.CheckOnStart = false
-		pool, result, err := daemon.OpenPool(c.Context, cfg)
+		pool, result, err := service.OpenPool(c.Context, cfg)
 		if err != nil {
 			return err
 		}
@@ -90,7 +91,7 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 		units.Bytes(st.UsedMetaBytes()), units.Bytes(st.TotalMetaBytes()), units.Percent(st.UsedMetaBlocks, st.TotalMetaBlocks))
 	fmt.Fprintf(w, "  mode:      %s\n", poolMode(st))
 	work := "accepted"
-	if err := daemon.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold); err != nil {
+	if err := snapshotter.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold); err != nil {
 		work = "REFUSED (devicemapper pool is full, cannot create device); free space with 'flyio-image-manager gc' or remove images"
 	}
 	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", cfg.Pool.FullThreshold, work)

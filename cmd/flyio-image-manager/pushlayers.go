@@ -9,7 +9,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/layerstore"
-	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var pushLayersCommand = &cli.Command{
@@ -56,11 +56,11 @@ The image must be pulled (its layers in the content store) first.`,
 		if err != nil {
 			return fmt.Errorf("image %s in namespace %s: %w", ref, ns, err)
 		}
-		s3, err := s3fetch.New(c.Context, cfg.S3)
+		s3, err := service.NewS3(c.Context, cfg)
 		if err != nil {
 			return err
 		}
-		store := layerstore.New(s3, cfg.S3)
+		store := layerstore.New(s3, service.S3Config(cfg))
 		return store.PushImage(c.Context, cd.ContentStore(), img.Target, platforms.Only(platform), func(p layerstore.Pushed) {
 			what := "already there"
 			if p.Uploaded {

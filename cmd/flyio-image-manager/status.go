@@ -13,6 +13,7 @@ import (
 	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/units"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 var statusCommand = &cli.Command{
@@ -54,7 +55,7 @@ object's size, entries, elapsed time, rate) and error.`,
 				// Said first: the pool below may be unreadable too.
 				fmt.Fprintf(w, "daemon:    not running (no answer on %s)\n", cfg.AdminAddress)
 			}
-			pool, err := dmpool.Inspect(c.Context, daemon.PoolConfig(cfg))
+			pool, err := dmpool.Inspect(c.Context, service.PoolConfig(cfg))
 			if err != nil {
 				return err
 			}

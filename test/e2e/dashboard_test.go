@@ -14,6 +14,7 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/cmd/flyio-image-manager/dashboard"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // TestDashboardImport drives the real dashboard model over the real
@@ -27,7 +28,7 @@ func TestDashboardImport(t *testing.T) {
 	const key, hello = "images/busybox.tar", "hello from the dashboard\n"
 	s.putBusybox(key, hello)
 
-	src := dashboard.NewDaemonSource(admin.NewClient(s.cfg.AdminAddress), s.cfg.S3, "images/")
+	src := dashboard.NewDaemonSource(admin.NewClient(s.cfg.AdminAddress), service.S3Config(s.cfg), "images/")
 	m := dashboard.New(src, dashboard.Options{Prefix: "images/", StatusTimeout: 30 * time.Second, ListTimeout: time.Minute})
 	d := &dashScreen{t: t, tm: teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36))}
 

@@ -1,4 +1,4 @@
-package daemon
+package snapshotter
 
 import (
 	"errors"
@@ -40,7 +40,7 @@ func TestFullError(t *testing.T) {
 	}
 }
 
-// The daemon hands the snapshotter a guardedPool: it must still offer what
+// The daemon hands the snapshotter a guardedPool (Guard): it must still offer what
 // the lost-writes watch looks for on a real pool (the event waiter and
 // Open's reload events), or the daemon would run without the watcher.
 var _ interface {

@@ -1,4 +1,4 @@
-package daemon
+package snapshotter
 
 import (
 	"context"
@@ -73,6 +73,11 @@ func Usage(st dmpool.Status) (data, meta float64) {
 	}
 	return data, meta
 }
+
+// Guard returns pool as the snapshotter should see it: creating a device,
+// or handing out a spare, first asks g. Every other method is the pool's
+// own, so the trouble watch still finds the event waiter.
+func Guard(pool *dmpool.Pool, g *PoolGuard) Pool { return guardedPool{Pool: pool, guard: g} }
 
 // guardedPool is the pool the snapshotter sees: creating a device first
 // asks the guard.
