@@ -17,7 +17,7 @@ import (
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // crashCase drives one operation into a failpoint and checks what is

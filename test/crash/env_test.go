@@ -28,8 +28,8 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/harness"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // namespace is the containerd namespace of the tests (and of the images

@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // published names what publishImages left in the registry and the layer

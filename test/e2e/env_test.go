@@ -16,8 +16,8 @@ import (
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/harness"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // namespace is the containerd namespace every test works in.

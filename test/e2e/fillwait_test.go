@@ -11,8 +11,8 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/harness"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestLayerStoreFillDoesNotBlockNode is issue 10 B6. containerd holds its

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestImportAndRun imports a Go-built image whose layers hold a whiteout,

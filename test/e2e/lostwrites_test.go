@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // bigLayerSize is the file the big image's second layer holds.

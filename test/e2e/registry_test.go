@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 const registryBin = "/usr/bin/docker-registry"

@@ -22,7 +22,7 @@ import (
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // systemdNotify plays systemd for the daemon: the unixgram socket a

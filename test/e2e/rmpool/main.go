@@ -11,7 +11,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/daemon"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 func main() {
