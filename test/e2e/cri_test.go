@@ -41,21 +41,21 @@ func TestCRIPodLifecycle(t *testing.T) {
 	// sandbox image, hosts.toml), so it is chosen before either starts.
 	regAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	s := startS3Env(t, withDaemonTOML(`layer_prefix = "layers/"`), withContainerdTOML(func(e *env) string {
-		hosts := filepath.Join(e.dir, "certs.d")
+		hosts := filepath.Join(e.Dir, "certs.d")
 		if err := harness.WritePlainHTTPHost(hosts, regAddr); err != nil {
 			t.Fatal(err)
 		}
 		return harness.CRIConfig{
-			Dir: filepath.Join(e.dir, "containerd"), Address: e.sock,
-			SnapshotterAddress: e.cfg.Address, SnapshotterRoot: e.cfg.RootDir,
+			Dir: filepath.Join(e.Dir, "containerd"), Address: e.Sock,
+			SnapshotterAddress: e.Cfg.Address, SnapshotterRoot: e.Cfg.RootDir,
 			SandboxImage: regAddr + "/test/pause:1", RegistryHostsDir: hosts, CNIBinDir: cni,
 			SnapshotAnnotations: true,
 		}.TOML()
 	}))
 	// crictl wants a config file; this one also keeps a host's
 	// /etc/crictl.yaml out of the test.
-	crictlCfg := filepath.Join(s.dir, "crictl.yaml")
-	writeFile(t, crictlCfg, fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n", s.sock, s.sock))
+	crictlCfg := filepath.Join(s.Dir, "crictl.yaml")
+	writeFile(t, crictlCfg, fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n", s.Sock, s.Sock))
 	crictl := func(args ...string) (string, error) {
 		return s.runStdout(bin, append([]string{"--config", crictlCfg}, args...)...)
 	}
@@ -68,7 +68,7 @@ func TestCRIPodLifecycle(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 	// The CRI plugin serves after containerd's own API does.
-	s.waitFor("the CRI plugin", 90*time.Second, s.ctrd, func() bool {
+	s.WaitFor("the CRI plugin", 90*time.Second, s.Ctrd, func() bool {
 		_, err := crictl("version")
 		return err == nil
 	})
@@ -88,7 +88,7 @@ func TestCRIPodLifecycle(t *testing.T) {
 	if imgs := cri("images", "-o", "json"); !strings.Contains(imgs, `"`+p.app+`"`) {
 		t.Errorf("crictl images does not list %s:\n%s", p.app, imgs)
 	}
-	checkImageFSInfo(t, crictl, s.cfg.RootDir, func() uint64 {
+	checkImageFSInfo(t, crictl, s.Cfg.RootDir, func() uint64 {
 		out, err := s.flyio("status", "--json")
 		if err != nil {
 			t.Fatal(err)
@@ -103,14 +103,14 @@ func TestCRIPodLifecycle(t *testing.T) {
 	})
 
 	// A host-network pod: the sandbox image comes from the test registry.
-	podDir := filepath.Join(s.dir, "pods")
-	podCfg := filepath.Join(s.dir, "pod.json")
+	podDir := filepath.Join(s.Dir, "pods")
+	podCfg := filepath.Join(s.Dir, "pod.json")
 	writeJSON(t, podCfg, map[string]any{
 		"metadata":      map[string]any{"name": "flyio-pod", "namespace": "default", "uid": "flyio-pod-uid", "attempt": 0},
 		"log_directory": podDir,
 		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 	})
-	ctrCfg := filepath.Join(s.dir, "container.json")
+	ctrCfg := filepath.Join(s.Dir, "container.json")
 	writeJSON(t, ctrCfg, map[string]any{
 		"metadata": map[string]any{"name": "app", "attempt": 0},
 		"image":    map[string]any{"image": p.app},
@@ -124,7 +124,7 @@ func TestCRIPodLifecycle(t *testing.T) {
 	waitLog(t, crictl, cid, "started by cri")
 
 	out := cri("exec", cid, "/bin/sh", "-c", rootScript+ociarchive.CheckScript)
-	if got := checkOurRootfs(t, s.cfg.Pool.Name, out+"\n"); got != ociarchive.CheckWant {
+	if got := checkOurRootfs(t, s.Cfg.Pool.Name, out+"\n"); got != ociarchive.CheckWant {
 		t.Errorf("container view of the image CRI pulled:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
 	// The container's and the sandbox's snapshots are ours (the runtime's
@@ -171,10 +171,10 @@ func withContainerdTOML(f func(e *env) string) envOption {
 
 // criCtr runs ctr in CRI's namespace.
 func (e *env) criCtr(args ...string) string {
-	e.t.Helper()
-	out, err := e.ctrErr(append([]string{"--namespace", criNamespace}, args...)...)
+	e.T.Helper()
+	out, err := e.CtrErr(append([]string{"--namespace", criNamespace}, args...)...)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return out
 }
