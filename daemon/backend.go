@@ -27,7 +27,7 @@ type backend struct {
 	importer *importer.Importer
 	sn       *snapshotter.Snapshotter
 	cd       *importer.LazyContainerd
-	guard    *PoolGuard
+	guard    *snapshotter.PoolGuard
 	// version and started are reported by status.
 	version string
 	started time.Time
@@ -83,7 +83,7 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		return st, err
 	}
 	st.PoolState = WirePoolStatus(ps)
-	if err := FullError(b.pool.Name(), "new snapshots and imports", ps, b.guard.Threshold()); err != nil {
+	if err := snapshotter.FullError(b.pool.Name(), "new snapshots and imports", ps, b.guard.Threshold()); err != nil {
 		st.Refusing = err.Error()
 	}
 	err = b.store.View(func(tx *metadata.Tx) error {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/superfly/flyio-image-manager/dmpool/pooltest"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
 )
@@ -27,24 +28,7 @@ type stackDev struct {
 
 func newStackDev(t *testing.T, file string, size int64) *stackDev {
 	t.Helper()
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	l, err := loopdev.Attach(file, loopdev.Params{Direct: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		l.Close()
-		if err := loopdev.Detach(l.Path); err != nil {
-			t.Error(err)
-		}
-	})
+	l := pooltest.AttachLoop(t, file, size)
 	d := &stackDev{t: t, name: randName("fimt-stack"), loop: l}
 	if _, err := CreateDevice(d.name); err != nil {
 		t.Fatal(err)

@@ -16,9 +16,9 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // testImage writes an index -> manifest -> config + layers image into a

@@ -37,7 +37,6 @@ type Store struct {
 	prefix string
 }
 
-
 // New returns the layer store under cfg.LayerPrefix of client's bucket.
 func New(client *s3fetch.Client, cfg s3fetch.Config) *Store {
 	return &Store{client: client, prefix: cfg.LayerPrefix}

@@ -14,9 +14,9 @@ import (
 	"github.com/containerd/errdefs"
 	godigest "github.com/opencontainers/go-digest"
 
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/layerstore"
 	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 const prefix = "layers/"

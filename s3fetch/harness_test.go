@@ -8,8 +8,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // harness is an S3 backend (the in-process fake or a real versitygw) with

@@ -5,8 +5,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // Layers are pushed with multipart uploads; only a real server does those.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 	"github.com/superfly/flyio-image-manager/s3fetch"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
 )
 
 // The same behaviour is checked against the in-process fake (fast, always)

@@ -33,9 +33,9 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/s3fetch"
-	"github.com/superfly/flyio-image-manager/internal/tarballgen"
 )
 
 func main() {

@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // TestReadPoolExclusiveOnRealDmThin: a device with 512 mapped blocks
@@ -27,21 +26,7 @@ import (
 func TestReadPoolExclusiveOnRealDmThin(t *testing.T) {
 	dmtest.Require(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	cfg := dmpool.Config{
-		Name:     fmt.Sprintf("fim-exclusive-%d", os.Getpid()),
-		DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
-		DataSize: 1 << 30, MetadataSize: 16 << 20,
-	}
-	pool, _, err := dmpool.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := harness.RemovePool(context.Background(), cfg); err != nil {
-			t.Error(err)
-		}
-	})
+	pool, cfg := harness.LoopPool(t, fmt.Sprintf("fim-exclusive-%d", os.Getpid()), 1<<30, 16<<20)
 	const block = 128 << 10
 	write := func(id uint32, blocks ...int64) {
 		t.Helper()

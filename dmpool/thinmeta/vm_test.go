@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // TestReadPoolOnRealDmThin lists a real pool holding 300 thin ids (more
@@ -20,21 +19,7 @@ import (
 func TestReadPoolOnRealDmThin(t *testing.T) {
 	dmtest.Require(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	cfg := dmpool.Config{
-		Name:     fmt.Sprintf("fim-thinmeta-%d", os.Getpid()),
-		DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
-		DataSize: 1 << 30, MetadataSize: 16 << 20,
-	}
-	pool, _, err := dmpool.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := harness.RemovePool(context.Background(), cfg); err != nil {
-			t.Error(err)
-		}
-	})
+	pool, cfg := harness.LoopPool(t, fmt.Sprintf("fim-thinmeta-%d", os.Getpid()), 1<<30, 16<<20)
 	const n = 300
 	for id := uint32(1); id <= n; id++ {
 		if err := pool.CreateThin(ctx, id*3); err != nil { // sparse ids

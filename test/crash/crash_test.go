@@ -13,11 +13,11 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // crashCase drives one operation into a failpoint and checks what is
@@ -79,21 +79,21 @@ func TestCrashMatrix(t *testing.T) {
 		t.Helper()
 		t0 := time.Now()
 		e.startDaemon(c.fp)
-		e.waitDaemon()
+		e.WaitDaemon()
 		if err := c.drive(t, n); err == nil {
 			t.Fatalf("%s: the operation succeeded; the daemon should have died in it", c.fp)
 		}
 		e.waitKilled(c.fp, 60*time.Second)
 		if c.stopContainerd {
-			e.stopProc(e.ctrd)
-			e.ctrd = nil
+			e.StopProc(e.Ctrd)
+			e.Ctrd = nil
 		}
 		if c.then != "" {
 			e.startDaemon(c.then)
 			e.waitKilled(c.then, 60*time.Second)
 		}
 		e.startDaemon("")
-		e.waitDaemon()
+		e.WaitDaemon()
 		e.waitContainerdReconnects()
 		if c.check != nil {
 			c.check(t, n)
@@ -102,19 +102,19 @@ func TestCrashMatrix(t *testing.T) {
 		// containers from us in its own garbage collection, which runs
 		// later; until then gc rightly lists them as unreferenced. Collect
 		// containerd's garbage first, so gc sees only the crash's.
-		if e.ctrd != nil {
+		if e.Ctrd != nil {
 			e.gcSync()
 		}
 		left := e.collect(c.fp, c.leaves)
 		if c.stopContainerd {
-			e.startContainerd()
+			e.StartContainerd()
 		}
 		if c.after != nil {
 			c.after(t, n)
 		}
-		if e.ctrd != nil {
+		if e.Ctrd != nil {
 			e.checkImage(base, fmt.Sprintf("base-after-%d", n))
-			out := e.ctr("run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("oci-after-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
+			out := e.Ctr("run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("oci-after-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
 			if out != ociarchive.CheckWant {
 				t.Errorf("after %s: container of %s:\n%s\nwant:\n%s", c.fp, ociRef, out, ociarchive.CheckWant)
 			}
@@ -122,7 +122,7 @@ func TestCrashMatrix(t *testing.T) {
 			// be reached, not at some later collection.
 			e.gcSync()
 		}
-		e.stopDaemon()
+		e.StopDaemon()
 		meta := e.checkMeta(0)
 		name := c.fp
 		if c.then != "" {
@@ -175,8 +175,8 @@ func TestCrashMatrix(t *testing.T) {
 	// layer store for the remote fill cases.
 	t0 := time.Now()
 	e.startDaemon("")
-	e.waitDaemon()
-	e.startContainerd()
+	e.WaitDaemon()
+	e.StartContainerd()
 	if out, err := e.processImage(base); err != nil {
 		t.Fatal(err)
 	} else {
@@ -184,13 +184,13 @@ func TestCrashMatrix(t *testing.T) {
 	}
 	ociTar := e.importOCI(ociRef)
 	e.checkImage(base, "base-first")
-	if out, err := e.fim("push-layers", ociRef); err != nil {
+	if out, err := e.Fim("push-layers", ociRef); err != nil {
 		t.Fatal(err)
 	} else {
 		t.Logf("push-layers:\n%s", out)
 	}
 	e.gcSync()
-	e.stopDaemon()
+	e.StopDaemon()
 	t.Logf("set-up (process-image, ctr import, push-layers) %.1fs", time.Since(t0).Seconds())
 
 	// Remote layer fill: containerd unpacks the same image in another
@@ -202,19 +202,19 @@ func TestCrashMatrix(t *testing.T) {
 		n++
 		runCase(n, crashCase{fp: p, stopContainerd: true,
 			drive: func(t *testing.T, n int) error {
-				_, err := e.ctrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar)
+				_, err := e.CtrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar)
 				return err
 			},
 			leaves: []string{string(gc.KindRemoteFill) + " remote-fill/"},
 			after: func(t *testing.T, n int) {
-				if _, err := e.ctrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar); err != nil {
+				if _, err := e.CtrNS(otherNS, "images", "import", "--snapshotter", "flyio", ociTar); err != nil {
 					t.Fatalf("importing %s again after the crash at %s: %v", ociRef, p, err)
 				}
-				out, err := e.ctrNS(otherNS, "run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("remote-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
+				out, err := e.CtrNS(otherNS, "run", "--rm", "--snapshotter", "flyio", ociRef, fmt.Sprintf("remote-%d", n), "/bin/sh", "-c", ociarchive.CheckScript)
 				if err != nil || out != ociarchive.CheckWant {
 					t.Errorf("container of %s filled from the layer store: %v\n%s\nwant:\n%s", ociRef, err, out, ociarchive.CheckWant)
 				}
-				if _, err := e.ctrNS(otherNS, "images", "rm", "--sync", ociRef); err != nil {
+				if _, err := e.CtrNS(otherNS, "images", "rm", "--sync", ociRef); err != nil {
 					t.Error(err)
 				}
 			}})
@@ -222,8 +222,8 @@ func TestCrashMatrix(t *testing.T) {
 	// containerd's GC removes backend snapshots it does not know, such as
 	// the keys the snapshotter-level cases make straight on our socket:
 	// it is stopped while they run.
-	e.stopProc(e.ctrd)
-	e.ctrd = nil
+	e.StopProc(e.Ctrd)
+	e.Ctrd = nil
 
 	for _, p := range []string{fp.PrepareAfterReserve, fp.PrepareAfterCreateSnap, fp.PrepareAfterActivate} {
 		n++
@@ -295,9 +295,9 @@ func TestCrashMatrix(t *testing.T) {
 	runCase(n, crashCase{fp: fp.RemoveAfterMark, then: fp.CleanupAfterDelete, drive: removeDrive, check: notFound("rm-%d")})
 
 	e.startDaemon("")
-	e.waitDaemon()
-	e.startContainerd()
-	e.stopDaemon()
+	e.WaitDaemon()
+	e.StartContainerd()
+	e.StopDaemon()
 
 	// process-image: every interrupted run resumes at the next start and
 	// finishes; the request, repeated, joins it. What the crashed attempt
@@ -325,7 +325,7 @@ func TestCrashMatrix(t *testing.T) {
 					t.Errorf("process-image after the crash: %s", out)
 				}
 				e.checkImage(im, fmt.Sprintf("img-%d", n))
-				if out := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); strings.Contains(out, "flyio-import-") {
+				if out := e.Ctr("snapshots", "--snapshotter", "flyio", "ls"); strings.Contains(out, "flyio-import-") {
 					t.Errorf("an import snapshot is left in containerd after the run finished:\n%s", out)
 				}
 			}})
@@ -334,7 +334,7 @@ func TestCrashMatrix(t *testing.T) {
 	// Everything imported is still there, and after containerd's GC our
 	// snapshots are exactly containerd's: no leftover of a crashed run.
 	e.startDaemon("")
-	e.waitDaemon()
+	e.WaitDaemon()
 	e.waitContainerdReconnects()
 	for i, im := range imported {
 		e.checkImage(im, fmt.Sprintf("final-%d", i))
@@ -342,12 +342,12 @@ func TestCrashMatrix(t *testing.T) {
 	e.gcSync()
 	ours := 0
 	e.sn().Walk(ctx, func(context.Context, snapshots.Info) error { ours++; return nil })
-	theirs := countLines(e.ctr("snapshots", "--snapshotter", "flyio", "ls")) - 1
+	theirs := countLines(e.Ctr("snapshots", "--snapshotter", "flyio", "ls")) - 1
 	if ours != theirs {
-		t.Errorf("the daemon has %d snapshots, containerd knows %d:\n%s", ours, theirs, e.ctr("snapshots", "--snapshotter", "flyio", "ls"))
+		t.Errorf("the daemon has %d snapshots, containerd knows %d:\n%s", ours, theirs, e.Ctr("snapshots", "--snapshotter", "flyio", "ls"))
 	}
 	e.collect("the whole matrix", nil)
-	e.stopDaemon()
+	e.StopDaemon()
 	e.checkMeta(0)
 	t.Logf("crash matrix: %d failpoints in %s:\n%s", n, time.Since(start).Round(time.Second), strings.Join(results, "\n"))
 }
@@ -359,33 +359,33 @@ func countLines(s string) int { return len(strings.Split(strings.TrimSpace(s), "
 // importOCI imports the Go-built three-layer test image with ctr and
 // returns the path of its archive.
 func (e *env) importOCI(ref string) string {
-	e.t.Helper()
+	e.T.Helper()
 	img, err := ociarchive.TestImage(ref, ociarchive.BusyboxPath)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
-	path := filepath.Join(e.dir, "oci.tar")
+	path := filepath.Join(e.Dir, "oci.tar")
 	f, err := os.Create(path)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	if err := ociarchive.Write(f, img); err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	f.Close()
-	e.ctr("images", "import", "--snapshotter", "flyio", path)
+	e.Ctr("images", "import", "--snapshotter", "flyio", path)
 	return path
 }
 
 // gcSync makes containerd collect garbage now: deleting a lease with
 // --sync runs a full collection, snapshots included.
 func (e *env) gcSync() {
-	e.t.Helper()
-	id := strings.TrimSpace(e.ctr("leases", "create"))
+	e.T.Helper()
+	id := strings.TrimSpace(e.Ctr("leases", "create"))
 	if f := strings.Fields(id); len(f) > 0 {
 		id = f[0]
 	}
-	e.ctr("leases", "rm", "--sync", id)
+	e.Ctr("leases", "rm", "--sync", id)
 }
 
 // checkMeta reads the metadata of the stopped daemon and checks that
@@ -394,7 +394,7 @@ func (e *env) gcSync() {
 // that every ready device belongs to a snapshot or a template or is a
 // spare. It returns a one-line summary.
 func (e *env) checkMeta(wantOrphans int) string {
-	e.t.Helper()
+	e.T.Helper()
 	st := e.meta()
 	defer st.Close()
 	owners := map[uint32]string{}
@@ -406,15 +406,15 @@ func (e *env) checkMeta(wantOrphans int) string {
 			return err
 		}
 		for _, op := range ops {
-			e.t.Errorf("unfinished op after reconciliation: %+v", op)
+			e.T.Errorf("unfinished op after reconciliation: %+v", op)
 		}
 		tx.Snapshots(func(key string, s *metadata.Snapshot, err error) error {
 			if err != nil {
-				e.t.Errorf("snapshot %q: %v", key, err)
+				e.T.Errorf("snapshot %q: %v", key, err)
 				return nil
 			}
 			if s.State != metadata.SnapshotReady {
-				e.t.Errorf("snapshot %q is %s after reconciliation", key, s.State)
+				e.T.Errorf("snapshot %q is %s after reconciliation", key, s.State)
 			}
 			owners[s.DeviceID] = key
 			return nil
@@ -425,25 +425,25 @@ func (e *env) checkMeta(wantOrphans int) string {
 		})
 		return tx.Devices(func(id uint32, d *metadata.Device, err error) error {
 			if err != nil {
-				e.t.Errorf("device %d: %v", id, err)
+				e.T.Errorf("device %d: %v", id, err)
 				return nil
 			}
 			states[d.State]++
 			switch d.State {
 			case metadata.DeviceReady:
 				if owners[id] == "" && d.Role != metadata.RoleSpare {
-					e.t.Errorf("device %d (%s) is ready but no snapshot or template uses it", id, d.Owner)
+					e.T.Errorf("device %d (%s) is ready but no snapshot or template uses it", id, d.Owner)
 				}
 			case metadata.DeviceOrphaned:
 				summary = append(summary, fmt.Sprintf("orphan %d (%s %s)", id, d.Role, d.Owner))
 			default:
-				e.t.Errorf("device %d (%s) is %s after reconciliation", id, d.Owner, d.State)
+				e.T.Errorf("device %d (%s) is %s after reconciliation", id, d.Owner, d.State)
 			}
 			return nil
 		})
 	})
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	for id, owner := range owners {
 		var ok bool
@@ -453,11 +453,11 @@ func (e *env) checkMeta(wantOrphans int) string {
 			return nil
 		})
 		if !ok {
-			e.t.Errorf("%s uses device %d, which is not a ready device", owner, id)
+			e.T.Errorf("%s uses device %d, which is not a ready device", owner, id)
 		}
 	}
 	if states[metadata.DeviceOrphaned] != wantOrphans {
-		e.t.Errorf("%d orphaned devices, want %d: %v", states[metadata.DeviceOrphaned], wantOrphans, summary)
+		e.T.Errorf("%d orphaned devices, want %d: %v", states[metadata.DeviceOrphaned], wantOrphans, summary)
 	}
 	return fmt.Sprintf("%d snapshots/templates, devices %v; %s", len(owners), states, strings.Join(summary, ", "))
 }
@@ -493,18 +493,18 @@ func readVia(t *testing.T, mounts []mount.Mount, name string) string {
 // daemon again. containerd's proxy connection backs off (up to 3s) while
 // the daemon is down, and fails calls fast until it reconnects.
 func (e *env) waitContainerdReconnects() {
-	e.t.Helper()
-	if e.ctrd == nil {
+	e.T.Helper()
+	if e.Ctrd == nil {
 		return
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := e.ctrErr("snapshots", "--snapshotter", "flyio", "ls")
+		_, err := e.CtrErr("snapshots", "--snapshotter", "flyio", "ls")
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("containerd does not reach the restarted daemon: %v", err)
+			e.T.Fatalf("containerd does not reach the restarted daemon: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -13,9 +13,9 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/dmpool/pooltest"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/loopdev"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // TestDataDeviceWriteFault puts the pool's data device behind dm-flakey
@@ -67,8 +67,8 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 	// One name per test: a pool a failed test could not remove keeps its
 	// flakey device busy, and must not fail the next test as well.
 	name := fmt.Sprintf("fim-flakey-%d-%d", os.Getpid(), flakeyCount.Add(1))
-	data := attachLoop(t, filepath.Join(dir, "data"), 3<<30)
-	meta := attachLoop(t, filepath.Join(dir, "metadata"), 64<<20)
+	data := pooltest.AttachLoop(t, filepath.Join(dir, "data"), 3<<30)
+	meta := pooltest.AttachLoop(t, filepath.Join(dir, "metadata"), 64<<20)
 	under, size, failParams := data, uint64(3<<30), "0 0 3600 1 error_writes"
 	if fault.metadata {
 		// No feature: while down, flakey fails every read and write.
@@ -118,8 +118,8 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 	e.put(good)
 	e.put(faulted)
 	e.startDaemon("")
-	e.waitDaemon()
-	e.startContainerd()
+	e.WaitDaemon()
+	e.StartContainerd()
 	if _, err := e.processImage(good); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 	if msg := err.Error(); !strings.Contains(msg, faulted.key) || !strings.Contains(msg, "flyio-import-") {
 		t.Errorf("process-image error does not name the tarball %s and its import snapshot: %v", faulted.key, err)
 	}
-	if images := e.ctr("images", "ls", "-q"); strings.Contains(images, faulted.ref()) {
+	if images := e.Ctr("images", "ls", "-q"); strings.Contains(images, faulted.ref()) {
 		t.Errorf("image %s registered by a failed import:\n%s", faulted.ref(), images)
 	}
 	if now := e.committed(); strings.Join(now, ",") != strings.Join(committed, ",") {
@@ -151,7 +151,7 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 	// was the zeroing of a new block, to fail mode: lifting the fault
 	// does not bring it back either way; the recovery in
 	// docs/OPERATIONS.md does (an operator step, not done by the daemon).
-	ts, err := dmpool.TargetStatus(e.cfg.Pool.Name)
+	ts, err := dmpool.TargetStatus(e.Cfg.Pool.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,15 +171,15 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 			// a check of the pool's mode can refuse it.
 			t.Errorf("Prepare on the %s pool: %v, want an error saying the pool %s (a spare device handed out without checking the pool's mode?)", want, err, want)
 		}
-		if st, err := e.fim("status"); err == nil {
+		if st, err := e.Fim("status"); err == nil {
 			t.Logf("status of the faulted pool:\n%s", st)
 		}
 		t.Logf("the kernel left the pool failed=%v read-only=%v: recovering as docs/OPERATIONS.md says", failed, readOnly)
 		if fault.checkOnStart {
 			// check_on_start: a restart is the whole recovery.
-			e.stopDaemon()
+			e.StopDaemon()
 			e.startDaemon("")
-			e.waitDaemon()
+			e.WaitDaemon()
 			e.waitContainerdReconnects()
 			if log := e.daemonLog(); !strings.Contains(log, "needs_check is cleared") {
 				t.Errorf("the daemon's start did not check the pool; its log:\n%s", log)
@@ -187,7 +187,7 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 		} else {
 			e.recoverNeedsCheck()
 		}
-		ts, err := dmpool.TargetStatus(e.cfg.Pool.Name)
+		ts, err := dmpool.TargetStatus(e.Cfg.Pool.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,12 +212,12 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 		t.Fatalf("process-image after the fault was lifted: %v", err)
 	}
 	e.checkImage(faulted, "faulted-after")
-	st, err := e.fim("status")
+	st, err := e.Fim("status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("status after the fault:\n%s", st)
-	e.stopDaemon()
+	e.StopDaemon()
 	e.checkMeta(0)
 }
 
@@ -227,60 +227,35 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 // inactive) metadata device, and start the daemon, which creates the
 // pool again from its devices.
 func (e *env) recoverNeedsCheck() {
-	e.t.Helper()
+	e.T.Helper()
 	thinCheck, err := exec.LookPath("thin_check")
 	if err != nil {
-		e.t.Fatalf("%v (apt-get install thin-provisioning-tools, or run test/tools.sh)", err)
+		e.T.Fatalf("%v (apt-get install thin-provisioning-tools, or run test/tools.sh)", err)
 	}
-	e.stopDaemon()
-	if err := harness.RemovePool(context.Background(), e.poolConfig()); err != nil {
-		e.t.Fatalf("deactivating the read-only pool: %v", err)
+	e.StopDaemon()
+	if err := harness.RemovePool(context.Background(), e.PoolConfig()); err != nil {
+		e.T.Fatalf("deactivating the read-only pool: %v", err)
 	}
-	out, err := exec.Command(thinCheck, "--clear-needs-check-flag", e.cfg.Pool.MetadataDevice).CombinedOutput()
+	out, err := exec.Command(thinCheck, "--clear-needs-check-flag", e.Cfg.Pool.MetadataDevice).CombinedOutput()
 	if err != nil {
-		e.t.Fatalf("thin_check --clear-needs-check-flag %s: %v\n%s", e.cfg.Pool.MetadataDevice, err, out)
+		e.T.Fatalf("thin_check --clear-needs-check-flag %s: %v\n%s", e.Cfg.Pool.MetadataDevice, err, out)
 	}
-	e.t.Logf("thin_check --clear-needs-check-flag %s:\n%s", e.cfg.Pool.MetadataDevice, out)
+	e.T.Logf("thin_check --clear-needs-check-flag %s:\n%s", e.Cfg.Pool.MetadataDevice, out)
 	e.startDaemon("")
-	e.waitDaemon()
+	e.WaitDaemon()
 	e.waitContainerdReconnects()
 }
 
 // committed lists the committed snapshots the daemon has.
 func (e *env) committed() []string {
-	e.t.Helper()
+	e.T.Helper()
 	var out []string
 	err := e.sn().Walk(context.Background(), func(_ context.Context, info snapshots.Info) error {
 		out = append(out, info.Name)
 		return nil
 	}, "kind==committed")
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return out
-}
-
-// attachLoop makes a sparse file of size and attaches it to a loop
-// device, detached at cleanup.
-func attachLoop(t *testing.T, path string, size int64) *loopdev.Device {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	l, err := loopdev.Attach(path, loopdev.Params{Direct: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		l.Close()
-		if err := loopdev.Detach(l.Path); err != nil {
-			t.Error(err)
-		}
-	})
-	return l
 }

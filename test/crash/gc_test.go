@@ -13,12 +13,12 @@ import (
 // decodes its report. A forced run that could not remove an item exits
 // non-zero; its report is still returned, with the error.
 func (e *env) gcReport(force bool) (*gc.Report, error) {
-	e.t.Helper()
+	e.T.Helper()
 	mode := "--dry-run"
 	if force {
 		mode = "--force"
 	}
-	out, err := e.fim("gc", mode, "--json", "--min-age", "0s")
+	out, err := e.Fim("gc", mode, "--json", "--min-age", "0s")
 	var rep gc.Report
 	// The JSON is printed before a non-zero exit for failed items.
 	if i := strings.Index(out, "{"); i >= 0 {
@@ -76,17 +76,17 @@ func itemIDs(rep *gc.Report) []string {
 // and that a second dry run is empty. It returns the first dry run's
 // items for the log.
 func (e *env) collect(fp string, want []string) string {
-	e.t.Helper()
+	e.T.Helper()
 	want = slices.Clone(want)
 	slices.Sort(want)
 	plan, err := e.gcReport(false)
 	if err != nil {
-		e.t.Fatalf("after %s: gc --dry-run: %v", fp, err)
+		e.T.Fatalf("after %s: gc --dry-run: %v", fp, err)
 	}
 	got := leftovers(plan)
 	if !slices.Equal(got, want) {
 		b, _ := json.MarshalIndent(plan.Items, "", "  ")
-		e.t.Errorf("after %s: gc --dry-run lists %q, want %q:\n%s", fp, got, want, b)
+		e.T.Errorf("after %s: gc --dry-run lists %q, want %q:\n%s", fp, got, want, b)
 	}
 	var desc []string
 	for _, it := range plan.Items {
@@ -104,24 +104,24 @@ func (e *env) collect(fp string, want []string) string {
 	}
 	done, err := e.gcReport(true)
 	if err != nil {
-		e.t.Errorf("after %s: gc --force: %v", fp, err)
+		e.T.Errorf("after %s: gc --force: %v", fp, err)
 	}
 	if done != nil {
 		if !slices.Equal(itemIDs(done), itemIDs(plan)) {
-			e.t.Errorf("after %s: gc --force worked on %q, the dry run listed %q", fp, itemIDs(done), itemIDs(plan))
+			e.T.Errorf("after %s: gc --force worked on %q, the dry run listed %q", fp, itemIDs(done), itemIDs(plan))
 		}
 		if done.Failed != 0 || done.Removed != len(plan.Items) {
 			b, _ := json.MarshalIndent(done.Items, "", "  ")
-			e.t.Errorf("after %s: gc --force removed %d, failed %d of %d:\n%s", fp, done.Removed, done.Failed, len(plan.Items), b)
+			e.T.Errorf("after %s: gc --force removed %d, failed %d of %d:\n%s", fp, done.Removed, done.Failed, len(plan.Items), b)
 		}
 	}
 	again, err := e.gcReport(false)
 	if err != nil {
-		e.t.Fatalf("after %s: second gc --dry-run: %v", fp, err)
+		e.T.Fatalf("after %s: second gc --dry-run: %v", fp, err)
 	}
 	if len(again.Items) != 0 {
 		b, _ := json.MarshalIndent(again.Items, "", "  ")
-		e.t.Errorf("after %s: gc --dry-run after gc --force still lists:\n%s", fp, b)
+		e.T.Errorf("after %s: gc --dry-run after gc --force still lists:\n%s", fp, b)
 	}
 	return strings.Join(desc, ", ")
 }

@@ -23,18 +23,18 @@ func TestSecondDaemonRefused(t *testing.T) {
 	dmtest.Require(t)
 	e := newEnv(t, "")
 	e.startDaemon("")
-	e.waitDaemon()
-	out, err := runDaemonOnce(t, e.bin, e.cfgPath, 30*time.Second)
+	e.WaitDaemon()
+	out, err := runDaemonOnce(t, e.Bin, e.CfgPath, 30*time.Second)
 	if err == nil {
 		t.Fatalf("a second daemon on the same root_dir started:\n%s", out)
 	}
 	if !strings.Contains(out, "database is locked") {
 		t.Errorf("second daemon failed (%v) without saying \"database is locked\":\n%s", err, out)
 	}
-	if e.daemon.Exited() {
+	if e.Daemon.Exited() {
 		t.Fatalf("the first daemon died:\n%s", e.daemonLog())
 	}
-	for _, sock := range []string{e.cfg.Address, e.cfg.AdminAddress} {
+	for _, sock := range []string{e.Cfg.Address, e.Cfg.AdminAddress} {
 		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Errorf("the first daemon's socket %s no longer answers: %v", sock, err)

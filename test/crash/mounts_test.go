@@ -12,9 +12,9 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	fp "github.com/superfly/flyio-image-manager/internal/failpoint"
-	"github.com/superfly/flyio-image-manager/gc"
 )
 
 // mountsOf lists what is mounted from the pool's thin devices, anywhere.
@@ -41,16 +41,16 @@ func TestCrashInMounts(t *testing.T) {
 	t.Run("template", func(t *testing.T) {
 		e := newEnv(t, "", "spare_devices = 0")
 		e.startDaemon(fp.TemplateMounted)
-		e.waitDaemon()
+		e.WaitDaemon()
 		if _, err := e.sn().Prepare(ctx, "tpl", ""); err == nil {
 			t.Fatal("Prepare succeeded; the daemon should have died formatting the template")
 		}
 		e.waitKilled(fp.TemplateMounted, 120*time.Second)
-		left := mountsOf(t, e.cfg.Pool.Name)
+		left := mountsOf(t, e.Cfg.Pool.Name)
 		if len(left) != 1 {
 			t.Fatalf("the killed daemon left %d mounts of the pool, want the template's", len(left))
 		}
-		dir := filepath.Join(e.cfg.RootDir, "mounts")
+		dir := filepath.Join(e.Cfg.RootDir, "mounts")
 		if !strings.HasPrefix(left[0].Mountpoint, dir+"/") {
 			t.Errorf("the template was mounted on %s, not under %s", left[0].Mountpoint, dir)
 		}
@@ -58,8 +58,8 @@ func TestCrashInMounts(t *testing.T) {
 		t.Logf("left mounted by the killed daemon: %s on %s", left[0].Source, left[0].Mountpoint)
 
 		e.startDaemon("")
-		e.waitDaemon()
-		if ms := mountsOf(t, e.cfg.Pool.Name); len(ms) != 0 {
+		e.WaitDaemon()
+		if ms := mountsOf(t, e.Cfg.Pool.Name); len(ms) != 0 {
 			t.Errorf("after the restart %s is still mounted on %s", ms[0].Source, ms[0].Mountpoint)
 		}
 		if info, err := dmpool.GetDeviceInfo(dev); err != nil || info.OpenCount != 0 {
@@ -80,7 +80,7 @@ func TestCrashInMounts(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.collect(fp.TemplateMounted, []string{string(gc.KindOrphaned)})
-		e.stopDaemon()
+		e.StopDaemon()
 	})
 
 	t.Run("spare", func(t *testing.T) {
@@ -92,8 +92,8 @@ func TestCrashInMounts(t *testing.T) {
 			// done before the refill it triggers dies.
 			claim := "claim-" + p
 			e.startDaemon(p)
-			for deadline := time.Now().Add(60 * time.Second); i > 0 && !e.daemon.Exited() && time.Now().Before(deadline); {
-				if c, err := net.Dial("unix", e.cfg.Address); err == nil {
+			for deadline := time.Now().Add(60 * time.Second); i > 0 && !e.Daemon.Exited() && time.Now().Before(deadline); {
+				if c, err := net.Dial("unix", e.Cfg.Address); err == nil {
 					c.Close()
 					e.sn().Prepare(ctx, claim, "")
 					break
@@ -102,7 +102,7 @@ func TestCrashInMounts(t *testing.T) {
 			}
 			e.waitKilled(p, 120*time.Second)
 			e.startDaemon("")
-			e.waitDaemon()
+			e.WaitDaemon()
 			if err := e.sn().Remove(ctx, claim); err != nil && !errdefs.IsNotFound(err) {
 				t.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func TestCrashInMounts(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.collect(p, []string{string(gc.KindOrphaned)})
-			e.stopDaemon()
+			e.StopDaemon()
 			e.checkMeta(0)
 		}
 	})

@@ -9,7 +9,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestReboot kills the daemon and containerd, then does what a reboot
@@ -26,8 +26,8 @@ func TestReboot(t *testing.T) {
 	e.put(base)
 	const ociRef = "docker.io/flyio/reboot:1"
 	e.startDaemon("")
-	e.waitDaemon()
-	e.startContainerd()
+	e.WaitDaemon()
+	e.StartContainerd()
 	if _, err := e.processImage(base); err != nil {
 		t.Fatal(err)
 	}
@@ -35,74 +35,74 @@ func TestReboot(t *testing.T) {
 	// A container that outlives its task: its active snapshot must survive
 	// the reboot with its content.
 	script := "cat /kept.txt 2>/dev/null || echo none; echo kept >> /kept.txt; sync"
-	if out := e.ctr("run", "--snapshotter", "flyio", base.ref(), "keep", "/bin/sh", "-c", script); strings.TrimSpace(out) != "none" {
+	if out := e.Ctr("run", "--snapshotter", "flyio", base.ref(), "keep", "/bin/sh", "-c", script); strings.TrimSpace(out) != "none" {
 		t.Fatalf("first run of keep printed %q", out)
 	}
 	// ctr run (without -d) deletes the task when it exits; the container
 	// and its snapshot stay.
-	before := activeThins(t, e.cfg.Pool.Name)
+	before := activeThins(t, e.Cfg.Pool.Name)
 	t.Logf("active thin devices before the reboot: %v", before)
 
 	// Power cut.
-	e.ctrd.Kill()
-	e.daemon.Kill()
+	e.Ctrd.Kill()
+	e.Daemon.Kill()
 	t0 := time.Now()
 	e.tearDownPool()
-	if err := os.RemoveAll(e.ctrdState()); err != nil {
+	if err := os.RemoveAll(e.ContainerdState()); err != nil {
 		t.Fatal(err)
 	}
-	if a := activeThins(t, e.cfg.Pool.Name); len(a) != 0 {
+	if a := activeThins(t, e.Cfg.Pool.Name); len(a) != 0 {
 		t.Fatalf("thin devices left after tear-down: %v", a)
 	}
 
 	e.startDaemon("")
-	e.waitDaemon()
+	e.WaitDaemon()
 	t.Logf("daemon up %s after the reboot", time.Since(t0).Round(time.Millisecond))
 	if !strings.Contains(e.daemonLog(), "recreated") && !strings.Contains(e.daemonLog(), "re-created") {
 		t.Logf("daemon log does not say the pool was re-created:\n%s", tail(e.daemonLog(), 20))
 	}
-	after := activeThins(t, e.cfg.Pool.Name)
+	after := activeThins(t, e.Cfg.Pool.Name)
 	if strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("active thin devices after the reboot: %v, before: %v", after, before)
 	}
-	e.startContainerd()
-	out := e.ctr("tasks", "start", "keep")
+	e.StartContainerd()
+	out := e.Ctr("tasks", "start", "keep")
 	if strings.TrimSpace(out) != "kept" {
 		t.Errorf("keep after the reboot printed %q, want \"kept\" (what it wrote before)", out)
 	}
-	e.ctrErr("tasks", "rm", "keep") // gone already if ctr deleted it
-	e.ctr("containers", "rm", "keep")
+	e.CtrErr("tasks", "rm", "keep") // gone already if ctr deleted it
+	e.Ctr("containers", "rm", "keep")
 	e.checkImage(base, "base-after-reboot")
-	if got := e.ctr("run", "--rm", "--snapshotter", "flyio", ociRef, "oci-after-reboot", "/bin/sh", "-c", ociarchive.CheckScript); got != ociarchive.CheckWant {
+	if got := e.Ctr("run", "--rm", "--snapshotter", "flyio", ociRef, "oci-after-reboot", "/bin/sh", "-c", ociarchive.CheckScript); got != ociarchive.CheckWant {
 		t.Errorf("container of %s after the reboot:\n%s\nwant:\n%s", ociRef, got, ociarchive.CheckWant)
 	}
-	e.stopDaemon()
+	e.StopDaemon()
 	e.checkMeta(0)
 }
 
 // tearDownPool removes every dm table of the pool and detaches its loop
 // devices with the low-level dmpool calls, as a reboot would leave it.
 func (e *env) tearDownPool() {
-	e.t.Helper()
-	name := e.cfg.Pool.Name
+	e.T.Helper()
+	name := e.Cfg.Pool.Name
 	devs, err := dmpool.ListDevices()
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	for _, d := range devs {
 		if strings.HasPrefix(d.Name, name+"-thin-") {
 			if err := dmpool.RemoveDevice(d.Name, false); err != nil {
-				e.t.Fatalf("removing %s: %v", d.Name, err)
+				e.T.Fatalf("removing %s: %v", d.Name, err)
 			}
 		}
 	}
 	if err := dmpool.RemoveDevice(name, false); err != nil {
-		e.t.Fatalf("removing pool %s: %v", name, err)
+		e.T.Fatalf("removing pool %s: %v", name, err)
 	}
-	for _, f := range []string{e.cfg.Pool.DataFile, e.cfg.Pool.MetadataFile} {
+	for _, f := range []string{e.Cfg.Pool.DataFile, e.Cfg.Pool.MetadataFile} {
 		l, err := loopdev.Find(f)
 		if err != nil {
-			e.t.Fatalf("loop of %s: %v", f, err)
+			e.T.Fatalf("loop of %s: %v", f, err)
 		}
 		if l == nil {
 			continue // autoclear already detached it
@@ -110,7 +110,7 @@ func (e *env) tearDownPool() {
 		err = loopdev.Detach(l.Path)
 		l.Close()
 		if err != nil {
-			e.t.Fatal(err)
+			e.T.Fatal(err)
 		}
 	}
 }

@@ -28,7 +28,7 @@ import (
 // after a step. deep also reads back every snapshot's files.
 func (s *stress) check(deep bool) {
 	s.t.Helper()
-	if s.e.daemon.Exited() {
+	if s.e.Daemon.Exited() {
 		s.fatalf("the daemon exited:\n%s", tail(s.e.daemonLog(), 40))
 	}
 	got := map[string]snapshots.Info{}
@@ -95,7 +95,7 @@ func (s *stress) inventory() stressInventory {
 // poolIDs lists the thin ids in the pool, from a metadata snapshot.
 func (s *stress) poolIDs() map[uint32]bool {
 	s.t.Helper()
-	md, err := thinmeta.ReadPool(context.Background(), s.e.cfg.Pool.Name)
+	md, err := thinmeta.ReadPool(context.Background(), s.e.Cfg.Pool.Name)
 	if err != nil {
 		s.fatalf("reading the pool's thin ids: %v", err)
 	}
@@ -161,7 +161,7 @@ func (s *stress) checkRecords() {
 // above the limit is read again for up to 60 s before it counts (a template mkfs and mount under TCG can take that long).
 func (s *stress) checkKernel() {
 	s.t.Helper()
-	if s.leak.pid != s.e.daemon.Cmd.Process.Pid {
+	if s.leak.pid != s.e.Daemon.Cmd.Process.Pid {
 		// The first check of a daemon's life sets its baseline.
 		s.leak = s.e.leakBase(s.t)
 	}
@@ -186,7 +186,7 @@ const (
 )
 
 func (s *stress) kernelProblem() string {
-	if ms := mountsOf(s.t, s.e.cfg.Pool.Name); len(ms) != 0 {
+	if ms := mountsOf(s.t, s.e.Cfg.Pool.Name); len(ms) != 0 {
 		return fmt.Sprintf("%s is mounted on %s between operations", ms[0].Source, ms[0].Mountpoint)
 	}
 	if loops := s.e.loopsOfPool(s.t); len(loops) != 2 {
@@ -224,7 +224,7 @@ func (s *stress) verify(sn *stressSnap) {
 	if err != nil {
 		s.fatalf("mounts of %s (%s): %v", sn.name, name, err)
 	}
-	got, err := readTree(s.e.dir, mounts)
+	got, err := readTree(s.e.Dir, mounts)
 	if err != nil {
 		s.fatalf("reading %s: %v", sn.name, err)
 	}
@@ -300,7 +300,7 @@ type leakBase struct{ pid, fds, goroutines int }
 
 func (e *env) leakBase(t *testing.T) leakBase {
 	t.Helper()
-	pid := e.daemon.Cmd.Process.Pid
+	pid := e.Daemon.Cmd.Process.Pid
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatalf("the daemon's fds: %v", err)
@@ -338,7 +338,7 @@ func (e *env) goroutines(t *testing.T) int {
 	c := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", e.cfg.DebugAddress)
+			return (&net.Dialer{}).DialContext(ctx, "unix", e.Cfg.DebugAddress)
 		},
 	}}
 	resp, err := c.Get("http://daemon/debug/pprof/goroutine?debug=1")
@@ -368,7 +368,7 @@ func (e *env) loopsOfPool(t *testing.T) []string {
 		if err != nil {
 			continue // detached meanwhile
 		}
-		if back := strings.TrimSpace(string(b)); strings.HasPrefix(back, e.dir+"/") {
+		if back := strings.TrimSpace(string(b)); strings.HasPrefix(back, e.Dir+"/") {
 			out = append(out, strings.Split(f, "/")[3]+"="+back)
 		}
 	}
@@ -379,13 +379,13 @@ func (e *env) loopsOfPool(t *testing.T) []string {
 // setTopLevel adds a top-level key to the daemon's configuration (one
 // newEnv does not write) and reloads it.
 func (e *env) setTopLevel(key, value string) {
-	e.t.Helper()
-	b, err := os.ReadFile(e.cfgPath)
+	e.T.Helper()
+	b, err := os.ReadFile(e.CfgPath)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
-	writeFile(e.t, e.cfgPath, fmt.Sprintf("%s = %q\n", key, value)+string(b))
-	if e.cfg, err = config.Load(e.cfgPath, true); err != nil {
-		e.t.Fatal(err)
+	writeFile(e.T, e.CfgPath, fmt.Sprintf("%s = %q\n", key, value)+string(b))
+	if e.Cfg, err = config.Load(e.CfgPath, true); err != nil {
+		e.T.Fatal(err)
 	}
 }

@@ -54,7 +54,7 @@ func TestStress(t *testing.T) {
 	t.Logf("stress: seed %d, %d operations, duration limit %s (replay: FLYIO_SOAK_DURATION=0 FLYIO_SOAK_SEED=%d FLYIO_SOAK_OPS=%d make soak)",
 		cfg.seed, cfg.ops, cfg.duration, cfg.seed, cfg.ops)
 	e := newEnv(t, "")
-	e.setTopLevel("debug_address", e.dir+"/debug.sock")
+	e.setTopLevel("debug_address", e.Dir+"/debug.sock")
 	s := newStress(t, e, cfg)
 	defer s.report()
 	s.run()
@@ -163,11 +163,11 @@ func newStress(t *testing.T, e *env, cfg stressConfig) *stress {
 	s := &stress{t: t, e: e, cfg: cfg, rng: rand.New(rand.NewSource(cfg.seed)),
 		snaps: map[string]*stressSnap{}, dead: map[string]bool{}, counts: map[string]int{}, opTime: map[string]time.Duration{}, start: time.Now()}
 	e.startDaemon("")
-	e.waitDaemon()
-	e.startContainerd()
+	e.WaitDaemon()
+	e.StartContainerd()
 	s.connect()
 	s.direct = e.sn()
-	s.admin = admin.NewClient(e.cfg.AdminAddress)
+	s.admin = admin.NewClient(e.Cfg.AdminAddress)
 	l, err := s.cli.LeasesService().Create(namespaces.WithNamespace(context.Background(), namespace), leases.WithID("stress"))
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func (s *stress) connect() {
 	if s.cli != nil {
 		s.cli.Close()
 	}
-	cli, err := client.New(s.e.sock, client.WithTimeout(30*time.Second))
+	cli, err := client.New(s.e.Sock, client.WithTimeout(30*time.Second))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func (s *stress) write() {
 	if err != nil {
 		s.fatalf("Mounts(%s): %v", sn.name, err)
 	}
-	if err := writeTree(s.e.dir, mounts, path, data); err != nil {
+	if err := writeTree(s.e.Dir, mounts, path, data); err != nil {
 		s.fatalf("writing %s into %s: %v", path, sn.name, err)
 	}
 	sn.files[path] = sum(data)
@@ -562,9 +562,9 @@ func (s *stress) gc(force bool) {
 
 func (s *stress) killRestart() {
 	s.logf("kill -9 and restart the daemon")
-	s.e.daemon.Kill()
+	s.e.Daemon.Kill()
 	s.e.startDaemon("")
-	s.e.waitDaemon()
+	s.e.WaitDaemon()
 	s.e.waitContainerdReconnects()
 	s.restarts++
 }
@@ -574,15 +574,15 @@ func (s *stress) killRestart() {
 // reboot leaves (TestReboot).
 func (s *stress) reboot() {
 	s.logf("reboot")
-	s.e.ctrd.Kill()
-	s.e.daemon.Kill()
+	s.e.Ctrd.Kill()
+	s.e.Daemon.Kill()
 	s.e.tearDownPool()
-	if err := os.RemoveAll(s.e.ctrdState()); err != nil {
+	if err := os.RemoveAll(s.e.ContainerdState()); err != nil {
 		s.t.Fatal(err)
 	}
 	s.e.startDaemon("")
-	s.e.waitDaemon()
-	s.e.startContainerd()
+	s.e.WaitDaemon()
+	s.e.StartContainerd()
 	s.connect()
 	s.reboots++
 }

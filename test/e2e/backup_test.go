@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/daemon"
-	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // TestBackupRestore takes a backup from the running daemon, restores it
@@ -27,9 +27,9 @@ func TestBackupRestore(t *testing.T) {
 	e := startEnv(t, withSpares(0))
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
-	e.ctr("run", "--snapshotter", "flyio", ref, "kept1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
+	e.Ctr("run", "--snapshotter", "flyio", ref, "kept1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
 
-	backup := filepath.Join(e.dir, "metadata.backup")
+	backup := filepath.Join(e.Dir, "metadata.backup")
 	out, err := e.flyio("backup", "--output", backup)
 	t.Logf("backup:\n%s", out)
 	if err != nil {
@@ -46,8 +46,8 @@ func TestBackupRestore(t *testing.T) {
 	}
 
 	// Restore: the daemon stopped, containerd left running.
-	e.stopDaemon()
-	offline := filepath.Join(e.dir, "metadata.offline")
+	e.StopDaemon()
+	offline := filepath.Join(e.Dir, "metadata.offline")
 	if out, err := e.flyio("backup", "--output", offline); err != nil || !strings.Contains(out, "with the daemon stopped") {
 		t.Errorf("backup with the daemon stopped: %v\n%s", err, out)
 	}
@@ -55,7 +55,7 @@ func TestBackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := daemon.MetadataPath(e.cfg)
+	db := service.MetadataPath(e.Cfg)
 	if err := os.Rename(db, db+".before-restore"); err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +70,10 @@ func TestBackupRestore(t *testing.T) {
 	if rep := e.gcReport("--dry-run"); len(rep.Items) != 0 {
 		t.Errorf("gc --dry-run after the restore lists %+v", rep.Items)
 	}
-	if out := e.ctr("tasks", "start", "kept1"); !strings.Contains(out, "kept") {
+	if out := e.Ctr("tasks", "start", "kept1"); !strings.Contains(out, "kept") {
 		t.Errorf("kept1 after the restore printed %q, want its file", out)
 	}
-	if out := e.ctr("run", "--rm", "--snapshotter", "flyio", ref, "new1", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
+	if out := e.Ctr("run", "--rm", "--snapshotter", "flyio", ref, "new1", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
 		t.Errorf("new container after the restore printed %q", out)
 	}
 }
@@ -81,11 +81,11 @@ func TestBackupRestore(t *testing.T) {
 // readySpares polls the daemon until it keeps n ready spare devices (none
 // being made, so a backup catches no spare half-made) and returns them.
 func (e *env) readySpares(n int) []uint32 {
-	e.t.Helper()
+	e.T.Helper()
 	var ids []uint32
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		tree, err := admin.NewClient(e.cfg.AdminAddress).Snapshots(context.Background())
+		tree, err := admin.NewClient(e.Cfg.AdminAddress).Snapshots(context.Background())
 		ids = nil
 		busy := false
 		for _, d := range tree.Devices {
@@ -102,7 +102,7 @@ func (e *env) readySpares(n int) []uint32 {
 			return ids
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("waiting for %d ready spares: have %v (err %v)", n, ids, err)
+			e.T.Fatalf("waiting for %d ready spares: have %v (err %v)", n, ids, err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -110,10 +110,10 @@ func (e *env) readySpares(n int) []uint32 {
 
 // snapshotDevice returns the thin id of our snapshot named name.
 func (e *env) snapshotDevice(name string) uint32 {
-	e.t.Helper()
-	tree, err := admin.NewClient(e.cfg.AdminAddress).Snapshots(context.Background())
+	e.T.Helper()
+	tree, err := admin.NewClient(e.Cfg.AdminAddress).Snapshots(context.Background())
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	var walk func([]*admin.SnapshotNode) uint32
 	walk = func(ns []*admin.SnapshotNode) uint32 {
@@ -129,7 +129,7 @@ func (e *env) snapshotDevice(name string) uint32 {
 	}
 	id := walk(tree.Roots)
 	if id == 0 {
-		e.t.Fatalf("no snapshot %q in the daemon's tree", name)
+		e.T.Fatalf("no snapshot %q in the daemon's tree", name)
 	}
 	return id
 }
@@ -144,7 +144,7 @@ func TestBackupRestoreSpares(t *testing.T) {
 	e := startEnv(t, withSpares(2))
 	spares := e.readySpares(2)
 
-	backup := filepath.Join(e.dir, "metadata.backup")
+	backup := filepath.Join(e.Dir, "metadata.backup")
 	out, err := e.flyio("backup", "--output", backup)
 	t.Logf("backup:\n%s", out)
 	if err != nil {
@@ -155,7 +155,7 @@ func TestBackupRestoreSpares(t *testing.T) {
 	}
 
 	// After the backup a parentless Prepare claims a spare.
-	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", "post1")
+	e.Ctr("snapshots", "--snapshotter", "flyio", "prepare", "post1")
 	post1 := e.snapshotDevice("post1")
 	if !slices.Contains(spares, post1) {
 		t.Fatalf("post1 got device %d, not one of the spares %v", post1, spares)
@@ -165,12 +165,12 @@ func TestBackupRestoreSpares(t *testing.T) {
 	// backup too.
 	made := e.readySpares(2)
 
-	e.stopDaemon()
+	e.StopDaemon()
 	b, err := os.ReadFile(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(daemon.MetadataPath(e.cfg), b, 0o600); err != nil {
+	if err := os.WriteFile(service.MetadataPath(e.Cfg), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.startDaemon()
@@ -191,7 +191,7 @@ func TestBackupRestoreSpares(t *testing.T) {
 	}
 
 	e.readySpares(2)
-	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", "post2")
+	e.Ctr("snapshots", "--snapshotter", "flyio", "prepare", "post2")
 	if post2 := e.snapshotDevice("post2"); slices.Contains(spares, post2) {
 		t.Errorf("post2 was given device %d, one of the spares the backup listed %v", post2, spares)
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // published names what publishImages left in the registry and the layer
@@ -60,8 +60,8 @@ func publishImages(t *testing.T, s *s3env, addr string, withPause bool) publishe
 	const localApp, localPause = "docker.io/flyio/e2e:1", "docker.io/flyio/pause:1"
 	p := published{app: addr + "/test/app:1"}
 	s.importImage(localApp)
-	s.ctr("images", "tag", localApp, p.app)
-	s.ctr("images", "push", "--plain-http", p.app)
+	s.Ctr("images", "tag", localApp, p.app)
+	s.Ctr("images", "push", "--plain-http", p.app)
 	rm := []string{localApp, p.app}
 	if withPause {
 		p.pause = addr + "/test/pause:1"
@@ -73,11 +73,11 @@ func publishImages(t *testing.T, s *s3env, addr string, withPause bool) publishe
 		if err := ociarchive.Write(&b, img); err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join(s.dir, "pause.tar")
+		path := filepath.Join(s.Dir, "pause.tar")
 		writeFile(t, path, b.String())
-		s.ctr("images", "import", "--snapshotter", "flyio", path)
-		s.ctr("images", "tag", localPause, p.pause)
-		s.ctr("images", "push", "--plain-http", p.pause)
+		s.Ctr("images", "import", "--snapshotter", "flyio", path)
+		s.Ctr("images", "tag", localPause, p.pause)
+		s.Ctr("images", "push", "--plain-http", p.pause)
 		rm = append(rm, localPause, p.pause)
 	}
 	out, err := s.pushLayers(p.app)
@@ -85,11 +85,11 @@ func publishImages(t *testing.T, s *s3env, addr string, withPause bool) publishe
 		t.Fatal(err)
 	}
 	p.layers = parsePushLayers(t, out, "uploaded")
-	s.ctr(append([]string{"images", "rm", "--sync"}, rm...)...)
-	if out := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
+	s.Ctr(append([]string{"images", "rm", "--sync"}, rm...)...)
+	if out := s.Ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
 		t.Fatalf("snapshots left after removing the images:\n%s", out)
 	}
-	cl := s.ctr("content", "ls")
+	cl := s.Ctr("content", "ls")
 	for _, l := range p.layers {
 		if contentHas(cl, l.digest) {
 			t.Fatalf("layer %s still in the content store after rm --sync:\n%s", l.digest, cl)
@@ -117,7 +117,7 @@ func checkLayerStoreFills(t *testing.T, s *s3env, ns string, p published, byDige
 			t.Errorf("%d GETs of the pointer s3://%s/%s: the Prepare of layer %s did not carry containerd.io/snapshot/cri.layer-digest", n, s.gw.Bucket, ptr, l.digest)
 		}
 	}
-	cl, err := s.ctrErr("--namespace", ns, "content", "ls")
+	cl, err := s.CtrErr("--namespace", ns, "content", "ls")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +126,10 @@ func checkLayerStoreFills(t *testing.T, s *s3env, ns string, p published, byDige
 			t.Errorf("layer %s reached the content store: it was downloaded, not filled from S3", l.digest)
 		}
 	}
-	if remotes := remoteFills(t, s.cfg.Address); len(remotes) != len(p.layers) {
+	if remotes := remoteFills(t, s.Cfg.Address); len(remotes) != len(p.layers) {
 		t.Errorf("daemon has %d remote/ snapshots, want one per layer (%d): %v", len(remotes), len(p.layers), remotes)
 	}
-	if log, _ := os.ReadFile(filepath.Join(s.dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
+	if log, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
 		t.Errorf("the daemon logged failed remote fills:\n%s", tail(string(log), 40))
 	}
 }
@@ -140,7 +140,7 @@ func pointerKey(s *s3env, d string) (string, error) {
 	if !ok || len(hex) != 64 {
 		return "", fmt.Errorf("diff id %q is not sha256:<64 hex>", d)
 	}
-	return s.cfg.S3.LayerPrefix + "diffids/sha256/" + hex, nil
+	return s.Cfg.S3.LayerPrefix + "diffids/sha256/" + hex, nil
 }
 
 // rootScript prints the source and type of the mount at / (from
@@ -175,7 +175,7 @@ func (e *env) runStdout(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "PATH="+e.path)
+	cmd.Env = append(os.Environ(), "PATH="+e.Path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -28,17 +28,17 @@ func TestDashboardImport(t *testing.T) {
 	const key, hello = "images/busybox.tar", "hello from the dashboard\n"
 	s.putBusybox(key, hello)
 
-	src := dashboard.NewDaemonSource(admin.NewClient(s.cfg.AdminAddress), service.S3Config(s.cfg), "images/")
+	src := dashboard.NewDaemonSource(admin.NewClient(s.Cfg.AdminAddress), service.S3Config(s.Cfg), "images/")
 	m := dashboard.New(src, dashboard.Options{Prefix: "images/", StatusTimeout: 30 * time.Second, ListTimeout: time.Minute})
 	d := &dashScreen{t: t, tm: teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36))}
 
-	d.waitFor(time.Minute, "[Pool "+s.cfg.Pool.Name+"]", "mode rw", "accepting new work")
+	d.waitFor(time.Minute, "[Pool "+s.Cfg.Pool.Name+"]", "mode rw", "accepting new work")
 	d.press(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("2")})
 	d.waitFor(time.Minute, "> "+key, "not imported")
 	d.press(tea.KeyMsg{Type: tea.KeyEnter})
 	d.waitFor(cmdTimeout, "import of "+key+" accepted", "("+key+"): done, ", " ready ")
 
-	if got := s.ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/busybox:latest", "dash1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
+	if got := s.Ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/busybox:latest", "dash1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
 		t.Errorf("container printed %q, want %q", got, hello)
 	}
 	// Enter again: already imported, nothing requested.

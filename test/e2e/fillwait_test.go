@@ -16,8 +16,8 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/harness"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestLayerStoreFillDoesNotBlockNode is issue 10 B6. containerd holds its
@@ -50,16 +50,16 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 	const local = "docker.io/flyio/e2e:1"
 	remote := reg.addr + "/test/fillwait:1"
 	s.importImage(local)
-	s.ctr("images", "tag", local, remote)
-	s.ctr("images", "push", "--plain-http", remote)
-	s.ctr("images", "rm", "--sync", local, remote)
-	s.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	s.Ctr("images", "tag", local, remote)
+	s.Ctr("images", "push", "--plain-http", remote)
+	s.Ctr("images", "rm", "--sync", local, remote)
+	s.Ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	out, err := s.pushLayers(remote)
 	if err != nil {
 		t.Fatal(err)
 	}
 	layers := parsePushLayers(t, out, "uploaded")
-	s.ctr("images", "rm", "--sync", remote)
+	s.Ctr("images", "rm", "--sync", remote)
 
 	// Image B, another image, to run during the fill; image C, whose
 	// removal during the fill makes containerd's GC remove a flyio
@@ -82,7 +82,7 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 
 	pullDone := make(chan error, 1)
 	go func() {
-		_, err := s.ctrErr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+		_, err := s.CtrErr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 		pullDone <- err
 	}()
 	for start := time.Now(); s.proxy.Gated() == 0; time.Sleep(100 * time.Millisecond) {
@@ -105,7 +105,7 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 
 	gcDone := make(chan error, 1)
 	go func() {
-		_, err := s.ctrErr("images", "rm", "--sync", garbage)
+		_, err := s.CtrErr("images", "rm", "--sync", garbage)
 		gcDone <- err
 	}()
 	// Not an assertion: lets the GC reach containerd's snapshotter lock
@@ -114,8 +114,8 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 
 	// Bounded only so that a node wedged behind the fill fails the test
 	// instead of hanging it; the fill is held for as long as this takes.
-	ctrBin := filepath.Join(s.tools, "ctr")
-	got, err := harness.Run(2*time.Minute, s.path, nil, ctrBin, "--address", s.sock, "--namespace", namespace,
+	ctrBin := filepath.Join(s.Tools, "ctr")
+	got, err := harness.Run(2*time.Minute, s.Path, nil, ctrBin, "--address", s.Sock, "--namespace", namespace,
 		"run", "--rm", "--snapshotter", "flyio", other, "fillwait-other", "/bin/cat", "/other.txt")
 	held := s.proxy.Gated() > 0
 	if err != nil {
@@ -153,7 +153,7 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 	// time.
 	release()
 	daemonLog := func() string {
-		b, _ := os.ReadFile(filepath.Join(s.dir, "daemon.log"))
+		b, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log"))
 		return string(b)
 	}
 	var left []string
@@ -178,11 +178,11 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 	if !strings.Contains(daemonLog(), layerRef(t, layers, gatedKey)+" is still being filled") {
 		t.Errorf("the held layer's Prepare did not leave it to containerd")
 	}
-	t.Logf("remote fills now: %v", remoteFills(t, s.cfg.Address))
+	t.Logf("remote fills now: %v", remoteFills(t, s.Cfg.Address))
 	if n := s.gets(gatedKey); n != 1 {
 		t.Errorf("%d GETs of s3://%s/%s, want 1 (fetch once)", n, s.gw.Bucket, gatedKey)
 	}
-	got = s.ctr("run", "--rm", "--snapshotter", "flyio", remote, "fillwait-a", "/bin/sh", "-c", ociarchive.CheckScript)
+	got = s.Ctr("run", "--rm", "--snapshotter", "flyio", remote, "fillwait-a", "/bin/sh", "-c", ociarchive.CheckScript)
 	if got != ociarchive.CheckWant {
 		t.Errorf("container view of the image:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
@@ -198,7 +198,7 @@ func importVariant(t *testing.T, e *env, ref, file, body string) string {
 		t.Fatal(err)
 	}
 	img := ociarchive.Image{Ref: ref, Layers: []ociarchive.Layer{base, {ociarchive.File(file, 0o644, body)}}, Cmd: []string{"/bin/cat", "/" + file}}
-	path := filepath.Join(e.dir, file+".tar")
+	path := filepath.Join(e.Dir, file+".tar")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func importVariant(t *testing.T, e *env, ref, file, body string) string {
 		t.Fatal(err)
 	}
 	f.Close()
-	e.ctr("images", "import", "--snapshotter", "flyio", path)
+	e.Ctr("images", "import", "--snapshotter", "flyio", path)
 	return ref
 }
 

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // TestGCRemovesDevices removes a container and the image and checks that
@@ -19,24 +19,24 @@ func TestGCRemovesDevices(t *testing.T) {
 	e := startEnv(t)
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
-	e.ctr("run", "--snapshotter", "flyio", ref, "gc1", "/bin/sh", "-c", "echo data > /data/new && sync")
+	e.Ctr("run", "--snapshotter", "flyio", ref, "gc1", "/bin/sh", "-c", "echo data > /data/new && sync")
 	e.logTree()
 	before := e.status()
 	t.Logf("status with image and container:\n%s", before)
-	spares := e.cfg.Snapshotter.SpareDevices
-	if n := len(activeThins(t, e.cfg.Pool.Name)); n != 1+spares {
-		t.Errorf("%d active thin devices with one container, want 1 + %d spares (committed layers stay inactive): %v", n, spares, activeThins(t, e.cfg.Pool.Name))
+	spares := e.Cfg.Snapshotter.SpareDevices
+	if n := len(activeThins(t, e.Cfg.Pool.Name)); n != 1+spares {
+		t.Errorf("%d active thin devices with one container, want 1 + %d spares (committed layers stay inactive): %v", n, spares, activeThins(t, e.Cfg.Pool.Name))
 	}
 
-	e.ctr("containers", "rm", "gc1")
-	e.ctr("images", "rm", "--sync", ref)
+	e.Ctr("containers", "rm", "gc1")
+	e.Ctr("images", "rm", "--sync", ref)
 
 	// --sync waits for the GC; poll anyway in case the snapshot removal
 	// is still finishing.
 	deadline := time.Now().Add(60 * time.Second)
 	var out string
 	for {
-		out = e.ctr("snapshots", "--snapshotter", "flyio", "ls")
+		out = e.Ctr("snapshots", "--snapshotter", "flyio", "ls")
 		if countLines(out) == 1 || time.Now().After(deadline) {
 			break
 		}
@@ -46,7 +46,7 @@ func TestGCRemovesDevices(t *testing.T) {
 		t.Fatalf("flyio snapshots left 60s after removing everything:\n%s", out)
 	}
 	e.logTree()
-	if a := activeThins(t, e.cfg.Pool.Name); len(a) != spares {
+	if a := activeThins(t, e.Cfg.Pool.Name); len(a) != spares {
 		t.Errorf("active thin devices left besides %d spares: %v", spares, a)
 	}
 	after := e.status()
@@ -57,8 +57,8 @@ func TestGCRemovesDevices(t *testing.T) {
 
 	// Our own record: with the daemon stopped, the metadata must hold no
 	// snapshot and no device but the template's and the spares.
-	e.stopServices()
-	store, err := metadata.Open(daemon.MetadataPath(e.cfg), metadata.Options{ReadOnly: true})
+	e.StopServices()
+	store, err := metadata.Open(service.MetadataPath(e.Cfg), metadata.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/gc"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestGCHeldMetadataSnapshot: a metadata snapshot left held (a
@@ -33,27 +33,27 @@ func TestGCHeldMetadataSnapshot(t *testing.T) {
 	e := startEnv(t, withSpares(0))
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
-	if _, err := dmpool.Message(e.cfg.Pool.Name, "reserve_metadata_snap"); err != nil {
+	if _, err := dmpool.Message(e.Cfg.Pool.Name, "reserve_metadata_snap"); err != nil {
 		t.Fatal(err)
 	}
 	released := false
 	t.Cleanup(func() {
 		if !released {
-			dmpool.Message(e.cfg.Pool.Name, "release_metadata_snap")
+			dmpool.Message(e.Cfg.Pool.Name, "release_metadata_snap")
 		}
 	})
 	// Without --rm: the stopped container's writable layer stays.
-	e.ctr("run", "--snapshotter", "flyio", ref, "held1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
+	e.Ctr("run", "--snapshotter", "flyio", ref, "held1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
 
 	out, err := e.flyio("gc", "--force", "--min-age", "0s")
 	t.Logf("gc --force with a held metadata snapshot:\n%s", out)
 	if err == nil || !strings.Contains(out, "pool release-metadata-snap") {
 		t.Errorf("gc --force did not refuse the held snapshot (err %v)", err)
 	}
-	if ls := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); !strings.Contains(ls, "held1") {
+	if ls := e.Ctr("snapshots", "--snapshotter", "flyio", "ls"); !strings.Contains(ls, "held1") {
 		t.Fatalf("the stopped container's snapshot is gone:\n%s", ls)
 	}
-	if out, err := e.ctrErr("tasks", "start", "held1"); err != nil || !strings.Contains(out, "kept") {
+	if out, err := e.CtrErr("tasks", "start", "held1"); err != nil || !strings.Contains(out, "kept") {
 		t.Fatalf("held1 after gc: %q, %v; want its file", out, err)
 	}
 
@@ -63,14 +63,14 @@ func TestGCHeldMetadataSnapshot(t *testing.T) {
 		t.Fatalf("release: %v", err)
 	}
 	released = true
-	if st, err := dmpool.TargetStatus(e.cfg.Pool.Name); err != nil || strings.Fields(st[0].Params)[3] != "-" {
+	if st, err := dmpool.TargetStatus(e.Cfg.Pool.Name); err != nil || strings.Fields(st[0].Params)[3] != "-" {
 		t.Errorf("still held after the release: %v %v", st, err)
 	}
 	// With a fresh view: nothing of the container is a leftover.
 	for _, it := range e.gcReport("--force").Items {
 		t.Errorf("gc --force after the release: %s %s (%s)", it.Kind, it.What(), it.Detail)
 	}
-	if out, err := e.ctrErr("tasks", "start", "held1"); err != nil || !strings.Contains(out, "kept") {
+	if out, err := e.CtrErr("tasks", "start", "held1"); err != nil || !strings.Contains(out, "kept") {
 		t.Errorf("held1 after gc --force: %q, %v", out, err)
 	}
 }
@@ -96,13 +96,13 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	const local = "docker.io/flyio/e2e:1"
 	remote := reg + "/test/shared:1"
 	s.importImage(local)
-	s.ctr("images", "tag", local, remote)
-	s.ctr("images", "push", "--plain-http", remote)
-	s.ctr("images", "rm", "--sync", local, remote)
+	s.Ctr("images", "tag", local, remote)
+	s.Ctr("images", "push", "--plain-http", remote)
+	s.Ctr("images", "rm", "--sync", local, remote)
 
 	ctrIn := func(ns string, args ...string) string {
 		t.Helper()
-		out, err := s.run(filepath.Join(s.tools, "ctr"), append([]string{"--address", s.sock, "--namespace", ns}, args...)...)
+		out, err := s.Run(filepath.Join(s.Tools, "ctr"), append([]string{"--address", s.Sock, "--namespace", ns}, args...)...)
 		if err != nil {
 			t.Fatalf("ctr in namespace %s: %v\n%s", ns, err, out)
 		}
@@ -113,8 +113,8 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	ctrIn("a", "images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	push := exec.CommandContext(ctx, s.bin, "--config", s.cfgPath, "push-layers", "--namespace", "a", remote)
-	push.Env = append(append(os.Environ(), "PATH="+s.path), s.gw.Env()...)
+	push := exec.CommandContext(ctx, s.Bin, "--config", s.CfgPath, "push-layers", "--namespace", "a", remote)
+	push.Env = append(append(os.Environ(), "PATH="+s.Path), s.gw.Env()...)
 	if out, err := push.CombinedOutput(); err != nil {
 		t.Fatalf("push-layers: %v\n%s", err, out)
 	} else {
@@ -126,7 +126,7 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 
 	// a forgets the image; containerd keeps what b references.
 	ctrIn("a", "images", "rm", "--sync", remote)
-	shared := daemonCommitted(t, s.cfg.Address, "a/")
+	shared := daemonCommitted(t, s.Cfg.Address, "a/")
 	t.Logf("namespace a's committed layers left after its rm: %v", shared)
 	if len(shared) == 0 {
 		t.Fatalf("no committed layer of namespace a is left: containerd did not adopt them for b, so this test proves nothing")
@@ -143,10 +143,10 @@ func TestGCLayerSharedAcrossNamespaces(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	if left := daemonCommitted(t, s.cfg.Address, "a/"); len(left) != len(shared) {
+	if left := daemonCommitted(t, s.Cfg.Address, "a/"); len(left) != len(shared) {
 		t.Errorf("gc --force removed layers b uses: %v before, %v after", shared, left)
 	}
-	got, err := s.run(filepath.Join(s.tools, "ctr"), "--address", s.sock, "--namespace", "b",
+	got, err := s.Run(filepath.Join(s.Tools, "ctr"), "--address", s.Sock, "--namespace", "b",
 		"run", "--rm", "--snapshotter", "flyio", remote, "shared", "/bin/sh", "-c", ociarchive.CheckScript)
 	if err != nil || got != ociarchive.CheckWant {
 		t.Errorf("namespace b's container after gc --force: %v\n%s\nwant:\n%s", err, got, ociarchive.CheckWant)

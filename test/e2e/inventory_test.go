@@ -18,7 +18,7 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // TestInventory imports a busybox tarball from S3, creates a container on
@@ -39,7 +39,7 @@ func TestInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ref = "images.flyio.local/busybox:latest"
-	s.ctr("containers", "create", "--snapshotter", "flyio", ref, "inv1")
+	s.Ctr("containers", "create", "--snapshotter", "flyio", ref, "inv1")
 
 	// images
 	out = s.flyioOK("images", "--json")
@@ -82,7 +82,7 @@ func TestInventory(t *testing.T) {
 	if base == nil {
 		t.Fatalf("no root snapshot named %s in the tree:\n%s", img.ChainID, out)
 	}
-	if base.Kind != "Committed" || base.DeviceID != img.DeviceID || base.DeviceName != s.cfg.Pool.Name+"-thin-"+strconv.FormatUint(uint64(img.DeviceID), 10) || base.Usage <= 0 || base.Size == 0 {
+	if base.Kind != "Committed" || base.DeviceID != img.DeviceID || base.DeviceName != s.Cfg.Pool.Name+"-thin-"+strconv.FormatUint(uint64(img.DeviceID), 10) || base.Usage <= 0 || base.Size == 0 {
 		t.Errorf("base = %+v, want committed on device %d with usage", base, img.DeviceID)
 	}
 	if tree.UsageSource != "pool metadata" {
@@ -105,7 +105,7 @@ func TestInventory(t *testing.T) {
 	}
 
 	// diag, gathered by the daemon
-	bundle := filepath.Join(s.dir, "diag-daemon.tar.gz")
+	bundle := filepath.Join(s.Dir, "diag-daemon.tar.gz")
 	out = s.flyioOK("diag", "--output", bundle)
 	t.Logf("diag:\n%s", out)
 	files := readBundle(t, bundle)
@@ -127,7 +127,7 @@ func TestInventory(t *testing.T) {
 			t.Errorf("environment.txt lacks %q:\n%s", v, files["environment.txt"])
 		}
 	}
-	if !strings.Contains(files["config.toml"], s.cfg.Pool.Name) {
+	if !strings.Contains(files["config.toml"], s.Cfg.Pool.Name) {
 		t.Errorf("config.toml lacks the pool name:\n%s", files["config.toml"])
 	}
 	if !strings.Contains(files["daemon.log"], "serving snapshots API on") {
@@ -158,9 +158,9 @@ func TestInventory(t *testing.T) {
 
 	// diag with the daemon stopped: gathered by the command itself, with
 	// the secret in its own environment.
-	s.stopDaemon()
-	bundle = filepath.Join(s.dir, "diag-offline.tar.gz")
-	out, err = harness.Run(cmdTimeout, s.path, []string{"AWS_SECRET_ACCESS_KEY=" + s.gw.SecretKey}, s.bin, "--config", s.cfgPath, "diag", "--output", bundle)
+	s.StopDaemon()
+	bundle = filepath.Join(s.Dir, "diag-offline.tar.gz")
+	out, err = harness.Run(cmdTimeout, s.Path, []string{"AWS_SECRET_ACCESS_KEY=" + s.gw.SecretKey}, s.Bin, "--config", s.CfgPath, "diag", "--output", bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,10 +187,10 @@ func TestInventory(t *testing.T) {
 
 // flyioOK runs our command and fails the test on error.
 func (e *env) flyioOK(args ...string) string {
-	e.t.Helper()
+	e.T.Helper()
 	out, err := e.flyio(args...)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return out
 }

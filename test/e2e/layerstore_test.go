@@ -23,7 +23,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestLayerStorePull pushes an image's layers to the S3 layer store with
@@ -43,23 +43,23 @@ func TestLayerStorePull(t *testing.T) {
 	// The bare key lands in startS3Env's [s3] table, which is the last
 	// one in the daemon's config; checked below.
 	s := startS3Env(t, withDaemonTOML(`layer_prefix = "layers/"`))
-	if s.cfg.S3.LayerPrefix != "layers/" {
-		t.Fatalf("daemon config has layer_prefix %q, want \"layers/\"", s.cfg.S3.LayerPrefix)
+	if s.Cfg.S3.LayerPrefix != "layers/" {
+		t.Fatalf("daemon config has layer_prefix %q, want \"layers/\"", s.Cfg.S3.LayerPrefix)
 	}
 	reg := newRecordingProxy(t, startRegistry(t, s.env))
 
 	const local = "docker.io/flyio/e2e:1"
 	remote := reg.addr + "/test/layers:1"
 	s.importImage(local)
-	s.ctr("images", "tag", local, remote)
-	s.ctr("images", "push", "--plain-http", remote)
-	s.ctr("images", "rm", "--sync", local, remote)
+	s.Ctr("images", "tag", local, remote)
+	s.Ctr("images", "push", "--plain-http", remote)
+	s.Ctr("images", "rm", "--sync", local, remote)
 
 	// A normal pull: the layers come from the registry into the content
 	// store, which push-layers reads. It also proves the proxy sees blob
 	// GETs, so their absence later means something.
 	reg.reset()
-	s.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	s.Ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	firstPull := reg.requests()
 
 	out, err := s.pushLayers(remote)
@@ -82,11 +82,11 @@ func TestLayerStorePull(t *testing.T) {
 	}
 
 	// Forget the image: content and snapshots, waiting for containerd's gc.
-	s.ctr("images", "rm", "--sync", remote)
-	if out := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
+	s.Ctr("images", "rm", "--sync", remote)
+	if out := s.Ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
 		t.Fatalf("snapshots left after removing the image:\n%s", out)
 	}
-	cl := s.ctr("content", "ls")
+	cl := s.Ctr("content", "ls")
 	for _, l := range layers {
 		if contentHas(cl, l.digest) {
 			t.Fatalf("layer %s still in the content store after rm --sync:\n%s", l.digest, cl)
@@ -95,7 +95,7 @@ func TestLayerStorePull(t *testing.T) {
 
 	reg.reset()
 	s.proxy.ResetLog()
-	s.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	s.Ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	secondPull := reg.requests()
 	t.Logf("registry requests during the pull with the layer store:\n%s", strings.Join(secondPull, "\n"))
 
@@ -112,23 +112,23 @@ func TestLayerStorePull(t *testing.T) {
 	// (b) The daemon filled the layers itself: its own snapshots are
 	// named remote/<chain id>. ctr shows containerd's names (chain ids)
 	// only, so ask the daemon's snapshots API directly.
-	t.Logf("ctr snapshots --snapshotter flyio ls:\n%s", s.ctr("snapshots", "--snapshotter", "flyio", "ls"))
-	remotes := remoteFills(t, s.cfg.Address)
+	t.Logf("ctr snapshots --snapshotter flyio ls:\n%s", s.Ctr("snapshots", "--snapshotter", "flyio", "ls"))
+	remotes := remoteFills(t, s.Cfg.Address)
 	if len(remotes) != len(layers) {
 		t.Errorf("daemon has %d remote/ snapshots, want one per layer (%d): %v", len(remotes), len(layers), remotes)
 	}
-	cl = s.ctr("content", "ls")
+	cl = s.Ctr("content", "ls")
 	for _, l := range layers {
 		if contentHas(cl, l.digest) {
 			t.Errorf("layer %s reached the content store on the second pull", l.digest)
 		}
 	}
-	if log, _ := os.ReadFile(filepath.Join(s.dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
+	if log, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
 		t.Errorf("the daemon logged failed remote fills:\n%s", tail(string(log), 40))
 	}
 
 	// (c) The image runs.
-	got := s.ctr("run", "--rm", "--snapshotter", "flyio", remote, "layerstore", "/bin/sh", "-c", ociarchive.CheckScript)
+	got := s.Ctr("run", "--rm", "--snapshotter", "flyio", remote, "layerstore", "/bin/sh", "-c", ociarchive.CheckScript)
 	if got != ociarchive.CheckWant {
 		t.Errorf("container view of the image filled from S3:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
@@ -139,8 +139,8 @@ func TestLayerStorePull(t *testing.T) {
 func (s *s3env) pushLayers(ref string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bin, "--config", s.cfgPath, "push-layers", ref)
-	cmd.Env = append(append(os.Environ(), "PATH="+s.path), s.gw.Env()...)
+	cmd := exec.CommandContext(ctx, s.Bin, "--config", s.CfgPath, "push-layers", ref)
+	cmd.Env = append(append(os.Environ(), "PATH="+s.Path), s.gw.Env()...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		err = fmt.Errorf("push-layers %s: %w\n%s", ref, err, out)

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // bigLayerSize is the file the big image's second layer holds.
@@ -43,9 +43,9 @@ func bigImage(t *testing.T, ref string) (ociarchive.Image, string) {
 
 // committed lists the committed flyio snapshots (ctr snapshots ls rows).
 func (e *env) committed() []string {
-	e.t.Helper()
+	e.T.Helper()
 	var out []string
-	for _, l := range strings.Split(e.ctr("snapshots", "--snapshotter", "flyio", "ls"), "\n") {
+	for _, l := range strings.Split(e.Ctr("snapshots", "--snapshotter", "flyio", "ls"), "\n") {
 		if f := strings.Fields(l); len(f) == 3 && f[2] == "Committed" {
 			out = append(out, f[0])
 		}
@@ -88,7 +88,7 @@ func TestPullIntoFullPoolCommitsNothing(t *testing.T) {
 	const local = "docker.io/flyio/e2e-big:1"
 	remote := addr + "/test/big:1"
 	img, wantSum := bigImage(t, local)
-	archive := filepath.Join(e.dir, "big.tar")
+	archive := filepath.Join(e.Dir, "big.tar")
 	f, err := os.Create(archive)
 	if err != nil {
 		t.Fatal(err)
@@ -97,25 +97,25 @@ func TestPullIntoFullPoolCommitsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	e.ctr("images", "import", "--snapshotter", "flyio", archive)
+	e.Ctr("images", "import", "--snapshotter", "flyio", archive)
 	os.Remove(archive)
-	e.ctr("images", "tag", local, remote)
-	e.ctr("images", "push", "--plain-http", remote)
-	e.ctr("images", "rm", "--sync", local, remote)
+	e.Ctr("images", "tag", local, remote)
+	e.Ctr("images", "push", "--plain-http", remote)
+	e.Ctr("images", "rm", "--sync", local, remote)
 
 	// A container's written snapshot fills the pool up to half of what
 	// the big layer needs.
 	const small = "docker.io/flyio/e2e:1"
 	e.importImage(small)
-	free := poolFree(t, e.status(), uint64(e.cfg.Pool.BlockSize))
+	free := poolFree(t, e.status(), uint64(e.Cfg.Pool.BlockSize))
 	fill := (free - bigLayerSize/2) >> 20
 	t.Logf("pool has %d MiB free; the filler writes %d MiB", free>>20, fill)
-	e.ctr("run", "--snapshotter", "flyio", small, "filler", "/bin/busybox", "dd",
+	e.Ctr("run", "--snapshotter", "flyio", small, "filler", "/bin/busybox", "dd",
 		"if=/dev/urandom", "of=/fill", "bs=1M", fmt.Sprint("count=", fill), "conv=fsync")
 	before := e.committed()
 	t.Logf("status before the pull:\n%s", e.status())
 
-	out, err := e.ctrErr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	out, err := e.CtrErr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	t.Logf("pull into the full pool: %v\n%s", err, tail(out, 20))
 	if err == nil {
 		t.Fatalf("the pull into a full pool succeeded: a layer with lost writes was committed")
@@ -126,30 +126,30 @@ func TestPullIntoFullPoolCommitsNothing(t *testing.T) {
 	if after := e.committed(); strings.Join(after, " ") != strings.Join(before, " ") {
 		t.Fatalf("committed snapshots changed across the failed pull:\nbefore %v\nafter  %v", before, after)
 	}
-	daemonLog, _ := os.ReadFile(e.daemon.Log)
+	daemonLog, _ := os.ReadFile(e.Daemon.Log)
 	if !strings.Contains(string(daemonLog), "commit refused") {
 		t.Errorf("the daemon's log does not say it refused the commit")
 	}
 
 	// The operator frees space; the pull, retried, succeeds in full.
-	e.ctr("containers", "rm", "filler")
+	e.Ctr("containers", "rm", "filler")
 	// As the operator does: wait until status shows the space back (the
 	// snapshot's device may be deleted by a later Cleanup, and the
 	// admission check reads a status up to a second old). Bounded by
 	// tries, not time.
 	for i := 0; ; i++ {
 		st := e.status()
-		if poolFree(t, st, uint64(e.cfg.Pool.BlockSize)) > 2*bigLayerSize && strings.Contains(st, "mode:      rw") {
+		if poolFree(t, st, uint64(e.Cfg.Pool.BlockSize)) > 2*bigLayerSize && strings.Contains(st, "mode:      rw") {
 			t.Logf("status after freeing space:\n%s", st)
 			break
 		}
 		if i == 300 {
 			t.Fatalf("space not back after removing the filler:\n%s", st)
 		}
-		e.ctr("version") // a pause that does some work, not a sleep
+		e.Ctr("version") // a pause that does some work, not a sleep
 	}
-	e.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
-	got := e.ctr("run", "--rm", "--snapshotter", "flyio", remote, "check", "/bin/busybox", "sha256sum", "/big/blob")
+	e.Ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	got := e.Ctr("run", "--rm", "--snapshotter", "flyio", remote, "check", "/bin/busybox", "sha256sum", "/big/blob")
 	if !strings.HasPrefix(got, wantSum+" ") {
 		t.Fatalf("container's view of the pulled layer: %q, want sha256 %s", got, wantSum)
 	}

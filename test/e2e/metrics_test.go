@@ -35,18 +35,18 @@ func TestMetrics(t *testing.T) {
 	// and a status taken together agree exactly.
 	s := startS3Env(t, withSpares(0))
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	debugSock := filepath.Join(s.dir, "debug.sock")
+	debugSock := filepath.Join(s.Dir, "debug.sock")
 	// These are top-level keys, which withDaemonTOML cannot add (it
 	// appends after the last table): restart the daemon on a config
 	// that starts with them.
-	s.stopDaemon()
-	cfgText, err := os.ReadFile(s.cfgPath)
+	s.StopDaemon()
+	cfgText, err := os.ReadFile(s.CfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, s.cfgPath, fmt.Sprintf("metrics_address = %q\ndebug_address = %q\nlog_level = \"debug\"\nlog_format = \"json\"\n%s",
+	writeFile(t, s.CfgPath, fmt.Sprintf("metrics_address = %q\ndebug_address = %q\nlog_level = \"debug\"\nlog_format = \"json\"\n%s",
 		metricsAddr, debugSock, cfgText))
-	if s.cfg, err = config.Load(s.cfgPath, true); err != nil {
+	if s.Cfg, err = config.Load(s.CfgPath, true); err != nil {
 		t.Fatal(err)
 	}
 	s.startDaemon()
@@ -59,7 +59,7 @@ func TestMetrics(t *testing.T) {
 	}
 	run := runID(t, out)
 	const ref = "images.flyio.local/metrics-busybox:latest"
-	if got := s.ctr("run", "--rm", "--snapshotter", "flyio", ref, "metrics1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
+	if got := s.Ctr("run", "--rm", "--snapshotter", "flyio", ref, "metrics1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
 		t.Errorf("container printed %q, want %q", got, hello)
 	}
 
@@ -128,7 +128,7 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("GET /debug/pprof/heap (binary profile): %d, %d bytes", status, len(body))
 	}
 
-	checkJSONLog(t, s.daemon.Log, run)
+	checkJSONLog(t, s.Daemon.Log, run)
 }
 
 // checkPoolGauges compares the pool gauges with the admin API's status.

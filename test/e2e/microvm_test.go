@@ -34,14 +34,14 @@ func TestMicroVMUsesMountSource(t *testing.T) {
 	e := startEnv(t, withSnapshotterTOML(`mount_type = "block"`))
 	// The daemon's default zero_new_blocks: what the guest reads of a new
 	// block it wrote only partly is zeros, never another tenant's data.
-	if ts, err := dmpool.Table(e.cfg.Pool.Name); err != nil || len(ts) != 1 || strings.Contains(ts[0].Params, "skip_block_zeroing") {
+	if ts, err := dmpool.Table(e.Cfg.Pool.Name); err != nil || len(ts) != 1 || strings.Contains(ts[0].Params, "skip_block_zeroing") {
 		t.Fatalf("pool table %+v, %v: want zeroing of new blocks", ts, err)
 	}
 	const ref = "docker.io/library/microvm:latest"
 	e.importImage(ref)
 
 	ctx := namespaces.WithNamespace(context.Background(), namespace)
-	c, err := client.New(e.sock)
+	c, err := client.New(e.Sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestMicroVMUsesMountSource(t *testing.T) {
 		t.Fatalf("the image's /hello.txt read through %s: %q", dev, got)
 	}
 	const guestData = "written by the guest through the block device\n"
-	local := filepath.Join(e.dir, "guest.txt")
+	local := filepath.Join(e.Dir, "guest.txt")
 	writeFile(t, local, guestData)
 	debugfs(t, dev, true, "write "+local+" /guest.txt")
 	fsck(t, dev)
@@ -112,9 +112,9 @@ func TestMicroVMUsesMountSource(t *testing.T) {
 	if err := releaseLease(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.ctr("images", "rm", "--sync", ref)
+	e.Ctr("images", "rm", "--sync", ref)
 	for _, d := range []string{dev, childDev} {
-		if slices.Contains(activeThins(t, e.cfg.Pool.Name), filepath.Base(d)) {
+		if slices.Contains(activeThins(t, e.Cfg.Pool.Name), filepath.Base(d)) {
 			t.Errorf("%s still active after its snapshot was removed", d)
 		}
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/harness"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 // TestNerdctlRun drives the snapshotter with nerdctl (built by
@@ -30,16 +30,16 @@ func TestNerdctlRun(t *testing.T) {
 	s := startS3Env(t, withDaemonTOML(`layer_prefix = "layers/"`))
 	p := publishImages(t, s, startRegistry(t, s.env), false)
 
-	netconf := filepath.Join(s.dir, "cni", "net.d")
+	netconf := filepath.Join(s.Dir, "cni", "net.d")
 	if err := os.MkdirAll(netconf, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	nerdctl := func(args ...string) string {
 		t.Helper()
-		global := []string{"--address", s.sock, "--namespace", namespace, "--snapshotter", "flyio",
-			"--data-root", filepath.Join(s.dir, "nerdctl"), "--cgroup-manager", "cgroupfs",
+		global := []string{"--address", s.Sock, "--namespace", namespace, "--snapshotter", "flyio",
+			"--data-root", filepath.Join(s.Dir, "nerdctl"), "--cgroup-manager", "cgroupfs",
 			"--cni-path", cni, "--cni-netconfpath", netconf,
-			"--hosts-dir", filepath.Join(s.dir, "certs.d"), "--insecure-registry"}
+			"--hosts-dir", filepath.Join(s.Dir, "certs.d"), "--insecure-registry"}
 		out, err := s.runStdout(bin, append(global, args...)...)
 		if err != nil {
 			t.Fatal(err)
@@ -59,10 +59,10 @@ func TestNerdctlRun(t *testing.T) {
 	}
 
 	out := nerdctl("run", "--rm", "--net", "none", p.app, "/bin/sh", "-c", rootScript+ociarchive.CheckScript)
-	if got := checkOurRootfs(t, s.cfg.Pool.Name, out); got != ociarchive.CheckWant {
+	if got := checkOurRootfs(t, s.Cfg.Pool.Name, out); got != ociarchive.CheckWant {
 		t.Errorf("container view of the image nerdctl pulled:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
-	if ls := s.ctr("containers", "ls", "-q"); strings.TrimSpace(ls) != "" {
+	if ls := s.Ctr("containers", "ls", "-q"); strings.TrimSpace(ls) != "" {
 		t.Errorf("run --rm left containers: %s", ls)
 	}
 
@@ -72,7 +72,7 @@ func TestNerdctlRun(t *testing.T) {
 	if imgs := strings.TrimSpace(nerdctl("images", "-q")); imgs != "" {
 		t.Errorf("nerdctl images after rmi: %q", imgs)
 	}
-	if ls := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(ls) != 1 {
+	if ls := s.Ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(ls) != 1 {
 		t.Errorf("snapshots left after nerdctl rmi:\n%s", ls)
 	}
 }

@@ -15,52 +15,52 @@ import (
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 	"github.com/superfly/flyio-image-manager/snapshotter"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // stopDaemon stops only our daemon; containerd keeps running and
 // reconnects to the proxy snapshotter when it is back.
 func (e *env) stopDaemon() {
-	e.t.Helper()
-	e.stopProc(e.daemon)
-	e.daemon = nil
+	e.T.Helper()
+	e.StopProc(e.Daemon)
+	e.Daemon = nil
 }
 
 // startDaemon starts the daemon on the env's configuration and waits for
 // its admin API.
 func (e *env) startDaemon() {
-	e.t.Helper()
-	e.daemon = e.start("daemon", exec.Command(e.bin, "--config", e.cfgPath, "daemon"), e.opts.daemonEnv...)
-	e.waitFor("the daemon's admin API", 90*time.Second, e.daemon, func() bool {
+	e.T.Helper()
+	e.Daemon = e.Start("daemon", exec.Command(e.Bin, "--config", e.CfgPath, "daemon"), e.opts.daemonEnv...)
+	e.WaitFor("the daemon's admin API", 90*time.Second, e.Daemon, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := admin.NewClient(e.cfg.AdminAddress).Status(ctx)
+		_, err := admin.NewClient(e.Cfg.AdminAddress).Status(ctx)
 		return err == nil
 	})
 }
 
 // flyio runs our command with the env's configuration.
 func (e *env) flyio(args ...string) (string, error) {
-	return e.run(e.bin, append([]string{"--config", e.cfgPath}, args...)...)
+	return e.Fim(args...)
 }
 
 // gcReport runs gc with --json and decodes the report.
 func (e *env) gcReport(args ...string) *gc.Report {
-	e.t.Helper()
+	e.T.Helper()
 	out, err := e.flyio(append([]string{"gc", "--json", "--min-age", "0s"}, args...)...)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	var rep gc.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		e.t.Fatalf("gc --json output: %v\n%s", err, out)
+		e.T.Fatalf("gc --json output: %v\n%s", err, out)
 	}
 	return &rep
 }
@@ -94,23 +94,23 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	e := startEnv(t)
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
-	e.ctr("run", "--snapshotter", "flyio", ref, "live1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
+	e.Ctr("run", "--snapshotter", "flyio", ref, "live1", "/bin/sh", "-c", "cat /data/kept 2>/dev/null; echo kept > /data/kept; sync")
 	if out, _ := e.flyio("gc", "--dry-run", "--min-age", "0s"); !strings.Contains(out, "nothing to clean") {
 		t.Fatalf("gc on a clean pool:\n%s", out)
 	}
 
 	// Plant with the daemon stopped: our own process holds the metadata.
-	e.stopDaemon()
+	e.StopDaemon()
 	ctx := context.Background()
-	store, err := metadata.Open(daemon.MetadataPath(e.cfg), metadata.Options{})
+	store, err := metadata.Open(service.MetadataPath(e.Cfg), metadata.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, _, err := daemon.OpenPool(ctx, e.cfg)
+	pool, _, err := service.OpenPool(ctx, e.Cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: uint64(e.cfg.Snapshotter.BaseSize)})
+	sn, err := snapshotter.New(ctx, pool, store, snapshotter.Config{BaseSize: uint64(e.Cfg.Snapshotter.BaseSize)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	e.startDaemon()
 	// A process-image snapshot whose run left no record (abandoned).
 	const importKey = "flyio-import-20250101-000000-0123456789ab"
-	e.ctr("snapshots", "--snapshotter", "flyio", "prepare", importKey)
+	e.Ctr("snapshots", "--snapshotter", "flyio", "prepare", importKey)
 
 	table, err := e.flyio("gc", "--dry-run", "--min-age", "0s")
 	if err != nil {
@@ -204,7 +204,7 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if rep := e.gcReport("--dry-run"); len(rep.Items) != 0 {
 		t.Errorf("after gc --force, still listed: %+v", rep.Items)
 	}
-	md, err := thinmeta.ReadPool(ctx, e.cfg.Pool.Name)
+	md, err := thinmeta.ReadPool(ctx, e.Cfg.Pool.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,20 +216,20 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if info, err := dmpool.GetDeviceInfo("planted-unknown"); err != nil || info.Exists {
 		t.Errorf("planted-unknown still exists (%v)", err)
 	}
-	if ls := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); strings.Contains(ls, importKey) {
+	if ls := e.Ctr("snapshots", "--snapshotter", "flyio", "ls"); strings.Contains(ls, importKey) {
 		t.Errorf("containerd still lists %s:\n%s", importKey, ls)
 	}
 
 	// The live container's snapshot survived with its data.
-	if out := e.ctr("tasks", "start", "live1"); !strings.Contains(out, "kept") {
+	if out := e.Ctr("tasks", "start", "live1"); !strings.Contains(out, "kept") {
 		t.Errorf("live1 after gc printed %q, want its file", out)
 	}
-	if out := e.ctr("run", "--rm", "--snapshotter", "flyio", ref, "live2", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
+	if out := e.Ctr("run", "--rm", "--snapshotter", "flyio", ref, "live2", "/bin/echo", "ok"); !strings.Contains(out, "ok") {
 		t.Errorf("new container after gc printed %q", out)
 	}
 
 	// Offline: with the daemon stopped gc reads metadata and pool itself.
-	e.stopDaemon()
+	e.StopDaemon()
 	out, err = e.flyio("gc", "--dry-run", "--min-age", "0s")
 	t.Logf("offline gc --dry-run:\n%s", out)
 	if err != nil || !strings.Contains(out, "nothing to clean") {
@@ -247,22 +247,22 @@ func TestPoolFullThreshold(t *testing.T) {
 	// A 1GiB pool refusing at 20% (about 205MiB of data): the env's 64MiB
 	// metadata is already ~10% used by the pool's own space maps. Nothing
 	// is imported yet, so the pool can be made again from scratch.
-	e.stopDaemon()
-	if err := harness.RemovePool(context.Background(), daemon.PoolConfig(e.cfg)); err != nil {
+	e.StopDaemon()
+	if err := harness.RemovePool(context.Background(), service.PoolConfig(e.Cfg)); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{e.cfg.Pool.DataFile, e.cfg.Pool.MetadataFile, daemon.MetadataPath(e.cfg)} {
+	for _, f := range []string{e.Cfg.Pool.DataFile, e.Cfg.Pool.MetadataFile, service.MetadataPath(e.Cfg)} {
 		if err := os.Remove(f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfgText, err := os.ReadFile(e.cfgPath)
+	cfgText, err := os.ReadFile(e.CfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := strings.Replace(string(cfgText), `data_size = "6GiB"`, `data_size = "1GiB"`, 1)
-	writeFile(t, e.cfgPath, strings.Replace(text, "[pool]\n", "[pool]\nfull_threshold = 20\n", 1))
-	if e.cfg, err = config.Load(e.cfgPath, true); err != nil {
+	writeFile(t, e.CfgPath, strings.Replace(text, "[pool]\n", "[pool]\nfull_threshold = 20\n", 1))
+	if e.Cfg, err = config.Load(e.CfgPath, true); err != nil {
 		t.Fatal(err)
 	}
 	e.startDaemon()
@@ -270,7 +270,7 @@ func TestPoolFullThreshold(t *testing.T) {
 	e.importImage(ref)
 	t.Logf("status before filling:\n%s", e.status())
 
-	e.ctr("run", "--snapshotter", "flyio", ref, "big", "/bin/sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=200 && sync")
+	e.Ctr("run", "--snapshotter", "flyio", ref, "big", "/bin/sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=200 && sync")
 	time.Sleep(1500 * time.Millisecond) // the guard caches the pool status for a second
 	st := e.status()
 	t.Logf("status after filling:\n%s", st)
@@ -278,20 +278,20 @@ func TestPoolFullThreshold(t *testing.T) {
 		t.Errorf("status does not say new work is refused")
 	}
 	const msg = "devicemapper pool is full, cannot create device"
-	out, err := e.ctrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/true")
+	out, err := e.CtrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/true")
 	t.Logf("ctr run on a full pool: %v", err)
 	if err == nil || !strings.Contains(out, msg) {
 		t.Errorf("ctr run on a full pool: err %v, output %q; want %q", err, out, msg)
 	}
-	_, err = admin.NewClient(e.cfg.AdminAddress).ProcessImage(context.Background(), admin.ProcessImageRequest{Key: "images/any.tar"})
+	_, err = admin.NewClient(e.Cfg.AdminAddress).ProcessImage(context.Background(), admin.ProcessImageRequest{Key: "images/any.tar"})
 	if err == nil || !strings.Contains(err.Error(), msg) {
 		t.Errorf("process-image on a full pool: %v; want %q", err, msg)
 	}
 
-	e.ctr("containers", "rm", "big")
+	e.Ctr("containers", "rm", "big")
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		out, err = e.ctrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/echo", "resumed")
+		out, err = e.CtrErr("run", "--rm", "--snapshotter", "flyio", ref, "small", "/bin/echo", "resumed")
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -315,18 +315,18 @@ func TestDeleteImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ref = "images.flyio.local/busybox:latest"
-	s.ctr("run", "--snapshotter", "flyio", ref, "dep1", "/bin/true")
+	s.Ctr("run", "--snapshotter", "flyio", ref, "dep1", "/bin/true")
 
 	out, err := s.flyio("delete-image", "--image-id", "busybox")
 	t.Logf("delete-image with a dependent container: %v", err)
 	if err == nil || !strings.Contains(out, "FOREIGN KEY constraint failed") || !strings.Contains(out, "/dep1") {
 		t.Fatalf("delete-image with a dependent: err %v, output %q", err, out)
 	}
-	if imgs := s.ctr("images", "ls", "-q"); !strings.Contains(imgs, ref) {
+	if imgs := s.Ctr("images", "ls", "-q"); !strings.Contains(imgs, ref) {
 		t.Fatalf("refused delete-image removed the image anyway")
 	}
 
-	s.ctr("containers", "rm", "dep1")
+	s.Ctr("containers", "rm", "dep1")
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		out, err = s.flyio("delete-image", "--image-id", "busybox")
@@ -339,16 +339,16 @@ func TestDeleteImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if imgs := s.ctr("images", "ls", "-q"); strings.Contains(imgs, ref) {
+	if imgs := s.Ctr("images", "ls", "-q"); strings.Contains(imgs, ref) {
 		t.Errorf("image %s still in containerd", ref)
 	}
-	if ls := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(ls) != 1 {
+	if ls := s.Ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(ls) != 1 {
 		t.Errorf("snapshots left:\n%s", ls)
 	}
 	if rep := s.gcReport("--dry-run"); len(rep.Items) != 0 {
 		t.Errorf("gc finds leftovers after delete-image: %+v", rep.Items)
 	}
-	st, err := admin.NewClient(s.cfg.AdminAddress).Status(context.Background())
+	st, err := admin.NewClient(s.Cfg.AdminAddress).Status(context.Background())
 	if err != nil || st.Images != 0 {
 		t.Errorf("status after delete-image: %d images (%v)", st.Images, err)
 	}

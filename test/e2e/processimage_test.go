@@ -42,10 +42,10 @@ func TestProcessImageBusybox(t *testing.T) {
 	if want := "done: image " + ref + " (id busybox)"; !strings.Contains(out, want) {
 		t.Errorf("process-image output lacks %q", want)
 	}
-	if imgs := s.ctr("images", "ls", "-q"); !slices.Contains(strings.Fields(imgs), ref) {
+	if imgs := s.Ctr("images", "ls", "-q"); !slices.Contains(strings.Fields(imgs), ref) {
 		t.Errorf("ctr images ls -q does not list %s:\n%s", ref, imgs)
 	}
-	if got := s.ctr("run", "--rm", "--snapshotter", "flyio", ref, "bb1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
+	if got := s.Ctr("run", "--rm", "--snapshotter", "flyio", ref, "bb1", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
 		t.Errorf("container printed %q, want %q", got, hello)
 	}
 	getsAfterFirst := s.gets(key)
@@ -94,10 +94,10 @@ func TestProcessImageBusybox(t *testing.T) {
 		t.Errorf("concurrent process-image of %s made %d GETs, want 1", twin, n)
 	}
 	// Same content as busybox.tar: the base is shared (same chain id).
-	if got := s.ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/busybox-twin:latest", "bb2", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
+	if got := s.Ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/busybox-twin:latest", "bb2", "/bin/sh", "-c", "cat /etc/hello"); got != hello {
 		t.Errorf("twin container printed %q, want %q", got, hello)
 	}
-	t.Logf("flyio snapshots:\n%s\nstatus:\n%s", s.ctr("snapshots", "--snapshotter", "flyio", "ls"), s.status())
+	t.Logf("flyio snapshots:\n%s\nstatus:\n%s", s.Ctr("snapshots", "--snapshotter", "flyio", "ls"), s.status())
 }
 
 // checkLarge runs ref and compares the sha256 of the sampled files and the
@@ -110,7 +110,7 @@ func checkLarge(t *testing.T, s *s3env, ref, id string, sum tarballgen.Summary, 
 	}
 	sort.Strings(paths)
 	script := fmt.Sprintf("cat /etc/variant; echo; find /data -type f | wc -l; sha256sum %s", strings.Join(paths, " "))
-	got := s.ctr("run", "--rm", "--snapshotter", "flyio", ref, id, "/bin/sh", "-c", script)
+	got := s.Ctr("run", "--rm", "--snapshotter", "flyio", ref, id, "/bin/sh", "-c", script)
 	var want strings.Builder
 	fmt.Fprintf(&want, "%s\n%d\n", variant, sum.Files)
 	for _, p := range paths {
@@ -193,9 +193,9 @@ func TestProcessImageFailures(t *testing.T) {
 	if _, err := s.processImage(cmdTimeout, "--s3-key", "images/busybox.tar"); err != nil {
 		t.Fatal(err)
 	}
-	snapsBefore := s.ctr("snapshots", "--snapshotter", "flyio", "ls")
+	snapsBefore := s.Ctr("snapshots", "--snapshotter", "flyio", "ls")
 	usedBefore := usedBlocks(t, s.status())
-	thinsBefore := activeThins(t, s.cfg.Pool.Name)
+	thinsBefore := activeThins(t, s.Cfg.Pool.Name)
 
 	const bad = "rootfs/../../../etc/evil"
 	s.put("images/hostile.tar", hostileTar(t, bad))
@@ -214,16 +214,16 @@ func TestProcessImageFailures(t *testing.T) {
 	if left := s.importSnapshots(); len(left) > 0 {
 		t.Errorf("failed run left snapshots: %q", left)
 	}
-	if after := s.ctr("snapshots", "--snapshotter", "flyio", "ls"); after != snapsBefore {
+	if after := s.Ctr("snapshots", "--snapshotter", "flyio", "ls"); after != snapsBefore {
 		t.Errorf("snapshots changed by a failed run:\nbefore:\n%s\nafter:\n%s", snapsBefore, after)
 	}
-	if imgs := s.ctr("images", "ls", "-q"); strings.Contains(imgs, "hostile") {
+	if imgs := s.Ctr("images", "ls", "-q"); strings.Contains(imgs, "hostile") {
 		t.Errorf("failed run registered an image:\n%s", imgs)
 	}
 	if used := usedBlocks(t, s.status()); used != usedBefore {
 		t.Errorf("pool data blocks used: %d before the failed run, %d after", usedBefore, used)
 	}
-	if thins := activeThins(t, s.cfg.Pool.Name); !slices.Equal(thins, thinsBefore) {
+	if thins := activeThins(t, s.Cfg.Pool.Name); !slices.Equal(thins, thinsBefore) {
 		t.Errorf("active thin devices: %q before, %q after", thinsBefore, thins)
 	}
 
@@ -263,7 +263,7 @@ func TestProcessImageResume(t *testing.T) {
 	s.killAndRestartDaemon()
 	defer func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(s.dir, "daemon-killed.log"))
+			b, _ := os.ReadFile(filepath.Join(s.Dir, "daemon-killed.log"))
 			t.Logf("===== killed daemon's log =====\n%s", tail(string(b), 100))
 		}
 	}()
@@ -289,5 +289,5 @@ func TestProcessImageResume(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	t.Logf("flyio snapshots:\n%s\nstatus:\n%s", s.ctr("snapshots", "--snapshotter", "flyio", "ls"), s.status())
+	t.Logf("flyio snapshots:\n%s\nstatus:\n%s", s.Ctr("snapshots", "--snapshotter", "flyio", "ls"), s.status())
 }

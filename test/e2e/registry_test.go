@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 const registryBin = "/usr/bin/docker-registry"
@@ -29,18 +29,18 @@ func TestRegistryPull(t *testing.T) {
 	const local = "docker.io/flyio/e2e:1"
 	remote := addr + "/test/img:1"
 	e.importImage(local)
-	e.ctr("images", "tag", local, remote)
-	e.ctr("images", "push", "--plain-http", remote)
+	e.Ctr("images", "tag", local, remote)
+	e.Ctr("images", "push", "--plain-http", remote)
 	// --sync waits for containerd's GC, so the content and the unpacked
 	// snapshots are really gone before the pull.
-	e.ctr("images", "rm", "--sync", local, remote)
-	if out := e.ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
+	e.Ctr("images", "rm", "--sync", local, remote)
+	if out := e.Ctr("snapshots", "--snapshotter", "flyio", "ls"); countLines(out) != 1 {
 		t.Fatalf("snapshots left after removing the image:\n%s", out)
 	}
 
-	e.ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
+	e.Ctr("images", "pull", "--plain-http", "--snapshotter", "flyio", remote)
 	e.logTree()
-	got := e.ctr("run", "--rm", "--snapshotter", "flyio", remote, "pulled", "/bin/sh", "-c", ociarchive.CheckScript)
+	got := e.Ctr("run", "--rm", "--snapshotter", "flyio", remote, "pulled", "/bin/sh", "-c", ociarchive.CheckScript)
 	if got != ociarchive.CheckWant {
 		t.Errorf("container view of the pulled image:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
@@ -59,7 +59,7 @@ func startRegistry(t *testing.T, e *env) string {
 // must name it before the registry can start.
 func startRegistryAt(t *testing.T, e *env, addr string) {
 	t.Helper()
-	cfg := filepath.Join(e.dir, "registry.yml")
+	cfg := filepath.Join(e.Dir, "registry.yml")
 	writeFile(t, cfg, fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -70,8 +70,8 @@ storage:
     enabled: true
 http:
   addr: %s
-`, filepath.Join(e.dir, "registry"), addr))
-	p := e.start("registry", exec.Command(registryBin, "serve", cfg))
+`, filepath.Join(e.Dir, "registry"), addr))
+	p := e.Start("registry", exec.Command(registryBin, "serve", cfg))
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
@@ -79,7 +79,7 @@ http:
 			t.Logf("===== registry log =====\n%s", tail(string(b), 100))
 		}
 	})
-	e.waitFor("the registry", 60*time.Second, p, func() bool {
+	e.WaitFor("the registry", 60*time.Second, p, func() bool {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err != nil {
 			return false

@@ -17,14 +17,14 @@ import (
 
 // queuesJSON runs queue-status --json (with args) and decodes it.
 func (s *s3env) queuesJSON(args ...string) []admin.QueueInfo {
-	s.t.Helper()
+	s.T.Helper()
 	out, err := s.flyio(append([]string{"queue-status", "--json"}, args...)...)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	var qs []admin.QueueInfo
 	if err := json.Unmarshal([]byte(out), &qs); err != nil {
-		s.t.Fatalf("queue-status --json: %v\n%s", err, out)
+		s.T.Fatalf("queue-status --json: %v\n%s", err, out)
 	}
 	return qs
 }
@@ -127,7 +127,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if !st.DaemonRunning || st.PoolMode != "rw" || st.Daemon.Version == "" || st.Daemon.PID == 0 || st.Daemon.AdminAddress != s.cfg.AdminAddress {
+	if !st.DaemonRunning || st.PoolMode != "rw" || st.Daemon.Version == "" || st.Daemon.PID == 0 || st.Daemon.AdminAddress != s.Cfg.AdminAddress {
 		t.Errorf("status --json daemon fields: %+v", st)
 	}
 	if len(st.Queues) != 2 || len(st.RecentRuns) != 3 || st.RecentRuns[0].ID != c || st.RecentRuns[2].ID != a {
@@ -211,7 +211,7 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	if rep := s.gcReport("--dry-run"); len(rep.Items) > 0 {
 		t.Errorf("gc --dry-run after the cancels lists %d items: %+v", len(rep.Items), rep.Items)
 	}
-	imgs := s.ctr("images", "ls", "-q")
+	imgs := s.Ctr("images", "ls", "-q")
 	for _, name := range []string{"cancel-a", "cancel-b"} {
 		if strings.Contains(imgs, name) {
 			t.Errorf("a cancelled run registered an image %s:\n%s", name, imgs)
@@ -227,13 +227,13 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	if again := runID(t, out); again == a {
 		t.Errorf("process-image after cancel returned the cancelled run %s", a)
 	}
-	if got := s.ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/cancel-a:latest", "ca", "/bin/sh", "-c", "cat /etc/hello"); got != "hello from "+keys[0]+"\n" {
+	if got := s.Ctr("run", "--rm", "--snapshotter", "flyio", "images.flyio.local/cancel-a:latest", "ca", "/bin/sh", "-c", "cat /etc/hello"); got != "hello from "+keys[0]+"\n" {
 		t.Errorf("container of the re-imported key printed %q", got)
 	}
 	t.Logf("status at the end:\n%s", s.status())
 
 	// Without a daemon status still shows the pool and says so.
-	s.stopDaemon()
+	s.StopDaemon()
 	down := s.status()
 	t.Logf("status without the daemon:\n%s", down)
 	if !strings.Contains(down, "daemon:    not running") {

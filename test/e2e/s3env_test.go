@@ -47,16 +47,16 @@ func startS3Env(t *testing.T, opts ...envOption) *s3env {
 
 // put uploads data under key.
 func (s *s3env) put(key string, data []byte) {
-	s.t.Helper()
-	s.gw.PutObject(s.t, key, data)
+	s.T.Helper()
+	s.gw.PutObject(s.T, key, data)
 }
 
 // putBusybox uploads the busybox rootfs tarball whose /etc/hello is hello.
 func (s *s3env) putBusybox(key, hello string) {
-	s.t.Helper()
+	s.T.Helper()
 	var b bytes.Buffer
 	if err := tarballgen.Busybox(&b, "/bin/busybox", hello); err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	s.put(key, b.Bytes())
 }
@@ -64,15 +64,15 @@ func (s *s3env) putBusybox(key, hello string) {
 // putGenerated streams a generated tarball into a multipart upload: it is
 // never held in memory or on disk.
 func (s *s3env) putGenerated(key string, spec tarballgen.Spec) tarballgen.Summary {
-	s.t.Helper()
+	s.T.Helper()
 	start := time.Now()
 	r, sum := tarballgen.Reader(spec)
 	defer r.Close()
 	cr := &countingReader{r: r}
 	if _, err := s.up.Put(context.Background(), key, cr, -1); err != nil {
-		s.t.Fatalf("uploading %s: %v", key, err)
+		s.T.Fatalf("uploading %s: %v", key, err)
 	}
-	s.t.Logf("uploaded %s: %d bytes (%s), %d files, %d bytes of content, in %s",
+	s.T.Logf("uploaded %s: %d bytes (%s), %d files, %d bytes of content, in %s",
 		key, cr.n, spec.Compression, sum.Files, sum.Bytes, time.Since(start).Round(time.Millisecond))
 	return *sum
 }
@@ -95,8 +95,8 @@ func (s *s3env) gets(key string) int { return len(s.proxy.GetsOf(s.gw.Bucket, ke
 func (s *s3env) processImage(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bin, append([]string{"--config", s.cfgPath, "process-image"}, args...)...)
-	cmd.Env = append(os.Environ(), "PATH="+s.path)
+	cmd := exec.CommandContext(ctx, s.Bin, append([]string{"--config", s.CfgPath, "process-image"}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+s.Path)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -118,17 +118,17 @@ func runID(t *testing.T, out string) string {
 	return m[1]
 }
 
-func (s *s3env) admin() *admin.Client { return admin.NewClient(s.cfg.AdminAddress) }
+func (s *s3env) admin() *admin.Client { return admin.NewClient(s.Cfg.AdminAddress) }
 
 // waitRun polls run id until it finishes, logging state changes.
 func (s *s3env) waitRun(id string, timeout time.Duration) admin.Run {
-	s.t.Helper()
+	s.T.Helper()
 	return s.pollRun(id, timeout, func(r admin.Run) bool { return r.State.Finished() })
 }
 
 // pollRun polls run id until until(run) holds.
 func (s *s3env) pollRun(id string, timeout time.Duration, until func(admin.Run) bool) admin.Run {
-	s.t.Helper()
+	s.T.Helper()
 	start := time.Now()
 	var last admin.RunState
 	for {
@@ -136,17 +136,17 @@ func (s *s3env) pollRun(id string, timeout time.Duration, until func(admin.Run) 
 		r, err := s.admin().Run(ctx, id)
 		cancel()
 		if err != nil {
-			s.t.Fatalf("run %s: %v", id, err)
+			s.T.Fatalf("run %s: %v", id, err)
 		}
 		if r.State != last {
-			s.t.Logf("run %s: %s after %s (%d/%d bytes read, %d entries)", id, r.State, time.Since(start).Round(time.Millisecond), r.CompressedBytes, r.Size, r.Entries)
+			s.T.Logf("run %s: %s after %s (%d/%d bytes read, %d entries)", id, r.State, time.Since(start).Round(time.Millisecond), r.CompressedBytes, r.Size, r.Entries)
 			last = r.State
 		}
 		if until(r) {
 			return r
 		}
 		if time.Since(start) > timeout {
-			s.t.Fatalf("run %s still %s after %s", id, r.State, timeout)
+			s.T.Fatalf("run %s still %s after %s", id, r.State, timeout)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -155,9 +155,9 @@ func (s *s3env) pollRun(id string, timeout time.Duration, until func(admin.Run) 
 // importSnapshots lists flyio snapshots containerd knows whose key names an
 // import run (flyio-import-*): active ones left behind by a failed run.
 func (s *s3env) importSnapshots() []string {
-	s.t.Helper()
+	s.T.Helper()
 	var out []string
-	for _, l := range strings.Split(s.ctr("snapshots", "--snapshotter", "flyio", "ls"), "\n") {
+	for _, l := range strings.Split(s.Ctr("snapshots", "--snapshotter", "flyio", "ls"), "\n") {
 		if strings.Contains(l, "flyio-import-") {
 			out = append(out, strings.TrimSpace(l))
 		}
@@ -168,13 +168,13 @@ func (s *s3env) importSnapshots() []string {
 // restartDaemon kills the daemon with SIGKILL (no cleanup at all) and
 // starts it again on the same configuration, keeping the old log.
 func (s *s3env) killAndRestartDaemon() {
-	s.t.Helper()
-	p := s.daemon
-	s.t.Logf("daemon killed: %v", p.Kill())
+	s.T.Helper()
+	p := s.Daemon
+	s.T.Logf("daemon killed: %v", p.Kill())
 	old, _ := os.ReadFile(p.Log)
-	writeFile(s.t, filepath.Join(s.dir, "daemon-killed.log"), string(old))
-	s.daemon = s.start("daemon", exec.Command(s.bin, "--config", s.cfgPath, "daemon"), s.opts.daemonEnv...)
-	s.waitFor("the restarted daemon's admin API", 90*time.Second, s.daemon, func() bool {
+	writeFile(s.T, filepath.Join(s.Dir, "daemon-killed.log"), string(old))
+	s.Daemon = s.Start("daemon", exec.Command(s.Bin, "--config", s.CfgPath, "daemon"), s.opts.daemonEnv...)
+	s.WaitFor("the restarted daemon's admin API", 90*time.Second, s.Daemon, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := s.admin().Status(ctx)

@@ -20,9 +20,9 @@ import (
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/service"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 // systemdNotify plays systemd for the daemon: the unixgram socket a
@@ -115,7 +115,7 @@ address = %q
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := harness.RemovePool(context.Background(), daemon.PoolConfig(cfg)); err != nil {
+		if err := harness.RemovePool(context.Background(), service.PoolConfig(cfg)); err != nil {
 			t.Errorf("removing pool: %v", err)
 		}
 	})
@@ -176,7 +176,7 @@ address = %q
 		if start == "restart" {
 			// Take the pool away under the daemon: its health check fails,
 			// so it says why and stops pinging, and systemd would restart it.
-			if err := harness.RemovePool(context.Background(), daemon.PoolConfig(cfg)); err != nil {
+			if err := harness.RemovePool(context.Background(), service.PoolConfig(cfg)); err != nil {
 				t.Fatal(err)
 			}
 			seen := notify.until(t, d, 30*time.Second, "STATUS=unhealthy", func(a string, _ time.Time) bool {
@@ -214,7 +214,7 @@ address = %q
 		if start == "first start" {
 			// As after a reboot: no pool, no thin devices; the next start
 			// re-creates them from the pool's files and the database.
-			if err := harness.RemovePool(context.Background(), daemon.PoolConfig(cfg)); err != nil {
+			if err := harness.RemovePool(context.Background(), service.PoolConfig(cfg)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -3,7 +3,8 @@
 #
 #   make vm          build/refresh the cached guest kernel + initramfs
 #   make vm-smoke    prove the harness (dm-thin in the guest, exit codes, timeout)
-#   make vm-test     run VM_PKGS (default ./...) with real dm-thin in one VM boot
+#   make vm-test     run PKG (default VM_PKGS, else ./...) with real dm-thin in
+#                    one VM boot; RUN=REGEX passes -run to the test binaries
 #
 # Other rules run things in the guest through $(VM_RUN) -- CMD... or
 # $(VM_GOTEST) [-timeout D] [-run RE] PKG...; both call prepare.sh themselves.
@@ -21,4 +22,4 @@ vm-smoke: vm
 	$(VM_DIR)/smoke_test.sh
 
 vm-test: vm
-	$(VM_GOTEST) $(VM_PKGS)
+	$(VM_GOTEST) $(if $(RUN),-run '$(RUN)') $(or $(PKG),$(VM_PKGS))

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/superfly/flyio-image-manager/test/e2e/ociarchive"
+	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
 func main() {

@@ -10,8 +10,8 @@ import (
 	"os"
 
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
-	"github.com/superfly/flyio-image-manager/test/e2e/harness"
+	"github.com/superfly/flyio-image-manager/service"
+	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
 func main() {
@@ -19,7 +19,7 @@ func main() {
 	flag.Parse()
 	cfg, err := config.Load(*path, true)
 	if err == nil {
-		err = harness.RemovePool(context.Background(), daemon.PoolConfig(cfg))
+		err = harness.RemovePool(context.Background(), service.PoolConfig(cfg))
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "rmpool: %v\n", err)

@@ -24,7 +24,7 @@ var testOnlyKeys = map[string]bool{
 // where it is not a path, and every setting CRIConfig makes is in the doc
 // unless it only serves the test.
 func TestKubernetesDocMatchesCRIConfig(t *testing.T) {
-	doc, err := os.ReadFile("../../../docs/kubernetes.md")
+	doc, err := os.ReadFile("../../docs/kubernetes.md")
 	if err != nil {
 		t.Fatal(err)
 	}

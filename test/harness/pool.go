@@ -7,6 +7,8 @@ package harness
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"testing"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 )
@@ -38,4 +40,27 @@ func RemovePool(ctx context.Context, cfg dmpool.Config) error {
 		}
 	}
 	return pool.Remove(ctx)
+}
+
+// LoopPool opens a fresh pool named name on sparse loopback files of
+// dataSize and metadataSize under a t.TempDir, removed (RemovePool) at
+// cleanup: the set-up of a test that drives dmpool directly.
+func LoopPool(t *testing.T, name string, dataSize, metadataSize int64) (*dmpool.Pool, dmpool.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := dmpool.Config{
+		Name:     name,
+		DataFile: filepath.Join(dir, "data"), MetadataFile: filepath.Join(dir, "meta"),
+		DataSize: dataSize, MetadataSize: metadataSize,
+	}
+	pool, _, err := dmpool.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := RemovePool(context.Background(), cfg); err != nil {
+			t.Error(err)
+		}
+	})
+	return pool, cfg
 }
