@@ -12,10 +12,10 @@ import (
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/dmpool"
-	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
@@ -143,7 +143,7 @@ func (b *backend) gc(ctx context.Context, req admin.GCRequest) (*gc.Report, erro
 	b.gcMu.Lock()
 	defer b.gcMu.Unlock()
 	cd := b.containerd()
-	rep, err := gc.Plan(ctx, b.pool.Name(), PoolReader(b.pool.Name()), b.store, cd, opts)
+	rep, err := gc.Plan(ctx, b.pool.Name(), service.PoolReader(b.pool.Name()), b.store, cd, opts)
 	if err != nil || req.DryRun {
 		return rep, err
 	}
@@ -165,9 +165,4 @@ func GCOptions(req admin.GCRequest) (gc.Options, error) {
 		opts.MinAge = d
 	}
 	return opts, nil
-}
-
-// PoolReader lists the pool's thin devices from a metadata snapshot.
-func PoolReader(pool string) gc.PoolReader {
-	return func(ctx context.Context) (*thinmeta.Metadata, error) { return thinmeta.ReadPool(ctx, pool) }
 }

@@ -125,9 +125,9 @@ func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc
 		}, cfg.Containerd.Snapshotter)
 	}
 	if req.DryRun {
-		return gc.Plan(ctx, cfg.Pool.Name, daemon.PoolReader(cfg.Pool.Name), svc.Store, cd, opts)
+		return gc.Plan(ctx, cfg.Pool.Name, service.PoolReader(cfg.Pool.Name), svc.Store, cd, opts)
 	}
-	rep, err := gc.Plan(ctx, svc.Pool.Name(), daemon.PoolReader(svc.Pool.Name()), svc.Store, cd, opts)
+	rep, err := gc.Plan(ctx, svc.Pool.Name(), service.PoolReader(svc.Pool.Name()), svc.Store, cd, opts)
 	if err != nil {
 		return nil, err
 	}
