@@ -37,8 +37,11 @@ type usageCache struct {
 	at         time.Time        // the last read's start, good or not
 	err        error            // the last read's failure
 	bytes      map[uint32]int64 // device id -> exclusive bytes, last good read
-	maxAge     time.Duration
-	now        func() time.Time
+	// forced: committed devices that made a read before maxAge (each at
+	// most once).
+	forced map[uint32]bool
+	maxAge time.Duration
+	now    func() time.Time
 }
 
 func (c *usageCache) lock(ctx context.Context) error {
@@ -108,7 +111,8 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 // and no other caller is reading. Reads are at least maxAge apart
 // whatever happens: a device the last good read did not see (a snapshot
 // newer than it) is not read for, ok is false and the caller reports its
-// mapped bytes until the next read. After a failed read the last good
+// mapped bytes until the next read — except a committed one, whose first
+// such Usage makes one read (CRI asks a committed snapshot once). After a failed read the last good
 // figures are kept (stale, logged) so that a snapshot's usage does not
 // jump to its mapped bytes with its parents'. err is ctx's only.
 func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot) (int64, bool, error) {
@@ -116,8 +120,21 @@ func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot
 	if err := c.lock(ctx); err != nil {
 		return 0, false, err
 	}
-	if c.refreshing || (!c.at.IsZero() && c.now().Sub(c.at) < c.maxAge) {
-		b, ok := c.bytes[rec.DeviceID]
+	b, ok := c.bytes[rec.DeviceID]
+	recent := !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge
+	if recent && !ok && rec.Kind == snapshots.KindCommitted && !c.forced[rec.DeviceID] {
+		// A committed snapshot newer than the last read: containerd's
+		// CRI asks a committed snapshot's usage once and keeps the
+		// answer, so its mapped bytes (its parents' included) would
+		// stay in the image filesystem's figure for good. One read now,
+		// once per such device; it records the figure for later calls.
+		recent = false
+		if c.forced == nil {
+			c.forced = map[uint32]bool{}
+		}
+		c.forced[rec.DeviceID] = true
+	}
+	if c.refreshing || recent {
 		c.unlock()
 		return b, ok, nil
 	}
@@ -134,7 +151,7 @@ func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot
 	} else {
 		log.G(ctx).WithError(err).Warnf("exclusive usage not known; reporting mapped bytes (parents' included) until the next read in %s", c.maxAge)
 	}
-	b, ok := c.bytes[rec.DeviceID]
+	b, ok = c.bytes[rec.DeviceID]
 	c.unlock()
 	return b, ok, nil
 }

@@ -245,3 +245,53 @@ func recordOf(t *testing.T, s *Snapshotter, key string) *metadata.Snapshot {
 	}
 	return rec
 }
+
+// containerd's CRI asks a committed snapshot's usage once and keeps the
+// answer (its snapshots syncer), so a layer committed after the last read
+// must not be answered with its mapped bytes, which count its parents'
+// and the template's blocks: the image filesystem's figure then exceeded
+// the pool's data for good (TestCRIPodLifecycle under load). Its first
+// Usage reads at once, and only once.
+func TestUsageOfANewCommittedSnapshotIsReadAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	now := time.Unix(1000, 0)
+	s.usage.now = func() time.Time { return now }
+	var reads int
+	s.readExclusive = func(_ context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
+		reads++
+		u := &thinmeta.Usage{DataBlockSize: 1 << 20, Devices: map[uint32]thinmeta.Exclusive{}}
+		for _, p := range pairs {
+			u.Devices[p.Device] = thinmeta.Exclusive{Blocks: 2}
+		}
+		return u, nil
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.Usage(ctx, "a"); err != nil || u.Size != 2<<20 || reads != 1 {
+		t.Fatalf("first read: %+v, %v after %d reads", u, err, reads)
+	}
+	if _, err := s.Prepare(ctx, "layer-active", ""); err != nil {
+		t.Fatal(err)
+	}
+	setMapped(s, pool, "layer-active", 70<<20)
+	if err := s.Commit(ctx, "layer", "layer-active"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	if u, err := s.Usage(ctx, "layer"); err != nil || u.Size != 2<<20 || reads != 2 {
+		t.Fatalf("new committed snapshot: %+v, %v after %d reads; want 2 MiB from one read now, not its mapped bytes", u, err, reads)
+	}
+	if u, err := s.Usage(ctx, "layer"); err != nil || u.Size != 2<<20 || reads != 2 {
+		t.Fatalf("again: %+v, %v after %d reads; want the recorded figure, no read", u, err, reads)
+	}
+	// An active snapshot newer than the last read still waits for maxAge.
+	if _, err := s.Prepare(ctx, "b", ""); err != nil {
+		t.Fatal(err)
+	}
+	setMapped(s, pool, "b", 60<<20)
+	if u, _ := s.Usage(ctx, "b"); u.Size != 60<<20 || reads != 2 {
+		t.Fatalf("new active snapshot: %+v after %d reads; want mapped bytes, no read", u, reads)
+	}
+}
