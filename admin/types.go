@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -159,3 +160,40 @@ const metadataBlockSize = 4096
 // UsedMetaBytes and TotalMetaBytes are the metadata usage in bytes.
 func (s PoolStatus) UsedMetaBytes() uint64  { return s.UsedMetaBlocks * metadataBlockSize }
 func (s PoolStatus) TotalMetaBytes() uint64 { return s.TotalMetaBlocks * metadataBlockSize }
+
+// UnmarshalJSON also reads the keys a daemon of the previous release
+// wrote (dmpool.Status's Go field names, "UsedDataBlocks"): during an
+// upgrade a new client meets the old daemon, and every counter decoded as
+// zero would report a full pool as empty.
+func (p *PoolStatus) UnmarshalJSON(b []byte) error {
+	type wire PoolStatus
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return err
+	}
+	_, snake := keys["total_data_blocks"]
+	_, camel := keys["TotalDataBlocks"]
+	if camel && !snake {
+		var legacy struct {
+			TransactionID    uint64
+			UsedMetaBlocks   uint64
+			TotalMetaBlocks  uint64
+			UsedDataBlocks   uint64
+			TotalDataBlocks  uint64
+			DataBlockSize    uint64
+			ReadOnly         bool
+			OutOfDataSpace   bool
+			NeedsCheck       bool
+			ErrorIfNoSpace   bool
+			Fail             bool
+			HeldMetadataRoot string
+			EventNr          uint32
+		}
+		if err := json.Unmarshal(b, &legacy); err != nil {
+			return err
+		}
+		*p = PoolStatus(legacy)
+		return nil
+	}
+	return json.Unmarshal(b, (*wire)(p))
+}

@@ -78,3 +78,24 @@ func TestRunError(t *testing.T) {
 		t.Errorf("RunError of a done run: %v", err)
 	}
 }
+
+// A status from a daemon of the previous release (CamelCase pool keys)
+// decodes with its counters, not as an empty pool.
+func TestPoolStatusReadsThePreviousReleasesKeys(t *testing.T) {
+	old := []byte(`{"TransactionID":7,"UsedMetaBlocks":10,"TotalMetaBlocks":100,"UsedDataBlocks":950,"TotalDataBlocks":1000,"DataBlockSize":131072,"ReadOnly":false,"OutOfDataSpace":true,"NeedsCheck":false,"ErrorIfNoSpace":true,"Fail":false,"HeldMetadataRoot":"-","EventNr":3}`)
+	var p PoolStatus
+	if err := json.Unmarshal(old, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.UsedDataBlocks != 950 || p.TotalDataBlocks != 1000 || !p.OutOfDataSpace || p.EventNr != 3 || p.HeldMetadataRoot != "-" {
+		t.Errorf("previous release's status decoded as %+v", p)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back PoolStatus
+	if err := json.Unmarshal(b, &back); err != nil || back != p {
+		t.Errorf("round trip: %+v, %v; want %+v", back, err, p)
+	}
+}
