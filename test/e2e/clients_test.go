@@ -151,8 +151,8 @@ const rootScript = `grep '^[^ ]* / ' /proc/mounts | head -n 1
 var rootLine = regexp.MustCompile(`^/dev/mapper/(\S+) / (ext4|xfs) `)
 
 // checkOurRootfs checks that the first line of out (rootScript's) names
-// an active thin device of our pool as the container's root, and returns
-// the rest of out.
+// a thin device of our pool as the container's root, and returns the rest
+// of out.
 func checkOurRootfs(t *testing.T, pool, out string) string {
 	t.Helper()
 	first, rest, _ := strings.Cut(out, "\n")
@@ -161,10 +161,10 @@ func checkOurRootfs(t *testing.T, pool, out string) string {
 		t.Errorf("container root is %q, want /dev/mapper/%s-thin-N (ext4 or xfs): not one of our snapshots", first, pool)
 		return rest
 	}
+	// Only the container's own view can tell: after `run --rm` returns
+	// its snapshot is removed and the reaper may already have taken the
+	// device away (a stat of /dev/mapper here raced with it).
 	t.Logf("container root (/proc/mounts): %s", first)
-	if _, err := os.Stat(filepath.Join("/dev/mapper", m[1])); err != nil {
-		t.Errorf("container root %s is not an active device of the pool: %v", m[1], err)
-	}
 	return rest
 }
 
