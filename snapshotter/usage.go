@@ -37,8 +37,8 @@ type usageCache struct {
 	at         time.Time        // the last read's start, good or not
 	err        error            // the last read's failure
 	bytes      map[uint32]int64 // device id -> exclusive bytes, last good read
-	// forced: committed devices that made a read before maxAge (each at
-	// most once).
+	// forced: committed devices that made a read before maxAge, each at
+	// most once between two good reads.
 	forced map[uint32]bool
 	maxAge time.Duration
 	now    func() time.Time
@@ -112,9 +112,10 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 // whatever happens: a device the last good read did not see (a snapshot
 // newer than it) is not read for, ok is false and the caller reports its
 // mapped bytes until the next read — except a committed one, whose first
-// such Usage makes one read (CRI asks a committed snapshot once). After a failed read the last good
-// figures are kept (stale, logged) so that a snapshot's usage does not
-// jump to its mapped bytes with its parents'. err is ctx's only.
+// such Usage makes one read (CRI asks a committed snapshot once). After a
+// failed read the last good figures are kept (stale, logged) so that a
+// snapshot's usage does not jump to its mapped bytes with its parents'.
+// err is ctx's only.
 func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot) (int64, bool, error) {
 	c := &s.usage
 	if err := c.lock(ctx); err != nil {
@@ -122,7 +123,7 @@ func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot
 	}
 	b, ok := c.bytes[rec.DeviceID]
 	recent := !c.at.IsZero() && c.now().Sub(c.at) < c.maxAge
-	if recent && !ok && rec.Kind == snapshots.KindCommitted && !c.forced[rec.DeviceID] {
+	if recent && !ok && !c.refreshing && rec.Kind == snapshots.KindCommitted && !c.forced[rec.DeviceID] {
 		// A committed snapshot newer than the last read: containerd's
 		// CRI asks a committed snapshot's usage once and keeps the
 		// answer, so its mapped bytes (its parents' included) would
@@ -145,7 +146,9 @@ func (s *Snapshotter) exclusiveUsage(ctx context.Context, rec *metadata.Snapshot
 	c.sem <- struct{}{}
 	c.refreshing, c.err = false, err
 	if err == nil {
-		c.bytes = bytes
+		// Devices this read saw are answered from it; one it did not
+		// see may force one more read.
+		c.bytes, c.forced = bytes, nil
 	} else if c.bytes != nil {
 		log.G(ctx).WithError(err).Warnf("exclusive usage not read; reporting the figures of the read at most %s before, stale, until the next read in %s", c.maxAge, c.maxAge)
 	} else {
