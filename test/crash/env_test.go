@@ -104,19 +104,14 @@ func (e *env) waitKilled(fp string, timeout time.Duration) {
 	if ok {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() {
-			e.T.Fatalf("daemon exited with %v, want killed at failpoint %s\n%s", err, fp, e.daemonLog())
+			e.T.Fatalf("daemon exited with %v, want killed at failpoint %s\n%s", err, fp, e.DaemonLog())
 		}
-		if !strings.Contains(e.daemonLog(), "failpoint "+fp+" hit") {
-			e.T.Fatalf("daemon was killed, but not at failpoint %s:\n%s", fp, tail(e.daemonLog(), 40))
+		if !strings.Contains(e.DaemonLog(), "failpoint "+fp+" hit") {
+			e.T.Fatalf("daemon was killed, but not at failpoint %s:\n%s", fp, tail(e.DaemonLog(), 40))
 		}
 		return
 	}
-	e.T.Fatalf("daemon still running %s after the operation that should reach failpoint %s\n%s", timeout, fp, tail(e.daemonLog(), 40))
-}
-
-func (e *env) daemonLog() string {
-	b, _ := os.ReadFile(e.Daemon.Log)
-	return string(b)
+	e.T.Fatalf("daemon still running %s after the operation that should reach failpoint %s\n%s", timeout, fp, tail(e.DaemonLog(), 40))
 }
 
 // sn is a snapshots client straight to the daemon's socket: the calls

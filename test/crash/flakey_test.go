@@ -181,7 +181,7 @@ func poolDeviceFault(t *testing.T, fault deviceFault) {
 			e.startDaemon("")
 			e.WaitDaemon()
 			e.waitContainerdReconnects()
-			if log := e.daemonLog(); !strings.Contains(log, "needs_check is cleared") {
+			if log := e.DaemonLog(); !strings.Contains(log, "needs_check is cleared") {
 				t.Errorf("the daemon's start did not check the pool; its log:\n%s", log)
 			}
 		} else {

@@ -32,7 +32,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Errorf("second daemon failed (%v) without saying \"database is locked\":\n%s", err, out)
 	}
 	if e.Daemon.Exited() {
-		t.Fatalf("the first daemon died:\n%s", e.daemonLog())
+		t.Fatalf("the first daemon died:\n%s", e.DaemonLog())
 	}
 	for _, sock := range []string{e.Cfg.Address, e.Cfg.AdminAddress} {
 		c, err := net.Dial("unix", sock)

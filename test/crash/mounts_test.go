@@ -65,7 +65,7 @@ func TestCrashInMounts(t *testing.T) {
 		if info, err := dmpool.GetDeviceInfo(dev); err != nil || info.OpenCount != 0 {
 			t.Errorf("device %s after the restart: %+v, %v; want not open", dev, info, err)
 		}
-		if !strings.Contains(e.daemonLog(), "left mounted by a daemon that died") {
+		if !strings.Contains(e.DaemonLog(), "left mounted by a daemon that died") {
 			t.Errorf("the restarted daemon did not report the mount it cleaned up")
 		}
 		m, err := e.sn().Prepare(ctx, "after", "")

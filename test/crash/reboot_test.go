@@ -58,8 +58,8 @@ func TestReboot(t *testing.T) {
 	e.startDaemon("")
 	e.WaitDaemon()
 	t.Logf("daemon up %s after the reboot", time.Since(t0).Round(time.Millisecond))
-	if !strings.Contains(e.daemonLog(), "recreated") && !strings.Contains(e.daemonLog(), "re-created") {
-		t.Logf("daemon log does not say the pool was re-created:\n%s", tail(e.daemonLog(), 20))
+	if !strings.Contains(e.DaemonLog(), "recreated") && !strings.Contains(e.DaemonLog(), "re-created") {
+		t.Logf("daemon log does not say the pool was re-created:\n%s", tail(e.DaemonLog(), 20))
 	}
 	after := activeThins(t, e.Cfg.Pool.Name)
 	if strings.Join(after, ",") != strings.Join(before, ",") {

@@ -29,7 +29,7 @@ import (
 func (s *stress) check(deep bool) {
 	s.t.Helper()
 	if s.e.Daemon.Exited() {
-		s.fatalf("the daemon exited:\n%s", tail(s.e.daemonLog(), 40))
+		s.fatalf("the daemon exited:\n%s", tail(s.e.DaemonLog(), 40))
 	}
 	got := map[string]snapshots.Info{}
 	if err := s.sn().Walk(s.ctx, func(_ context.Context, i snapshots.Info) error { got[i.Name] = i; return nil }); err != nil {

@@ -129,8 +129,8 @@ func checkLayerStoreFills(t *testing.T, s *s3env, ns string, p published, byDige
 	if remotes := remoteFills(t, s.Cfg.Address); len(remotes) != len(p.layers) {
 		t.Errorf("daemon has %d remote/ snapshots, want one per layer (%d): %v", len(remotes), len(p.layers), remotes)
 	}
-	if log, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
-		t.Errorf("the daemon logged failed remote fills:\n%s", tail(string(log), 40))
+	if log := s.DaemonLog(); strings.Contains(log, "from the remote store failed") {
+		t.Errorf("the daemon logged failed remote fills:\n%s", tail(log, 40))
 	}
 }
 

@@ -152,13 +152,9 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 	// snapshot of ours no namespace refers to), and a GC may run at any
 	// time.
 	release()
-	daemonLog := func() string {
-		b, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log"))
-		return string(b)
-	}
 	var left []string
 	for start := time.Now(); ; time.Sleep(2 * time.Second) {
-		log := daemonLog()
+		log := s.DaemonLog()
 		if m := backgroundFillFailed.FindString(log); m != "" {
 			t.Fatalf("a background fill failed: %s", m)
 		}
@@ -175,7 +171,7 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 			t.Fatalf("background fills not committed 3 min after the gate opened: %v; daemon log:\n%s", left, tail(log, 40))
 		}
 	}
-	if !strings.Contains(daemonLog(), layerRef(t, layers, gatedKey)+" is still being filled") {
+	if !strings.Contains(s.DaemonLog(), layerRef(t, layers, gatedKey)+" is still being filled") {
 		t.Errorf("the held layer's Prepare did not leave it to containerd")
 	}
 	t.Logf("remote fills now: %v", remoteFills(t, s.Cfg.Address))

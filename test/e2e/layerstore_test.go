@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -123,8 +122,8 @@ func TestLayerStorePull(t *testing.T) {
 			t.Errorf("layer %s reached the content store on the second pull", l.digest)
 		}
 	}
-	if log, _ := os.ReadFile(filepath.Join(s.Dir, "daemon.log")); strings.Contains(string(log), "from the remote store failed") {
-		t.Errorf("the daemon logged failed remote fills:\n%s", tail(string(log), 40))
+	if log := s.DaemonLog(); strings.Contains(log, "from the remote store failed") {
+		t.Errorf("the daemon logged failed remote fills:\n%s", tail(log, 40))
 	}
 
 	// (c) The image runs.

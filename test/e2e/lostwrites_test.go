@@ -126,8 +126,8 @@ func TestPullIntoFullPoolCommitsNothing(t *testing.T) {
 	if after := e.committed(); strings.Join(after, " ") != strings.Join(before, " ") {
 		t.Fatalf("committed snapshots changed across the failed pull:\nbefore %v\nafter  %v", before, after)
 	}
-	daemonLog, _ := os.ReadFile(e.Daemon.Log)
-	if !strings.Contains(string(daemonLog), "commit refused") {
+	daemonLog := e.DaemonLog()
+	if !strings.Contains(daemonLog, "commit refused") {
 		t.Errorf("the daemon's log does not say it refused the commit")
 	}
 

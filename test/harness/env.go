@@ -113,6 +113,16 @@ func (e *Env) Start(name string, cmd *exec.Cmd, extraEnv ...string) *Proc {
 	return StartProc(e.T, name, filepath.Join(e.Dir, name+".log"), e.Path, cmd, extraEnv...)
 }
 
+// DaemonLog is what the daemon started last wrote so far ("" before
+// any start).
+func (e *Env) DaemonLog() string {
+	if e.Daemon == nil {
+		return ""
+	}
+	b, _ := os.ReadFile(e.Daemon.Log)
+	return string(b)
+}
+
 // StartDaemon starts the daemon, its output in Dir/log, with DaemonEnv
 // and extraEnv, and does not wait (a failpoint may kill it during
 // start-up): see WaitDaemon. A daemon still running fails the test.
