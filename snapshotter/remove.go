@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -47,13 +48,22 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return fmt.Errorf("remove %q: %w: %w", key, err, errdefs.ErrFailedPrecondition)
 	}
 	var rec *metadata.Snapshot
+	var alsoRemoved []string
 	err = s.store.Update(func(tx *metadata.Tx) (err error) {
+		alsoRemoved = nil
 		rec, err = tx.Snapshot(key)
 		if err != nil {
 			return err
 		}
 		if kids := tx.Children(key); len(kids) > 0 {
-			return fmt.Errorf("remove %q: %d snapshot(s) depend on it, e.g. %q: %w", key, len(kids), kids[0], errdefs.ErrFailedPrecondition)
+			removed, ok, err := s.removeUnadoptedChildren(tx, kids, time.Now())
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("remove %q: %d snapshot(s) depend on it, e.g. %q: %w", key, len(kids), kids[0], errdefs.ErrFailedPrecondition)
+			}
+			alsoRemoved = removed
 		}
 		if rec.State == metadata.SnapshotCreating {
 			return fmt.Errorf("remove %q: still being created: %w", key, errdefs.ErrUnavailable)
@@ -65,6 +75,10 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	})
 	if err != nil {
 		return err
+	}
+	s.forgetUnadopted(append(alsoRemoved, key)...)
+	if len(alsoRemoved) > 0 {
+		log.G(ctx).Infof("layers filled in the background on it and never adopted removed with it: %v", alsoRemoved)
 	}
 	failpoint.Hit(failpoint.RemoveAfterMark)
 	ctx = s.withDevice(ctx, rec.DeviceID)

@@ -116,6 +116,10 @@ type Snapshotter struct {
 	// remotefill.go.
 	fillsMu sync.Mutex
 	fills   map[string]*remoteFill
+	// unadopted are the layers background fills committed that no
+	// Prepare has been offered yet, with when; under fillsMu. See
+	// unadopted.go.
+	unadopted map[string]time.Time
 	// closing ends the background fills when the snapshotter closes.
 	closing context.Context
 	close   context.CancelFunc
@@ -145,7 +149,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.RemoteFillWait <= 0 {
 		cfg.RemoteFillWait = DefaultRemoteFillWait
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}, unadopted: map[string]time.Time{}}
 	s.closing, s.close = context.WithCancel(context.WithoutCancel(ctx))
 	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
 		return thinmeta.ReadPoolExclusive(ctx, pool.Name(), pairs)
