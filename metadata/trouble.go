@@ -33,6 +33,12 @@ type PoolTrouble struct {
 	// MaxTroubleHistory): a refusal names the first trouble the snapshot
 	// saw, not only the latest (often the pool's return to write mode).
 	Recent []TroubleEvent `json:"recent,omitempty"`
+	// KernelBoot and KernelSeq are the boot id and sequence number of
+	// the last kernel log record that bumped the generation (an I/O
+	// error on one of the pool's devices): a restart reads the kernel
+	// log again from its oldest record and must not count it twice.
+	KernelBoot string `json:"kernel_boot,omitempty"`
+	KernelSeq  uint64 `json:"kernel_seq,omitempty"`
 }
 
 // TroubleEvent is one bump of the trouble generation.

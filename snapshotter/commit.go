@@ -65,6 +65,9 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	devName := s.deviceName(rec.DeviceID)
 	usage, err := s.pool.ThinStatus(ctx, devName)
 	if err == nil {
+		// Its kernel name, for the kernel log's records about it that
+		// the trouble look below reads after it is gone.
+		s.noteDevice(devName)
 		err = s.pool.Deactivate(ctx, devName)
 	}
 	failpoint.Hit(failpoint.CommitAfterDeactivate)

@@ -120,6 +120,9 @@ type Snapshotter struct {
 	// Prepare has been offered yet, with when; under fillsMu. See
 	// unadopted.go.
 	unadopted map[string]time.Time
+	// klog reads the kernel's log for I/O errors on the pool's devices
+	// (kernellog.go).
+	klog kernelLog
 	// closing ends the background fills when the snapshotter closes.
 	closing context.Context
 	close   context.CancelFunc

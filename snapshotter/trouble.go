@@ -129,6 +129,14 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 			reason += ", pool " + now
 		}
 	}
+	kernelReason, seq := s.scanKernelLog(ctx, pt)
+	if kernelReason != "" {
+		if reason != "" {
+			reason += "; "
+		}
+		reason += kernelReason
+		pt.KernelBoot, pt.KernelSeq = s.klog.boot, seq
+	}
 	if reason == "" && pt.Known && pt.EventNr == st.EventNr {
 		w.troubled, w.reload = now, nil
 		return pt, now, nil
@@ -140,6 +148,9 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	}
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutPoolTrouble(next) }); err != nil {
 		return pt, now, fmt.Errorf("recording pool trouble: %w", err)
+	}
+	if kernelReason != "" {
+		s.klog.recorded()
 	}
 	w.troubled, w.reload = now, nil
 	if reason != "" {
@@ -169,6 +180,7 @@ func (s *Snapshotter) lostWritesError(key string, rec *metadata.Snapshot, pt met
 // startTroubleWatch takes the first look (events while the daemon was
 // down, a pool in trouble at start) and starts the watcher when w is set.
 func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
+	s.openKernelLog(ctx, kernelLogPath)
 	if r, ok := s.pool.(interface{ OpenReload() *dmpool.ReloadEvents }); ok {
 		s.trouble.reload = r.OpenReload()
 	}
@@ -226,6 +238,7 @@ func (s *Snapshotter) stopTroubleWatch() {
 		s.trouble.waiter.Close()
 	}
 	s.trouble.done.Wait()
+	s.klog.close()
 }
 
 // stampTrouble records in rec, inside the transaction that creates it, the
