@@ -117,6 +117,40 @@ func TestReaperRetriesFailedDeletion(t *testing.T) {
 	}
 }
 
+// TestCleanupGivenUpIsRetried: containerd's Cleanup whose context ended
+// before the devices were deleted still leaves them to the background
+// retries, which do not end with that context.
+func TestCleanupGivenUpIsRetried(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store := newTestSnapshotter(t)
+	s.reapRetry = reapRetry{first: 5 * time.Millisecond, max: 5 * time.Millisecond, attempts: 100}
+	if _, err := s.Prepare(ctx, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	id := deviceOf(t, store, "c")
+	// Marked as Remove marks, without Remove's reaper pass.
+	if err := store.Update(func(tx *metadata.Tx) error {
+		if err := tx.DeleteSnapshot("c"); err != nil {
+			return err
+		}
+		return markDevice(tx, id, metadata.DeviceDeleting, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Cleanup(gone); err == nil {
+		t.Fatal("Cleanup on an ended context reported success")
+	}
+	waitFor(t, "the device deleted by the background retries", func() bool { return deviceForgotten(store, id) })
+	pool.mu.Lock()
+	_, still := pool.thins[id]
+	pool.mu.Unlock()
+	if still {
+		t.Errorf("thin %d still in the pool", id)
+	}
+}
+
 // TestReaperRetriesAreBounded: a device that never frees up is retried a
 // bounded number of times, then left to Cleanup and the next start.
 func TestReaperRetriesAreBounded(t *testing.T) {

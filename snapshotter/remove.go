@@ -321,7 +321,9 @@ func (s *Snapshotter) reapMarked(ctx context.Context) error {
 		// Recorded for status and gc: why it is still there.
 		s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
 	}
-	if len(errs) > 0 && ctx.Err() == nil {
+	// Also when the caller gave up (containerd's Cleanup on a context
+	// that ended): the retries run on their own context, until Close.
+	if len(errs) > 0 && (s.closing == nil || s.closing.Err() == nil) {
 		s.retryReapLater(ctx)
 	}
 	return errors.Join(errs...)
