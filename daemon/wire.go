@@ -7,6 +7,7 @@ import (
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // The admin API's boundary: domain types (metadata records, dmpool,
@@ -153,4 +154,21 @@ func wireNodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
 // refusal before the image was found, as before).
 func wireDeletedImage(d importer.DeletedImage) admin.DeleteImageResult {
 	return admin.DeleteImageResult{Image: wireImage(d.Image), Snapshots: d.Snapshots, Kept: d.Kept}
+}
+
+// wirePoolTrouble is the trouble record as status shows it, with the
+// count of active snapshots Commit would refuse.
+func wirePoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
+	w := &admin.PoolTrouble{Generation: pt.Generation, LastReason: pt.Reason, RefusedAtCommit: refused}
+	if !pt.At.IsZero() {
+		at := pt.At
+		w.LastAt = &at
+	}
+	return w
+}
+
+// wireLostWritesAccepted is accept-lost-writes' answer.
+func wireLostWritesAccepted(a snapshotter.LostWritesAccepted) admin.AcceptLostWritesResult {
+	return admin.AcceptLostWritesResult{Key: a.Key, From: a.From, To: a.To, PoolGeneration: a.Generation,
+		StillRefused: a.StillRefused, Reasons: a.Reasons}
 }

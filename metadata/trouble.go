@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
 // keyPoolTrouble holds the PoolTrouble record in the meta bucket.
@@ -70,6 +72,15 @@ func (pt *PoolTrouble) Since(gen uint64) TroubleEvent {
 		}
 	}
 	return TroubleEvent{Generation: pt.Generation, Reason: pt.Reason, At: pt.At}
+}
+
+// Refuses reports whether Commit refuses snapshot rec for the trouble on
+// this record: an active snapshot prepared before the latest trouble
+// (its TroubleGen older than the generation). Commit also refuses every
+// snapshot while the pool is in trouble at its look; that is the pool's
+// mode, not this record's.
+func (pt *PoolTrouble) Refuses(rec *Snapshot) bool {
+	return rec.Kind == snapshots.KindActive && rec.TroubleGen < pt.Generation
 }
 
 // PoolTrouble returns the record; a database that never had one returns

@@ -111,6 +111,14 @@ type Snapshotter struct {
 	// reaper pass is waiting to start.
 	reapMu     sync.Mutex
 	reapQueued atomic.Bool
+	// reapRetrying is set while background retries of failed deletions
+	// run (remove.go); reapFailures counts, under reapMu, each pending
+	// device's failed attempts, so that it is warned about once;
+	// reapRetry is their backoff (zero: defaultReapRetry; tests shorten
+	// it).
+	reapRetrying atomic.Bool
+	reapFailures map[uint32]int
+	reapRetry    reapRetry
 
 	// fills are the remote layer fills in flight, by committed name; see
 	// remotefill.go.
