@@ -36,6 +36,9 @@ import (
 // by the time it is read can be missed; Commit therefore notes its
 // device's kernel name before it deactivates it.
 
+// kernelReasonPrefix starts the trouble reason of a kernel log record.
+const kernelReasonPrefix = "the kernel logged an I/O error"
+
 // maxKernelRecords bounds the records one look reads; the rest wait for
 // the next look.
 const maxKernelRecords = 100000
@@ -180,7 +183,7 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 			if len(msg) > 200 {
 				msg = msg[:200] + "..."
 			}
-			reason = fmt.Sprintf("the kernel logged an I/O error on %s: %q", dev, msg)
+			reason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
 		}
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -72,7 +73,11 @@ func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
 	}
 	f.WriteString("3,3,30,-;Buffer I/O error on dev dm-7, logical block 16384, lost async page write\n SUBSYSTEM=block\n")
 	f.Close()
-	wantRefused(t, s, s.Commit(ctx, "base-b", "b"), "b", "I/O error on dm-7 (fake-thin-3)")
+	err = s.Commit(ctx, "base-b", "b")
+	wantRefused(t, s, err, "b", "I/O error on dm-7 (fake-thin-3)")
+	if !strings.Contains(err.Error(), "failing disk") || strings.Contains(err.Error(), "Free space") {
+		t.Errorf("the refusal's advice is not about a write error on a device:\n%v", err)
+	}
 	s.Close()
 
 	// A restart reads the kernel log from its first record again.

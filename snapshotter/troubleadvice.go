@@ -81,6 +81,11 @@ func retryAdvice(p snapshotPurpose, key string) string {
 // the pool is in write mode again as Commit saw it.
 func causeAdvice(reason string, healthy bool) string {
 	switch {
+	case strings.HasPrefix(reason, kernelReasonPrefix):
+		// First: the kernel's own text quoted after it may say anything
+		// ("read-only", "failed").
+		return "A write to one of the pool's devices failed while the pool stayed in write mode (most often a failing disk under the pool): " +
+			"check the kernel log (dmesg) and the disk's health before anything else; 'flyio-image-manager status' shows the pool"
 	case strings.Contains(reason, "at start (checked and loaded again)"):
 		return "The start-up check (check_on_start) found the pool in trouble and loaded it again; check 'flyio-image-manager status' shows mode: rw"
 	case strings.Contains(reason, "metadata space"):
