@@ -81,6 +81,12 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 		return err
 	}
 	unfiltered, adopting := walkFilters(fs)
+	if adopting {
+		// The offer and a Remove that takes hidden layers along are
+		// exclusive (unadopted.go).
+		s.adoptMu.Lock()
+		defer s.adoptMu.Unlock()
+	}
 	now := time.Now()
 	var infos []snapshots.Info
 	var offered []string

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/superfly/flyio-image-manager/extract"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
@@ -129,5 +130,12 @@ func randomSuffix() string {
 // remoteCandidate reports whether a Prepare is containerd's unpacker
 // asking for a layer the remote store may hold.
 func (s *Snapshotter) remoteCandidate(kind snapshots.Kind, labels map[string]string) bool {
-	return s.cfg.Remote != nil && kind == snapshots.KindActive && labels[snapshots.LabelSnapshotRef] != ""
+	if s.cfg.Remote == nil || kind != snapshots.KindActive {
+		return false
+	}
+	// A chain id, nothing else: the ref becomes the key "remote/<ref>",
+	// and a ref with a slash in it could name a key of a containerd
+	// namespace called "remote".
+	_, err := digest.Parse(labels[snapshots.LabelSnapshotRef])
+	return err == nil
 }

@@ -119,7 +119,7 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 			}
 			s.fillsMu.Unlock()
 			if detached {
-				logDetachedFill(fctx, name, err)
+				logDetachedFill(fctx, name, made, err)
 			}
 		}()
 	} else {
@@ -170,8 +170,10 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 // committed is kept for the next Prepare of it (a re-pull, another
 // namespace) to adopt, hidden from containerd's garbage collection for
 // unadoptedKeep (unadopted.go).
-func logDetachedFill(ctx context.Context, name string, err error) {
+func logDetachedFill(ctx context.Context, name string, made bool, err error) {
 	switch {
+	case err == nil && !made:
+		log.G(ctx).Infof("layer %q was committed already when its background fill began", name)
 	case err == nil:
 		log.G(ctx).Infof("layer filled from the remote store in the background as %q; kept for %s for a later pull to adopt", name, unadoptedKeep)
 	case ctx.Err() != nil:

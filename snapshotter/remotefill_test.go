@@ -35,7 +35,7 @@ func (r *slowRemote) Open(ctx context.Context, _ map[string]string) (io.ReadClos
 
 func remoteLabels() snapshots.Opt {
 	return snapshots.WithLabels(map[string]string{
-		snapshots.LabelSnapshotRef:      "sha256:0123",
+		snapshots.LabelSnapshotRef:      testRef,
 		"containerd.io/snapshot.diffid": "sha256:4567",
 	})
 }
@@ -106,7 +106,7 @@ func TestCancelledPrepareCancelsItsFill(t *testing.T) {
 func TestWalkHidesFillInFlight(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newTestSnapshotter(t)
-	const tmp = "remote-fill/sha256:0123/abcdef"
+	const tmp = "remote-fill/" + testRef + "/abcdef"
 	if _, err := s.Prepare(ctx, tmp, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -119,13 +119,13 @@ func TestWalkHidesFillInFlight(t *testing.T) {
 		return seen
 	}
 	s.fillsMu.Lock()
-	s.fills[remoteName("sha256:0123")] = &remoteFill{done: make(chan struct{})}
+	s.fills[remoteName(testRef)] = &remoteFill{done: make(chan struct{})}
 	s.fillsMu.Unlock()
 	if walked() {
 		t.Error("Walk showed the snapshot of a running fill")
 	}
 	s.fillsMu.Lock()
-	delete(s.fills, remoteName("sha256:0123"))
+	delete(s.fills, remoteName(testRef))
 	s.fillsMu.Unlock()
 	if !walked() {
 		t.Error("Walk hid a fill snapshot no fill is running for")
@@ -196,7 +196,7 @@ func TestFillEndingAsTheWaitTimesOutIsThePreparesResult(t *testing.T) {
 		}
 	}
 	defer func() { testHookFillWaitEnded = nil }()
-	labels := map[string]string{snapshots.LabelSnapshotRef: "sha256:0123", "containerd.io/snapshot.diffid": "sha256:4567"}
+	labels := map[string]string{snapshots.LabelSnapshotRef: testRef, "containerd.io/snapshot.diffid": "sha256:4567"}
 	err := s.fillRemote(context.Background(), "", labels)
 	if !errors.Is(err, errNotRemote) {
 		t.Fatalf("fillRemote = %v, want the ended fill's result (%v)", err, errNotRemote)

@@ -50,6 +50,9 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	}
 	var rec *metadata.Snapshot
 	var alsoRemoved []string
+	// Against an adoption walk while hidden layers may be removed with
+	// key (unadopted.go).
+	s.adoptMu.Lock()
 	err = s.store.Update(func(tx *metadata.Tx) (err error) {
 		alsoRemoved = nil
 		rec, err = tx.Snapshot(key)
@@ -57,10 +60,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 			return err
 		}
 		if kids := tx.Children(key); len(kids) > 0 {
-			removed, ok, err := s.removeUnadoptedChildren(tx, kids, time.Now())
-			if err != nil {
-				return err
-			}
+			removed, ok := s.removeUnadoptedChildren(tx, kids, time.Now())
 			if !ok {
 				return fmt.Errorf("remove %q: %d snapshot(s) depend on it, e.g. %q: %w", key, len(kids), kids[0], errdefs.ErrFailedPrecondition)
 			}
@@ -74,6 +74,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		}
 		return markDevice(tx, rec.DeviceID, metadata.DeviceDeleting, nil)
 	})
+	s.adoptMu.Unlock()
 	if err != nil {
 		return err
 	}

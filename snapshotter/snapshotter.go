@@ -128,6 +128,9 @@ type Snapshotter struct {
 	// Prepare has been offered yet, with when; under fillsMu. See
 	// unadopted.go.
 	unadopted map[string]time.Time
+	// adoptMu: an adoption walk against a Remove that removes hidden
+	// layers with their parent; taken before any transaction.
+	adoptMu sync.Mutex
 	// klog reads the kernel's log for I/O errors on the pool's devices
 	// (kernellog.go).
 	klog kernelLog

@@ -28,12 +28,18 @@ import (
 // the layer and ends its hiding, and from then on containerd either
 // names it in a namespace or removes it at its next GC like any other.
 //
-// Hiding only ever keeps a snapshot longer; nothing is removed because of
-// it. The marks are in memory: after a restart every layer is visible
-// and containerd collects those nobody adopted. A Remove of the parent of
-// hidden layers (containerd's GC removing the image the fill built on)
-// removes them with it, instead of being refused for children containerd
-// cannot see (removeUnadoptedChildren).
+// Hiding keeps a layer longer, never less long. The marks are in memory:
+// after a restart every layer is visible and containerd collects those
+// nobody adopted. A Remove of the parent of hidden layers (containerd's
+// GC removing the image the fill built on) removes them with it, instead
+// of being refused for children containerd cannot see
+// (removeUnadoptedChildren): the one removal hiding causes, of layers no
+// namespace names. adoptMu makes that removal and an adoption walk
+// exclusive, since our own gc and delete-image call Remove without
+// containerd's lock: either the walk offers the layer first (and the
+// Remove is refused for a child), or the layer is gone before the walk
+// (and containerd's adoption fails with not found: a pull retried, no
+// snapshot lost).
 
 // unadoptedKeep is how long a layer filled in the background waits for a
 // Prepare to adopt it before containerd's GC may collect it.
@@ -52,6 +58,11 @@ func (s *Snapshotter) unadoptedLayer(key string, now time.Time) bool {
 	if _, running := s.fills[key]; running {
 		return true
 	}
+	return s.markedLocked(key, now)
+}
+
+// markedLocked reports whether key carries a live mark; fillsMu held.
+func (s *Snapshotter) markedLocked(key string, now time.Time) bool {
 	at, ok := s.unadopted[key]
 	if ok && now.Sub(at) >= unadoptedKeep {
 		delete(s.unadopted, key)
@@ -93,39 +104,51 @@ func walkFilters(fs []string) (unfiltered, adopting bool) {
 // uses them. It returns the keys it removed (their devices are marked
 // deleting), or ok false, having changed nothing, when any descendant is
 // something else: Remove is then refused as before.
-func (s *Snapshotter) removeUnadoptedChildren(tx *metadata.Tx, kids []string, now time.Time) (removed []string, ok bool, err error) {
+//
+// Anything unexpected (a record that cannot be read, a device record
+// missing) refuses as well, rather than fail containerd's whole garbage
+// collection: it stops at an error from Remove other than
+// FailedPrecondition. The caller holds adoptMu.
+func (s *Snapshotter) removeUnadoptedChildren(tx *metadata.Tx, kids []string, now time.Time) (removed []string, ok bool) {
 	var recs []*metadata.Snapshot
 	for len(kids) > 0 {
 		k := kids[0]
 		kids = kids[1:]
-		if !s.unadoptedLayer(k, now) || s.fillRunning(k) {
-			return nil, false, nil
+		if !s.hiddenCommittedLayer(k, now) {
+			return nil, false
 		}
 		rec, err := tx.Snapshot(k)
-		if err != nil {
-			return nil, false, err
+		if err != nil || rec.Kind != snapshots.KindCommitted || rec.State != metadata.SnapshotReady {
+			return nil, false
 		}
 		recs = append(recs, rec)
 		kids = append(kids, tx.Children(k)...)
 	}
-	// Leaves first, as the records' parent links require.
+	// Leaves first, as the records' parent links require. An error here
+	// fails Remove's whole transaction, so nothing is half done.
 	for i := len(recs) - 1; i >= 0; i-- {
 		if err := tx.DeleteSnapshot(recs[i].Key); err != nil {
-			return nil, false, err
+			return nil, false
 		}
 		if err := markDevice(tx, recs[i].DeviceID, metadata.DeviceDeleting, nil); err != nil {
-			return nil, false, err
+			return nil, false
 		}
 		removed = append(removed, recs[i].Key)
 	}
-	return removed, true, nil
+	return removed, true
 }
 
-// fillRunning reports whether the fill that commits key still runs: its
-// layer is not removed under it.
-func (s *Snapshotter) fillRunning(key string) bool {
+// hiddenCommittedLayer reports whether key carries a live mark and no fill
+// of it runs (a running fill's layer is not removed under it), in one
+// look.
+func (s *Snapshotter) hiddenCommittedLayer(key string, now time.Time) bool {
+	if !strings.HasPrefix(key, "remote/") {
+		return false
+	}
 	s.fillsMu.Lock()
 	defer s.fillsMu.Unlock()
-	_, running := s.fills[key]
-	return running
+	if _, running := s.fills[key]; running {
+		return false
+	}
+	return s.markedLocked(key, now)
 }

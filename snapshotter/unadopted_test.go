@@ -11,7 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-const testRef = "sha256:0123"
+const testRef = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 // commitLayer makes the committed snapshot name on parent with the ref
 // label, as fillOnce commits a layer; unadopted marks it as a background
@@ -135,5 +135,18 @@ func TestRemovingTheParentOfUnadoptedLayersRemovesThem(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, l1); err != nil {
 		t.Errorf("the unadopted layer with a child was removed: %v", err)
+	}
+}
+
+// TestRemoteCandidateNeedsAChainID: the ref becomes the key "remote/<ref>";
+// one that is not a digest (a slash in it could name a key of a containerd
+// namespace called "remote") is not filled.
+func TestRemoteCandidateNeedsAChainID(t *testing.T) {
+	s, _, _ := newTestSnapshotter(t)
+	s.cfg.Remote = &slowRemote{release: make(chan struct{})}
+	for ref, want := range map[string]bool{testRef: true, "sha256:0123": false, "12/sha256:x": false, "": false} {
+		if got := s.remoteCandidate(snapshots.KindActive, map[string]string{snapshots.LabelSnapshotRef: ref}); got != want {
+			t.Errorf("remoteCandidate(ref %q) = %v, want %v", ref, got, want)
+		}
 	}
 }
