@@ -79,7 +79,11 @@
 //     kept. Directory modes and times are applied at the end, after their
 //     contents. trusted.* xattrs are dropped (they belong to the host, e.g.
 //     overlayfs). An entry's xattrs are bounded (ErrInvalidXattr: 128, of
-//     64 KiB in all, names of 1..255 bytes), in Validate as in Extract.
+//     64 KiB in all, names of 1..255 bytes), in Validate as in Extract;
+//     security.capability and the POSIX ACLs (system.posix_acl_access,
+//     system.posix_acl_default) must be values the kernel takes (see
+//     checkACL: a default ACL only on a directory, named ids in
+//     0..4294967294).
 //     As non-root, ownership that cannot be given away is
 //     left as the caller's with one warning.
 //   - Device nodes are created only with AllowDevices; otherwise they are

@@ -41,7 +41,7 @@ func reviewCases() []hostileCase {
 	e := strings.TrimSuffix(strings.Repeat("e/", 2000), "/")
 	f := strings.TrimSuffix(strings.Repeat("f/", 2000), "/")
 	deep6000 := one(dir(p+"/"), symlink("l1", "/"+p), dir("l1/"+e+"/"), symlink("l2", "l1/"+e), dir("l2/"+f+"/"))
-	return append(xattrCases(), []hostileCase{
+	return append(append(xattrCases(), aclCases()...), []hostileCase{
 		// --- what a symlink leads to is remembered (item 1) --------
 		{
 			name:   "symlink-chain-40-links-of-2000-components",
