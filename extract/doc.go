@@ -69,11 +69,14 @@
 //
 // # Choices
 //
-//   - A non-directory replacing a directory (in the same archive or from a
-//     lower layer) removes the directory recursively, with fd-relative
-//     unlinkat calls that never enter symlinks; this is what OCI layers
-//     need. A directory over an existing directory keeps its contents and
-//     takes the new metadata.
+//   - In Layer mode, a non-directory replacing a directory (of this
+//     layer or of its parent) removes the directory recursively, with
+//     fd-relative unlinkat calls that never enter symlinks; this is what
+//     OCI layers need. A hardlink whose target is inside that directory
+//     is refused. In Rootfs mode, as GNU tar, an empty directory is
+//     replaced and a non-empty one refused ("replaces a non-empty
+//     directory"). A directory over an existing directory keeps its
+//     contents and takes the new metadata.
 //   - Owner, mode (setuid/setgid/sticky included, applied after chown,
 //     which clears them), mtime/atime and PAX SCHILY.xattr.* records are
 //     kept. Directory modes and times are applied at the end, after their

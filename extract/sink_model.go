@@ -30,6 +30,8 @@ type modelSink struct {
 	typ      []byte   // by nodeID: tar.TypeDir, tar.TypeSymlink, or tar.TypeReg for any other
 	parentOf []nodeID // by nodeID: the directory it was made in (the root's is the root)
 	depth    []uint32 // by nodeID: levels below the root
+	nkids    []uint32 // by nodeID: names in it (a non-empty directory is kept in Rootfs mode, see errDirNotEmpty)
+	keepFull bool     // not Layer mode
 	target   map[nodeID]string
 	implied  int   // directories made for parents, which count as entries
 	steps    int64 // path components and remembered symlinks looked at, for tests of the cost
@@ -63,6 +65,7 @@ type nodeKey struct {
 const (
 	rootNode    nodeID = 0
 	unknownNode nodeID = ^nodeID(0) // lenient: somewhere in the unseen parent
+	none        nodeID = ^nodeID(0) - 1
 )
 
 func newModelSink(opts Options) *modelSink {
@@ -74,6 +77,8 @@ func newModelSink(opts Options) *modelSink {
 		parentOf: []nodeID{rootNode},
 		used:     []uint32{0},
 		depth:    []uint32{0},
+		nkids:    []uint32{0},
+		keepFull: opts.Mode != Layer,
 		target:   map[nodeID]string{},
 		links:    map[nodeID]linkMemo{},
 	}
@@ -98,9 +103,12 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	m.parentOf = append(m.parentOf, parent)
 	m.used = append(m.used, 0)
 	m.depth = append(m.depth, m.depth[parent]+1)
+	m.nkids = append(m.nkids, 0)
 	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
+	} else {
+		m.nkids[parent]++
 	}
 	m.kids[key] = id
 	return id
@@ -271,17 +279,39 @@ func (m *modelSink) parent(e *entry) (nodeID, string, error) {
 	return p, base, nil
 }
 
-// put makes a non-directory of type typ at e, replacing what was there.
-func (m *modelSink) put(e *entry, typ byte, target string) error {
+// put makes a non-directory of type typ at e, replacing what was there:
+// a directory only if it is empty, or in Layer mode with its contents
+// (errDirNotEmpty). linkDir is, for a hardlink, the directory holding
+// its target, which a directory the link replaces must not hold
+// (hardlinkInsideErr); none otherwise.
+func (m *modelSink) put(e *entry, typ byte, target string, linkDir nodeID) error {
 	p, base, err := m.parent(e)
 	if err != nil || p == unknownNode {
 		return err
+	}
+	if old, ok := m.child(p, base); ok && m.typ[old] == tar.TypeDir {
+		switch {
+		case m.keepFull && m.nkids[old] > 0:
+			return notEmptyErr(e.name)
+		case linkDir != none && linkDir != unknownNode && m.under(linkDir, old):
+			return hardlinkInsideErr(e.name, e.hdr.Linkname)
+		}
 	}
 	id := m.newNode(p, base, typ)
 	if typ == tar.TypeSymlink {
 		m.target[id] = target
 	}
 	return nil
+}
+
+// under reports whether directory n is dir or below it: its real
+// parents, as removing dir removes them, whatever symlinks led to n.
+func (m *modelSink) under(n, dir nodeID) bool {
+	for m.depth[n] > m.depth[dir] {
+		m.steps++
+		n = m.parentOf[n]
+	}
+	return n == dir
 }
 
 func (m *modelSink) dir(e *entry) error {
@@ -309,12 +339,12 @@ func (m *modelSink) file(e *entry, r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
-	return m.put(e, tar.TypeReg, "")
+	return m.put(e, tar.TypeReg, "", none)
 }
 
-func (m *modelSink) symlink(e *entry) error { return m.put(e, tar.TypeSymlink, e.hdr.Linkname) }
+func (m *modelSink) symlink(e *entry) error { return m.put(e, tar.TypeSymlink, e.hdr.Linkname, none) }
 
-func (m *modelSink) node(e *entry) error { return m.put(e, tar.TypeReg, "") }
+func (m *modelSink) node(e *entry) error { return m.put(e, tar.TypeReg, "", none) }
 
 func (m *modelSink) hardlink(e *entry, target string) error {
 	tdir, tbase := splitRel(target)
@@ -336,7 +366,7 @@ func (m *modelSink) hardlink(e *entry, target string) error {
 		}
 	}
 	// A hardlink to a symlink is that symlink, target and all.
-	return m.put(e, typ, t)
+	return m.put(e, typ, t, d)
 }
 
 func (m *modelSink) whiteout(e *entry, dir, name string) error {
@@ -349,6 +379,7 @@ func (m *modelSink) whiteout(e *entry, dir, name string) error {
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
 		delete(m.kids, key)
+		m.nkids[d]--
 	}
 	return nil
 }
