@@ -44,15 +44,25 @@ type modelSink struct {
 	// file, which it did not go through, or a node it did not meet.)
 	// used[id] is gen+1 for the nodes the resolutions remembered in this
 	// gen went through.
-	links map[nodeID]linkMemo
-	gen   uint32
-	used  []uint32
+	//
+	// Lenient, a resolution may also lead into the unseen parent, where
+	// a name it looked for was missing; that outcome is remembered too
+	// (where every entry through a chain into the parent cost the whole
+	// chain again), and changes when the name is made: missed[id] is
+	// gen+1 for the directories such a remembered resolution missed a
+	// name in, and a new name in one starts a new gen.
+	links  map[nodeID]linkMemo
+	gen    uint32
+	used   []uint32
+	missed []uint32
 }
 
 type linkMemo struct {
-	gen   uint32
-	dir   nodeID
-	count int // symlinks followed to get there, this one included
+	gen     uint32
+	dir     nodeID
+	unknown int  // levels below dir in the unseen parent (lenient)
+	count   int  // symlinks followed to get there, this one included
+	parent  bool // the resolution went into the unseen parent
 }
 
 type nodeID uint32
@@ -76,6 +86,7 @@ func newModelSink(opts Options) *modelSink {
 		typ:      []byte{tar.TypeDir},
 		parentOf: []nodeID{rootNode},
 		used:     []uint32{0},
+		missed:   []uint32{0},
 		depth:    []uint32{0},
 		nkids:    []uint32{0},
 		keepFull: opts.Mode != Layer,
@@ -102,6 +113,7 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	m.typ = append(m.typ, typ)
 	m.parentOf = append(m.parentOf, parent)
 	m.used = append(m.used, 0)
+	m.missed = append(m.missed, 0)
 	m.depth = append(m.depth, m.depth[parent]+1)
 	m.nkids = append(m.nkids, 0)
 	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
@@ -109,6 +121,9 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 		m.gone(old)
 	} else {
 		m.nkids[parent]++
+		if m.missed[parent] == m.gen+1 {
+			m.newGen() // a remembered resolution went into the parent here
+		}
 	}
 	m.kids[key] = id
 	return id
@@ -118,10 +133,15 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 // to may have changed if a remembered resolution went through it.
 func (m *modelSink) gone(id nodeID) {
 	if m.used[id] == m.gen+1 {
-		m.gen++
-		if m.gen == 0 { // wrapped: no memo may look current
-			clear(m.links)
-		}
+		m.newGen()
+	}
+}
+
+// newGen forgets every remembered resolution.
+func (m *modelSink) newGen() {
+	m.gen++
+	if m.gen == 0 { // wrapped: no memo may look current
+		clear(m.links)
 	}
 }
 
@@ -188,6 +208,9 @@ func (m *modelSink) step(p *pos, c string, r *resolution) error {
 		p.node = m.newNode(p.node, c, tar.TypeDir)
 		return nil
 	case !ok && m.lenient:
+		if r.remember {
+			m.missed[p.node] = m.gen + 1
+		}
 		p.unknown = 1
 		r.sawUnknown = true
 		return nil
@@ -216,7 +239,8 @@ func (m *modelSink) follow(p *pos, id nodeID, r *resolution) error {
 		if r.base+r.links > maxSymlinks {
 			return errLoop
 		}
-		p.node, p.unknown = memo.dir, 0
+		p.node, p.unknown = memo.dir, memo.unknown
+		r.sawUnknown = r.sawUnknown || memo.parent
 		return nil
 	}
 	to, sub, err := m.resolveLink(id, r.base+r.links)
@@ -261,10 +285,8 @@ func (m *modelSink) resolveLink(id nodeID, before int) (pos, resolution, error) 
 	if err != nil {
 		return pos{}, sub, err
 	}
-	if !sub.sawUnknown && p.unknown == 0 {
-		m.links[id] = linkMemo{gen: m.gen, dir: p.node, count: sub.links}
-		m.used[id] = m.gen + 1
-	}
+	m.links[id] = linkMemo{gen: m.gen, dir: p.node, unknown: p.unknown, count: sub.links, parent: sub.sawUnknown}
+	m.used[id] = m.gen + 1
 	return p, sub, nil
 }
 
