@@ -19,13 +19,15 @@ var (
 	ErrPathTraversal = newKind("path traversal detected", errdefs.ErrInvalidArgument)
 	// ErrInvalidName: empty names, names with NUL, paths of PATH_MAX or
 	// more, components longer than NAME_MAX, names that denote the root
-	// for a non-directory.
+	// for a non-directory, in Rootfs mode a non-directory whose name is a
+	// non-empty directory.
 	ErrInvalidName = newKind("invalid entry name", errdefs.ErrInvalidArgument)
 	// ErrHardlinkEscape: a hardlink whose target names something outside
 	// the root.
 	ErrHardlinkEscape = newKind("hardlink target escapes base directory", errdefs.ErrInvalidArgument)
 	// ErrInvalidHardlink: a hardlink whose target does not exist in the
-	// root or is a directory.
+	// root or is a directory, or (Layer mode) is inside the directory the
+	// link replaces.
 	ErrInvalidHardlink = newKind("invalid hardlink target", errdefs.ErrInvalidArgument)
 	// ErrSymlinkEscape: with Options.StrictSymlinks, a symlink whose
 	// target climbs above the root.

@@ -27,16 +27,24 @@ func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
 // clearForNonDir makes room for a non-directory at name: an existing
 // non-directory is unlinked (never opened, so a hardlink sharing its inode
-// is left intact), an existing directory is removed with its contents.
-func clearForNonDir(dirfd int, name string) error {
+// is left intact), an existing directory is removed with its contents,
+// or with keepFull only if it is empty (errDirNotEmpty otherwise).
+func clearForNonDir(dirfd int, name string, keepFull bool) error {
 	st, exists, err := lstatAt(dirfd, name)
 	if err != nil || !exists {
 		return err
 	}
-	if isDir(&st) {
+	if !isDir(&st) {
+		return unix.Unlinkat(dirfd, name, 0)
+	}
+	if !keepFull {
 		return removeAllAt(dirfd, name)
 	}
-	return unix.Unlinkat(dirfd, name, 0)
+	err = unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return errDirNotEmpty
+	}
+	return err
 }
 
 // removeAllAt removes name (relative to dirfd) and, for a directory, all it

@@ -41,7 +41,7 @@ func reviewCases() []hostileCase {
 	e := strings.TrimSuffix(strings.Repeat("e/", 2000), "/")
 	f := strings.TrimSuffix(strings.Repeat("f/", 2000), "/")
 	deep6000 := one(dir(p+"/"), symlink("l1", "/"+p), dir("l1/"+e+"/"), symlink("l2", "l1/"+e), dir("l2/"+f+"/"))
-	return append(xattrCases(), []hostileCase{
+	return append(append(append(xattrCases(), aclCases()...), replaceCases()...), []hostileCase{
 		// --- what a symlink leads to is remembered (item 1) --------
 		{
 			name:   "symlink-chain-40-links-of-2000-components",
@@ -76,6 +76,7 @@ func reviewCases() []hostileCase {
 		},
 		{
 			name:    "remembered-target-dir-replaced-by-file",
+			opts:    layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers:  one(dir("d/"), symlink("l", "d"), file("l/x", "x"), file("d", "now a file"), file("l/y", "y")),
 			wantErr: ErrInvalidParent, wantMsg: []string{"l/y (a component of its directory is not a directory)"},
 		},
@@ -88,6 +89,7 @@ func reviewCases() []hostileCase {
 			// a is a directory l's resolution went through, replaced by
 			// a symlink: l now leads into z.
 			name:   "remembered-path-directory-replaced-by-symlink",
+			opts:   layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers: one(dir("a/b/"), dir("z/b/"), symlink("l", "a/b"), file("l/x", "x"), symlink("a", "z"), file("l/y", "y")),
 			check: func(t *testing.T, s *sandbox, r Result) {
 				fileIs("z/b/y", "y")(t, s, r)

@@ -399,6 +399,7 @@ func hostileCases() []hostileCase {
 		},
 		{
 			name:   "nonempty-dir-then-file",
+			opts:   layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers: one(dir("x"), dir("x/sub"), file("x/sub/y", "y"), file("x", "now a file")),
 			check: func(t *testing.T, s *sandbox, _ Result) {
 				if got := readFile(t, filepath.Join(s.root, "x")); got != "now a file" {
@@ -408,6 +409,7 @@ func hostileCases() []hostileCase {
 		},
 		{
 			name:   "dir-then-symlink-then-file-under",
+			opts:   layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers: one(dir("x"), file("x/y", "y"), symlink("x", "/"), file("x/z", "z")),
 			check: func(t *testing.T, s *sandbox, _ Result) {
 				if got := readFile(t, filepath.Join(s.root, "z")); got != "z" {
@@ -664,16 +666,19 @@ func hostileCases() []hostileCase {
 		{name: "entry-under-self-symlink", layers: one(symlink("s", "s"), file("s/x", "y")), wantErr: ErrInvalidParent},
 		{
 			name:    "hardlink-into-replaced-directory",
+			opts:    layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers:  one(dir("d"), file("d/a", "a"), file("d", "now a file"), dir("d"), hardlink("h", "d/a")),
 			wantErr: ErrInvalidHardlink, wantMsg: []string{"h -> d/a (target not found)"},
 		},
 		{
 			name:    "entry-under-directory-replaced-by-file",
+			opts:    layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers:  one(dir("d"), dir("d/sub"), file("d", "now a file"), file("d/sub/x", "x")),
 			wantErr: ErrInvalidParent,
 		},
 		{
 			name:   "entry-under-symlink-in-replaced-directory",
+			opts:   layer, // a rootfs keeps a non-empty directory (replaceCases)
 			layers: one(dir("d"), symlink("d/s", "/nowhere"), file("d", "f"), dir("d"), file("d/s/x", "x")),
 			check:  fileIs("d/s/x", "x"),
 		},

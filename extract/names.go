@@ -59,6 +59,24 @@ func tooDeepErr(name string) error {
 	return entryErr(ErrInvalidName, name, " (a directory more than %d levels deep)", MaxPathLen)
 }
 
+// errDirNotEmpty: in Rootfs mode, a non-directory entry (file, hardlink,
+// symlink, device, FIFO) whose name is a non-empty directory. GNU tar
+// refuses it ("Cannot open: File exists") and removes an empty one, and
+// so do Validate and Extract (notEmptyErr). In Layer mode the directory
+// is removed with its contents instead: an OCI layer replacing a
+// directory of its parent with a file says so this way.
+var errDirNotEmpty = errors.New("directory not empty")
+
+func notEmptyErr(name string) error {
+	return entryErr(ErrInvalidName, name, " (replaces a non-empty directory)")
+}
+
+// hardlinkInsideErr: in Layer mode, a hardlink whose name is a directory
+// holding its target: removing the directory would remove the target.
+func hardlinkInsideErr(name, target string) error {
+	return entryErr(ErrInvalidHardlink, name, " -> %s (target inside the directory it replaces)", printable(target))
+}
+
 // splitRel splits a cleaned relative path into its directory and last
 // component. The root has neither.
 func splitRel(rel string) (dir, base string) {

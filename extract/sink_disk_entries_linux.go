@@ -99,8 +99,8 @@ func (s *diskSink) file(e *entry, r io.Reader) error {
 	fd, err := createAt(pfd, base, cm)
 	if errors.Is(err, unix.EEXIST) {
 		s.forget()
-		if err := clearForNonDir(pfd, base); err != nil {
-			return opErr("replace", e.name, err)
+		if err := s.clear(e, pfd, base); err != nil {
+			return err
 		}
 		fd, err = createAt(pfd, base, cm)
 	}
@@ -184,8 +184,8 @@ func (s *diskSink) symlink(e *entry) error {
 	err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
 	if errors.Is(err, unix.EEXIST) {
 		s.forget()
-		if err := clearForNonDir(pfd, base); err != nil {
-			return opErr("replace", e.name, err)
+		if err := s.clear(e, pfd, base); err != nil {
+			return err
 		}
 		err = unix.Symlinkat(e.hdr.Linkname, pfd, base)
 	}
@@ -237,16 +237,34 @@ func (s *diskSink) hardlink(e *entry, target string) error {
 		return nil // already that file (a link to itself, or a repeat)
 	}
 	s.forget()
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
+	if err := s.clear(e, pfd, base); err != nil {
+		return err
 	}
 	// linkat without AT_SYMLINK_FOLLOW: a symlink target is linked as the
 	// symlink itself, never as whatever it points to.
 	if err := unix.Linkat(tfd, tbase, pfd, base, 0); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			// It was there (lstat above): only clearing a directory
+			// that held it (Layer mode) can have removed it.
+			return hardlinkInsideErr(e.name, e.hdr.Linkname)
+		}
 		return opErr("link", e.name, err)
 	}
 	s.mark(e.rel)
 	return nil
+}
+
+// clear makes room for the non-directory entry e at base in pfd: see
+// clearForNonDir and errDirNotEmpty for the rule on directories.
+func (s *diskSink) clear(e *entry, pfd int, base string) error {
+	err := clearForNonDir(pfd, base, s.opts.Mode != Layer)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errDirNotEmpty):
+		return notEmptyErr(e.name)
+	}
+	return opErr("replace", e.name, err)
 }
 
 func (s *diskSink) node(e *entry) error {
@@ -255,8 +273,8 @@ func (s *diskSink) node(e *entry) error {
 		return err
 	}
 	s.forget()
-	if err := clearForNonDir(pfd, base); err != nil {
-		return opErr("replace", e.name, err)
+	if err := s.clear(e, pfd, base); err != nil {
+		return err
 	}
 	m := mode(e.hdr) &^ 0o7000
 	var dev int

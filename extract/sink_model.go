@@ -30,6 +30,8 @@ type modelSink struct {
 	typ      []byte   // by nodeID: tar.TypeDir, tar.TypeSymlink, or tar.TypeReg for any other
 	parentOf []nodeID // by nodeID: the directory it was made in (the root's is the root)
 	depth    []uint32 // by nodeID: levels below the root
+	nkids    []uint32 // by nodeID: names in it (a non-empty directory is kept in Rootfs mode, see errDirNotEmpty)
+	keepFull bool     // not Layer mode
 	target   map[nodeID]string
 	implied  int   // directories made for parents, which count as entries
 	steps    int64 // path components and remembered symlinks looked at, for tests of the cost
@@ -42,15 +44,25 @@ type modelSink struct {
 	// file, which it did not go through, or a node it did not meet.)
 	// used[id] is gen+1 for the nodes the resolutions remembered in this
 	// gen went through.
-	links map[nodeID]linkMemo
-	gen   uint32
-	used  []uint32
+	//
+	// Lenient, a resolution may also lead into the unseen parent, where
+	// a name it looked for was missing; that outcome is remembered too
+	// (where every entry through a chain into the parent cost the whole
+	// chain again), and changes when the name is made: missed[id] is
+	// gen+1 for the directories such a remembered resolution missed a
+	// name in, and a new name in one starts a new gen.
+	links  map[nodeID]linkMemo
+	gen    uint32
+	used   []uint32
+	missed []uint32
 }
 
 type linkMemo struct {
-	gen   uint32
-	dir   nodeID
-	count int // symlinks followed to get there, this one included
+	gen     uint32
+	dir     nodeID
+	unknown int  // levels below dir in the unseen parent (lenient)
+	count   int  // symlinks followed to get there, this one included
+	parent  bool // the resolution went into the unseen parent
 }
 
 type nodeID uint32
@@ -63,6 +75,7 @@ type nodeKey struct {
 const (
 	rootNode    nodeID = 0
 	unknownNode nodeID = ^nodeID(0) // lenient: somewhere in the unseen parent
+	none        nodeID = ^nodeID(0) - 1
 )
 
 func newModelSink(opts Options) *modelSink {
@@ -73,7 +86,10 @@ func newModelSink(opts Options) *modelSink {
 		typ:      []byte{tar.TypeDir},
 		parentOf: []nodeID{rootNode},
 		used:     []uint32{0},
+		missed:   []uint32{0},
 		depth:    []uint32{0},
+		nkids:    []uint32{0},
+		keepFull: opts.Mode != Layer,
 		target:   map[nodeID]string{},
 		links:    map[nodeID]linkMemo{},
 	}
@@ -97,10 +113,17 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 	m.typ = append(m.typ, typ)
 	m.parentOf = append(m.parentOf, parent)
 	m.used = append(m.used, 0)
+	m.missed = append(m.missed, 0)
 	m.depth = append(m.depth, m.depth[parent]+1)
+	m.nkids = append(m.nkids, 0)
 	key := nodeKey{parent, m.h.chain(pathHash{}, name)}
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
+	} else {
+		m.nkids[parent]++
+		if m.missed[parent] == m.gen+1 {
+			m.newGen() // a remembered resolution went into the parent here
+		}
 	}
 	m.kids[key] = id
 	return id
@@ -110,10 +133,15 @@ func (m *modelSink) newNode(parent nodeID, name string, typ byte) nodeID {
 // to may have changed if a remembered resolution went through it.
 func (m *modelSink) gone(id nodeID) {
 	if m.used[id] == m.gen+1 {
-		m.gen++
-		if m.gen == 0 { // wrapped: no memo may look current
-			clear(m.links)
-		}
+		m.newGen()
+	}
+}
+
+// newGen forgets every remembered resolution.
+func (m *modelSink) newGen() {
+	m.gen++
+	if m.gen == 0 { // wrapped: no memo may look current
+		clear(m.links)
 	}
 }
 
@@ -180,6 +208,9 @@ func (m *modelSink) step(p *pos, c string, r *resolution) error {
 		p.node = m.newNode(p.node, c, tar.TypeDir)
 		return nil
 	case !ok && m.lenient:
+		if r.remember {
+			m.missed[p.node] = m.gen + 1
+		}
 		p.unknown = 1
 		r.sawUnknown = true
 		return nil
@@ -208,7 +239,8 @@ func (m *modelSink) follow(p *pos, id nodeID, r *resolution) error {
 		if r.base+r.links > maxSymlinks {
 			return errLoop
 		}
-		p.node, p.unknown = memo.dir, 0
+		p.node, p.unknown = memo.dir, memo.unknown
+		r.sawUnknown = r.sawUnknown || memo.parent
 		return nil
 	}
 	to, sub, err := m.resolveLink(id, r.base+r.links)
@@ -253,10 +285,8 @@ func (m *modelSink) resolveLink(id nodeID, before int) (pos, resolution, error) 
 	if err != nil {
 		return pos{}, sub, err
 	}
-	if !sub.sawUnknown && p.unknown == 0 {
-		m.links[id] = linkMemo{gen: m.gen, dir: p.node, count: sub.links}
-		m.used[id] = m.gen + 1
-	}
+	m.links[id] = linkMemo{gen: m.gen, dir: p.node, unknown: p.unknown, count: sub.links, parent: sub.sawUnknown}
+	m.used[id] = m.gen + 1
 	return p, sub, nil
 }
 
@@ -271,17 +301,39 @@ func (m *modelSink) parent(e *entry) (nodeID, string, error) {
 	return p, base, nil
 }
 
-// put makes a non-directory of type typ at e, replacing what was there.
-func (m *modelSink) put(e *entry, typ byte, target string) error {
+// put makes a non-directory of type typ at e, replacing what was there:
+// a directory only if it is empty, or in Layer mode with its contents
+// (errDirNotEmpty). linkDir is, for a hardlink, the directory holding
+// its target, which a directory the link replaces must not hold
+// (hardlinkInsideErr); none otherwise.
+func (m *modelSink) put(e *entry, typ byte, target string, linkDir nodeID) error {
 	p, base, err := m.parent(e)
 	if err != nil || p == unknownNode {
 		return err
+	}
+	if old, ok := m.child(p, base); ok && m.typ[old] == tar.TypeDir {
+		switch {
+		case m.keepFull && m.nkids[old] > 0:
+			return notEmptyErr(e.name)
+		case linkDir != none && linkDir != unknownNode && m.under(linkDir, old):
+			return hardlinkInsideErr(e.name, e.hdr.Linkname)
+		}
 	}
 	id := m.newNode(p, base, typ)
 	if typ == tar.TypeSymlink {
 		m.target[id] = target
 	}
 	return nil
+}
+
+// under reports whether directory n is dir or below it: its real
+// parents, as removing dir removes them, whatever symlinks led to n.
+func (m *modelSink) under(n, dir nodeID) bool {
+	for m.depth[n] > m.depth[dir] {
+		m.steps++
+		n = m.parentOf[n]
+	}
+	return n == dir
 }
 
 func (m *modelSink) dir(e *entry) error {
@@ -309,12 +361,12 @@ func (m *modelSink) file(e *entry, r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
-	return m.put(e, tar.TypeReg, "")
+	return m.put(e, tar.TypeReg, "", none)
 }
 
-func (m *modelSink) symlink(e *entry) error { return m.put(e, tar.TypeSymlink, e.hdr.Linkname) }
+func (m *modelSink) symlink(e *entry) error { return m.put(e, tar.TypeSymlink, e.hdr.Linkname, none) }
 
-func (m *modelSink) node(e *entry) error { return m.put(e, tar.TypeReg, "") }
+func (m *modelSink) node(e *entry) error { return m.put(e, tar.TypeReg, "", none) }
 
 func (m *modelSink) hardlink(e *entry, target string) error {
 	tdir, tbase := splitRel(target)
@@ -336,7 +388,7 @@ func (m *modelSink) hardlink(e *entry, target string) error {
 		}
 	}
 	// A hardlink to a symlink is that symlink, target and all.
-	return m.put(e, typ, t)
+	return m.put(e, typ, t, d)
 }
 
 func (m *modelSink) whiteout(e *entry, dir, name string) error {
@@ -349,6 +401,7 @@ func (m *modelSink) whiteout(e *entry, dir, name string) error {
 	if old, ok := m.kids[key]; ok {
 		m.gone(old)
 		delete(m.kids, key)
+		m.nkids[d]--
 	}
 	return nil
 }

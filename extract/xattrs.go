@@ -49,6 +49,11 @@ func checkXattrs(name string, hdr *tar.Header) error {
 		if key == "security.capability" && !validCapability(v) {
 			return entryErr(ErrInvalidXattr, name, ": security.capability: %d bytes that are no v2 (20 bytes) or v3 (24 bytes) capability set", len(v))
 		}
+		if key == aclAccess || key == aclDefault {
+			if why := checkACL(v, key == aclDefault, hdr.Typeflag == tar.TypeDir); why != "" {
+				return entryErr(ErrInvalidXattr, name, ": %s: %s", key, why)
+			}
+		}
 		for _, ns := range xattrNamespaces {
 			if key == ns {
 				return entryErr(ErrInvalidXattr, name, ": %q (no name after the namespace)", key)
