@@ -1,6 +1,7 @@
 package s3fetch_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -60,5 +61,15 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestNewValidates: a Config built in code is checked by New with the
+// rules (and words) config checks the file with (internal/s3check).
+func TestNewValidates(t *testing.T) {
+	c := s3fetch.DefaultConfig()
+	c.PartSize = 0
+	if _, err := s3fetch.New(context.Background(), c); err == nil || err.Error() != "s3: part_size must be positive, got 0B" {
+		t.Errorf("New with part_size 0: %v", err)
 	}
 }
