@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/diag"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -70,7 +70,7 @@ func gatherDiag(ctx context.Context, cfg config.Config, now time.Time) []diag.Fi
 	wire, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
 	if err == nil {
 		note += fmt.Sprintf("gathered by the daemon answering on %s\n", cfg.AdminAddress)
-		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, diagFiles(wire)...)
+		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, adminwire.DomainDiagFiles(wire)...)
 	}
 	note += fmt.Sprintf("the daemon did not answer on %s (%v); gathered by the diag command itself, "+
 		"so environment.txt is the diag command's and the log comes from the journal\n", cfg.AdminAddress, err)
@@ -113,14 +113,14 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 				if err != nil {
 					return nil, err
 				}
-				return daemon.WireImages(imgs), nil
+				return adminwire.Images(imgs), nil
 			}),
 			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) {
 				tree, err := inv.Snapshots(ctx)
 				if err != nil {
 					return nil, err
 				}
-				return daemon.WireSnapshotTree(tree), nil
+				return adminwire.SnapshotTree(tree), nil
 			}),
 		}
 	}
