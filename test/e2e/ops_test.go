@@ -3,10 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -24,46 +22,6 @@ import (
 	"github.com/superfly/flyio-image-manager/snapshotter"
 	"github.com/superfly/flyio-image-manager/test/harness"
 )
-
-// stopDaemon stops only our daemon; containerd keeps running and
-// reconnects to the proxy snapshotter when it is back.
-func (e *env) stopDaemon() {
-	e.T.Helper()
-	e.StopProc(e.Daemon)
-	e.Daemon = nil
-}
-
-// startDaemon starts the daemon on the env's configuration and waits for
-// its admin API.
-func (e *env) startDaemon() {
-	e.T.Helper()
-	e.Daemon = e.Start("daemon", exec.Command(e.Bin, "--config", e.CfgPath, "daemon"), e.opts.daemonEnv...)
-	e.WaitFor("the daemon's admin API", 90*time.Second, e.Daemon, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := admin.NewClient(e.Cfg.AdminAddress).Status(ctx)
-		return err == nil
-	})
-}
-
-// flyio runs our command with the env's configuration.
-func (e *env) flyio(args ...string) (string, error) {
-	return e.Fim(args...)
-}
-
-// gcReport runs gc with --json and decodes the report.
-func (e *env) gcReport(args ...string) *gc.Report {
-	e.T.Helper()
-	out, err := e.flyio(append([]string{"gc", "--json", "--min-age", "0s"}, args...)...)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	var rep gc.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		e.T.Fatalf("gc --json output: %v\n%s", err, out)
-	}
-	return &rep
-}
 
 // fillDevice activates thin id under name, writes n bytes and syncs.
 func fillDevice(t *testing.T, pool *dmpool.Pool, name string, id uint32, n int) {
@@ -161,7 +119,8 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	}
 	sn.Close()
 	store.Close()
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 	// A process-image snapshot whose run left no record (abandoned).
 	const importKey = "flyio-import-20250101-000000-0123456789ab"
 	e.Ctr("snapshots", "--snapshotter", "flyio", "prepare", importKey)
@@ -235,7 +194,8 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if err != nil || !strings.Contains(out, "nothing to clean") {
 		t.Errorf("offline gc --dry-run: %v\n%s", err, out)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 }
 
 // TestPoolFullThreshold fills the pool past [pool] full_threshold and
@@ -265,7 +225,8 @@ func TestPoolFullThreshold(t *testing.T) {
 	if e.Cfg, err = config.Load(e.CfgPath, true); err != nil {
 		t.Fatal(err)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
 	t.Logf("status before filling:\n%s", e.status())
