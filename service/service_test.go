@@ -3,9 +3,11 @@ package service
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -53,5 +55,30 @@ func TestOpenLockedFailsBeforeThePool(t *testing.T) {
 		if !errors.Is(err, metadata.ErrLocked) {
 			t.Errorf("%s: Open beside a held database: %v, want ErrLocked", mode, err)
 		}
+	}
+}
+
+// An offline gc (gc --dry-run: Inspect) reads the pool from a metadata
+// snapshot it reserves: its hold is recorded where the daemon records
+// its own, so one left by a killed gc is released by the next daemon
+// start or gc --force instead of refusing every gc until an operator
+// releases it by hand. (Offline, gc --force, records it too and releases
+// a leftover first: that needs a pool, see test/e2e TestOpsOfflineGCHold.)
+func TestOpenInspectRecordsMetadataSnapHold(t *testing.T) {
+	cfg := testConfig(t)
+	st, err := metadata.Open(MetadataPath(cfg), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	thinmeta.SetMarker("")
+	t.Cleanup(func() { thinmeta.SetMarker("") })
+	svc, err := Open(context.Background(), cfg, Inspect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if got, want := thinmeta.Marker(), filepath.Join(cfg.RootDir, thinmeta.MarkerName); got != want {
+		t.Errorf("after Open(Inspect) holds are recorded in %q, want %q", got, want)
 	}
 }

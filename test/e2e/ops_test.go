@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +195,67 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	t.Logf("offline gc --dry-run:\n%s", out)
 	if err != nil || !strings.Contains(out, "nothing to clean") {
 		t.Errorf("offline gc --dry-run: %v\n%s", err, out)
+	}
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
+}
+
+// TestGCOfflineReleasesLeftoverHold: an offline gc killed inside its read
+// of the pool leaves the pool's metadata snapshot held and its marker
+// (root_dir/metadata-snap.reserved, written before the reserve, as the
+// daemon's reads write it). The next gc --force, which holds the database
+// alone, releases it and does its work, where it used to refuse until an
+// operator ran 'pool release-metadata-snap'; a dry run, which shares the
+// database with other dry runs, leaves it alone. A gc that finishes
+// leaves no marker.
+func TestGCOfflineReleasesLeftoverHold(t *testing.T) {
+	dmtest.Require(t)
+	e := startEnv(t, withSpares(0))
+	e.StopDaemon()
+	pool := e.Cfg.Pool.Name
+	marker := filepath.Join(e.Cfg.RootDir, thinmeta.MarkerName)
+	held := func() string {
+		t.Helper()
+		st, err := dmpool.TargetStatus(pool)
+		if err != nil || len(st) != 1 {
+			t.Fatalf("pool status: %v %v", st, err)
+		}
+		return strings.Fields(st[0].Params)[3]
+	}
+
+	if out, err := e.flyio("gc", "--dry-run", "--min-age", "0s"); err != nil {
+		t.Fatalf("offline gc --dry-run: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a finished offline gc left its marker: %v", err)
+	}
+
+	// What a gc killed between its reserve and its release leaves.
+	if _, err := dmpool.Message(pool, "reserve_metadata_snap"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if held() != "-" {
+			dmpool.Message(pool, "release_metadata_snap")
+		}
+	})
+	writeFile(t, marker, fmt.Sprintf(`{"pool":%q,"pid":999999,"time":%q}`+"\n", pool, time.Now().UTC().Format(time.RFC3339)))
+
+	out, err := e.flyio("gc", "--dry-run", "--min-age", "0s")
+	t.Logf("offline gc --dry-run with a killed gc's hold: %v\n%s", err, out)
+	if err == nil || held() == "-" {
+		t.Errorf("a dry run used or released the hold (err %v, held %q)", err, held())
+	}
+	out, err = e.flyio("gc", "--force", "--min-age", "0s")
+	t.Logf("offline gc --force with a killed gc's hold: %v\n%s", err, out)
+	if err != nil {
+		t.Errorf("offline gc --force did not release the killed gc's hold: %v", err)
+	}
+	if h := held(); h != "-" {
+		t.Errorf("held metadata root after gc --force: %q, want none", h)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("marker after gc --force: %v, want gone", err)
 	}
 	e.StartDaemon("daemon.log")
 	e.WaitDaemon()
