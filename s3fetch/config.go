@@ -12,50 +12,50 @@ import (
 type Seconds = units.Seconds
 
 // Config is what a Client needs: service builds it from the [s3] section
-// of the configuration (config.S3, which also applies the environment
-// overrides).
+// of the configuration (config.S3, which decodes the file and applies
+// the environment overrides; this type is never decoded itself).
 type Config struct {
 	// Bucket holds image tarballs and layers.
-	Bucket string `toml:"bucket"`
+	Bucket string
 	// Region is the bucket's AWS region (also used for SigV4 signing with
 	// S3-compatible servers).
-	Region string `toml:"region"`
+	Region string
 	// Endpoint overrides the AWS endpoint, e.g. "http://127.0.0.1:7070" for
 	// an S3-compatible server. Empty means AWS.
-	Endpoint string `toml:"endpoint"`
+	Endpoint string
 	// PathStyle addresses buckets as http://host/bucket/key, which most
 	// S3-compatible servers need.
-	PathStyle bool `toml:"path_style"`
+	PathStyle bool
 	// Prefix is prepended to image names to form object keys.
-	Prefix string `toml:"prefix"`
+	Prefix string
 	// LayerPrefix is prepended to layer names to form object keys.
-	LayerPrefix string `toml:"layer_prefix"`
+	LayerPrefix string
 
 	// PartSize is the size of each ranged GET (and of multipart upload
 	// parts): bytes, or a string such as "5MiB". At most Concurrency+1
 	// parts are buffered per download.
-	PartSize units.Size `toml:"part_size"`
+	PartSize units.Size
 	// Concurrency is how many ranged GETs run ahead of the reader per
 	// download, and how many parts an upload sends at once.
-	Concurrency int `toml:"concurrency"`
+	Concurrency int
 	// DownloadTimeout bounds a whole download, from the first request to
 	// Close. (config applies env DOWNLOAD_TIMEOUT to [s3].)
-	DownloadTimeout Seconds `toml:"download_timeout"`
+	DownloadTimeout Seconds
 	// PartTimeout is the longest a ranged GET may go without receiving a
 	// byte (including waiting for headers) before it is abandoned and
 	// resumed. It catches stalled connections long before DownloadTimeout.
-	PartTimeout Seconds `toml:"part_timeout"`
+	PartTimeout Seconds
 	// DownloadQueueSize limits concurrent downloads across a Client; more
 	// wait in a queue. (config applies env DOWNLOAD_QUEUE_SIZE to [s3].)
-	DownloadQueueSize int `toml:"download_queue_size"`
+	DownloadQueueSize int
 	// MaxRetries is how many times one part (or one request) is retried
 	// after a transient failure before the download fails.
-	MaxRetries int `toml:"max_retries"`
+	MaxRetries int
 	// RetryBaseDelay is the first backoff delay; it doubles per retry, with
 	// jitter, up to RetryMaxDelay.
-	RetryBaseDelay Seconds `toml:"retry_base_delay"`
+	RetryBaseDelay Seconds
 	// RetryMaxDelay caps the backoff delay.
-	RetryMaxDelay Seconds `toml:"retry_max_delay"`
+	RetryMaxDelay Seconds
 }
 
 // Defaults, exported so that documentation and other packages can name
