@@ -28,22 +28,10 @@ import (
 // fillDevice activates thin id under name, writes n bytes and syncs.
 func fillDevice(t *testing.T, pool *dmpool.Pool, name string, id uint32, n int) {
 	t.Helper()
-	ctx := context.Background()
-	path, err := pool.Activate(ctx, name, id, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(bytes.Repeat([]byte{0xab}, n)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	harness.WriteThin(t, pool, name, id, 64<<20, func(f *os.File) error {
+		_, err := f.Write(bytes.Repeat([]byte{0xab}, n))
+		return err
+	})
 }
 
 // TestGCPlantedLeftovers plants one leftover of each kind next to a live
