@@ -74,14 +74,15 @@ func gatherDiag(ctx context.Context, cfg config.Config, now time.Time) []diag.Fi
 	}
 	note += fmt.Sprintf("the daemon did not answer on %s (%v); gathered by the diag command itself, "+
 		"so environment.txt is the diag command's and the log comes from the journal\n", cfg.AdminAddress, err)
-	files := diag.Collect(ctx, offlineDiagSources(cfg, err))
+	files := diag.Collect(ctx, offlineDiagSources(ctx, cfg, err))
 	return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
 }
 
 // offlineDiagSources are the parts diag can gather with no daemon: the
 // metadata opened read-only (refused, with a note, if a daemon that does
-// not answer still holds it).
-func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
+// not answer still holds it), through service as gc --dry-run opens it,
+// so that its reads of the pool's metadata snapshot record their hold.
+func offlineDiagSources(ctx context.Context, cfg config.Config, daemonErr error) []diag.Source {
 	in := diag.Inputs{
 		GatheredBy: "diag command (daemon not answering: " + daemonErr.Error() + ")",
 		Version:    version,
@@ -90,11 +91,13 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 		Environ:    os.Environ(),
 		Log:        diag.Journal("daemon.log", journalUnit, 2000),
 	}
-	store, err := metadata.Open(service.MetadataPath(cfg), metadata.Options{ReadOnly: true})
+	var store *metadata.Store
+	svc, err := service.Open(ctx, cfg, service.Inspect)
 	if err != nil {
 		in.StoreErr = err
 	} else {
 		// Closed when the process exits: diag writes the bundle and ends.
+		store = svc.Store
 		in.Store = store
 		in.Runs = func(context.Context) (any, error) {
 			var runs []*metadata.Run
