@@ -37,6 +37,9 @@ type Status struct {
 	// GCProbes are gc probe devices ("<pool>-gcprobe-<id>") still
 	// active: left by a gc that died and open, so not removed at start.
 	GCProbes []GCProbe `json:"gc_probes,omitempty"`
+	// Trouble is the pool trouble generation (trouble.go); nil from a
+	// daemon that predates it.
+	Trouble *PoolTrouble `json:"trouble,omitempty"`
 }
 
 // GCProbe is a leftover gc probe device.
@@ -91,6 +94,7 @@ type Backend interface {
 	RunBackend
 	InventoryBackend
 	BackupBackend
+	TroubleBackend
 	Status(ctx context.Context) (Status, error)
 	GC(ctx context.Context, req GCRequest) (GCReport, error)
 	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
@@ -102,6 +106,7 @@ func Handler(b Backend) http.Handler {
 	runRoutes(mux, b)
 	inventoryRoutes(mux, b)
 	backupRoutes(mux, b)
+	troubleRoutes(mux, b)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)

@@ -43,7 +43,8 @@ func TestWireKeysSnakeCase(t *testing.T) {
 		}
 	}
 	for _, v := range []any{Status{}, Run{}, ProcessImageRequest{}, QueueInfo{}, GCRequest{}, GCReport{},
-		DeleteImageResult{}, ImageInfo{}, SnapshotTree{}, DiagFile{}, errorBody{}} {
+		DeleteImageResult{}, ImageInfo{}, SnapshotTree{}, DiagFile{}, errorBody{},
+		AcceptLostWritesRequest{}, AcceptLostWritesResult{}} {
 		walk(reflect.TypeOf(v).Name(), reflect.TypeOf(v))
 	}
 }

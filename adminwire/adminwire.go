@@ -1,5 +1,5 @@
 // Package adminwire is the admin API's boundary: the domain types
-// (metadata records, dmpool, importer, gc, diag) become admin's wire types
+// (metadata records, dmpool, snapshotter, importer, gc, diag) become admin's wire types
 // here and only here, and the few wire values that go back into the domain
 // (a request, a report for gc's table) come back here. Both sides use it:
 // the daemon's Backend, and the commands that do the work themselves when
@@ -20,6 +20,7 @@ import (
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // Run is a run record as the admin API shows it.
@@ -207,4 +208,21 @@ func DomainDiagFiles(fs []admin.DiagFile) []diag.File {
 		out[i] = diag.File{Name: f.Name, Data: f.Data}
 	}
 	return out
+}
+
+// PoolTrouble is the trouble record as status shows it, with the
+// count of active snapshots Commit would refuse.
+func PoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
+	w := &admin.PoolTrouble{Generation: pt.Generation, LastReason: pt.Reason, RefusedAtCommit: refused}
+	if !pt.At.IsZero() {
+		at := pt.At
+		w.LastAt = &at
+	}
+	return w
+}
+
+// LostWritesAccepted is accept-lost-writes' answer.
+func LostWritesAccepted(a snapshotter.LostWritesAccepted) admin.AcceptLostWritesResult {
+	return admin.AcceptLostWritesResult{Key: a.Key, From: a.From, To: a.To, PoolGeneration: a.Generation,
+		StillRefused: a.StillRefused, Reasons: a.Reasons}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 var seen = map[reflect.Type]bool{}
@@ -137,4 +138,11 @@ func TestWireBackComplete(t *testing.T) {
 	if _, err := GCOptions(admin.GCRequest{MinAge: "soon"}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("GCOptions(soon): %v, want invalid argument", err)
 	}
+}
+
+// TestTroubleWireConversionsComplete is TestWireConversionsComplete for
+// the trouble types.
+func TestTroubleWireConversionsComplete(t *testing.T) {
+	zeroFields(t, "admin.PoolTrouble", PoolTrouble(filled[metadata.PoolTrouble](), 1))
+	zeroFields(t, "admin.AcceptLostWritesResult", LostWritesAccepted(filled[snapshotter.LostWritesAccepted]()))
 }

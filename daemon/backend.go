@@ -85,6 +85,10 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		st.Refusing = err.Error()
 	}
 	err = b.store.View(func(tx *metadata.Tx) error {
+		var err error
+		if st.Trouble, err = poolTroubleStatus(tx, ps.Trouble()); err != nil {
+			return err
+		}
 		tx.Snapshots(func(_ string, s *metadata.Snapshot, err error) error {
 			if err == nil {
 				st.Snapshots[s.Kind.String()]++

@@ -46,6 +46,21 @@ type Snapshot struct {
 	// snapshot was prepared; Commit refuses an active snapshot whose
 	// pool has had trouble since.
 	TroubleGen uint64 `json:"trouble_gen,omitempty"`
+	// LostWritesAccepted is set when an operator accepted that the
+	// snapshot's writes may have been lost to pool trouble (snapshots
+	// accept-lost-writes) so that it could be committed; a committed
+	// snapshot keeps it, marking the layer for good.
+	LostWritesAccepted *LostWritesAcceptance `json:"lost_writes_accepted,omitempty"`
+}
+
+// LostWritesAcceptance is an operator's acceptance, for one snapshot, of
+// the pool trouble of generations From+1..To: its TroubleGen was raised
+// from From to To at At. Reasons are those troubles' reasons as recorded.
+type LostWritesAcceptance struct {
+	From    uint64    `json:"from"`
+	To      uint64    `json:"to"`
+	At      time.Time `json:"at"`
+	Reasons []string  `json:"reasons,omitempty"`
 }
 
 // Info converts the record to containerd's snapshots.Info.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
 // keyPoolTrouble holds the PoolTrouble record in the meta bucket.
@@ -33,6 +35,12 @@ type PoolTrouble struct {
 	// MaxTroubleHistory): a refusal names the first trouble the snapshot
 	// saw, not only the latest (often the pool's return to write mode).
 	Recent []TroubleEvent `json:"recent,omitempty"`
+	// KernelBoot and KernelSeq are the boot id and sequence number of
+	// the last kernel log record that bumped the generation (an I/O
+	// error on one of the pool's devices): a restart reads the kernel
+	// log again from its oldest record and must not count it twice.
+	KernelBoot string `json:"kernel_boot,omitempty"`
+	KernelSeq  uint64 `json:"kernel_seq,omitempty"`
 }
 
 // TroubleEvent is one bump of the trouble generation.
@@ -64,6 +72,15 @@ func (pt *PoolTrouble) Since(gen uint64) TroubleEvent {
 		}
 	}
 	return TroubleEvent{Generation: pt.Generation, Reason: pt.Reason, At: pt.At}
+}
+
+// Refuses reports whether Commit refuses snapshot rec for the trouble on
+// this record: an active snapshot prepared before the latest trouble
+// (its TroubleGen older than the generation). Commit also refuses every
+// snapshot while the pool is in trouble at its look; that is the pool's
+// mode, not this record's.
+func (pt *PoolTrouble) Refuses(rec *Snapshot) bool {
+	return rec.Kind == snapshots.KindActive && rec.TroubleGen < pt.Generation
 }
 
 // PoolTrouble returns the record; a database that never had one returns

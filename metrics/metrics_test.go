@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -266,6 +267,51 @@ flyio_snapshots{kind="committed"} 1
 flyio_snapshots{kind="view"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "flyio_devices", "flyio_orphaned_devices", "flyio_import_runs", "flyio_snapshots"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestStoreCollectorTrouble: the pool trouble generation and the active
+// snapshots prepared before it (whose Commit is refused) are gauges.
+func TestStoreCollectorTrouble(t *testing.T) {
+	store, err := metadata.Open(filepath.Join(t.TempDir(), "metadata.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	err = store.Update(func(tx *metadata.Tx) error {
+		pt := metadata.PoolTrouble{}
+		pt.Bump("pool out of data space", time.Now())
+		pt.Bump("2 device-mapper events on the pool", time.Now())
+		if err := tx.PutPoolTrouble(pt); err != nil {
+			return err
+		}
+		for i, s := range []*metadata.Snapshot{
+			{Key: "before", Kind: snapshots.KindActive, TroubleGen: 0},
+			{Key: "between", Kind: snapshots.KindActive, TroubleGen: 1},
+			{Key: "after", Kind: snapshots.KindActive, TroubleGen: 2},
+			{Key: "view", Kind: snapshots.KindView, TroubleGen: 0},
+			{Key: "layer", Kind: snapshots.KindCommitted, TroubleGen: 0},
+		} {
+			s.DeviceID = uint32(i + 1)
+			if err := tx.CreateSnapshot(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP flyio_pool_trouble_generation Pool trouble generation: raised each time the pool is seen out of data space, read-only, failed or needing a check, or with unexplained device-mapper events.
+# TYPE flyio_pool_trouble_generation gauge
+flyio_pool_trouble_generation 2
+# HELP flyio_snapshots_refused_at_commit Active snapshots prepared before the latest pool trouble, whose Commit is refused (their writes may have been lost).
+# TYPE flyio_snapshots_refused_at_commit gauge
+flyio_snapshots_refused_at_commit 2
+`
+	if err := testutil.CollectAndCompare(NewStoreCollector(store), strings.NewReader(want), "flyio_pool_trouble_generation", "flyio_snapshots_refused_at_commit"); err != nil {
 		t.Error(err)
 	}
 }

@@ -25,6 +25,9 @@ type StoreCollector struct {
 	store *metadata.Store
 
 	devices, orphaned, snapshots, runs, up *prometheus.Desc
+	// troubleGen and refused are the pool trouble generation and the
+	// active snapshots Commit refuses for it (metadata.PoolTrouble).
+	troubleGen, refused *prometheus.Desc
 }
 
 // NewStoreCollector reads store.
@@ -41,12 +44,16 @@ func NewStoreCollector(store *metadata.Store) *StoreCollector {
 			"process-image runs the metadata records, by state.", []string{"state"}, nil),
 		up: prometheus.NewDesc("flyio_metadata_up",
 			"1 when the metadata database could be read at this scrape.", nil, nil),
+		troubleGen: prometheus.NewDesc("flyio_pool_trouble_generation",
+			"Pool trouble generation: raised each time the pool is seen out of data space, read-only, failed or needing a check, or with unexplained device-mapper events.", nil, nil),
+		refused: prometheus.NewDesc("flyio_snapshots_refused_at_commit",
+			"Active snapshots prepared before the latest pool trouble, whose Commit is refused (their writes may have been lost).", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.devices, c.orphaned, c.snapshots, c.runs, c.up} {
+	for _, d := range []*prometheus.Desc{c.devices, c.orphaned, c.snapshots, c.runs, c.up, c.troubleGen, c.refused} {
 		ch <- d
 	}
 }
@@ -56,7 +63,12 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	devices := map[metadata.DeviceState]int{}
 	kinds := map[snapshots.Kind]int{}
 	runs := map[metadata.RunState]int{}
-	err := c.store.View(func(tx *metadata.Tx) error {
+	var trouble metadata.PoolTrouble
+	refused := 0
+	err := c.store.View(func(tx *metadata.Tx) (err error) {
+		if trouble, err = tx.PoolTrouble(); err != nil {
+			return err
+		}
 		if err := tx.Devices(func(_ uint32, d *metadata.Device, err error) error {
 			if err == nil {
 				devices[d.State]++
@@ -68,6 +80,9 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 		if err := tx.Snapshots(func(_ string, s *metadata.Snapshot, err error) error {
 			if err == nil {
 				kinds[s.Kind]++
+				if trouble.Refuses(s) {
+					refused++
+				}
 			}
 			return nil
 		}); err != nil {
@@ -84,6 +99,8 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.troubleGen, prometheus.GaugeValue, float64(trouble.Generation))
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.GaugeValue, float64(refused))
 	for _, s := range union(deviceStates, devices) {
 		ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(devices[s]), string(s))
 	}

@@ -65,6 +65,9 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	devName := s.deviceName(rec.DeviceID)
 	usage, err := s.pool.ThinStatus(ctx, devName)
 	if err == nil {
+		// Its kernel name, for the kernel log's records about it that
+		// the trouble look below reads after it is gone.
+		s.noteDevice(devName)
 		err = s.pool.Deactivate(ctx, devName)
 	}
 	failpoint.Hit(failpoint.CommitAfterDeactivate)
@@ -74,19 +77,19 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		s.endOp(ctx, op)
 		return fmt.Errorf("commit %q: %w", key, err)
 	}
-	err = s.step(op, "deactivated")
-	failpoint.Hit(failpoint.CommitBeforeRename)
+	// No step is journalled for the deactivation: whatever happens next,
+	// the record still says active and ready, and a restart's reconcile
+	// activates the device again (reactivate); a write here would only
+	// add a sync to the time containerd's transaction waits for us.
+	//
 	// With the device deactivated every write to it has completed or
 	// failed, and dm-thin changed the pool's mode before failing any:
 	// look now, and record what is seen, before the commit is durable.
-	var pt metadata.PoolTrouble
-	var troubleNow string
-	if err == nil {
-		pt, troubleNow, err = s.observeTrouble(ctx)
-		if err != nil {
-			err = fmt.Errorf("cannot tell whether writes were lost: %w", err)
-		}
+	pt, troubleNow, err := s.observeTrouble(ctx)
+	if err != nil {
+		err = fmt.Errorf("cannot tell whether writes were lost: %w", err)
 	}
+	failpoint.Hit(failpoint.CommitBeforeRename)
 	if err == nil {
 		err = s.store.Update(func(tx *metadata.Tx) error {
 			// Checked again inside the rename: whatever changed the

@@ -15,6 +15,11 @@ type fakePool struct {
 	thins  map[uint32]uint64 // id -> mapped bytes
 	active map[string]uint32
 	fail   map[string]error // operation name -> error to return once
+	// failing makes an operation fail with its error every time, until
+	// the entry is deleted (a device that stays busy).
+	failing map[string]error
+	// calls counts the calls of each operation that can fail.
+	calls map[string]int
 	// discarded lists the thin ids Discard was called for, in order.
 	discarded []uint32
 	// hooks run once, outside the lock, when the operation is entered:
@@ -27,7 +32,8 @@ type fakePool struct {
 }
 
 func newFakePool() *fakePool {
-	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{}, hooks: map[string]func(){}}
+	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{},
+		failing: map[string]error{}, calls: map[string]int{}, hooks: map[string]func(){}}
 }
 
 func (p *fakePool) Name() string { return "fake" }
@@ -44,11 +50,33 @@ func (p *fakePool) hook(op string) {
 }
 
 func (p *fakePool) injected(op string) error {
+	p.calls[op]++
 	if err, ok := p.fail[op]; ok {
 		delete(p.fail, op)
 		return err
 	}
+	if err, ok := p.failing[op]; ok {
+		return err
+	}
 	return nil
+}
+
+// setFailing makes op fail with err every time (nil: succeed again).
+func (p *fakePool) setFailing(op string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		delete(p.failing, op)
+	} else {
+		p.failing[op] = err
+	}
+}
+
+// callCount is how many times op was called.
+func (p *fakePool) callCount(op string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls[op]
 }
 
 func (p *fakePool) CreateThin(ctx context.Context, id uint32) error {

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/filters"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/metadata"
 )
@@ -79,7 +80,10 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 	if err != nil {
 		return err
 	}
+	unfiltered, adopting := walkFilters(fs)
+	now := time.Now()
 	var infos []snapshots.Info
+	var offered []string
 	err = s.store.View(func(tx *metadata.Tx) error {
 		return tx.Snapshots(func(_ string, rec *metadata.Snapshot, err error) error {
 			if err != nil || rec.State != metadata.SnapshotReady {
@@ -93,14 +97,30 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 				return nil
 			}
 			info := rec.Info()
-			if filter.Match(adaptInfo(info)) {
-				infos = append(infos, info)
+			if !filter.Match(adaptInfo(info)) {
+				return nil
 			}
+			if s.unadoptedLayer(rec.Key, now) {
+				// For the same reason, nor the layer a background
+				// fill committed, until a Prepare is offered it
+				// (unadopted.go).
+				if unfiltered {
+					return nil
+				}
+				if adopting {
+					offered = append(offered, rec.Key)
+				}
+			}
+			infos = append(infos, info)
 			return nil
 		})
 	})
 	if err != nil {
 		return err
+	}
+	if len(offered) > 0 {
+		s.forgetUnadopted(offered...)
+		log.G(ctx).Debugf("layers filled in the background offered for adoption: %v", offered)
 	}
 	// fn runs outside the transaction: it may call back into the
 	// snapshotter (containerd's GC does).

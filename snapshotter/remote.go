@@ -37,27 +37,28 @@ func remoteName(ref string) string { return "remote/" + ref }
 // fillOnce makes the committed snapshot remoteName(ref) from the remote
 // layer store; it runs in a remoteFill's goroutine (remotefill.go), once
 // for all the Prepares that wait for it. It returns nil when the
-// committed snapshot exists, errNotRemote when the layer is not in the
-// store, and another error when fetching or extracting failed. Only a
-// fully extracted and verified layer is committed: a failure or a
-// cancellation removes the fill snapshot.
-func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[string]string) error {
+// committed snapshot exists, with made set when this fill committed it,
+// errNotRemote when the layer is not in the store, and another error when
+// fetching or extracting failed. Only a fully extracted and verified
+// layer is committed: a failure or a cancellation removes the fill
+// snapshot.
+func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[string]string) (made bool, _ error) {
 	ref := labels[snapshots.LabelSnapshotRef]
 	name := remoteName(ref)
 	if info, err := s.Stat(ctx, name); err == nil {
 		if info.Kind == snapshots.KindCommitted && info.Parent == parent {
-			return nil // filled before, e.g. for another namespace
+			return false, nil // filled before, e.g. for another namespace
 		}
-		return fmt.Errorf("snapshot %q exists with parent %q, not %q", name, info.Parent, parent)
+		return false, fmt.Errorf("snapshot %q exists with parent %q, not %q", name, info.Parent, parent)
 	}
 	fill := s.cfg.RemoteFills.Start()
 	blob, diffID, ok, err := s.cfg.Remote.Open(ctx, labels)
 	if err != nil {
 		fill.Done(extract.Result{}, err)
-		return err
+		return false, err
 	}
 	if !ok {
-		return errNotRemote
+		return false, errNotRemote
 	}
 	defer blob.Close()
 
@@ -70,7 +71,7 @@ func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[st
 	}
 	mounts, err := s.create(ctx, snapshots.KindActive, tmp, parent, []snapshots.Opt{snapshots.WithLabels(fillLabels)})
 	if err != nil {
-		return err
+		return false, err
 	}
 	failpoint.Hit(failpoint.RemoteAfterPrepare)
 	// The fill snapshot is ours to remove even when the caller has gone
@@ -82,7 +83,7 @@ func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[st
 		if rmErr := s.Remove(cleanupCtx, tmp); rmErr != nil {
 			log.G(ctx).WithError(rmErr).Warnf("removing failed remote fill %q", tmp)
 		}
-		return err
+		return false, err
 	}
 	failpoint.Hit(failpoint.RemoteAfterExtract)
 	// The committed snapshot carries the ref label: that is how
@@ -92,12 +93,12 @@ func (s *Snapshotter) fillOnce(ctx context.Context, parent string, labels map[st
 			log.G(ctx).WithError(rmErr).Warnf("removing uncommitted remote fill %q", tmp)
 		}
 		if errdefs.IsAlreadyExists(err) {
-			return nil // a concurrent fill won
+			return false, nil // a concurrent fill won
 		}
-		return err
+		return false, err
 	}
 	log.G(ctx).Debugf("layer filled from the remote store as %q", name)
-	return nil
+	return true, nil
 }
 
 var errNotRemote = errors.New("layer not in the remote store")

@@ -106,12 +106,17 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		go func() {
 			defer s.background.Done()
 			defer cancel()
-			err := s.fillOnce(fctx, parent, labels)
+			made, err := s.fillOnce(fctx, parent, labels)
 			s.fillsMu.Lock()
 			delete(s.fills, name)
 			f.err = err
 			close(f.done)
 			detached := f.detached
+			if detached && made {
+				// Under the same lock that ends the fill, so that no
+				// walk sees the layer between the two (unadopted.go).
+				s.unadopted[name] = time.Now()
+			}
 			s.fillsMu.Unlock()
 			if detached {
 				logDetachedFill(fctx, name, err)
@@ -161,14 +166,14 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 
 // logDetachedFill reports the end of a fill whose Prepares stopped
 // waiting for it: nobody else sees its result. nil means remoteName(ref)
-// is committed now (by this fill, or found committed). A committed layer is kept
-// for the next Prepare of it (a re-pull, another namespace) to adopt;
-// until one does, containerd's garbage collection, which removes every
-// snapshot of ours no namespace refers to, may collect it.
+// is committed now (by this fill, or found committed). A layer this fill
+// committed is kept for the next Prepare of it (a re-pull, another
+// namespace) to adopt, hidden from containerd's garbage collection for
+// unadoptedKeep (unadopted.go).
 func logDetachedFill(ctx context.Context, name string, err error) {
 	switch {
 	case err == nil:
-		log.G(ctx).Infof("layer filled from the remote store in the background as %q", name)
+		log.G(ctx).Infof("layer filled from the remote store in the background as %q; kept for %s for a later pull to adopt", name, unadoptedKeep)
 	case ctx.Err() != nil:
 		log.G(ctx).WithError(err).Infof("background fill %q stopped: the daemon is closing", name)
 	case errors.Is(err, errNotRemote):

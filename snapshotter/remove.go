@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -18,8 +19,9 @@ import (
 //
 // Remove only marks: in one transaction the record goes and its device is
 // marked "deleting"; the dm work (deactivate, with up to 5 s of EBUSY
-// retries, discard, delete) is left to the reaper that Remove starts and
-// to Cleanup. containerd calls Remove from its garbage collection while it
+// retries, discard, delete) is left to the reaper that Remove starts
+// (which retries a device still busy in the background, with a backoff)
+// and to Cleanup. containerd calls Remove from its garbage collection while it
 // holds its snapshotter lock exclusively (every Prepare, Commit and Remove
 // of the node waits), and Cleanup after it let go of it, so the time
 // spent under containerd's lock is one metadata transaction. A device
@@ -47,13 +49,22 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return fmt.Errorf("remove %q: %w: %w", key, err, errdefs.ErrFailedPrecondition)
 	}
 	var rec *metadata.Snapshot
+	var alsoRemoved []string
 	err = s.store.Update(func(tx *metadata.Tx) (err error) {
+		alsoRemoved = nil
 		rec, err = tx.Snapshot(key)
 		if err != nil {
 			return err
 		}
 		if kids := tx.Children(key); len(kids) > 0 {
-			return fmt.Errorf("remove %q: %d snapshot(s) depend on it, e.g. %q: %w", key, len(kids), kids[0], errdefs.ErrFailedPrecondition)
+			removed, ok, err := s.removeUnadoptedChildren(tx, kids, time.Now())
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("remove %q: %d snapshot(s) depend on it, e.g. %q: %w", key, len(kids), kids[0], errdefs.ErrFailedPrecondition)
+			}
+			alsoRemoved = removed
 		}
 		if rec.State == metadata.SnapshotCreating {
 			return fmt.Errorf("remove %q: still being created: %w", key, errdefs.ErrUnavailable)
@@ -65,6 +76,10 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	})
 	if err != nil {
 		return err
+	}
+	s.forgetUnadopted(append(alsoRemoved, key)...)
+	if len(alsoRemoved) > 0 {
+		log.G(ctx).Infof("layers filled in the background on it and never adopted removed with it: %v", alsoRemoved)
 	}
 	failpoint.Hit(failpoint.RemoveAfterMark)
 	ctx = s.withDevice(ctx, rec.DeviceID)
@@ -137,24 +152,94 @@ func (s *Snapshotter) markedDevice(id uint32) (d *metadata.Device, err error) {
 // kickReaper makes sure a background pass over the devices marked
 // deleting runs after this call: at most one pass waits at a time, and a
 // pass that is waiting reads the records only once it runs, so it sees
-// every mark made before the kick.
+// every mark made before the kick. The pass runs on a context Close
+// cancels: a shutdown does not wait for a busy device's retries.
 func (s *Snapshotter) kickReaper(ctx context.Context) {
 	if !s.reapQueued.CompareAndSwap(false, true) {
 		return
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx, stop := s.untilClose(ctx)
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
+		defer stop()
 		s.reapMu.Lock()
 		defer s.reapMu.Unlock()
 		s.reapQueued.Store(false)
 		if err := s.reapMarked(ctx); err != nil {
-			log.G(ctx).WithError(err).Warn("some removed snapshots' devices could not be deleted yet; Cleanup retries them")
+			log.G(ctx).WithError(err).Debug("some removed snapshots' devices could not be deleted yet; retried in the background")
 		}
 	}()
 }
 
+// untilClose is ctx's values without its cancellation, cancelled instead
+// when the snapshotter closes: for work that outlives its caller.
+func (s *Snapshotter) untilClose(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if s.closing == nil {
+		return ctx, cancel
+	}
+	stopAfter := context.AfterFunc(s.closing, cancel)
+	return ctx, func() { stopAfter(); cancel() }
+}
+
+// reapRetry bounds the background retries of devices whose deletion
+// failed (a device still busy after deleteDevice's own EBUSY retries):
+// the first after first, each next one after twice the wait, at most
+// max, and no more than attempts of them; after that containerd's next
+// Cleanup and the next start's reconcile still retry.
+type reapRetry struct {
+	first, max time.Duration
+	attempts   int
+}
+
+var defaultReapRetry = reapRetry{first: 2 * time.Second, max: 2 * time.Minute, attempts: 10}
+
+// retryReapLater starts the background retries of the devices marked
+// deleting unless they are running already; reapMarked calls it when a
+// deletion failed.
+func (s *Snapshotter) retryReapLater(ctx context.Context) {
+	if !s.reapRetrying.CompareAndSwap(false, true) {
+		return
+	}
+	r := s.reapRetry
+	if r.attempts == 0 {
+		r = defaultReapRetry
+	}
+	ctx, stop := s.untilClose(ctx)
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		defer stop()
+		wait := r.first
+		for attempt := 1; ; attempt++ {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				s.reapRetrying.Store(false)
+				return
+			case <-t.C:
+			}
+			s.reapMu.Lock()
+			err := s.reapMarked(ctx)
+			// Cleared under reapMu: a pass that fails after this one
+			// starts the retries again.
+			done := err == nil || ctx.Err() != nil || attempt >= r.attempts
+			if done {
+				s.reapRetrying.Store(false)
+			}
+			s.reapMu.Unlock()
+			if done {
+				if err != nil && ctx.Err() == nil {
+					log.G(ctx).WithError(err).Warnf("removed snapshots' devices still not deleted after %d background retries; containerd's Cleanup and the next start retry them", attempt)
+				}
+				return
+			}
+			wait = min(2*wait, r.max)
+		}
+	}()
+}
 func (s *Snapshotter) endOp(ctx context.Context, op *metadata.Op) {
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.EndOp(op) }); err != nil {
 		log.G(ctx).WithError(err).Errorf("closing op %d (%s %q)", op.ID, op.Type, op.Key)
@@ -184,7 +269,9 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 }
 
 // reapMarked deletes every device marked deleting; the caller holds
-// reapMu, so Cleanup and the reaper never work on one device at once.
+// reapMu, so Cleanup, the reaper and the retries never work on one device
+// at once. A device whose deletion fails is retried in the background
+// (retryReapLater) and warned about once, at its first failure.
 func (s *Snapshotter) reapMarked(ctx context.Context) error {
 	var pending []*metadata.Device
 	err := s.store.View(func(tx *metadata.Tx) error {
@@ -198,13 +285,46 @@ func (s *Snapshotter) reapMarked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	failures := s.reapFailures
+	s.reapFailures = map[uint32]int{}
 	var errs []error
 	for _, d := range pending {
-		if err := s.deleteDevice(ctx, d); err != nil {
-			errs = append(errs, err)
-			// Recorded for status and gc: why it is still there.
-			s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
 		}
+		// Read again just before the dm work: only a device still
+		// marked deleting is touched.
+		d, err := s.markedDevice(d.ID)
+		if err != nil || d == nil {
+			continue
+		}
+		err = s.deleteDevice(ctx, d)
+		if err == nil {
+			if n := failures[d.ID]; n > 0 {
+				log.G(s.withDevice(ctx, d.ID)).Infof("removed snapshot's device deleted after %d failed attempt(s)", n)
+			}
+			continue
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			// Closing: not the device's failure.
+			s.reapFailures[d.ID] = failures[d.ID]
+			continue
+		}
+		s.reapFailures[d.ID] = failures[d.ID] + 1
+		if failures[d.ID] == 0 {
+			log.G(s.withDevice(ctx, d.ID)).WithError(err).Warn("could not delete a removed snapshot's device; retried in the background (logged once)")
+		} else {
+			log.G(s.withDevice(ctx, d.ID)).WithError(err).Debugf("removed snapshot's device still not deleted (attempt %d)", failures[d.ID]+1)
+		}
+		// Recorded for status and gc: why it is still there.
+		s.store.Update(func(tx *metadata.Tx) error { return markDevice(tx, d.ID, metadata.DeviceDeleting, err) })
+	}
+	// Also when the caller gave up (containerd's Cleanup on a context
+	// that ended): the retries run on their own context, until Close.
+	if len(errs) > 0 && (s.closing == nil || s.closing.Err() == nil) {
+		s.retryReapLater(ctx)
 	}
 	return errors.Join(errs...)
 }

@@ -111,11 +111,26 @@ type Snapshotter struct {
 	// reaper pass is waiting to start.
 	reapMu     sync.Mutex
 	reapQueued atomic.Bool
+	// reapRetrying is set while background retries of failed deletions
+	// run (remove.go); reapFailures counts, under reapMu, each pending
+	// device's failed attempts, so that it is warned about once;
+	// reapRetry is their backoff (zero: defaultReapRetry; tests shorten
+	// it).
+	reapRetrying atomic.Bool
+	reapFailures map[uint32]int
+	reapRetry    reapRetry
 
 	// fills are the remote layer fills in flight, by committed name; see
 	// remotefill.go.
 	fillsMu sync.Mutex
 	fills   map[string]*remoteFill
+	// unadopted are the layers background fills committed that no
+	// Prepare has been offered yet, with when; under fillsMu. See
+	// unadopted.go.
+	unadopted map[string]time.Time
+	// klog reads the kernel's log for I/O errors on the pool's devices
+	// (kernellog.go).
+	klog kernelLog
 	// closing ends the background fills when the snapshotter closes.
 	closing context.Context
 	close   context.CancelFunc
@@ -145,7 +160,7 @@ func New(ctx context.Context, pool Pool, store *metadata.Store, cfg Config) (*Sn
 	if cfg.RemoteFillWait <= 0 {
 		cfg.RemoteFillWait = DefaultRemoteFillWait
 	}
-	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}}
+	s := &Snapshotter{pool: pool, store: store, cfg: cfg, templates: map[string]*sync.Mutex{}, fills: map[string]*remoteFill{}, unadopted: map[string]time.Time{}}
 	s.closing, s.close = context.WithCancel(context.WithoutCancel(ctx))
 	s.readExclusive = func(ctx context.Context, pairs []thinmeta.Pair) (*thinmeta.Usage, error) {
 		return thinmeta.ReadPoolExclusive(ctx, pool.Name(), pairs)

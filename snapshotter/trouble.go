@@ -85,7 +85,7 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	if err != nil {
 		return metadata.PoolTrouble{}, "", fmt.Errorf("reading the pool's mode: %w", err)
 	}
-	now := st.Trouble()
+	now := poolTrouble(st)
 	reload := w.reload
 	var pt metadata.PoolTrouble
 	if err := s.store.View(func(tx *metadata.Tx) (err error) {
@@ -129,6 +129,14 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 			reason += ", pool " + now
 		}
 	}
+	kernelReason, seq := s.scanKernelLog(ctx, pt)
+	if kernelReason != "" {
+		if reason != "" {
+			reason += "; "
+		}
+		reason += kernelReason
+		pt.KernelBoot, pt.KernelSeq = s.klog.boot, seq
+	}
 	if reason == "" && pt.Known && pt.EventNr == st.EventNr {
 		w.troubled, w.reload = now, nil
 		return pt, now, nil
@@ -141,6 +149,9 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutPoolTrouble(next) }); err != nil {
 		return pt, now, fmt.Errorf("recording pool trouble: %w", err)
 	}
+	if kernelReason != "" {
+		s.klog.recorded()
+	}
 	w.troubled, w.reload = now, nil
 	if reason != "" {
 		log.G(ctx).WithField("pool", s.pool.Name()).Warnf("pool trouble seen: %s; snapshots prepared before it will not be committed (trouble generation %d)", reason, next.Generation)
@@ -150,25 +161,43 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 
 // lostWritesError says why Commit refuses rec, or nil. pt is the latest
 // trouble record and now the pool's trouble when Commit looked, after the
-// device was deactivated.
+// device was deactivated. The advice depends on the trouble and on what
+// the snapshot is (troubleadvice.go).
 func (s *Snapshotter) lostWritesError(key string, rec *metadata.Snapshot, pt metadata.PoolTrouble, now string) error {
+	retry := retryAdvice(purposeOf(key), key)
 	switch {
-	case pt.Generation > rec.TroubleGen:
+	case pt.Refuses(rec):
 		first := pt.Since(rec.TroubleGen)
+		cause := first.Reason
+		if now != "" {
+			cause = "pool " + now
+		}
 		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q had trouble since the snapshot was prepared (%s, at %s; trouble generation %d, the snapshot's %d). "+
-			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",
-			key, s.pool.Name(), first.Reason, first.At.Format(time.RFC3339), pt.Generation, rec.TroubleGen, errdefs.ErrFailedPrecondition)
+			"%s; %s: %w",
+			key, s.pool.Name(), first.Reason, first.At.Format(time.RFC3339), pt.Generation, rec.TroubleGen,
+			causeAdvice(cause, now == ""), retry, errdefs.ErrFailedPrecondition)
 	case now != "":
 		return fmt.Errorf("commit %q refused: its writes may have been lost: pool %q is %s. "+
-			"Free space in the pool or extend it (see 'flyio-image-manager status'), then retry: a retried pull unpacks the layer again: %w",
-			key, s.pool.Name(), now, errdefs.ErrFailedPrecondition)
+			"%s; %s: %w",
+			key, s.pool.Name(), now, causeAdvice("pool "+now, false), retry, errdefs.ErrFailedPrecondition)
 	}
 	return nil
+}
+
+// poolTrouble is st.Trouble(), naming a full metadata device too: the
+// kernel makes such a pool read-only, and freeing data does not help it.
+func poolTrouble(st dmpool.Status) string {
+	t := st.Trouble()
+	if t != "" && st.TotalMetaBlocks > 0 && st.UsedMetaBlocks >= st.TotalMetaBlocks {
+		t += ", out of metadata space"
+	}
+	return t
 }
 
 // startTroubleWatch takes the first look (events while the daemon was
 // down, a pool in trouble at start) and starts the watcher when w is set.
 func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
+	s.openKernelLog(ctx, kernelLogPath)
 	if r, ok := s.pool.(interface{ OpenReload() *dmpool.ReloadEvents }); ok {
 		s.trouble.reload = r.OpenReload()
 	}
@@ -226,6 +255,7 @@ func (s *Snapshotter) stopTroubleWatch() {
 		s.trouble.waiter.Close()
 	}
 	s.trouble.done.Wait()
+	s.klog.close()
 }
 
 // stampTrouble records in rec, inside the transaction that creates it, the

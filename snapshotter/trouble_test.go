@@ -362,3 +362,109 @@ func TestTroubleFoundByTheStartUpCheckRefusesCommit(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	wantRefused(t, s, s.Commit(ctx, "c", "a"), "a", "needs_check")
 }
+
+// TestRefusalAdviceByCause: the refusal says what to do about the trouble
+// it names: free or extend for space, fix the device and check for a
+// read-only, failed or needs_check pool, the kernel log for unexplained
+// events, the metadata device for metadata space; "free space" is not
+// the answer to a read-only pool.
+func TestRefusalAdviceByCause(t *testing.T) {
+	for _, tc := range []struct {
+		what     string
+		set      func(*dmpool.Status)
+		want     []string
+		wantNot  string
+		inReason string
+	}{
+		{"out of data space", func(st *dmpool.Status) { st.OutOfDataSpace = true }, []string{"Free space in the pool or extend it"}, "check_on_start", "out of data space"},
+		{"read-only", func(st *dmpool.Status) { st.ReadOnly = true }, []string{"write error on its data device", "check_on_start", "needs_check"}, "Free space", "read-only"},
+		{"needs_check", func(st *dmpool.Status) { st.NeedsCheck = true }, []string{"write error on its data device", "check_on_start"}, "Free space", "needs_check"},
+		{"failed", func(st *dmpool.Status) { st.Fail = true }, []string{"has failed", "metadata device"}, "Free space", "failed"},
+		{"out of metadata space", func(st *dmpool.Status) { st.ReadOnly, st.UsedMetaBlocks, st.TotalMetaBlocks = true, 16, 16 },
+			[]string{"out of metadata space", "extend its metadata device"}, "Free space in the pool or extend it", "read-only, out of metadata space"},
+		{"unexplained events", func(st *dmpool.Status) { st.EventNr += 2 }, []string{"kernel log", "dmesg"}, "check_on_start", "device-mapper events"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			ctx := context.Background()
+			s, pool, _ := newTestSnapshotter(t)
+			const key = "default/3/extract-123 sha256:abc"
+			if _, err := s.Prepare(ctx, key, ""); err != nil {
+				t.Fatal(err)
+			}
+			pool.hooks["deactivate"] = func() { pool.setStatus(tc.set) }
+			err := s.Commit(ctx, "default/4/sha256:abc", key)
+			wantRefused(t, s, err, key, tc.inReason)
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("refusal lacks %q:\n%v", w, err)
+				}
+			}
+			if strings.Contains(err.Error(), tc.wantNot) {
+				t.Errorf("refusal says %q, wrong for %s:\n%v", tc.wantNot, tc.what, err)
+			}
+		})
+	}
+}
+
+// TestRefusalAdviceAfterStartUpCheck: trouble the start-up check found and
+// repaired is not met with "free space".
+func TestRefusalAdviceAfterStartUpCheck(t *testing.T) {
+	ctx := context.Background()
+	store := newTestStore(t)
+	fp := newFakePool()
+	s, err := New(ctx, fp, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	const key = "default/3/extract-1 sha256:abc"
+	if _, err := s.Prepare(ctx, key, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = New(ctx, checkedPool{fakePool: fp, state: "read-only with needs_check"}, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	err = s.Commit(ctx, "c", key)
+	wantRefused(t, s, err, key, "needs_check")
+	if !strings.Contains(err.Error(), "start-up check") || strings.Contains(err.Error(), "Free space") {
+		t.Errorf("refusal after the start-up check's repair:\n%v", err)
+	}
+}
+
+// TestRefusalAdviceBySnapshot: an unpack is retried by a pull, an import
+// by process-image; a container's writable layer cannot be, and the
+// refusal says its writes may be lost and what the operator can do.
+func TestRefusalAdviceBySnapshot(t *testing.T) {
+	for _, tc := range []struct {
+		key     string
+		want    []string
+		wantNot string
+	}{
+		{"default/3/extract-123456789-abcd sha256:abc", []string{"retry the pull"}, "accept-lost-writes"},
+		{"flyio-import-r1", []string{"run process-image again"}, "accept-lost-writes"},
+		{"default/5/my-container", []string{"no retry can write its data again", "its writes may be lost",
+			"copy what you need out of it", `snapshots accept-lost-writes --key "default/5/my-container" --generation`}, "retry the pull"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			ctx := context.Background()
+			s, pool, _ := newTestSnapshotter(t)
+			if _, err := s.Prepare(ctx, tc.key, ""); err != nil {
+				t.Fatal(err)
+			}
+			pool.setStatus(func(st *dmpool.Status) { st.EventNr += 2 })
+			err := s.Commit(ctx, "default/9/committed", tc.key)
+			wantRefused(t, s, err, tc.key, "device-mapper events")
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("refusal lacks %q:\n%v", w, err)
+				}
+			}
+			if strings.Contains(err.Error(), tc.wantNot) {
+				t.Errorf("refusal says %q:\n%v", tc.wantNot, err)
+			}
+		})
+	}
+}

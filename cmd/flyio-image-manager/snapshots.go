@@ -25,6 +25,7 @@ quarantined. --json includes labels.`,
 		jsonFlag,
 		&cli.BoolFlag{Name: "all", Usage: "also list templates, spares and other devices no snapshot owns"},
 	},
+	Subcommands: []*cli.Command{acceptLostWritesCommand},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
 		if err != nil {

@@ -84,6 +84,7 @@ object's size, entries, elapsed time, rate) and error.`,
 			return nil
 		}
 		fmt.Fprintf(w, "  snapshots: %s\n  devices:   %s\n  images:    %d imported\n", counts(st.Snapshots), counts(st.Devices), st.Images)
+		printTrouble(w, st.Trouble, time.Now())
 		printGCProbes(w, st.GCProbes)
 		fmt.Fprintln(w)
 		printQueues(w, st.Queues)

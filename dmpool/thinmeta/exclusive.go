@@ -58,20 +58,16 @@ type Usage struct {
 // covering those entries are read): the cost follows what the device
 // changed, not its size, and memory is a few blocks per tree level.
 func ReadExclusive(r io.ReaderAt, sb uint64, pairs []Pair) (*Usage, error) {
-	buf := make([]byte, BlockSize)
-	if err := readBlock(r, sb, buf); err != nil {
+	super, err := readSuperblock(r, sb, make([]byte, BlockSize))
+	if err != nil {
 		return nil, err
 	}
-	if m := binary.LittleEndian.Uint64(buf[sbMagic:]); m != superblockMagic {
-		return nil, fmt.Errorf("%w: block %d has superblock magic %d, want %d", ErrCorrupt, sb, m, superblockMagic)
-	}
 	u := &Usage{
-		DataBlockSize: uint64(binary.LittleEndian.Uint32(buf[sbDataBlockSize:])) * 512,
+		DataBlockSize: super.dataBlockSize,
 		Devices:       map[uint32]Exclusive{},
 	}
 	roots := map[uint64]uint64{} // thin id -> root of its mapping btree
-	top := binary.LittleEndian.Uint64(buf[sbDataMappingRoot:])
-	if err := walkNodes(r, top, map[uint64]bool{}, 0, nil, func(n *node) (bool, error) {
+	if err := walkNodes(r, super.dataMappingRoot, map[uint64]bool{}, 0, nil, func(n *node) (bool, error) {
 		if n.leaf {
 			for i := range n.keys {
 				roots[n.keys[i]] = n.vals[i]
@@ -137,38 +133,24 @@ type node struct {
 	vals  []uint64
 }
 
+// mappingNode names a mapping btree node in errors.
+const mappingNode = "mapping btree node"
+
 // readNode reads and checks block as a mapping btree node.
 func readNode(r io.ReaderAt, block uint64, buf []byte) (*node, error) {
-	if err := readBlock(r, block, buf); err != nil {
+	h, err := readNodeHeader(r, mappingNode, block, buf)
+	if err != nil {
 		return nil, err
 	}
-	flags := binary.LittleEndian.Uint32(buf[nodeFlags:])
-	nr := int(binary.LittleEndian.Uint32(buf[nodeNrEntries:]))
-	maxE := int(binary.LittleEndian.Uint32(buf[nodeMaxEntries:]))
-	vsize := int(binary.LittleEndian.Uint32(buf[nodeValueSize:]))
-	if bn := binary.LittleEndian.Uint64(buf[nodeBlockNr:]); bn != block {
-		return nil, fmt.Errorf("%w: block %d says it is block %d", ErrCorrupt, block, bn)
+	if h.valueSize != mappingValueSize {
+		return nil, corrupt(mappingNode, block, "%d-byte values, want %d", h.valueSize, mappingValueSize)
 	}
-	if nr > maxE || nodeKeys+maxE*(8+vsize) > BlockSize {
-		return nil, fmt.Errorf("%w: btree node %d has %d/%d entries of %d bytes", ErrCorrupt, block, nr, maxE, vsize)
-	}
-	if vsize != mappingValueSize {
-		return nil, fmt.Errorf("%w: mapping btree node %d has %d-byte values, want %d", ErrCorrupt, block, vsize, mappingValueSize)
-	}
-	n := &node{block: block, keys: make([]uint64, nr), vals: make([]uint64, nr)}
-	switch {
-	case flags&internalNode != 0:
-	case flags&leafNode != 0:
-		n.leaf = true
-	default:
-		return nil, fmt.Errorf("%w: block %d is not a btree node (flags %#x)", ErrCorrupt, block, flags)
-	}
-	valuesAt := nodeKeys + maxE*8
-	for i := 0; i < nr; i++ {
+	n := &node{block: block, leaf: h.leaf, keys: make([]uint64, h.nrEntries), vals: make([]uint64, h.nrEntries)}
+	for i := 0; i < h.nrEntries; i++ {
 		n.keys[i] = binary.LittleEndian.Uint64(buf[nodeKeys+i*8:])
-		n.vals[i] = binary.LittleEndian.Uint64(buf[valuesAt+i*8:])
+		n.vals[i] = binary.LittleEndian.Uint64(buf[h.valuesAt()+i*8:])
 		if i > 0 && n.keys[i] <= n.keys[i-1] {
-			return nil, fmt.Errorf("%w: btree node %d keys out of order", ErrCorrupt, block)
+			return nil, corrupt(mappingNode, block, "keys out of order")
 		}
 	}
 	return n, nil

@@ -9,6 +9,7 @@ import (
 
 func (im image) mappingRoot(sb, root uint64) {
 	binary.LittleEndian.PutUint64(im.block(sb)[sbDataMappingRoot:], root)
+	im.sealSuperblock(sb)
 }
 
 // mapv is a bottom-level mapping value: data block and time.

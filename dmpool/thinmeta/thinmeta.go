@@ -13,13 +13,20 @@
 // pool stays live. That btree is a single-level btree of 64-bit thin ids
 // to 24-byte records whose first field is the number of mapped data
 // blocks, so a reader is a few dozen lines and needs no external tool.
+//
+// Every block is checked as the kernel checks it before any of it is
+// used (block.go): the superblock's block number, magic and checksum,
+// and each btree node's block number, checksum and layout. A view that
+// fails one is refused whole (ErrCorrupt): gc judges which thin ids
+// exist from it, so a torn or corrupt view must never parse on.
 package thinmeta
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
+
+	"github.com/containerd/errdefs"
 )
 
 // BlockSize is the size of a thin-pool metadata block.
@@ -69,27 +76,33 @@ type Metadata struct {
 	Devices       []Device
 }
 
-// ErrCorrupt means a block did not look like thin-pool metadata.
-var ErrCorrupt = errors.New("thin-pool metadata is not readable")
+// ErrCorrupt means a block did not pass the checks the kernel makes of
+// it (its checksum, the block number it was written for, its magic or
+// its layout), or the btree under it did not hold together. Nothing read
+// from such a view is returned. It wraps errdefs.ErrDataLoss.
+var ErrCorrupt = fmt.Errorf("thin-pool metadata is not readable: %w", errdefs.ErrDataLoss)
 
 // Read walks the device-details btree of the superblock at block sb of
 // the metadata device r (the held root of a reserved metadata snapshot;
 // 0 is the live superblock, which is only consistent while the pool is
-// not active).
+// not active). Every block is checked as the kernel checks it before a
+// byte of it is used.
 func Read(r io.ReaderAt, sb uint64) (*Metadata, error) {
 	buf := make([]byte, BlockSize)
-	if err := readBlock(r, sb, buf); err != nil {
+	super, err := readSuperblock(r, sb, buf)
+	if err != nil {
 		return nil, err
 	}
-	if m := binary.LittleEndian.Uint64(buf[sbMagic:]); m != superblockMagic {
-		return nil, fmt.Errorf("%w: block %d has superblock magic %d, want %d", ErrCorrupt, sb, m, superblockMagic)
-	}
-	md := &Metadata{DataBlockSize: uint64(binary.LittleEndian.Uint32(buf[sbDataBlockSize:])) * 512}
-	root := binary.LittleEndian.Uint64(buf[sbDeviceDetailsRoot:])
+	md := &Metadata{DataBlockSize: super.dataBlockSize}
 	seen := map[uint64]bool{}
-	if err := walk(r, root, buf, seen, 0, func(key uint64, v []byte) error {
+	if err := walk(r, super.deviceDetailsRoot, buf, seen, 0, func(block, key uint64, v []byte) error {
 		if key > 1<<24-1 {
-			return fmt.Errorf("%w: thin id %d out of range", ErrCorrupt, key)
+			return corrupt(detailsNode, block, "thin id %d out of range", key)
+		}
+		// The walk visits keys in order: one out of order or twice
+		// is not a btree the kernel wrote.
+		if n := len(md.Devices); n > 0 && key <= uint64(md.Devices[n-1].ID) {
+			return corrupt(detailsNode, block, "thin id %d after %d", key, md.Devices[n-1].ID)
 		}
 		md.Devices = append(md.Devices, Device{
 			ID:            uint32(key),
@@ -107,33 +120,22 @@ func Read(r io.ReaderAt, sb uint64) (*Metadata, error) {
 // at most 5 levels deep.
 const maxDepth = 16
 
-func walk(r io.ReaderAt, block uint64, buf []byte, seen map[uint64]bool, depth int, fn func(uint64, []byte) error) error {
+// detailsNode names a device-details btree node in errors.
+const detailsNode = "device-details btree node"
+
+func walk(r io.ReaderAt, block uint64, buf []byte, seen map[uint64]bool, depth int, fn func(block, key uint64, v []byte) error) error {
 	if depth > maxDepth || seen[block] {
 		return fmt.Errorf("%w: btree loop or too deep at block %d", ErrCorrupt, block)
 	}
 	seen[block] = true
-	if err := readBlock(r, block, buf); err != nil {
+	h, err := readNodeHeader(r, detailsNode, block, buf)
+	if err != nil {
 		return err
 	}
-	flags := binary.LittleEndian.Uint32(buf[nodeFlags:])
-	nr := int(binary.LittleEndian.Uint32(buf[nodeNrEntries:]))
-	maxE := int(binary.LittleEndian.Uint32(buf[nodeMaxEntries:]))
-	vsize := int(binary.LittleEndian.Uint32(buf[nodeValueSize:]))
-	if bn := binary.LittleEndian.Uint64(buf[nodeBlockNr:]); bn != block {
-		return fmt.Errorf("%w: block %d says it is block %d", ErrCorrupt, block, bn)
-	}
-	if nr > maxE || nodeKeys+maxE*(8+vsize) > BlockSize {
-		return fmt.Errorf("%w: btree node %d has %d/%d entries of %d bytes", ErrCorrupt, block, nr, maxE, vsize)
-	}
-	valuesAt := nodeKeys + maxE*8
-	switch {
-	case flags&internalNode != 0:
-		if vsize != 8 {
-			return fmt.Errorf("%w: internal node %d has %d-byte values", ErrCorrupt, block, vsize)
-		}
-		children := make([]uint64, nr)
+	if !h.leaf {
+		children := make([]uint64, h.nrEntries)
 		for i := range children {
-			children[i] = binary.LittleEndian.Uint64(buf[valuesAt+i*8:])
+			children[i] = binary.LittleEndian.Uint64(buf[h.valuesAt()+i*8:])
 		}
 		for _, c := range children {
 			if err := walk(r, c, buf, seen, depth+1, fn); err != nil {
@@ -141,19 +143,18 @@ func walk(r io.ReaderAt, block uint64, buf []byte, seen map[uint64]bool, depth i
 			}
 		}
 		return nil
-	case flags&leafNode != 0:
-		if vsize != deviceDetailsSize {
-			return fmt.Errorf("%w: device-details leaf %d has %d-byte values, want %d", ErrCorrupt, block, vsize, deviceDetailsSize)
-		}
-		for i := 0; i < nr; i++ {
-			key := binary.LittleEndian.Uint64(buf[nodeKeys+i*8:])
-			if err := fn(key, buf[valuesAt+i*vsize:valuesAt+(i+1)*vsize]); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	return fmt.Errorf("%w: block %d is not a btree node (flags %#x)", ErrCorrupt, block, flags)
+	if h.valueSize != deviceDetailsSize {
+		return corrupt(detailsNode, block, "leaf with %d-byte values, want %d", h.valueSize, deviceDetailsSize)
+	}
+	for i := 0; i < h.nrEntries; i++ {
+		key := binary.LittleEndian.Uint64(buf[nodeKeys+i*8:])
+		v := h.valuesAt() + i*h.valueSize
+		if err := fn(block, key, buf[v:v+h.valueSize]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func readBlock(r io.ReaderAt, block uint64, buf []byte) error {

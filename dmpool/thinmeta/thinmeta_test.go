@@ -20,6 +20,10 @@ func (im image) superblock(n, detailsRoot uint64, sectors uint32) {
 	binary.LittleEndian.PutUint64(b[sbMagic:], superblockMagic)
 	binary.LittleEndian.PutUint64(b[sbDeviceDetailsRoot:], detailsRoot)
 	binary.LittleEndian.PutUint32(b[sbDataBlockSize:], sectors)
+	binary.LittleEndian.PutUint64(b[8:], n)                           // blocknr
+	binary.LittleEndian.PutUint32(b[340:], 8)                         // metadata_block_size, sectors
+	binary.LittleEndian.PutUint64(b[344:], uint64(len(im)/BlockSize)) // metadata_nr_blocks
+	im.sealSuperblock(n)
 }
 
 func (im image) node(n uint64, flags uint32, maxE, vsize int, keys []uint64, vals [][]byte) {
@@ -33,6 +37,7 @@ func (im image) node(n uint64, flags uint32, maxE, vsize int, keys []uint64, val
 		binary.LittleEndian.PutUint64(b[nodeKeys+i*8:], k)
 		copy(b[nodeKeys+maxE*8+i*vsize:], vals[i])
 	}
+	im.sealNode(n)
 }
 
 func details(mapped, tid uint64) []byte {
@@ -91,12 +96,28 @@ func TestReadRejectsGarbage(t *testing.T) {
 			im.superblock(0, 1, 128)
 			im.node(1, leafNode, 10, deviceDetailsSize, nil, nil)
 			binary.LittleEndian.PutUint64(im.block(1)[nodeBlockNr:], 7)
+			im.sealNode(1)
 		},
 		"bad value size": func(im image) { im.superblock(0, 1, 128); im.node(1, leafNode, 10, 16, nil, nil) },
+		"both flags": func(im image) {
+			im.superblock(0, 1, 128)
+			im.node(1, leafNode|internalNode, 10, 8, nil, nil)
+		},
+		"thin ids out of order": func(im image) {
+			im.superblock(0, 1, 128)
+			im.node(1, leafNode, 10, deviceDetailsSize, []uint64{4, 4}, [][]byte{details(1, 1), details(1, 1)})
+		},
+		"metadata block size": func(im image) {
+			im.superblock(0, 1, 128)
+			im.node(1, leafNode, 10, deviceDetailsSize, nil, nil)
+			binary.LittleEndian.PutUint32(im.block(0)[340:], 16) // metadata_block_size
+			im.sealSuperblock(0)
+		},
 		"too many entries": func(im image) {
 			im.superblock(0, 1, 128)
 			im.node(1, leafNode, 10, deviceDetailsSize, nil, nil)
 			binary.LittleEndian.PutUint32(im.block(1)[nodeNrEntries:], 11)
+			im.sealNode(1)
 		},
 	}
 	for name, mk := range cases {

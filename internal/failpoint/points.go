@@ -27,7 +27,8 @@ const (
 	// the rename not done. Reconcile ends the op and re-activates it: the
 	// snapshot stays active and keeps its content.
 	CommitAfterDeactivate = "commit/after-deactivate"
-	// CommitBeforeRename: as above with the "deactivated" step recorded.
+	// CommitBeforeRename: as above, after the look at the pool's trouble
+	// (which may have recorded a bump), before the rename.
 	CommitBeforeRename = "commit/before-rename"
 
 	// Remove (snapshotter/remove.go).

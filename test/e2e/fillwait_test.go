@@ -182,6 +182,23 @@ func TestLayerStoreFillDoesNotBlockNode(t *testing.T) {
 	if got != ociarchive.CheckWant {
 		t.Errorf("container view of the image:\n%s\nwant:\n%s", got, ociarchive.CheckWant)
 	}
+
+	// The layer filled in the background is for the next pull of it: a
+	// containerd GC (it removes every snapshot of ours no namespace names)
+	// must not collect it before another namespace pulls the image, which
+	// adopts it instead of fetching it from S3 again.
+	s.Ctr("images", "rm", "--sync", other)
+	const nsB = "fillwait-b"
+	if out, err := s.CtrNS(nsB, "images", "pull", "--plain-http", "--snapshotter", "flyio", remote); err != nil {
+		t.Fatalf("pull in namespace %s: %v\n%s", nsB, err, out)
+	}
+	if n := s.gets(gatedKey); n != 1 {
+		t.Errorf("after a GC and a pull in another namespace: %d GETs of s3://%s/%s, want 1 (the layer filled in the background was collected, not adopted)", n, s.gw.Bucket, gatedKey)
+	}
+	got, err = s.CtrNS(nsB, "run", "--rm", "--snapshotter", "flyio", remote, "fillwait-b", "/bin/sh", "-c", ociarchive.CheckScript)
+	if err != nil || got != ociarchive.CheckWant {
+		t.Errorf("container of namespace %s: %v\n%s\nwant:\n%s", nsB, err, got, ociarchive.CheckWant)
+	}
 }
 
 // importVariant imports into the flyio snapshotter an image of busybox

@@ -1,0 +1,250 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/containerd/log"
+
+	"github.com/superfly/flyio-image-manager/internal/kmsg"
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// I/O errors the kernel logs for the pool's devices are trouble too.
+//
+// A write can fail without any change of the pool's mode: a failing data
+// disk errors the bios of blocks already provisioned, and dm-thin passes
+// the error up as it is; a thin device's own error (a table swapped for
+// a test, a dm bug) does the same. Nobody tells Commit: writeback errors
+// are logged and dropped ("Buffer I/O error on dev dm-7, ... lost async
+// page write", ext4's "I/O error 10 writing to inode"). So every look at
+// the pool's trouble (trouble.go) also reads the kernel's log records
+// that came since the last look, and one reporting an I/O error on one of
+// the pool's devices — a thin device, the pool, its data or metadata
+// device — bumps the trouble generation like a mode change.
+//
+// The records of one boot are numbered; the last one that bumped is
+// recorded (PoolTrouble.KernelBoot/KernelSeq) so that a restart, which
+// reads the log from its oldest record again, does not count it twice,
+// and errors logged while the daemon was down are seen at its start (if
+// the kernel still has them). A record is matched by device names in its
+// text, so a message about a device-mapper name that was ours but is gone
+// by the time it is read can be missed; Commit therefore notes its
+// device's kernel name before it deactivates it.
+
+// kernelReasonPrefix starts the trouble reason of a kernel log record.
+const kernelReasonPrefix = "the kernel logged an I/O error"
+
+// maxKernelRecords bounds the records one look reads; the rest wait for
+// the next look.
+const maxKernelRecords = 100000
+
+// kernelErrorTexts are the lowercase texts that make a record an I/O
+// error report: the block layer's and buffer cache's "I/O error", ext2/3/4's
+// "fs error", jbd2's "Error -5" and its journal abort.
+var kernelErrorTexts = []string{"i/o error", "fs error", "error -5", "aborting journal"}
+
+// kernelLogPath is the kernel log device (kmsg.Path); a test's file
+// otherwise.
+var kernelLogPath = kmsg.Path
+
+// sysBlock is where the kernel names device-mapper devices
+// (/sys/block/dm-N/dm/name); a test's directory otherwise.
+var sysBlock = "/sys/block"
+
+// kernelNamer is the part of *dmpool.Pool that knows its devices' kernel
+// names. A pool without it (the unit tests' fake) has no kernel log.
+type kernelNamer interface {
+	BlockDevices() ([]string, error)
+	KernelName(name string) (string, error)
+}
+
+// kernelLog is the snapshotter's reader of the kernel log.
+type kernelLog struct {
+	mu     sync.Mutex
+	reader *kmsg.Reader // nil: not read
+	boot   string
+	// known are kernel names (dm-N) of the pool's devices seen or noted,
+	// for records read after a device went; cleared when it grows large.
+	known map[string]string
+	// fixed are the pool's own kernel names: the pool, its data and
+	// metadata devices.
+	fixed map[string]bool
+	// pending is a reason read but not on record yet (recording it
+	// failed): the records are read once, so it is kept for the next
+	// look until recorded says it is durable.
+	pendingReason string
+	pendingSeq    uint64
+}
+
+// recorded says the reason scanKernelLog last returned is on record.
+func (k *kernelLog) recorded() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.pendingReason, k.pendingSeq = "", 0
+}
+
+// openKernelLog starts reading the kernel log, when the pool can name its
+// devices and the log can be read (root, not a container without
+// /dev/kmsg): otherwise only the pool's mode is watched, and a warning
+// says so.
+func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
+	k := &s.klog
+	namer, ok := s.pool.(kernelNamer)
+	if !ok {
+		return
+	}
+	devs, err := namer.BlockDevices()
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot name the pool's devices: I/O errors the kernel logs for them are not watched")
+		return
+	}
+	boot, err := kmsg.BootID()
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot read the boot id: I/O errors the kernel logs are not watched")
+		return
+	}
+	r, err := kmsg.Open(path)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reader, k.boot, k.known, k.fixed = r, boot, map[string]string{}, map[string]bool{}
+	for _, d := range devs {
+		k.fixed[d] = true
+	}
+}
+
+func (k *kernelLog) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.reader != nil {
+		k.reader.Close()
+		k.reader = nil
+	}
+}
+
+// noteDevice remembers the kernel name of the pool's device name while it
+// is active, for records about it read after it is gone.
+func (s *Snapshotter) noteDevice(name string) {
+	namer, ok := s.pool.(kernelNamer)
+	if !ok {
+		return
+	}
+	k := &s.klog
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.reader == nil {
+		return
+	}
+	kn, err := namer.KernelName(name)
+	if err != nil || kn == "" {
+		return
+	}
+	if len(k.known) > 4096 {
+		clear(k.known)
+	}
+	k.known[kn] = name
+}
+
+// scanKernelLog reads the records since the last look and returns the
+// first I/O error on one of the pool's devices as a trouble reason, with
+// the sequence number to record (that of the last such record); "" when
+// none. pt is the trouble on record: records it accounted for are skipped.
+func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble) (reason string, seq uint64) {
+	k := &s.klog
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.reader == nil {
+		return "", 0
+	}
+	var after uint64
+	if pt.KernelBoot == k.boot {
+		after = pt.KernelSeq
+	}
+	prefix := s.pool.Name()
+	_, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
+		if rec.Seq <= after || !ioErrorText(rec.Message) {
+			return
+		}
+		dev := k.ourDevice(rec.Message, prefix)
+		if dev == "" {
+			return
+		}
+		seq = rec.Seq
+		if reason == "" {
+			msg := rec.Message
+			if len(msg) > 200 {
+				msg = msg[:200] + "..."
+			}
+			reason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
+		}
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("reading the kernel log")
+	}
+	if lost {
+		log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: an I/O error on the pool's devices among them is not seen")
+	}
+	switch {
+	case reason != "" && k.pendingReason != "":
+		reason = k.pendingReason + "; " + reason
+	case reason == "":
+		reason, seq = k.pendingReason, k.pendingSeq
+	}
+	k.pendingReason, k.pendingSeq = reason, seq
+	return reason, seq
+}
+
+func ioErrorText(msg string) bool {
+	lower := strings.ToLower(msg)
+	for _, t := range kernelErrorTexts {
+		if strings.Contains(lower, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// ourDevice returns a description of the first device of the pool msg
+// names ("dm-7 (pool-thin-12)", "loop1"), or "".
+func (k *kernelLog) ourDevice(msg, pool string) string {
+	for _, tok := range strings.FieldsFunc(msg, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) {
+		if strings.HasPrefix(tok, "dm-") {
+			// jbd2 names a journal "dm-7-8" (device, inode).
+			if i := strings.IndexByte(tok[3:], '-'); i >= 0 {
+				tok = tok[:3+i]
+			}
+		}
+		if k.fixed[tok] {
+			return tok
+		}
+		if !strings.HasPrefix(tok, "dm-") {
+			continue
+		}
+		name, ok := k.known[tok]
+		if !ok {
+			b, err := os.ReadFile(filepath.Join(sysBlock, tok, "dm", "name"))
+			if err != nil {
+				continue
+			}
+			name = strings.TrimSpace(string(b))
+		}
+		if name == pool || strings.HasPrefix(name, pool+"-thin-") {
+			if len(k.known) > 4096 {
+				clear(k.known)
+			}
+			k.known[tok] = name
+			return tok + " (" + name + ")"
+		}
+	}
+	return ""
+}

@@ -1,0 +1,121 @@
+package snapshotter
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// kernelNamedPool is the fake pool with kernel names for its devices, as
+// *dmpool.Pool has.
+type kernelNamedPool struct{ *fakePool }
+
+func (kernelNamedPool) BlockDevices() ([]string, error) {
+	return []string{"dm-1", "loop5", "loop6"}, nil
+}
+func (kernelNamedPool) KernelName(string) (string, error) { return "", nil }
+
+// fakeKernel points the kernel log at a file of records and /sys/block at
+// a directory where dm-7 is thin device 3 of the fake pool and dm-9
+// someone else's.
+func fakeKernel(t *testing.T, records string) (logPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	for dev, name := range map[string]string{"dm-7": "fake-thin-3", "dm-9": "other-thin-3"} {
+		if err := os.MkdirAll(filepath.Join(dir, "sys", dev, "dm"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "sys", dev, "dm", "name"), []byte(name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logPath = filepath.Join(dir, "kmsg")
+	if err := os.WriteFile(logPath, []byte(records), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldLog, oldSys := kernelLogPath, sysBlock
+	kernelLogPath, sysBlock = logPath, filepath.Join(dir, "sys")
+	t.Cleanup(func() { kernelLogPath, sysBlock = oldLog, oldSys })
+	return logPath
+}
+
+// TestCommitRefusesAfterAKernelIOError is issue 10 B5's "an error seen on
+// the device": a write to one of the pool's devices failed without any
+// change of the pool's mode (a failing data disk, a thin device's own
+// error), and only the kernel's log says so. Commit refuses a snapshot
+// prepared before, naming the record; a restart does not count the same
+// record again; records about other devices, or without an error, are
+// not trouble.
+func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;EXT4-fs (dm-7): mounted filesystem\n"+
+		"3,2,20,-;Buffer I/O error on dev dm-9, logical block 5, lost async page write\n")
+	store := newTestStore(t)
+	pool := kernelNamedPool{newFakePool()}
+	s, err := New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.format = func(context.Context, string, string) error { return nil }
+	for _, k := range []string{"a", "b"} {
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(ctx, "base-a", "a"); err != nil {
+		t.Fatalf("commit with no error of ours in the kernel log: %v", err)
+	}
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("3,3,30,-;Buffer I/O error on dev dm-7, logical block 16384, lost async page write\n SUBSYSTEM=block\n")
+	f.Close()
+	err = s.Commit(ctx, "base-b", "b")
+	wantRefused(t, s, err, "b", "I/O error on dm-7 (fake-thin-3)")
+	if !strings.Contains(err.Error(), "failing disk") || strings.Contains(err.Error(), "Free space") {
+		t.Errorf("the refusal's advice is not about a write error on a device:\n%v", err)
+	}
+	s.Close()
+
+	// A restart reads the kernel log from its first record again.
+	s, err = New(ctx, pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.format = func(context.Context, string, string) error { return nil }
+	if _, err := s.Prepare(ctx, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base-c", "c"); err != nil {
+		t.Fatalf("commit after a restart re-read an old kernel error: %v", err)
+	}
+}
+
+func TestKernelErrorTexts(t *testing.T) {
+	k := &kernelLog{known: map[string]string{}, fixed: map[string]bool{"loop5": true}}
+	fakeKernel(t, "")
+	for msg, want := range map[string]string{
+		"Buffer I/O error on dev dm-7, logical block 3, lost async page write":              "dm-7 (fake-thin-3)",
+		"EXT4-fs warning (device dm-7): ext4_end_bio:343: I/O error 10 writing to inode 12": "dm-7 (fake-thin-3)",
+		"JBD2: Error -5 detected when updating journal superblock for dm-7-8.":              "dm-7 (fake-thin-3)",
+		"I/O error, dev loop5, sector 2048 op 0x1:(WRITE) flags 0x800 phys_seg 1":           "loop5",
+		"I/O error, dev loop50, sector 2048 op 0x1:(WRITE)":                                 "",
+		"Buffer I/O error on dev dm-9, logical block 3":                                     "",
+		"Buffer I/O error on dev dm-70, logical block 3":                                    "",
+	} {
+		got := ""
+		if ioErrorText(msg) {
+			got = k.ourDevice(msg, "fake")
+		}
+		if got != want {
+			t.Errorf("%q: %q, want %q", msg, got, want)
+		}
+	}
+	if ioErrorText("EXT4-fs (dm-7): mounted filesystem with ordered data mode") {
+		t.Error("a mount message counted as an I/O error")
+	}
+}
