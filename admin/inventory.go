@@ -24,84 +24,72 @@ type InventoryBackend interface {
 	RecentLog(n int) []string
 }
 
-// ImageInfo is one image process-image imported, with what it is made of
-// and what is built on it.
+// ImageInfo is one entry of images --json (GET /v1/images): an image
+// process-image imported, what it is made of and what is built on it.
 type ImageInfo struct {
-	ID      string `json:"id"`
-	Ref     string `json:"ref"`
-	Bucket  string `json:"bucket"`
-	Key     string `json:"key"`
-	ETag    string `json:"etag"`
-	RunID   string `json:"run_id"`
-	Digest  string `json:"digest,omitempty"`
-	DiffID  string `json:"diff_id,omitempty"`
-	ChainID string `json:"chain_id"`
-	// Size is the uncompressed tar stream; CompressedSize what was read
-	// from S3 (both from the import run, 0 when its record is gone).
-	Size           int64 `json:"size"`
-	CompressedSize int64 `json:"compressed_size"`
-	Entries        int   `json:"entries,omitempty"`
-	// BaseSnapshot is our snapshot key holding the chain id; DeviceID and
-	// DeviceName its thin device (0 and "" when the base is gone).
-	BaseSnapshot string `json:"base_snapshot,omitempty"`
-	DeviceID     uint32 `json:"device_id,omitempty"`
-	DeviceName   string `json:"device_name,omitempty"`
-	// Usage is the data the base device maps, in bytes; -1 when unknown.
-	Usage int64 `json:"usage"`
-	// Dependants are the snapshots (container layers, views) whose parent
-	// chain reaches the base: delete-image refuses while there are any.
-	Dependants []string  `json:"dependants"`
-	Created    time.Time `json:"created"`
+	ID             string    `json:"id"`                      // the image id delete-image takes
+	Ref            string    `json:"ref"`                     // its containerd image
+	Bucket         string    `json:"bucket"`                  // the S3 object it came from: bucket,
+	Key            string    `json:"key"`                     // key,
+	ETag           string    `json:"etag"`                    // and ETag
+	RunID          string    `json:"run_id"`                  // the process-image run that made it
+	Digest         string    `json:"digest,omitempty"`        // the layer blob's (compressed) digest
+	DiffID         string    `json:"diff_id,omitempty"`       // the layer's uncompressed digest
+	ChainID        string    `json:"chain_id"`                // the base snapshot's chain id
+	Size           int64     `json:"size"`                    // bytes of the tar stream; 0 once the run's record is gone
+	CompressedSize int64     `json:"compressed_size"`         // bytes read from S3; 0 likewise
+	Entries        int       `json:"entries,omitempty"`       // tar entries
+	BaseSnapshot   string    `json:"base_snapshot,omitempty"` // our snapshot key of the base; empty once it is gone
+	DeviceID       uint32    `json:"device_id,omitempty"`     // the base's thin id
+	DeviceName     string    `json:"device_name,omitempty"`   // and its /dev/mapper name
+	Usage          int64     `json:"usage"`                   // bytes the base's device maps; -1 when unknown
+	Dependants     []string  `json:"dependants"`              // snapshots built on the base: delete-image refuses while any
+	Created        time.Time `json:"created"`                 // RFC 3339, UTC
 }
 
-// SnapshotTree is every snapshot as a forest (like `ctr snapshots tree`)
-// plus the devices no snapshot owns: templates, spares, orphans.
+// SnapshotTree is snapshots --json (GET /v1/snapshots): every snapshot
+// as a forest (like `ctr snapshots tree`) plus the devices no snapshot
+// owns: templates, spares, orphans.
 type SnapshotTree struct {
-	Pool string `json:"pool"`
-	// UsageSource says where Usage figures come from: "pool metadata"
-	// (a metadata snapshot of the pool: exact for every device), or
-	// "thin status" (only active devices) when that could not be read.
-	UsageSource string          `json:"usage_source"`
-	UsageError  string          `json:"usage_error,omitempty"`
-	Roots       []*SnapshotNode `json:"snapshots"`
-	Devices     []DeviceInfo    `json:"devices,omitempty"`
+	Pool        string          `json:"pool"`                  // the pool's name
+	UsageSource string          `json:"usage_source"`          // "pool metadata" (exact for every device) or "thin status" (active devices only)
+	UsageError  string          `json:"usage_error,omitempty"` // why the pool metadata could not be read
+	Roots       []*SnapshotNode `json:"snapshots"`             // the snapshots without a parent, each with its children
+	Devices     []DeviceInfo    `json:"devices,omitempty"`     // the devices that are no snapshot's
 }
 
 // SnapshotNode is one snapshot and its children.
 type SnapshotNode struct {
-	Key string `json:"key"`
-	// Namespace and Name split a containerd key "<ns>/<seq>/<name>".
-	Namespace  string            `json:"namespace,omitempty"`
-	Name       string            `json:"name,omitempty"`
-	Parent     string            `json:"parent,omitempty"`
-	Kind       string            `json:"kind"`
-	State      string            `json:"state"`
-	DeviceID   uint32            `json:"device_id"`
-	DeviceName string            `json:"device_name"`
-	Active     bool              `json:"active"`
-	Size       uint64            `json:"size"`
-	Usage      int64             `json:"usage"`
-	FSType     string            `json:"fs_type,omitempty"`
-	Created    time.Time         `json:"created"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Children   []*SnapshotNode   `json:"children,omitempty"`
+	Key        string            `json:"key"`                 // our key: containerd's "<ns>/<seq>/<name>", or ours ("remote/...")
+	Namespace  string            `json:"namespace,omitempty"` // the key's containerd namespace
+	Name       string            `json:"name,omitempty"`      // and the name containerd knows it by
+	Parent     string            `json:"parent,omitempty"`    // the parent's key
+	Kind       string            `json:"kind"`                // "Active", "View" or "Committed"
+	State      string            `json:"state"`               // our record's state, e.g. "ready"
+	DeviceID   uint32            `json:"device_id"`           // its thin id
+	DeviceName string            `json:"device_name"`         // and /dev/mapper name
+	Active     bool              `json:"active"`              // the device is activated
+	Size       uint64            `json:"size"`                // the device's virtual size, bytes
+	Usage      int64             `json:"usage"`               // bytes it maps; -1 when unknown
+	FSType     string            `json:"fs_type,omitempty"`   // "ext4" or "xfs"
+	Created    time.Time         `json:"created"`             // RFC 3339, UTC
+	Labels     map[string]string `json:"labels,omitempty"`    // containerd's labels on it
+	Children   []*SnapshotNode   `json:"children,omitempty"`  // the snapshots whose parent it is
 }
 
 // DeviceInfo is a thin device that is not a snapshot's.
 type DeviceInfo struct {
-	ID     uint32 `json:"id"`
-	Name   string `json:"name"`
-	Role   string `json:"role"`
-	State  string `json:"state"`
-	Owner  string `json:"owner,omitempty"`
-	Origin uint32 `json:"origin,omitempty"`
-	Active bool   `json:"active"`
-	Size   uint64 `json:"size"`
-	Usage  int64  `json:"usage"`
-	// Created is the template's creation time, else the record's last
-	// update.
-	Created time.Time `json:"created"`
-	Error   string    `json:"error,omitempty"`
+	ID      uint32    `json:"id"`               // thin id
+	Name    string    `json:"name"`             // /dev/mapper name
+	Role    string    `json:"role"`             // "template", "spare" or "snapshot" (an orphan's)
+	State   string    `json:"state"`            // e.g. "ready", "orphaned", "quarantined"
+	Owner   string    `json:"owner,omitempty"`  // the template's name, or the key it was made for
+	Origin  uint32    `json:"origin,omitempty"` // the thin id it was snapshotted from
+	Active  bool      `json:"active"`           // the device is activated
+	Size    uint64    `json:"size"`             // virtual size, bytes
+	Usage   int64     `json:"usage"`            // bytes it maps; -1 when unknown
+	Created time.Time `json:"created"`          // a template's creation, else the record's last change
+	Error   string    `json:"error,omitempty"`  // why it was set aside
 }
 
 // Walk calls fn for every node of the forest, parents before children,

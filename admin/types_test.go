@@ -88,8 +88,10 @@ func TestPoolStatusReadsThePreviousReleasesKeys(t *testing.T) {
 	if err := json.Unmarshal(old, &p); err != nil {
 		t.Fatal(err)
 	}
-	if p.UsedDataBlocks != 950 || p.TotalDataBlocks != 1000 || !p.OutOfDataSpace || p.EventNr != 3 || p.HeldMetadataRoot != "-" {
-		t.Errorf("previous release's status decoded as %+v", p)
+	want := PoolStatus{TransactionID: 7, UsedMetaBlocks: 10, TotalMetaBlocks: 100, UsedDataBlocks: 950, TotalDataBlocks: 1000,
+		DataBlockSize: 131072, OutOfDataSpace: true, ErrorIfNoSpace: true, HeldMetadataRoot: "-", EventNr: 3}
+	if p != want {
+		t.Errorf("previous release's status decoded as %+v, want %+v", p, want)
 	}
 	b, err := json.Marshal(p)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/superfly/flyio-image-manager/internal/defaults"
+	"github.com/superfly/flyio-image-manager/internal/s3check"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
@@ -98,29 +99,11 @@ func (c *S3) applyEnv() error {
 	return nil
 }
 
-// validate reports the first setting that cannot work. An empty bucket is
-// not an error here: the daemon runs without S3, and the operations that
-// need a bucket fail with s3fetch.ErrNoBucket.
+// validate reports the first setting that cannot work: the rules are
+// internal/s3check's, which s3fetch.New checks too.
 func (c *S3) validate() error {
-	switch {
-	case c.LayerPrefix != "" && c.Bucket == "":
-		return fmt.Errorf("s3: layer_prefix %q turns the layer store on, which needs a bucket: set [s3] bucket", c.LayerPrefix)
-	case c.Region == "":
-		return fmt.Errorf("s3: region must be set")
-	case c.PartSize <= 0:
-		return fmt.Errorf("s3: part_size must be positive, got %s", c.PartSize)
-	case c.Concurrency <= 0:
-		return fmt.Errorf("s3: concurrency must be positive, got %d", c.Concurrency)
-	case c.DownloadTimeout <= 0:
-		return fmt.Errorf("s3: download_timeout must be positive, got %v", c.DownloadTimeout)
-	case c.PartTimeout <= 0:
-		return fmt.Errorf("s3: part_timeout must be positive, got %v", c.PartTimeout)
-	case c.DownloadQueueSize <= 0:
-		return fmt.Errorf("s3: download_queue_size must be positive, got %d", c.DownloadQueueSize)
-	case c.MaxRetries < 0:
-		return fmt.Errorf("s3: max_retries must not be negative, got %d", c.MaxRetries)
-	case c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0:
-		return fmt.Errorf("s3: retry delays must not be negative")
-	}
-	return nil
+	return s3check.Settings[units.Size, units.Seconds]{Bucket: c.Bucket, Region: c.Region, LayerPrefix: c.LayerPrefix,
+		PartSize: c.PartSize, Concurrency: c.Concurrency, DownloadTimeout: c.DownloadTimeout, PartTimeout: c.PartTimeout,
+		DownloadQueueSize: c.DownloadQueueSize, MaxRetries: c.MaxRetries,
+		RetryBaseDelay: c.RetryBaseDelay, RetryMaxDelay: c.RetryMaxDelay}.Validate()
 }

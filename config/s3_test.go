@@ -32,3 +32,13 @@ func TestS3DefaultsValid(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestS3ValidateRules: [s3] is checked at load by internal/s3check's
+// rules, the ones s3fetch.New checks too, with the same words.
+func TestS3ValidateRules(t *testing.T) {
+	c := defaultS3()
+	c.Concurrency = 0
+	if err := c.validate(); err == nil || err.Error() != "s3: concurrency must be positive, got 0" {
+		t.Errorf("concurrency = 0: %v", err)
+	}
+}

@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/gc"
@@ -40,26 +38,26 @@ func (b *backend) ProcessImage(ctx context.Context, req admin.ProcessImageReques
 	if err := b.guard.Check(ctx, "process-image "+req.Key); err != nil {
 		return admin.Run{}, err
 	}
-	r, err := b.importer.Submit(ctx, importRequest(req))
-	return wireRun(r), err
+	r, err := b.importer.Submit(ctx, adminwire.ImportRequest(req))
+	return adminwire.Run(r), err
 }
 
 func (b *backend) Run(id string) (admin.Run, error) {
 	r, err := b.importer.Get(id)
-	return wireRun(r), err
+	return adminwire.Run(r), err
 }
 
 func (b *backend) Runs() ([]admin.Run, error) {
 	rs, err := b.importer.List()
-	return wireRuns(rs), err
+	return adminwire.Runs(rs), err
 }
 
 func (b *backend) Cancel(ctx context.Context, id string) (admin.Run, error) {
 	r, err := b.importer.Cancel(ctx, id)
-	return wireRun(r), err
+	return adminwire.Run(r), err
 }
 
-func (b *backend) Queues() []admin.QueueInfo { return wireQueues(b.importer.Queues()) }
+func (b *backend) Queues() []admin.QueueInfo { return adminwire.Queues(b.importer.Queues()) }
 
 // recentFinishedRuns is how many finished runs status shows.
 const recentFinishedRuns = 10
@@ -76,13 +74,13 @@ func (b *backend) daemonInfo() admin.DaemonInfo {
 func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 	st := admin.Status{
 		Daemon: b.daemonInfo(), Pool: b.pool.Name(), Snapshots: map[string]int{}, Devices: map[string]int{},
-		FullThreshold: b.guard.Threshold(), Queues: wireQueues(b.importer.Queues()),
+		FullThreshold: b.guard.Threshold(), Queues: adminwire.Queues(b.importer.Queues()),
 	}
 	ps, err := b.pool.Status(ctx)
 	if err != nil {
 		return st, err
 	}
-	st.PoolState = WirePoolStatus(ps)
+	st.PoolState = adminwire.PoolStatus(ps)
 	if err := snapshotter.FullError(b.pool.Name(), "new snapshots and imports", ps, b.guard.Threshold()); err != nil {
 		st.Refusing = err.Error()
 	}
@@ -113,7 +111,7 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 		}
 	}
 	recent, _ := b.importer.Recent(recentFinishedRuns)
-	st.RecentRuns = wireRuns(recent)
+	st.RecentRuns = adminwire.Runs(recent)
 	for _, r := range st.RecentRuns {
 		if !r.State.Finished() {
 			st.Runs = append(st.Runs, r)
@@ -136,11 +134,11 @@ func (b *backend) containerd() gc.Containerd {
 // Remove.
 func (b *backend) GC(ctx context.Context, req admin.GCRequest) (admin.GCReport, error) {
 	rep, err := b.gc(ctx, req)
-	return WireGCReport(rep), err
+	return adminwire.GCReport(rep), err
 }
 
 func (b *backend) gc(ctx context.Context, req admin.GCRequest) (*gc.Report, error) {
-	opts, err := GCOptions(req)
+	opts, err := adminwire.GCOptions(req)
 	if err != nil {
 		return nil, err
 	}
@@ -153,20 +151,4 @@ func (b *backend) gc(ctx context.Context, req admin.GCRequest) (*gc.Report, erro
 	}
 	gc.Apply(ctx, rep, b.sn, cd)
 	return rep, nil
-}
-
-// GCOptions turns an admin request into gc options.
-func GCOptions(req admin.GCRequest) (gc.Options, error) {
-	opts := gc.Options{IncludeQuarantined: req.IncludeQuarantined}
-	if req.MinAge != "" {
-		d, err := time.ParseDuration(req.MinAge)
-		if err != nil {
-			return opts, fmt.Errorf("min age %q: %v: %w", req.MinAge, err, errdefs.ErrInvalidArgument)
-		}
-		if d == 0 {
-			d = -1 // explicitly none
-		}
-		opts.MinAge = d
-	}
-	return opts, nil
 }

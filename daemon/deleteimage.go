@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/importer"
 )
 
@@ -20,5 +21,5 @@ func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImage
 		d.Client = b.cd.Client
 	}
 	res, err := d.Delete(ctx, id)
-	return wireDeletedImage(res), err
+	return adminwire.DeletedImage(res), err
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/diag"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/logring"
@@ -36,7 +37,7 @@ func (b *backend) Diag(ctx context.Context) ([]admin.DiagFile, error) {
 			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) { return b.Snapshots(ctx) }),
 		},
 	}))
-	return wireDiagFiles(diag.NewScrubber(env).Files(files)), nil
+	return adminwire.DiagFiles(diag.NewScrubber(env).Files(files)), nil
 }
 
 // RecentLog returns the last n lines of the in-memory log (all when

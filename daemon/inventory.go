@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/gc"
 )
@@ -22,7 +23,7 @@ func (b *backend) Images(ctx context.Context) ([]admin.ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return WireImages(imgs), nil
+	return adminwire.Images(imgs), nil
 }
 
 // Snapshots returns the snapshot tree (see gc.Inventory.Snapshots).
@@ -31,7 +32,7 @@ func (b *backend) Snapshots(ctx context.Context) (admin.SnapshotTree, error) {
 	if err != nil {
 		return admin.SnapshotTree{}, err
 	}
-	return WireSnapshotTree(tree), nil
+	return adminwire.SnapshotTree(tree), nil
 }
 
 // usage reads every device's mapped data from a metadata snapshot of the

@@ -6,6 +6,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -14,7 +15,7 @@ import (
 // AcceptLostWrites, which logs it).
 func (b *backend) AcceptLostWrites(ctx context.Context, req admin.AcceptLostWritesRequest) (admin.AcceptLostWritesResult, error) {
 	res, err := b.sn.AcceptLostWrites(ctx, req.Key, req.Generation)
-	return wireLostWritesAccepted(res), err
+	return adminwire.LostWritesAccepted(res), err
 }
 
 // poolTroubleStatus is status's trouble section: the generation on record
@@ -33,5 +34,5 @@ func poolTroubleStatus(tx *metadata.Tx, poolTrouble string) (*admin.PoolTrouble,
 		}
 		return nil
 	})
-	return wirePoolTrouble(pt, refused), err
+	return adminwire.PoolTrouble(pt, refused), err
 }

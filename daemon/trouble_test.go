@@ -8,7 +8,6 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/superfly/flyio-image-manager/metadata"
-	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 // TestStatusShowsPoolTrouble: status carries the trouble generation, its
@@ -61,11 +60,4 @@ func TestStatusShowsPoolTrouble(t *testing.T) {
 			return nil
 		})
 	}
-}
-
-// TestTroubleWireConversionsComplete is TestWireConversionsComplete for
-// the trouble types.
-func TestTroubleWireConversionsComplete(t *testing.T) {
-	zeroFields(t, "admin.PoolTrouble", wirePoolTrouble(filled[metadata.PoolTrouble](), 1))
-	zeroFields(t, "admin.AcceptLostWritesResult", wireLostWritesAccepted(filled[snapshotter.LostWritesAccepted]()))
 }

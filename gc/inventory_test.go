@@ -25,9 +25,14 @@ func TestBuildTree(t *testing.T) {
 	roots := BuildTree(snaps, func(id uint32) string { return snapshotter.DeviceName("p", id) }, u)
 
 	var got []string
-	SnapshotTree{Roots: roots}.Walk(func(n *SnapshotNode, depth int) {
-		got = append(got, strings.Repeat(".", depth)+n.Key)
-	})
+	var walk func(ns []*SnapshotNode, depth int)
+	walk = func(ns []*SnapshotNode, depth int) {
+		for _, n := range ns {
+			got = append(got, strings.Repeat(".", depth)+n.Key)
+			walk(n.Children, depth+1)
+		}
+	}
+	walk(roots, 0)
 	want := "test/1/sha256:base .test/4/c1 ..test/6/v .test/5/c2 test/7/orphan remote/sha256:x"
 	if strings.Join(got, " ") != want {
 		t.Errorf("tree = %v, want %s", got, want)

@@ -3,8 +3,9 @@ package gc
 import "time"
 
 // The inventory's types: the domain's view. The admin API has its own
-// wire types of the same shape (admin.ImageInfo, admin.SnapshotTree), and
-// the daemon converts at the boundary.
+// wire types of the same shape (admin.ImageInfo, admin.SnapshotTree),
+// documented as a client reads them, and adminwire converts at the
+// boundary.
 
 // ImageInfo is one image process-image imported, with what it is made of
 // and what is built on it.
@@ -84,17 +85,4 @@ type DeviceInfo struct {
 	// update.
 	Created time.Time
 	Error   string
-}
-
-// Walk calls fn for every node of the forest, parents before children,
-// with its depth.
-func (t SnapshotTree) Walk(fn func(n *SnapshotNode, depth int)) {
-	var walk func(ns []*SnapshotNode, d int)
-	walk = func(ns []*SnapshotNode, d int) {
-		for _, n := range ns {
-			fn(n, d)
-			walk(n.Children, d+1)
-		}
-	}
-	walk(t.Roots, 0)
 }

@@ -1,9 +1,8 @@
 package s3fetch
 
 import (
-	"fmt"
-
 	"github.com/superfly/flyio-image-manager/internal/defaults"
+	"github.com/superfly/flyio-image-manager/internal/s3check"
 	"github.com/superfly/flyio-image-manager/internal/units"
 )
 
@@ -13,50 +12,50 @@ import (
 type Seconds = units.Seconds
 
 // Config is what a Client needs: service builds it from the [s3] section
-// of the configuration (config.S3, which also applies the environment
-// overrides).
+// of the configuration (config.S3, which decodes the file and applies
+// the environment overrides; this type is never decoded itself).
 type Config struct {
 	// Bucket holds image tarballs and layers.
-	Bucket string `toml:"bucket"`
+	Bucket string
 	// Region is the bucket's AWS region (also used for SigV4 signing with
 	// S3-compatible servers).
-	Region string `toml:"region"`
+	Region string
 	// Endpoint overrides the AWS endpoint, e.g. "http://127.0.0.1:7070" for
 	// an S3-compatible server. Empty means AWS.
-	Endpoint string `toml:"endpoint"`
+	Endpoint string
 	// PathStyle addresses buckets as http://host/bucket/key, which most
 	// S3-compatible servers need.
-	PathStyle bool `toml:"path_style"`
+	PathStyle bool
 	// Prefix is prepended to image names to form object keys.
-	Prefix string `toml:"prefix"`
+	Prefix string
 	// LayerPrefix is prepended to layer names to form object keys.
-	LayerPrefix string `toml:"layer_prefix"`
+	LayerPrefix string
 
 	// PartSize is the size of each ranged GET (and of multipart upload
 	// parts): bytes, or a string such as "5MiB". At most Concurrency+1
 	// parts are buffered per download.
-	PartSize units.Size `toml:"part_size"`
+	PartSize units.Size
 	// Concurrency is how many ranged GETs run ahead of the reader per
 	// download, and how many parts an upload sends at once.
-	Concurrency int `toml:"concurrency"`
+	Concurrency int
 	// DownloadTimeout bounds a whole download, from the first request to
 	// Close. (config applies env DOWNLOAD_TIMEOUT to [s3].)
-	DownloadTimeout Seconds `toml:"download_timeout"`
+	DownloadTimeout Seconds
 	// PartTimeout is the longest a ranged GET may go without receiving a
 	// byte (including waiting for headers) before it is abandoned and
 	// resumed. It catches stalled connections long before DownloadTimeout.
-	PartTimeout Seconds `toml:"part_timeout"`
+	PartTimeout Seconds
 	// DownloadQueueSize limits concurrent downloads across a Client; more
 	// wait in a queue. (config applies env DOWNLOAD_QUEUE_SIZE to [s3].)
-	DownloadQueueSize int `toml:"download_queue_size"`
+	DownloadQueueSize int
 	// MaxRetries is how many times one part (or one request) is retried
 	// after a transient failure before the download fails.
-	MaxRetries int `toml:"max_retries"`
+	MaxRetries int
 	// RetryBaseDelay is the first backoff delay; it doubles per retry, with
 	// jitter, up to RetryMaxDelay.
-	RetryBaseDelay Seconds `toml:"retry_base_delay"`
+	RetryBaseDelay Seconds
 	// RetryMaxDelay caps the backoff delay.
-	RetryMaxDelay Seconds `toml:"retry_max_delay"`
+	RetryMaxDelay Seconds
 }
 
 // Defaults, exported so that documentation and other packages can name
@@ -98,31 +97,15 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first setting that cannot work. An empty bucket is
-// not an error here: the daemon runs without S3, and the operations that
-// need a bucket fail with ErrNoBucket.
+// Validate reports the first setting that cannot work, as config does at
+// load (the rules are internal/s3check's). An empty bucket is not an
+// error here: the daemon runs without S3, and the operations that need a
+// bucket fail with ErrNoBucket.
 func (c *Config) Validate() error {
-	switch {
-	case c.LayerPrefix != "" && c.Bucket == "":
-		return fmt.Errorf("s3: layer_prefix %q turns the layer store on, which needs a bucket: set [s3] bucket", c.LayerPrefix)
-	case c.Region == "":
-		return fmt.Errorf("s3: region must be set")
-	case c.PartSize <= 0:
-		return fmt.Errorf("s3: part_size must be positive, got %s", c.PartSize)
-	case c.Concurrency <= 0:
-		return fmt.Errorf("s3: concurrency must be positive, got %d", c.Concurrency)
-	case c.DownloadTimeout <= 0:
-		return fmt.Errorf("s3: download_timeout must be positive, got %v", c.DownloadTimeout)
-	case c.PartTimeout <= 0:
-		return fmt.Errorf("s3: part_timeout must be positive, got %v", c.PartTimeout)
-	case c.DownloadQueueSize <= 0:
-		return fmt.Errorf("s3: download_queue_size must be positive, got %d", c.DownloadQueueSize)
-	case c.MaxRetries < 0:
-		return fmt.Errorf("s3: max_retries must not be negative, got %d", c.MaxRetries)
-	case c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0:
-		return fmt.Errorf("s3: retry delays must not be negative")
-	}
-	return nil
+	return s3check.Settings[units.Size, units.Seconds]{Bucket: c.Bucket, Region: c.Region, LayerPrefix: c.LayerPrefix,
+		PartSize: c.PartSize, Concurrency: c.Concurrency, DownloadTimeout: c.DownloadTimeout, PartTimeout: c.PartTimeout,
+		DownloadQueueSize: c.DownloadQueueSize, MaxRetries: c.MaxRetries,
+		RetryBaseDelay: c.RetryBaseDelay, RetryMaxDelay: c.RetryMaxDelay}.Validate()
 }
 
 // ImageKey is the object key of the image tarball called name.

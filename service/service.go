@@ -28,19 +28,21 @@ const (
 	// client and layer store, the snapshotter with spares, the importer
 	// bound to a context StopRuns cancels, and the metrics. It also does
 	// the start-up chores that only the pool's owner may do: release a
-	// metadata snapshot a killed daemon left, and reserve the pool's
-	// thin ids.
+	// metadata snapshot a killed daemon or gc left, and reserve the
+	// pool's thin ids.
 	Daemon Mode = iota
 	// Offline is for commands that change the pool with no daemon running
 	// (gc --force): the store read-write (its lock refuses the command
 	// beside a daemon), the pool, and the same guarded snapshotter with
 	// the same settings as the daemon's, except that it neither retires
-	// nor makes spares (spare_devices is the daemon's to keep). No S3
-	// client, importer or metrics.
+	// nor makes spares (spare_devices is the daemon's to keep). Like the
+	// daemon it releases a metadata snapshot a killed daemon or gc left
+	// and records its own holds. No S3 client, importer or metrics.
 	Offline
 	// Inspect only opens the store read-only, for commands that read the
 	// records with no daemon (gc --dry-run, diag, backup); the pool, when
-	// needed, is read by name.
+	// needed, is read by name, and a metadata snapshot read records its
+	// hold for the next daemon start or gc --force to release.
 	Inspect
 )
 
@@ -112,6 +114,13 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 		return nil, err
 	}
 	if mode == Inspect {
+		// A read of the pool's metadata snapshot (gc --dry-run, diag)
+		// records its hold, so a killed command's hold is released by
+		// the next daemon start or gc --force, as a killed daemon's is.
+		// Only those release: they hold the database lock alone, and a
+		// command beside this one (a read-only open shares the lock)
+		// may be reading under its hold right now.
+		thinmeta.SetMarker(markerPath(cfg))
 		return s, nil
 	}
 
@@ -126,7 +135,14 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 	}
 	if mode == Daemon {
 		log.G(ctx).Infof("pool %s %s", s.Pool.Name(), s.PoolResult)
-		startChores(ctx, cfg, s.Pool, s.PoolResult, s.Store)
+	}
+	// The database lock is ours alone (a daemon, or gc --force with no
+	// daemon): no other process of ours reads under a hold now.
+	releaseLeftoverHold(ctx, cfg, s.Pool.Name())
+	if mode == Daemon {
+		if s.PoolResult != dmpool.Created {
+			reserveExistingIDs(ctx, s.Pool.Name(), s.Store)
+		}
 		// The S3 client comes before the snapshotter, which fills layers
 		// through it when a layer store is configured.
 		if s.S3, err = NewS3(ctx, cfg); err != nil {
@@ -200,20 +216,21 @@ func importerConfig(cfg config.Config, m *metrics.Metrics) importer.Config {
 	}
 }
 
-// startChores are what the daemon does to the pool before reconciling.
-func startChores(ctx context.Context, cfg config.Config, pool *dmpool.Pool, result dmpool.OpenResult, store *metadata.Store) {
-	// A metadata snapshot a previous daemon reserved and did not release
-	// (killed inside a read) would refuse every gc: ours to release, as
-	// its marker says; we hold the database lock, so no daemon of ours
-	// is reading now. A hold without our marker is someone else's.
-	marker := filepath.Join(cfg.RootDir, thinmeta.MarkerName)
-	if _, err := thinmeta.ReleaseLeftover(ctx, pool.Name(), marker); err != nil {
-		log.G(ctx).WithError(err).Warn("could not release a metadata snapshot a previous daemon left")
+// markerPath is where this process records its holds of the pool's
+// metadata snapshot (thinmeta.MarkerName).
+func markerPath(cfg config.Config) string { return filepath.Join(cfg.RootDir, thinmeta.MarkerName) }
+
+// releaseLeftoverHold releases a metadata snapshot a killed process of
+// ours (a daemon, an offline gc) reserved and did not release: it would
+// refuse every gc. Ours to release, as its marker says, because the
+// caller holds the database lock alone, so no process of ours is reading
+// now; a hold without our marker is someone else's. Then this process
+// records its own holds there too.
+func releaseLeftoverHold(ctx context.Context, cfg config.Config, pool string) {
+	if _, err := thinmeta.ReleaseLeftover(ctx, pool, markerPath(cfg)); err != nil {
+		log.G(ctx).WithError(err).Warn("could not release a metadata snapshot a killed daemon or gc left")
 	}
-	thinmeta.SetMarker(marker)
-	if result != dmpool.Created {
-		reserveExistingIDs(ctx, pool.Name(), store)
-	}
+	thinmeta.SetMarker(markerPath(cfg))
 }
 
 // reserveExistingIDs keeps the device id counter above every thin id the

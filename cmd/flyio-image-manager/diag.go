@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/diag"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -70,18 +70,19 @@ func gatherDiag(ctx context.Context, cfg config.Config, now time.Time) []diag.Fi
 	wire, err := admin.NewClient(cfg.AdminAddress).Diag(ctx)
 	if err == nil {
 		note += fmt.Sprintf("gathered by the daemon answering on %s\n", cfg.AdminAddress)
-		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, diagFiles(wire)...)
+		return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, adminwire.DomainDiagFiles(wire)...)
 	}
 	note += fmt.Sprintf("the daemon did not answer on %s (%v); gathered by the diag command itself, "+
 		"so environment.txt is the diag command's and the log comes from the journal\n", cfg.AdminAddress, err)
-	files := diag.Collect(ctx, offlineDiagSources(cfg, err))
+	files := diag.Collect(ctx, offlineDiagSources(ctx, cfg, err))
 	return append([]diag.File{{Name: "diag-command.txt", Data: []byte(note)}}, files...)
 }
 
 // offlineDiagSources are the parts diag can gather with no daemon: the
 // metadata opened read-only (refused, with a note, if a daemon that does
-// not answer still holds it).
-func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
+// not answer still holds it), through service as gc --dry-run opens it,
+// so that its reads of the pool's metadata snapshot record their hold.
+func offlineDiagSources(ctx context.Context, cfg config.Config, daemonErr error) []diag.Source {
 	in := diag.Inputs{
 		GatheredBy: "diag command (daemon not answering: " + daemonErr.Error() + ")",
 		Version:    version,
@@ -90,11 +91,13 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 		Environ:    os.Environ(),
 		Log:        diag.Journal("daemon.log", journalUnit, 2000),
 	}
-	store, err := metadata.Open(service.MetadataPath(cfg), metadata.Options{ReadOnly: true})
+	var store *metadata.Store
+	svc, err := service.Open(ctx, cfg, service.Inspect)
 	if err != nil {
 		in.StoreErr = err
 	} else {
 		// Closed when the process exits: diag writes the bundle and ends.
+		store = svc.Store
 		in.Store = store
 		in.Runs = func(context.Context) (any, error) {
 			var runs []*metadata.Run
@@ -113,14 +116,14 @@ func offlineDiagSources(cfg config.Config, daemonErr error) []diag.Source {
 				if err != nil {
 					return nil, err
 				}
-				return daemon.WireImages(imgs), nil
+				return adminwire.Images(imgs), nil
 			}),
 			diag.JSON("snapshots.json", func(ctx context.Context) (any, error) {
 				tree, err := inv.Snapshots(ctx)
 				if err != nil {
 					return nil, err
 				}
-				return daemon.WireSnapshotTree(tree), nil
+				return adminwire.SnapshotTree(tree), nil
 			}),
 		}
 	}

@@ -4,11 +4,18 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // TestDiagOffline runs diag with no daemon (and, here, no device-mapper):
@@ -68,5 +75,25 @@ func TestDiagOffline(t *testing.T) {
 		if !have[part] && !have[part+".error"] {
 			t.Errorf("bundle has neither %s nor %s.error: %v", part, part, have)
 		}
+	}
+}
+
+// TestDiagOfflineRecordsMetadataSnapHold: diag without a daemon reads the
+// pool's usage from a metadata snapshot; it opens the records through
+// service, as gc --dry-run does, so that read records its hold for the
+// next daemon start or gc --force to release if diag is killed in it.
+func TestDiagOfflineRecordsMetadataSnapHold(t *testing.T) {
+	cfg := config.Default()
+	cfg.RootDir = t.TempDir()
+	st, err := metadata.Open(service.MetadataPath(cfg), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	thinmeta.SetMarker("")
+	t.Cleanup(func() { thinmeta.SetMarker("") })
+	offlineDiagSources(context.Background(), cfg, errors.New("no daemon"))
+	if got, want := thinmeta.Marker(), filepath.Join(cfg.RootDir, thinmeta.MarkerName); got != want {
+		t.Errorf("offline diag records holds in %q, want %q", got, want)
 	}
 }

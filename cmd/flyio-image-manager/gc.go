@@ -9,8 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/config"
-	"github.com/superfly/flyio-image-manager/daemon"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -66,7 +66,7 @@ refuses if a daemon holds the metadata.`,
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			var off *gc.Report
 			off, err = offlineGC(c.Context, cfg, req)
-			rep = daemon.WireGCReport(off)
+			rep = adminwire.GCReport(off)
 		}
 		if err != nil {
 			return err
@@ -75,7 +75,7 @@ refuses if a daemon holds the metadata.`,
 			if err := printJSON(c.App.Writer, rep); err != nil {
 				return err
 			}
-		} else if err := gcReport(rep).WriteTable(c.App.Writer); err != nil {
+		} else if err := adminwire.DomainGCReport(rep).WriteTable(c.App.Writer); err != nil {
 			return err
 		}
 		if rep.Failed > 0 {
@@ -91,7 +91,7 @@ refuses if a daemon holds the metadata.`,
 // (service.Offline). The metadata's lock is what refuses it while a
 // daemon runs.
 func offlineGC(ctx context.Context, cfg config.Config, req admin.GCRequest) (*gc.Report, error) {
-	opts, err := daemon.GCOptions(req)
+	opts, err := adminwire.GCOptions(req)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/config"
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
@@ -74,11 +76,11 @@ func printPool(ctx context.Context, w io.Writer, cfg config.Config, pool *dmpool
 	if err != nil {
 		return err
 	}
-	printPoolStatus(w, cfg, st)
+	printPoolStatus(w, cfg, adminwire.PoolStatus(st), offlinePoolFull(cfg, st))
 	return nil
 }
 
-func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
+func printPoolStatus(w io.Writer, cfg config.Config, st admin.PoolStatus, full poolFull) {
 	if cfg.Pool.DataDevice != "" {
 		fmt.Fprintf(w, "  data:      %s\n  metadata:  %s\n", cfg.Pool.DataDevice, cfg.Pool.MetadataDevice)
 	} else {
@@ -91,10 +93,24 @@ func printPoolStatus(w io.Writer, cfg config.Config, st dmpool.Status) {
 		units.Bytes(st.UsedMetaBytes()), units.Bytes(st.TotalMetaBytes()), units.Percent(st.UsedMetaBlocks, st.TotalMetaBlocks))
 	fmt.Fprintf(w, "  mode:      %s\n", poolMode(st))
 	work := "accepted"
-	if err := snapshotter.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold); err != nil {
+	if full.refusing {
 		work = "REFUSED (devicemapper pool is full, cannot create device); free space with 'flyio-image-manager gc' or remove images"
 	}
-	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", cfg.Pool.FullThreshold, work)
+	fmt.Fprintf(w, "  full at:   %d%% of data or metadata (full_threshold); new snapshots and imports: %s\n", full.threshold, work)
+}
+
+// poolFull is the pool-full guard's verdict that status prints: the
+// threshold ([pool] full_threshold) and whether new work is refused.
+type poolFull struct {
+	threshold int
+	refusing  bool
+}
+
+// offlinePoolFull is the verdict without a daemon: the guard's rule on
+// the pool's status, by the configuration's threshold.
+func offlinePoolFull(cfg config.Config, st dmpool.Status) poolFull {
+	return poolFull{threshold: cfg.Pool.FullThreshold,
+		refusing: snapshotter.FullError(cfg.Pool.Name, "new snapshots and imports", st, cfg.Pool.FullThreshold) != nil}
 }
 
 var poolCommand = &cli.Command{

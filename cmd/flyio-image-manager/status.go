@@ -10,7 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/superfly/flyio-image-manager/admin"
-	"github.com/superfly/flyio-image-manager/daemon"
+	"github.com/superfly/flyio-image-manager/adminwire"
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/units"
 	"github.com/superfly/flyio-image-manager/service"
@@ -49,6 +49,9 @@ object's size, entries, elapsed time, rate) and error.`,
 
 		st, err := cl.Status(c.Context)
 		running := true
+		// The pool-full verdict: the daemon's, which refuses the work;
+		// without a daemon, by the configuration's threshold.
+		full := poolFull{threshold: st.FullThreshold, refusing: st.Refusing != ""}
 		if errors.Is(err, admin.ErrDaemonNotRunning) {
 			running = false
 			if !c.Bool("json") {
@@ -64,18 +67,19 @@ object's size, entries, elapsed time, rate) and error.`,
 			if err != nil {
 				return err
 			}
-			st.PoolState = daemon.WirePoolStatus(ps)
+			st.PoolState = adminwire.PoolStatus(ps)
+			full = offlinePoolFull(cfg, ps)
 		} else if err != nil {
 			return err
 		}
 		if c.Bool("json") {
-			return printJSON(w, statusView{DaemonRunning: running, PoolMode: poolMode(poolStatus(st.PoolState)), Status: st})
+			return printJSON(w, statusView{DaemonRunning: running, PoolMode: poolMode(st.PoolState), Status: st})
 		}
 		if running {
 			printDaemon(w, st.Daemon)
 		}
 		fmt.Fprintf(w, "pool %s\n", st.Pool)
-		printPoolStatus(w, cfg, poolStatus(st.PoolState))
+		printPoolStatus(w, cfg, st.PoolState, full)
 		if !running {
 			return nil
 		}
@@ -113,7 +117,7 @@ func printDaemon(w io.Writer, d admin.DaemonInfo) {
 
 // poolMode is the pool's mode in one word or two: rw, ro, failed,
 // out_of_data_space, with ", needs_check" when the kernel set it.
-func poolMode(st dmpool.Status) string {
+func poolMode(st admin.PoolStatus) string {
 	mode := "rw"
 	switch {
 	case st.Fail:

@@ -31,25 +31,16 @@ func TestReadPoolExclusiveOnRealDmThin(t *testing.T) {
 	write := func(id uint32, blocks ...int64) {
 		t.Helper()
 		name := fmt.Sprintf("%s-w%d", cfg.Name, id)
-		path, err := pool.Activate(ctx, name, id, 256<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, block)
-		for _, b := range blocks {
-			rand.Read(buf)
-			if _, err := f.WriteAt(buf, b*block); err != nil {
-				t.Fatal(err)
+		harness.WriteThin(t, pool, name, id, 256<<20, func(f *os.File) error {
+			buf := make([]byte, block)
+			for _, b := range blocks {
+				rand.Read(buf)
+				if _, err := f.WriteAt(buf, b*block); err != nil {
+					return err
+				}
 			}
-		}
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
+			return nil
+		})
 		if err := pool.Deactivate(ctx, name); err != nil {
 			t.Fatal(err)
 		}

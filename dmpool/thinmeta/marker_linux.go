@@ -14,8 +14,9 @@ import (
 	"github.com/superfly/flyio-image-manager/internal/atomicfile"
 )
 
-// MarkerName is the file, under the daemon's root_dir, that says this
-// daemon is holding (or was, when it died) the pool's metadata snapshot.
+// MarkerName is the file, under root_dir, that says a process of ours
+// (the daemon, an offline gc) is holding (or was, when it died) the
+// pool's metadata snapshot.
 // The hold is in the pool's superblock and outlives the process: without
 // the file a hold left by a crash would refuse every later gc until an
 // operator released it.
@@ -29,8 +30,9 @@ type marker struct {
 	Time   time.Time `json:"time"`
 }
 
-// markerPath is where reserveAndRead records its hold; "" records none
-// (the CLI). Set once at daemon start, read under snapMu.
+// markerPath is where reserveAndRead records its hold; "" records none.
+// Set by service.Open (the daemon's and the offline commands'), read
+// under snapMu.
 var markerPath string
 
 // SetMarker makes this process's metadata snapshot reads record their
@@ -40,6 +42,14 @@ func SetMarker(path string) {
 	snapMu.Lock()
 	markerPath = path
 	snapMu.Unlock()
+}
+
+// Marker is where this process's metadata snapshot reads record their
+// hold ("" for nowhere).
+func Marker() string {
+	snapMu.Lock()
+	defer snapMu.Unlock()
+	return markerPath
 }
 
 // writeMarker records that this process is about to reserve the pool's
@@ -78,11 +88,12 @@ func removeMarker(ctx context.Context) {
 }
 
 // ReleaseLeftover releases the pool's held metadata snapshot when path
-// (see MarkerName) names this pool: a daemon of ours reserved it and
-// died before releasing. Call it at daemon start, holding the database
-// lock, so that no other daemon of ours can be reading whatever pid the
-// file names. A held snapshot without our file is left alone (an
-// operator's thin_dump may be using it). released is the root let go.
+// (see MarkerName) names this pool: a process of ours reserved it and
+// died before releasing. Call it holding the database lock alone (the
+// daemon's start, an offline gc --force), so that no other process of
+// ours can be reading whatever pid the file names. A held snapshot
+// without our file is left alone (an operator's thin_dump may be using
+// it). released is the root let go.
 func ReleaseLeftover(ctx context.Context, pool, path string) (released string, _ error) {
 	snapMu.Lock()
 	defer snapMu.Unlock()
@@ -111,9 +122,9 @@ func releaseLeftover(ctx context.Context, d dm, path string) (string, error) {
 	}
 	if held != "-" {
 		if err := d.message("release_metadata_snap"); err != nil {
-			return "", fmt.Errorf("pool %q: releasing the metadata snapshot (root %s) a previous daemon (pid %d, %s) left: %w", d.pool, held, m.PID, m.Time.Format(time.RFC3339), err)
+			return "", fmt.Errorf("pool %q: releasing the metadata snapshot (root %s) a previous daemon or gc (pid %d, %s) left: %w", d.pool, held, m.PID, m.Time.Format(time.RFC3339), err)
 		}
-		log.G(ctx).Warnf("pool %q: released the metadata snapshot (root %s) a previous daemon (pid %d, boot %s, %s) reserved and did not release", d.pool, held, m.PID, m.BootID, m.Time.Format(time.RFC3339))
+		log.G(ctx).Warnf("pool %q: released the metadata snapshot (root %s) a previous daemon or gc (pid %d, boot %s, %s) reserved and did not release", d.pool, held, m.PID, m.BootID, m.Time.Format(time.RFC3339))
 	} else {
 		held = ""
 	}

@@ -27,20 +27,10 @@ func TestReadPoolOnRealDmThin(t *testing.T) {
 		}
 	}
 	write := func(id uint32, bytes int) {
-		name := fmt.Sprintf("%s-w%d", cfg.Name, id)
-		path, err := pool.Activate(ctx, name, id, 64<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(make([]byte, bytes)); err != nil {
-			t.Fatal(err)
-		}
-		f.Sync()
-		f.Close()
+		harness.WriteThin(t, pool, fmt.Sprintf("%s-w%d", cfg.Name, id), id, 64<<20, func(f *os.File) error {
+			_, err := f.Write(make([]byte, bytes))
+			return err
+		})
 	}
 	write(3, 1<<20)     // 8 blocks of 128KiB
 	write(900, 3<<20+1) // 25 blocks; left active

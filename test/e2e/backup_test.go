@@ -62,7 +62,8 @@ func TestBackupRestore(t *testing.T) {
 	if err := os.WriteFile(db, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 
 	// Before any new container: containerd removes a --rm container's
 	// snapshot from us only at its next garbage collection, and gc with
@@ -173,7 +174,8 @@ func TestBackupRestoreSpares(t *testing.T) {
 	if err := os.WriteFile(service.MetadataPath(e.Cfg), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 
 	rep := e.gcReport("--dry-run")
 	var unknown []uint32

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/test/harness"
 	"github.com/superfly/flyio-image-manager/test/ociarchive"
@@ -190,4 +192,23 @@ func activeThins(t *testing.T, pool string) []string {
 		}
 	}
 	return out
+}
+
+// flyio runs our command with the env's configuration.
+func (e *env) flyio(args ...string) (string, error) {
+	return e.Fim(args...)
+}
+
+// gcReport runs gc with --json and decodes the report.
+func (e *env) gcReport(args ...string) *gc.Report {
+	e.T.Helper()
+	out, err := e.flyio(append([]string{"gc", "--json", "--min-age", "0s"}, args...)...)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	var rep gc.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		e.T.Fatalf("gc --json output: %v\n%s", err, out)
+	}
+	return &rep
 }

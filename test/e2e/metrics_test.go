@@ -49,7 +49,8 @@ func TestMetrics(t *testing.T) {
 	if s.Cfg, err = config.Load(s.CfgPath, true); err != nil {
 		t.Fatal(err)
 	}
-	s.startDaemon()
+	s.StartDaemon("daemon.log")
+	s.WaitDaemon()
 
 	const key, hello = "images/metrics-busybox.tar", "hello from the metrics test\n"
 	s.putBusybox(key, hello)

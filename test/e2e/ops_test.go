@@ -3,10 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,65 +25,13 @@ import (
 	"github.com/superfly/flyio-image-manager/test/harness"
 )
 
-// stopDaemon stops only our daemon; containerd keeps running and
-// reconnects to the proxy snapshotter when it is back.
-func (e *env) stopDaemon() {
-	e.T.Helper()
-	e.StopProc(e.Daemon)
-	e.Daemon = nil
-}
-
-// startDaemon starts the daemon on the env's configuration and waits for
-// its admin API.
-func (e *env) startDaemon() {
-	e.T.Helper()
-	e.Daemon = e.Start("daemon", exec.Command(e.Bin, "--config", e.CfgPath, "daemon"), e.opts.daemonEnv...)
-	e.WaitFor("the daemon's admin API", 90*time.Second, e.Daemon, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := admin.NewClient(e.Cfg.AdminAddress).Status(ctx)
-		return err == nil
-	})
-}
-
-// flyio runs our command with the env's configuration.
-func (e *env) flyio(args ...string) (string, error) {
-	return e.Fim(args...)
-}
-
-// gcReport runs gc with --json and decodes the report.
-func (e *env) gcReport(args ...string) *gc.Report {
-	e.T.Helper()
-	out, err := e.flyio(append([]string{"gc", "--json", "--min-age", "0s"}, args...)...)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	var rep gc.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		e.T.Fatalf("gc --json output: %v\n%s", err, out)
-	}
-	return &rep
-}
-
 // fillDevice activates thin id under name, writes n bytes and syncs.
 func fillDevice(t *testing.T, pool *dmpool.Pool, name string, id uint32, n int) {
 	t.Helper()
-	ctx := context.Background()
-	path, err := pool.Activate(ctx, name, id, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(bytes.Repeat([]byte{0xab}, n)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	harness.WriteThin(t, pool, name, id, 64<<20, func(f *os.File) error {
+		_, err := f.Write(bytes.Repeat([]byte{0xab}, n))
+		return err
+	})
 }
 
 // TestGCPlantedLeftovers plants one leftover of each kind next to a live
@@ -161,7 +109,8 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	}
 	sn.Close()
 	store.Close()
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 	// A process-image snapshot whose run left no record (abandoned).
 	const importKey = "flyio-import-20250101-000000-0123456789ab"
 	e.Ctr("snapshots", "--snapshotter", "flyio", "prepare", importKey)
@@ -235,7 +184,69 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if err != nil || !strings.Contains(out, "nothing to clean") {
 		t.Errorf("offline gc --dry-run: %v\n%s", err, out)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
+}
+
+// TestGCOfflineReleasesLeftoverHold: an offline gc killed inside its read
+// of the pool leaves the pool's metadata snapshot held and its marker
+// (root_dir/metadata-snap.reserved, written before the reserve, as the
+// daemon's reads write it). The next gc --force, which holds the database
+// alone, releases it and does its work, where it used to refuse until an
+// operator ran 'pool release-metadata-snap'; a dry run, which shares the
+// database with other dry runs, leaves it alone. A gc that finishes
+// leaves no marker.
+func TestGCOfflineReleasesLeftoverHold(t *testing.T) {
+	dmtest.Require(t)
+	e := startEnv(t, withSpares(0))
+	e.StopDaemon()
+	pool := e.Cfg.Pool.Name
+	marker := filepath.Join(e.Cfg.RootDir, thinmeta.MarkerName)
+	held := func() string {
+		t.Helper()
+		st, err := dmpool.TargetStatus(pool)
+		if err != nil || len(st) != 1 {
+			t.Fatalf("pool status: %v %v", st, err)
+		}
+		return strings.Fields(st[0].Params)[3]
+	}
+
+	if out, err := e.flyio("gc", "--dry-run", "--min-age", "0s"); err != nil {
+		t.Fatalf("offline gc --dry-run: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a finished offline gc left its marker: %v", err)
+	}
+
+	// What a gc killed between its reserve and its release leaves.
+	if _, err := dmpool.Message(pool, "reserve_metadata_snap"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if held() != "-" {
+			dmpool.Message(pool, "release_metadata_snap")
+		}
+	})
+	writeFile(t, marker, fmt.Sprintf(`{"pool":%q,"pid":999999,"time":%q}`+"\n", pool, time.Now().UTC().Format(time.RFC3339)))
+
+	out, err := e.flyio("gc", "--dry-run", "--min-age", "0s")
+	t.Logf("offline gc --dry-run with a killed gc's hold: %v\n%s", err, out)
+	if err == nil || held() == "-" {
+		t.Errorf("a dry run used or released the hold (err %v, held %q)", err, held())
+	}
+	out, err = e.flyio("gc", "--force", "--min-age", "0s")
+	t.Logf("offline gc --force with a killed gc's hold: %v\n%s", err, out)
+	if err != nil {
+		t.Errorf("offline gc --force did not release the killed gc's hold: %v", err)
+	}
+	if h := held(); h != "-" {
+		t.Errorf("held metadata root after gc --force: %q, want none", h)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("marker after gc --force: %v, want gone", err)
+	}
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 }
 
 // TestPoolFullThreshold fills the pool past [pool] full_threshold and
@@ -265,7 +276,8 @@ func TestPoolFullThreshold(t *testing.T) {
 	if e.Cfg, err = config.Load(e.CfgPath, true); err != nil {
 		t.Fatal(err)
 	}
-	e.startDaemon()
+	e.StartDaemon("daemon.log")
+	e.WaitDaemon()
 	const ref = "docker.io/flyio/e2e:1"
 	e.importImage(ref)
 	t.Logf("status before filling:\n%s", e.status())

@@ -249,7 +249,8 @@ func TestRunsQueueAndCancel(t *testing.T) {
 	}
 
 	// A restart resumes no cancelled run.
-	s.startDaemon()
+	s.StartDaemon("daemon.log")
+	s.WaitDaemon()
 	for _, id := range []string{a, b} {
 		if r, err := s.admin().Run(t.Context(), id); err != nil || r.State != admin.RunCancelled {
 			t.Errorf("run %s after a restart: %s %v, want cancelled", id, r.State, err)

@@ -165,19 +165,14 @@ func (s *s3env) importSnapshots() []string {
 	return out
 }
 
-// restartDaemon kills the daemon with SIGKILL (no cleanup at all) and
-// starts it again on the same configuration, keeping the old log.
+// killAndRestartDaemon kills the daemon with SIGKILL (no cleanup at all)
+// and starts it again on the same configuration, keeping the old log.
 func (s *s3env) killAndRestartDaemon() {
 	s.T.Helper()
 	p := s.Daemon
 	s.T.Logf("daemon killed: %v", p.Kill())
 	old, _ := os.ReadFile(p.Log)
 	writeFile(s.T, filepath.Join(s.Dir, "daemon-killed.log"), string(old))
-	s.Daemon = s.Start("daemon", exec.Command(s.Bin, "--config", s.CfgPath, "daemon"), s.opts.daemonEnv...)
-	s.WaitFor("the restarted daemon's admin API", 90*time.Second, s.Daemon, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := s.admin().Status(ctx)
-		return err == nil
-	})
+	s.StartDaemon("daemon.log")
+	s.WaitDaemon()
 }

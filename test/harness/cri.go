@@ -28,21 +28,8 @@ type CRIConfig struct {
 // directories live under Dir: on a read-only /etc (the VM) the CRI
 // plugin does not load with its defaults.
 func (c CRIConfig) TOML() string {
-	return fmt.Sprintf(`version = 3
-root = %q
-state = %q
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[proxy_plugins.flyio]
-  type = "snapshot"
-  address = %q
-  exports = { root = %q }
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/amd64"
-  snapshotter = "flyio"
-[plugins.'io.containerd.cri.v1.images']
+	return containerdTOML(c.Dir, c.Address, c.SnapshotterAddress, "", fmt.Sprintf("  exports = { root = %q }\n", c.SnapshotterRoot)) +
+		fmt.Sprintf(`[plugins.'io.containerd.cri.v1.images']
   snapshotter = "flyio"
   disable_snapshot_annotations = %t
   stats_collect_period = 1
@@ -60,9 +47,7 @@ state = %q
 [plugins.'io.containerd.cri.v1.runtime'.cni]
   conf_dir = %q
   bin_dirs = [%q]
-`, filepath.Join(c.Dir, "root"), ContainerdState(c.Dir), c.Address, c.Address+".ttrpc",
-		c.SnapshotterAddress, c.SnapshotterRoot, !c.SnapshotAnnotations, c.SandboxImage,
-		c.RegistryHostsDir, filepath.Join(c.Dir, "cdi"), filepath.Join(c.Dir, "cni", "net.d"), c.CNIBinDir)
+`, !c.SnapshotAnnotations, c.SandboxImage, c.RegistryHostsDir, filepath.Join(c.Dir, "cdi"), filepath.Join(c.Dir, "cni", "net.d"), c.CNIBinDir)
 }
 
 // WritePlainHTTPHost makes hostsDir/<host>/hosts.toml send every pull of

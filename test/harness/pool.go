@@ -7,6 +7,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -63,4 +64,26 @@ func LoopPool(t *testing.T, name string, dataSize, metadataSize int64) (*dmpool.
 		}
 	})
 	return pool, cfg
+}
+
+// WriteThin activates thin id of pool as name, size bytes, opens it for
+// writing, lets write fill it, syncs and closes it. The device stays
+// active.
+func WriteThin(t testing.TB, pool *dmpool.Pool, name string, id uint32, size uint64, write func(f *os.File) error) {
+	t.Helper()
+	path, err := pool.Activate(context.Background(), name, id, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := write(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -88,21 +88,30 @@ func Tail(s string, lines int) string {
 // transfer service unpacks into. The CRI plugins are disabled: the tests
 // drive containerd with ctr, and CRI only slows its start.
 func ContainerdConfig(dir, address, snapshotterAddress string) string {
+	return containerdTOML(dir, address, snapshotterAddress,
+		`disabled_plugins = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]`+"\n", "")
+}
+
+// containerdTOML is what every private containerd's configuration
+// starts with: root and state under dir, its sockets, and our daemon at
+// snapshotterAddress as the "flyio" proxy snapshotter the transfer
+// service unpacks into. top is more top-level keys, proxy more keys of
+// the proxy plugin, each ending in a newline.
+func containerdTOML(dir, address, snapshotterAddress, top, proxy string) string {
 	return fmt.Sprintf(`version = 3
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]
-[grpc]
+%s[grpc]
   address = %q
 [ttrpc]
   address = %q
 [proxy_plugins.flyio]
   type = "snapshot"
   address = %q
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+%s[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
   platform = "linux/amd64"
   snapshotter = "flyio"
-`, filepath.Join(dir, "root"), ContainerdState(dir), address, address+".ttrpc", snapshotterAddress)
+`, filepath.Join(dir, "root"), ContainerdState(dir), top, address, address+".ttrpc", snapshotterAddress, proxy)
 }
 
 // ContainerdState is the state directory ContainerdConfig(dir, ...)

@@ -1,9 +1,11 @@
-package daemon
+package adminwire
 
 import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/diag"
@@ -11,6 +13,7 @@ import (
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
 var seen = map[reflect.Type]bool{}
@@ -94,24 +97,52 @@ func filled[T any]() T {
 // domain type: a field added to one side and not the other is caught here
 // rather than going missing from the API.
 func TestWireConversionsComplete(t *testing.T) {
-	zeroFields(t, "admin.Run", wireRun(filled[metadata.Run]()))
-	zeroFields(t, "admin.Image", wireImage(filled[metadata.Image]()))
-	zeroFields(t, "admin.PoolStatus", WirePoolStatus(filled[dmpool.Status]()))
-	zeroFields(t, "importer.Request", importRequest(filled[admin.ProcessImageRequest]()))
-	qs := wireQueues([]importer.QueueInfo{filled[importer.QueueInfo]()})
+	zeroFields(t, "admin.Run", Run(filled[metadata.Run]()))
+	zeroFields(t, "admin.Image", Image(filled[metadata.Image]()))
+	zeroFields(t, "admin.PoolStatus", PoolStatus(filled[dmpool.Status]()))
+	zeroFields(t, "importer.Request", ImportRequest(filled[admin.ProcessImageRequest]()))
+	qs := Queues([]importer.QueueInfo{filled[importer.QueueInfo]()})
 	zeroFields(t, "admin.QueueInfo", qs[0])
 	zeroFields(t, "admin.QueuedRun", qs[0].Runs[0])
 	rep := filled[gc.Report]()
-	w := WireGCReport(&rep)
+	w := GCReport(&rep)
 	zeroFields(t, "admin.GCReport", w)
 	zeroFields(t, "admin.GCItem", w.Items[0])
-	zeroFields(t, "admin.DiagFile", wireDiagFiles([]diag.File{filled[diag.File]()})[0])
-	zeroFields(t, "admin.ImageInfo", WireImages([]gc.ImageInfo{filled[gc.ImageInfo]()})[0])
-	zeroFields(t, "admin.DeleteImageResult", wireDeletedImage(filled[importer.DeletedImage]()))
+	zeroFields(t, "admin.DiagFile", DiagFiles([]diag.File{filled[diag.File]()})[0])
+	zeroFields(t, "admin.ImageInfo", Images([]gc.ImageInfo{filled[gc.ImageInfo]()})[0])
+	zeroFields(t, "admin.DeleteImageResult", DeletedImage(filled[importer.DeletedImage]()))
 	tree := filled[gc.SnapshotTree]()
 	tree.Roots[0].Children = []*gc.SnapshotNode{{Key: "child"}}
-	wt := WireSnapshotTree(tree)
+	wt := SnapshotTree(tree)
 	zeroFields(t, "admin.SnapshotTree", wt)
 	zeroFields(t, "admin.SnapshotNode", wt.Roots[0])
 	zeroFields(t, "admin.DeviceInfo", wt.Devices[0])
+}
+
+// TestWireBackComplete: what comes back from the wire into the domain
+// (gc's table, diag's bundle, a gc request) loses no field either.
+func TestWireBackComplete(t *testing.T) {
+	w := filled[admin.GCReport]()
+	w.MinAge = "5m0s"
+	if got := GCReport(DomainGCReport(w)); !reflect.DeepEqual(got, w) {
+		t.Errorf("a gc report through the domain and back:\n got %+v\nwant %+v", got, w)
+	}
+	fs := []admin.DiagFile{filled[admin.DiagFile]()}
+	if got := DiagFiles(DomainDiagFiles(fs)); !reflect.DeepEqual(got, fs) {
+		t.Errorf("diag files through the domain and back: %+v, want %+v", got, fs)
+	}
+	opts, err := GCOptions(admin.GCRequest{MinAge: "0s", IncludeQuarantined: true})
+	if err != nil || opts.MinAge != -1 || !opts.IncludeQuarantined {
+		t.Errorf("GCOptions(0s, quarantined) = %+v, %v; want no min age, quarantined", opts, err)
+	}
+	if _, err := GCOptions(admin.GCRequest{MinAge: "soon"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("GCOptions(soon): %v, want invalid argument", err)
+	}
+}
+
+// TestTroubleWireConversionsComplete is TestWireConversionsComplete for
+// the trouble types.
+func TestTroubleWireConversionsComplete(t *testing.T) {
+	zeroFields(t, "admin.PoolTrouble", PoolTrouble(filled[metadata.PoolTrouble](), 1))
+	zeroFields(t, "admin.AcceptLostWritesResult", LostWritesAccepted(filled[snapshotter.LostWritesAccepted]()))
 }

@@ -1,6 +1,19 @@
-package daemon
+// Package adminwire is the admin API's boundary: the domain types
+// (metadata records, dmpool, snapshotter, importer, gc, diag) become admin's wire types
+// here and only here, and the few wire values that go back into the domain
+// (a request, a report for gc's table) come back here. Both sides use it:
+// the daemon's Backend, and the commands that do the work themselves when
+// no daemon runs (gc, status, diag), so their --json is the daemon's. A
+// storage or domain rename is a compile error in this package, not a
+// silent change of the API.
+package adminwire
 
 import (
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/diag"
 	"github.com/superfly/flyio-image-manager/dmpool"
@@ -10,13 +23,8 @@ import (
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
 
-// The admin API's boundary: domain types (metadata records, dmpool,
-// importer, gc, diag) become the API's wire types here and only here, so
-// a storage or domain rename is a compile error in this file, not a
-// silent change of the API.
-
-// wireRun is a run record as the admin API shows it.
-func wireRun(r metadata.Run) admin.Run {
+// Run is a run record as the admin API shows it.
+func Run(r metadata.Run) admin.Run {
 	return admin.Run{
 		ID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, ImageID: r.ImageID, Ref: r.Ref,
 		State: admin.RunState(r.State), Error: r.Error,
@@ -26,27 +34,31 @@ func wireRun(r metadata.Run) admin.Run {
 	}
 }
 
-func wireRuns(rs []metadata.Run) []admin.Run {
+// Runs is Run of each record.
+func Runs(rs []metadata.Run) []admin.Run {
 	if rs == nil {
 		return nil
 	}
 	out := make([]admin.Run, len(rs))
 	for i, r := range rs {
-		out[i] = wireRun(r)
+		out[i] = Run(r)
 	}
 	return out
 }
 
-func wireImage(img metadata.Image) admin.Image {
+// Image is an image record as the admin API shows it.
+func Image(img metadata.Image) admin.Image {
 	return admin.Image{ID: img.ID, Ref: img.Ref, ChainID: img.ChainID, RunID: img.RunID,
 		Bucket: img.Bucket, Key: img.Key, ETag: img.ETag, Created: img.Created}
 }
 
-func importRequest(req admin.ProcessImageRequest) importer.Request {
+// ImportRequest is a process-image request as the importer takes it.
+func ImportRequest(req admin.ProcessImageRequest) importer.Request {
 	return importer.Request{Key: req.Key, ImageID: req.ImageID, Ref: req.Ref}
 }
 
-func wireQueues(qs []importer.QueueInfo) []admin.QueueInfo {
+// Queues is the importer's queues as the admin API shows them.
+func Queues(qs []importer.QueueInfo) []admin.QueueInfo {
 	if qs == nil {
 		return nil
 	}
@@ -64,8 +76,8 @@ func wireQueues(qs []importer.QueueInfo) []admin.QueueInfo {
 	return out
 }
 
-// WirePoolStatus is the pool's kernel status as the admin API shows it.
-func WirePoolStatus(st dmpool.Status) admin.PoolStatus {
+// PoolStatus is the pool's kernel status as the admin API shows it.
+func PoolStatus(st dmpool.Status) admin.PoolStatus {
 	return admin.PoolStatus{
 		TransactionID: st.TransactionID, UsedMetaBlocks: st.UsedMetaBlocks, TotalMetaBlocks: st.TotalMetaBlocks,
 		UsedDataBlocks: st.UsedDataBlocks, TotalDataBlocks: st.TotalDataBlocks, DataBlockSize: st.DataBlockSize,
@@ -74,8 +86,8 @@ func WirePoolStatus(st dmpool.Status) admin.PoolStatus {
 	}
 }
 
-// WireGCReport is a gc report as the admin API shows it.
-func WireGCReport(rep *gc.Report) admin.GCReport {
+// GCReport is a gc report as the admin API shows it.
+func GCReport(rep *gc.Report) admin.GCReport {
 	if rep == nil {
 		return admin.GCReport{}
 	}
@@ -92,7 +104,8 @@ func WireGCReport(rep *gc.Report) admin.GCReport {
 	return w
 }
 
-func wireDiagFiles(fs []diag.File) []admin.DiagFile {
+// DiagFiles is a diagnostics bundle's files as the admin API sends them.
+func DiagFiles(fs []diag.File) []admin.DiagFile {
 	if fs == nil {
 		return nil
 	}
@@ -103,8 +116,8 @@ func wireDiagFiles(fs []diag.File) []admin.DiagFile {
 	return out
 }
 
-// WireImages is the inventory's image list as the admin API shows it.
-func WireImages(imgs []gc.ImageInfo) []admin.ImageInfo {
+// Images is the inventory's image list as the admin API shows it.
+func Images(imgs []gc.ImageInfo) []admin.ImageInfo {
 	if imgs == nil {
 		return nil
 	}
@@ -121,10 +134,10 @@ func WireImages(imgs []gc.ImageInfo) []admin.ImageInfo {
 	return out
 }
 
-// WireSnapshotTree is the inventory's snapshot tree as the admin API
+// SnapshotTree is the inventory's snapshot tree as the admin API
 // shows it.
-func WireSnapshotTree(t gc.SnapshotTree) admin.SnapshotTree {
-	w := admin.SnapshotTree{Pool: t.Pool, UsageSource: t.UsageSource, UsageError: t.UsageError, Roots: wireNodes(t.Roots)}
+func SnapshotTree(t gc.SnapshotTree) admin.SnapshotTree {
+	w := admin.SnapshotTree{Pool: t.Pool, UsageSource: t.UsageSource, UsageError: t.UsageError, Roots: nodes(t.Roots)}
 	if t.Devices != nil {
 		w.Devices = make([]admin.DeviceInfo, len(t.Devices))
 		for i, d := range t.Devices {
@@ -135,7 +148,7 @@ func WireSnapshotTree(t gc.SnapshotTree) admin.SnapshotTree {
 	return w
 }
 
-func wireNodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
+func nodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
 	if ns == nil {
 		return nil
 	}
@@ -144,21 +157,62 @@ func wireNodes(ns []*gc.SnapshotNode) []*admin.SnapshotNode {
 		out[i] = &admin.SnapshotNode{
 			Key: n.Key, Namespace: n.Namespace, Name: n.Name, Parent: n.Parent, Kind: n.Kind, State: n.State,
 			DeviceID: n.DeviceID, DeviceName: n.DeviceName, Active: n.Active, Size: n.Size, Usage: n.Usage,
-			FSType: n.FSType, Created: n.Created, Labels: n.Labels, Children: wireNodes(n.Children),
+			FSType: n.FSType, Created: n.Created, Labels: n.Labels, Children: nodes(n.Children),
 		}
 	}
 	return out
 }
 
-// wireDeletedImage is delete-image's answer (the zero result for a
+// DeletedImage is delete-image's answer (the zero result for a
 // refusal before the image was found, as before).
-func wireDeletedImage(d importer.DeletedImage) admin.DeleteImageResult {
-	return admin.DeleteImageResult{Image: wireImage(d.Image), Snapshots: d.Snapshots, Kept: d.Kept}
+func DeletedImage(d importer.DeletedImage) admin.DeleteImageResult {
+	return admin.DeleteImageResult{Image: Image(d.Image), Snapshots: d.Snapshots, Kept: d.Kept}
 }
 
-// wirePoolTrouble is the trouble record as status shows it, with the
+// GCOptions turns an admin request into gc options: MinAge is a Go
+// duration, and "0s" means none at all (gc's zero is its default).
+func GCOptions(req admin.GCRequest) (gc.Options, error) {
+	opts := gc.Options{IncludeQuarantined: req.IncludeQuarantined}
+	if req.MinAge != "" {
+		d, err := time.ParseDuration(req.MinAge)
+		if err != nil {
+			return opts, fmt.Errorf("min age %q: %v: %w", req.MinAge, err, errdefs.ErrInvalidArgument)
+		}
+		if d == 0 {
+			d = -1 // explicitly none
+		}
+		opts.MinAge = d
+	}
+	return opts, nil
+}
+
+// DomainGCReport is a wire report as gc's own, for gc's table (the
+// commands print the daemon's answer with it).
+func DomainGCReport(w admin.GCReport) *gc.Report {
+	rep := &gc.Report{Pool: w.Pool, DryRun: w.DryRun, Containerd: w.Containerd,
+		TotalBytes: w.TotalBytes, Removed: w.Removed, Failed: w.Failed}
+	rep.MinAge.UnmarshalText([]byte(w.MinAge))
+	for _, it := range w.Items {
+		rep.Items = append(rep.Items, gc.Item{Kind: gc.Kind(it.Kind), DeviceID: it.DeviceID, Snapshot: it.Snapshot, Template: it.Template,
+			InPool: it.InPool, Bytes: it.Bytes, Detail: it.Detail, Blocked: it.Blocked,
+			Namespace: it.Namespace, Name: it.Name, Removed: it.Removed, Error: it.Error})
+	}
+	return rep
+}
+
+// DomainDiagFiles is the daemon's diagnostics files as diag's own, for
+// the bundle writer.
+func DomainDiagFiles(fs []admin.DiagFile) []diag.File {
+	out := make([]diag.File, len(fs))
+	for i, f := range fs {
+		out[i] = diag.File{Name: f.Name, Data: f.Data}
+	}
+	return out
+}
+
+// PoolTrouble is the trouble record as status shows it, with the
 // count of active snapshots Commit would refuse.
-func wirePoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
+func PoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
 	w := &admin.PoolTrouble{Generation: pt.Generation, LastReason: pt.Reason, RefusedAtCommit: refused}
 	if !pt.At.IsZero() {
 		at := pt.At
@@ -167,8 +221,8 @@ func wirePoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
 	return w
 }
 
-// wireLostWritesAccepted is accept-lost-writes' answer.
-func wireLostWritesAccepted(a snapshotter.LostWritesAccepted) admin.AcceptLostWritesResult {
+// LostWritesAccepted is accept-lost-writes' answer.
+func LostWritesAccepted(a snapshotter.LostWritesAccepted) admin.AcceptLostWritesResult {
 	return admin.AcceptLostWritesResult{Key: a.Key, From: a.From, To: a.To, PoolGeneration: a.Generation,
 		StillRefused: a.StillRefused, Reasons: a.Reasons}
 }
