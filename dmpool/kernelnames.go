@@ -39,6 +39,7 @@ func (p *Pool) BlockDevices() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	seen := map[string]bool{self: true}
 	out := []string{self}
 	for _, d := range deps {
 		// /sys/dev/block/MAJ:MIN links to the device's directory,
@@ -47,7 +48,30 @@ func (p *Pool) BlockDevices() ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: kernel name of its device %d:%d: %w", p.cfg.Name, d[0], d[1], err)
 		}
-		out = append(out, filepath.Base(link))
+		out = below(filepath.Base(link), out, seen, 0)
 	}
 	return out, nil
+}
+
+// below adds name and the devices it sits on: the disk of a partition (the
+// block layer's errors name the disk, "nvme0n1", not "nvme0n1p3") and
+// the devices under a stacked one (/sys/class/block/X/slaves: LVM, a
+// flakey or crypt device), as far as 8 levels down.
+func below(name string, out []string, seen map[string]bool, depth int) []string {
+	if seen[name] || depth > 8 {
+		return out
+	}
+	seen[name] = true
+	out = append(out, name)
+	dir := filepath.Join("/sys/class/block", name)
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			out = below(filepath.Base(filepath.Dir(real)), out, seen, depth+1)
+		}
+	}
+	slaves, _ := os.ReadDir(filepath.Join(dir, "slaves"))
+	for _, sl := range slaves {
+		out = below(sl.Name(), out, seen, depth+1)
+	}
+	return out
 }

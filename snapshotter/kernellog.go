@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/internal/kmsg"
@@ -43,10 +46,33 @@ const kernelReasonPrefix = "the kernel logged an I/O error"
 // the next look.
 const maxKernelRecords = 100000
 
-// kernelErrorTexts are the lowercase texts that make a record an I/O
-// error report: the block layer's and buffer cache's "I/O error", ext2/3/4's
-// "fs error", jbd2's "Error -5" and its journal abort.
-var kernelErrorTexts = []string{"i/o error", "fs error", "error -5", "aborting journal"}
+// kernelErrorRecords are the kernel's reports of a failed I/O, each
+// anchored at the start of the record's text and capturing the device it
+// names: the buffer cache's write-back errors, the block layer's request
+// errors (its first words are the status: "I/O", "critical medium",
+// "timeout"...), ext4's and XFS's, jbd2's. Only records of the kernel's
+// own facility are read: a process can write to /dev/kmsg, and text a
+// user controls (a process name in a segfault report) never starts a
+// record.
+var kernelErrorRecords = []*regexp.Regexp{
+	regexp.MustCompile(`^Buffer I/O error on dev(?:ice)? ([\w-]+),`),
+	regexp.MustCompile(`^[\w /]*error, dev ([\w-]+), sector `),
+	regexp.MustCompile(`^EXT[234]-fs warning \(device ([\w-]+)\): ext4_end_bio:\d+: I/O error`),
+	regexp.MustCompile(`^EXT[234]-fs error \(device ([\w-]+)\)`),
+	regexp.MustCompile(`^XFS \(([\w-]+)\): .*I/O error`),
+	regexp.MustCompile(`^JBD2: Error -5 detected when updating journal superblock for ([\w-]+)\.`),
+	regexp.MustCompile(`^Aborting journal on device ([\w-]+)\.`),
+}
+
+// errorDevice returns the device a kernel I/O error report names, or "".
+func errorDevice(msg string) string {
+	for _, re := range kernelErrorRecords {
+		if m := re.FindStringSubmatch(msg); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
 
 // kernelLogPath is the kernel log device (kmsg.Path); a test's file
 // otherwise.
@@ -169,12 +195,12 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 		after = pt.KernelSeq
 	}
 	prefix := s.pool.Name()
-	_, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
-		if rec.Seq <= after || !ioErrorText(rec.Message) {
+	n, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
+		if rec.Seq <= after || rec.Facility != 0 {
 			return
 		}
-		dev := k.ourDevice(rec.Message, prefix)
-		if dev == "" {
+		dev := k.ourDevice(errorDevice(rec.Message), prefix)
+		if dev == "" || s.abandonedDevice(dev) {
 			return
 		}
 		seq = rec.Seq
@@ -186,11 +212,21 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 			reason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
 		}
 	})
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("reading the kernel log")
+	// What was not read may hold an error of ours: in doubt, trouble.
+	var unread string
+	switch {
+	case err != nil:
+		unread = fmt.Sprintf("%s (the kernel log could not be read: %v)", kernelReasonPrefix, err)
+	case lost:
+		unread = kernelReasonPrefix + " (maybe: kernel log records were overwritten before the daemon read them)"
+	case n >= maxKernelRecords:
+		unread = fmt.Sprintf("%s (maybe: more than %d kernel log records since the last look)", kernelReasonPrefix, maxKernelRecords)
 	}
-	if lost {
-		log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: an I/O error on the pool's devices among them is not seen")
+	if unread != "" {
+		log.G(ctx).Warn(unread)
+		if reason == "" {
+			reason = unread
+		}
 	}
 	switch {
 	case reason != "" && k.pendingReason != "":
@@ -202,49 +238,64 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 	return reason, seq
 }
 
-func ioErrorText(msg string) bool {
-	lower := strings.ToLower(msg)
-	for _, t := range kernelErrorTexts {
-		if strings.Contains(lower, t) {
-			return true
-		}
+// abandonedDevice reports whether dev (as ourDevice describes it) is a
+// thin device whose data nobody keeps: marked deleting or orphaned, or
+// with no record. Its writes failing loses nothing (the write-back of a
+// fill mount a kill -9 left, torn down at the next start, fails this way),
+// and counting it would refuse every snapshot prepared before. Anything
+// else of the pool (a snapshot's, a template's, the pool's own devices)
+// counts.
+func (s *Snapshotter) abandonedDevice(dev string) bool {
+	i := strings.LastIndex(dev, "-thin-")
+	if i < 0 {
+		return false
 	}
-	return false
+	id, err := strconv.ParseUint(strings.TrimSuffix(dev[i+len("-thin-"):], ")"), 10, 32)
+	if err != nil {
+		return false
+	}
+	abandoned := false
+	s.store.View(func(tx *metadata.Tx) error {
+		d, err := tx.Device(uint32(id))
+		switch {
+		case errdefs.IsNotFound(err):
+			abandoned = true
+		case err == nil:
+			abandoned = d.State == metadata.DeviceDeleting || d.State == metadata.DeviceOrphaned
+		}
+		return nil
+	})
+	return abandoned
 }
 
-// ourDevice returns a description of the first device of the pool msg
-// names ("dm-7 (pool-thin-12)", "loop1"), or "".
-func (k *kernelLog) ourDevice(msg, pool string) string {
-	for _, tok := range strings.FieldsFunc(msg, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
-	}) {
-		if strings.HasPrefix(tok, "dm-") {
-			// jbd2 names a journal "dm-7-8" (device, inode).
-			if i := strings.IndexByte(tok[3:], '-'); i >= 0 {
-				tok = tok[:3+i]
-			}
+// ourDevice returns a description of kernel device tok when it is one of
+// the pool's ("dm-7 (pool-thin-12)", "loop1"), or "". /sys says what a
+// dm-N is now; only a device that is gone is looked up in what was
+// noted, since the kernel reuses minors at once.
+func (k *kernelLog) ourDevice(tok, pool string) string {
+	if tok == "" {
+		return ""
+	}
+	if strings.HasPrefix(tok, "dm-") {
+		// jbd2 names a journal "dm-7-8" (device, inode).
+		if i := strings.IndexByte(tok[3:], '-'); i >= 0 {
+			tok = tok[:3+i]
 		}
-		if k.fixed[tok] {
-			return tok
-		}
-		if !strings.HasPrefix(tok, "dm-") {
-			continue
-		}
-		name, ok := k.known[tok]
-		if !ok {
-			b, err := os.ReadFile(filepath.Join(sysBlock, tok, "dm", "name"))
-			if err != nil {
-				continue
-			}
-			name = strings.TrimSpace(string(b))
-		}
-		if name == pool || strings.HasPrefix(name, pool+"-thin-") {
-			if len(k.known) > 4096 {
-				clear(k.known)
-			}
-			k.known[tok] = name
-			return tok + " (" + name + ")"
-		}
+	}
+	if k.fixed[tok] {
+		return tok
+	}
+	if !strings.HasPrefix(tok, "dm-") {
+		return ""
+	}
+	var name string
+	if b, err := os.ReadFile(filepath.Join(sysBlock, tok, "dm", "name")); err == nil {
+		name = strings.TrimSpace(string(b))
+	} else if n, ok := k.known[tok]; ok {
+		name = n
+	}
+	if name == pool || strings.HasPrefix(name, pool+"-thin-") {
+		return tok + " (" + name + ")"
 	}
 	return ""
 }

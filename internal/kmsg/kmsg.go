@@ -31,8 +31,12 @@ const maxRecord = 16 << 10
 
 // Record is one kernel log record.
 type Record struct {
-	Seq     uint64
-	Message string // the text, without the prefix and the KEY=VALUE lines
+	Seq uint64
+	// Facility is the syslog facility: 0 for the kernel's own
+	// messages; what a process writes to /dev/kmsg has another (1,
+	// user, unless it says otherwise).
+	Facility int
+	Message  string // the text, without the prefix and the KEY=VALUE lines
 }
 
 // Reader reads records without blocking.
@@ -111,6 +115,10 @@ func Parse(b []byte) (Record, bool) {
 	if len(fields) < 3 {
 		return Record{}, false
 	}
+	pri, err := strconv.ParseUint(fields[0], 10, 32)
+	if err != nil {
+		return Record{}, false
+	}
 	seq, err := strconv.ParseUint(fields[1], 10, 64)
 	if err != nil {
 		return Record{}, false
@@ -118,7 +126,7 @@ func Parse(b []byte) (Record, bool) {
 	if i := bytes.IndexByte(text, '\n'); i >= 0 {
 		text = text[:i]
 	}
-	return Record{Seq: seq, Message: string(text)}, true
+	return Record{Seq: seq, Facility: int(pri >> 3), Message: string(text)}, true
 }
 
 // BootID is this boot's random id (/proc/sys/kernel/random/boot_id): the
