@@ -286,3 +286,24 @@ func TestCloseStopsTheReaper(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNoBackgroundWorkAfterClose: a call the daemon's drain abandoned may
+// still run while Close waits for the background work; it must not add
+// to it (a WaitGroup growing from zero during Wait panics), and it leaves
+// the reaper ready for the next start.
+func TestNoBackgroundWorkAfterClose(t *testing.T) {
+	s, _, _ := newTestSnapshotter(t)
+	s.Close()
+	ran := false
+	if s.goBackground(func() { ran = true }) || ran {
+		t.Fatal("background work started after Close")
+	}
+	s.kickReaper(context.Background())
+	if s.reapQueued.Load() {
+		t.Error("a reaper pass that cannot run is left queued")
+	}
+	s.retryReapLater(context.Background())
+	if s.reapRetrying.Load() {
+		t.Error("retries that cannot run are left marked running")
+	}
+}

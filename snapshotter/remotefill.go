@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/internal/defaults"
@@ -102,9 +103,7 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 		fctx, cancel := context.WithCancel(log.WithLogger(s.closing, log.G(ctx)))
 		f = &remoteFill{done: make(chan struct{}), cancel: cancel, parent: parent}
 		s.fills[name] = f
-		s.background.Add(1)
-		go func() {
-			defer s.background.Done()
+		started := s.goBackground(func() {
 			defer cancel()
 			made, err := s.fillOnce(fctx, parent, labels)
 			s.fillsMu.Lock()
@@ -121,7 +120,13 @@ func (s *Snapshotter) fillRemote(ctx context.Context, parent string, labels map[
 			if detached {
 				logDetachedFill(fctx, name, made, err)
 			}
-		}()
+		})
+		if !started {
+			delete(s.fills, name)
+			s.fillsMu.Unlock()
+			cancel()
+			return fmt.Errorf("remote fill of %s: the snapshotter is closing: %w", ref, errdefs.ErrUnavailable)
+		}
 	} else {
 		log.G(ctx).Debug("joining the remote fill of this layer already running")
 	}

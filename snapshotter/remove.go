@@ -160,9 +160,7 @@ func (s *Snapshotter) kickReaper(ctx context.Context) {
 		return
 	}
 	ctx, stop := s.untilClose(ctx)
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
+	started := s.goBackground(func() {
 		defer stop()
 		s.reapMu.Lock()
 		defer s.reapMu.Unlock()
@@ -170,7 +168,12 @@ func (s *Snapshotter) kickReaper(ctx context.Context) {
 		if err := s.reapMarked(ctx); err != nil {
 			log.G(ctx).WithError(err).Debug("some removed snapshots' devices could not be deleted yet; retried in the background")
 		}
-	}()
+	})
+	if !started {
+		// Closing: the next start's reconcile runs Cleanup.
+		stop()
+		s.reapQueued.Store(false)
+	}
 }
 
 // untilClose is ctx's values without its cancellation, cancelled instead
@@ -208,9 +211,7 @@ func (s *Snapshotter) retryReapLater(ctx context.Context) {
 		r = defaultReapRetry
 	}
 	ctx, stop := s.untilClose(ctx)
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
+	started := s.goBackground(func() {
 		defer stop()
 		wait := r.first
 		for attempt := 1; ; attempt++ {
@@ -239,7 +240,11 @@ func (s *Snapshotter) retryReapLater(ctx context.Context) {
 			}
 			wait = min(2*wait, r.max)
 		}
-	}()
+	})
+	if !started {
+		stop()
+		s.reapRetrying.Store(false)
+	}
 }
 func (s *Snapshotter) endOp(ctx context.Context, op *metadata.Op) {
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.EndOp(op) }); err != nil {

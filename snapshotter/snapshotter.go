@@ -105,6 +105,11 @@ type Snapshotter struct {
 	// background counts work that outlives its caller (a template being
 	// made for a caller that gave up); Close waits for it.
 	background sync.WaitGroup
+	// bgMu and bgClosed keep goBackground from adding to background once
+	// Close waits for it (a WaitGroup must not grow from zero during a
+	// Wait): a call abandoned by the daemon's drain may still run.
+	bgMu     sync.Mutex
+	bgClosed bool
 
 	// reapMu serialises the passes over devices marked deleting (the
 	// background reaper's and Cleanup's); reapQueued is set while a
@@ -216,6 +221,9 @@ func (s *Snapshotter) Close() error {
 	if s.close != nil {
 		s.close()
 	}
+	s.bgMu.Lock()
+	s.bgClosed = true
+	s.bgMu.Unlock()
 	s.background.Wait()
 	log.L.Debug("snapshotter closed")
 	return nil
@@ -251,3 +259,19 @@ func DeviceName(pool string, id uint32) string {
 }
 
 func (s *Snapshotter) deviceName(id uint32) string { return DeviceName(s.pool.Name(), id) }
+
+// goBackground runs fn in a goroutine Close waits for, unless Close has
+// begun: it then reports false and fn does not run.
+func (s *Snapshotter) goBackground(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgClosed {
+		return false
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		fn()
+	}()
+	return true
+}

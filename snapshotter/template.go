@@ -55,9 +55,7 @@ func (s *Snapshotter) template(ctx context.Context, fsType string, size uint64) 
 		err error
 	}
 	done := make(chan result, 1)
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
+	started := s.goBackground(func() {
 		mu := s.templateLock(name)
 		mu.Lock()
 		defer mu.Unlock()
@@ -69,7 +67,10 @@ func (s *Snapshotter) template(ctx context.Context, fsType string, size uint64) 
 		defer cancel()
 		tp, err := s.makeTemplate(mctx, name, fsType, size)
 		done <- result{tp, err}
-	}()
+	})
+	if !started {
+		return nil, fmt.Errorf("template %s: the snapshotter is closing: %w", name, errdefs.ErrUnavailable)
+	}
 	select {
 	case r := <-done:
 		return r.tp, r.err
