@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // kernelNamedPool is the fake pool with kernel names for its devices, as
@@ -39,6 +41,28 @@ func fakeKernel(t *testing.T, records string) (logPath string) {
 	kernelLogPath, sysBlock = logPath, filepath.Join(dir, "sys")
 	t.Cleanup(func() { kernelLogPath, sysBlock = oldLog, oldSys })
 	return logPath
+}
+
+// kernelLogSnapshotter opens a snapshotter over pool and store, with
+// mkfs skipped, closed at the test's end.
+func kernelLogSnapshotter(t *testing.T, pool Pool, store *metadata.Store) *Snapshotter {
+	t.Helper()
+	s, err := New(context.Background(), pool, store, Config{BaseSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.format = func(context.Context, string, string) error { return nil }
+	return s
+}
+
+// prepareAndCommit prepares key and commits it as name.
+func prepareAndCommit(t *testing.T, s *Snapshotter, key, name string) error {
+	t.Helper()
+	if _, err := s.Prepare(context.Background(), key, ""); err != nil {
+		t.Fatal(err)
+	}
+	return s.Commit(context.Background(), name, key)
 }
 
 // TestCommitRefusesAfterAKernelIOError is issue 10 B5's "an error seen on
@@ -81,16 +105,8 @@ func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
 	s.Close()
 
 	// A restart reads the kernel log from its first record again.
-	s, err = New(ctx, pool, store, Config{BaseSize: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.format = func(context.Context, string, string) error { return nil }
-	if _, err := s.Prepare(ctx, "c", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, "base-c", "c"); err != nil {
+	s = kernelLogSnapshotter(t, pool, store)
+	if err := prepareAndCommit(t, s, "c", "base-c"); err != nil {
 		t.Fatalf("commit after a restart re-read an old kernel error: %v", err)
 	}
 }
@@ -125,18 +141,9 @@ func TestKernelErrorTexts(t *testing.T) {
 // TestKernelLogReadsOnlyTheKernelsRecords: a record a process wrote to
 // /dev/kmsg (user facility) is not the kernel's report.
 func TestKernelLogReadsOnlyTheKernelsRecords(t *testing.T) {
-	ctx := context.Background()
 	fakeKernel(t, "14,1,10,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
-	s, err := New(ctx, kernelNamedPool{newFakePool()}, newTestStore(t), Config{BaseSize: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.format = func(context.Context, string, string) error { return nil }
-	if _, err := s.Prepare(ctx, "a", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, "base", "a"); err != nil {
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	if err := prepareAndCommit(t, s, "a", "base"); err != nil {
 		t.Fatalf("a user-written record refused a commit: %v", err)
 	}
 }
@@ -145,19 +152,10 @@ func TestKernelLogReadsOnlyTheKernelsRecords(t *testing.T) {
 // device no record keeps (a fill mount a kill -9 left, torn down with its
 // device at the next start) lose nothing of anyone's.
 func TestKernelErrorOnAnAbandonedDeviceIsNotTrouble(t *testing.T) {
-	ctx := context.Background()
 	// dm-7 is fake-thin-3, which this snapshotter never made.
 	fakeKernel(t, "3,1,10,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
-	s, err := New(ctx, kernelNamedPool{newFakePool()}, newTestStore(t), Config{BaseSize: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.format = func(context.Context, string, string) error { return nil }
-	if _, err := s.Prepare(ctx, "a", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, "base", "a"); err != nil {
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	if err := prepareAndCommit(t, s, "a", "base"); err != nil {
 		t.Fatalf("an error on a device with no record refused a commit: %v", err)
 	}
 }
