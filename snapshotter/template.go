@@ -124,7 +124,11 @@ func (s *Snapshotter) lookupTemplate(name string) (*metadata.Template, error) {
 func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, size uint64) (*metadata.Template, error) {
 	var id uint32
 	var op *metadata.Op
+	var before metadata.PoolTrouble
 	err := s.store.Update(func(tx *metadata.Tx) (err error) {
+		if before, err = tx.PoolTrouble(); err != nil {
+			return err
+		}
 		if id, err = tx.AllocateDeviceID(); err != nil {
 			return err
 		}
@@ -158,7 +162,14 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 	}
 	if err == nil {
 		failpoint.Hit(failpoint.TemplateAfterMkfs)
+		s.noteDevice(devName)
 		err = s.pool.Deactivate(ctx, devName)
+	}
+	if err == nil {
+		// Every snapshot of the template shares its blocks: a write
+		// of mkfs lost to pool trouble would be in all of them. Judged
+		// as Commit judges a snapshot (trouble.go).
+		err = s.templateTroubleError(ctx, before)
 	}
 	if err != nil {
 		s.abandonDevice(ctx, id, "", op, err, true)
@@ -218,6 +229,22 @@ func formatEmpty(ctx context.Context, mountDir, fsType, dev string) error {
 	}
 	if rmErr != nil {
 		return fmt.Errorf("remove lost+found from %s: %w", dev, rmErr)
+	}
+	return nil
+}
+
+// templateTroubleError refuses a template written while the pool had
+// trouble: before is the trouble on record when it was begun.
+func (s *Snapshotter) templateTroubleError(ctx context.Context, before metadata.PoolTrouble) error {
+	pt, now, err := s.observeTrouble(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("cannot tell whether the template's writes were lost: %w", err)
+	case pt.Generation > before.Generation:
+		return fmt.Errorf("the pool had trouble while the template was written (%s): its writes may have been lost; it is made again by the next Prepare: %w",
+			pt.Since(before.Generation).Reason, errdefs.ErrUnavailable)
+	case now != "":
+		return fmt.Errorf("the pool is %s: the template's writes may have been lost; it is made again by the next Prepare: %w", now, errdefs.ErrUnavailable)
 	}
 	return nil
 }

@@ -468,3 +468,25 @@ func TestRefusalAdviceBySnapshot(t *testing.T) {
 		})
 	}
 }
+
+// TestTemplateWrittenDuringTroubleIsMadeAgain: every snapshot shares the
+// template's blocks, so a template whose mkfs writes may have been lost
+// (the pool ran out of space as they were written back) is not kept; the
+// next Prepare makes a new one.
+func TestTemplateWrittenDuringTroubleIsMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	s, pool, _ := newTestSnapshotter(t)
+	pool.hooks["deactivate"] = func() { pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = true }) }
+	_, err := s.Prepare(ctx, "a", "")
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "template") {
+		t.Fatalf("Prepare on a template written while the pool ran out of space: %v; want unavailable, naming the template", err)
+	}
+	delete(pool.hooks, "deactivate")
+	pool.setStatus(func(st *dmpool.Status) { st.OutOfDataSpace = false })
+	if _, err := s.Prepare(ctx, "b", ""); err != nil {
+		t.Fatalf("Prepare once the pool is back: %v", err)
+	}
+	if err := s.Commit(ctx, "base", "b"); err != nil {
+		t.Fatalf("a snapshot of the new template: %v", err)
+	}
+}
