@@ -288,7 +288,7 @@ func TestRemoteFillRefusedAfterPoolTroubleOnDMThin(t *testing.T) {
 		}
 		waitWritable(t, pool)
 	}
-	const ref = "sha256:layer1"
+	ref := chainRef("layer1")
 	_, err = sn.Prepare(ctx, "extract-1", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotRef: ref}))
 	if errdefs.IsAlreadyExists(err) {
 		t.Fatalf("the remote fill was committed although the pool ran out of space during it")

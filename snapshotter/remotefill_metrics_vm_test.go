@@ -66,7 +66,7 @@ func TestRemoteFillMetricsOnDMThin(t *testing.T) {
 		return err
 	}
 
-	if err := prepare("extract-1", "sha256:layer1", true); !errdefs.IsAlreadyExists(err) {
+	if err := prepare("extract-1", chainRef("layer1"), true); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("Prepare of a layer the store holds: %v, want already exists", err)
 	}
 	want := map[string]float64{
@@ -79,14 +79,14 @@ func TestRemoteFillMetricsOnDMThin(t *testing.T) {
 	checkSeries(t, m, want)
 
 	// Not in the store: a normal Prepare, no fill.
-	if err := prepare("extract-2", "sha256:layer2", false); err != nil {
+	if err := prepare("extract-2", chainRef("layer2"), false); err != nil {
 		t.Fatal(err)
 	}
 	checkSeries(t, m, want)
 
 	// A wrong digest fails the fill (the Prepare goes on without it).
 	store.diffID = "sha256:" + fmt.Sprintf("%064d", 0)
-	if err := prepare("extract-3", "sha256:layer3", true); err != nil {
+	if err := prepare("extract-3", chainRef("layer3"), true); err != nil {
 		t.Fatal(err)
 	}
 	// Its bytes were fetched and extracted all the same before the

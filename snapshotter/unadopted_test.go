@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 )
 
 const testRef = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -150,3 +151,6 @@ func TestRemoteCandidateNeedsAChainID(t *testing.T) {
 		}
 	}
 }
+
+// chainRef is a chain id for a test layer: a remote fill needs one.
+func chainRef(name string) string { return digest.FromString(name).String() }
