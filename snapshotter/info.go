@@ -81,6 +81,10 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 		return err
 	}
 	unfiltered, adopting := walkFilters(fs)
+	if unfiltered {
+		// Clears the marks when the pool is full (unadopted.go).
+		s.hideUnadopted(ctx)
+	}
 	if adopting {
 		// The offer and a Remove that takes hidden layers along are
 		// exclusive (unadopted.go).

@@ -1,10 +1,12 @@
 package snapshotter
 
 import (
+	"context"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/metadata"
 )
@@ -40,6 +42,38 @@ import (
 // Remove is refused for a child), or the layer is gone before the walk
 // (and containerd's adoption fails with not found: a pull retried, no
 // snapshot lost).
+
+// admitter is the part of the guarded pool (poolguard.go) that says
+// whether it takes new work: a pool above full_threshold, read-only or
+// failed does not.
+type admitter interface {
+	Admit(ctx context.Context, what string) error
+}
+
+// hideUnadopted says whether this unfiltered walk hides the unadopted
+// layers: not when there are none, and not when the pool refuses new
+// work, since then containerd's GC should collect them (they are caches
+// of layers in S3) rather than the pool stay full for an hour.
+func (s *Snapshotter) hideUnadopted(ctx context.Context) bool {
+	s.fillsMu.Lock()
+	some := len(s.unadopted) > 0
+	s.fillsMu.Unlock()
+	if !some {
+		return true // nothing to decide; running fills stay hidden
+	}
+	a, ok := s.pool.(admitter)
+	if !ok {
+		return true
+	}
+	if err := a.Admit(ctx, "keeping layers filled in the background"); err != nil {
+		log.G(ctx).WithError(err).Info("the pool takes no new work: layers filled in the background and not adopted are left to containerd's garbage collection")
+		s.fillsMu.Lock()
+		clear(s.unadopted)
+		s.fillsMu.Unlock()
+		return false
+	}
+	return true
+}
 
 // unadoptedKeep is how long a layer filled in the background waits for a
 // Prepare to adopt it before containerd's GC may collect it.

@@ -154,3 +154,22 @@ func TestRemoteCandidateNeedsAChainID(t *testing.T) {
 
 // chainRef is a chain id for a test layer: a remote fill needs one.
 func chainRef(name string) string { return digest.FromString(name).String() }
+
+// refusingPool is the fake pool as the guard shows it when the pool is
+// above full_threshold.
+type refusingPool struct{ *fakePool }
+
+func (refusingPool) Admit(context.Context, string) error { return errdefs.ErrResourceExhausted }
+
+// TestUnadoptedLayersAreNotKeptInAFullPool: when the pool takes no new
+// work, the layers filled in the background are caches containerd's GC
+// should collect, not an hour of held space.
+func TestUnadoptedLayersAreNotKeptInAFullPool(t *testing.T) {
+	s, fp, _ := newTestSnapshotter(t)
+	name := remoteName(testRef)
+	commitLayer(t, s, name, "", testRef, true, time.Now())
+	s.pool = refusingPool{fp}
+	if got := walkNames(t, s); !slices.Contains(got, name) {
+		t.Errorf("containerd's GC does not see an unadopted layer in a full pool: %v", got)
+	}
+}
