@@ -93,6 +93,7 @@ type kernelNamer interface {
 type kernelLog struct {
 	mu     sync.Mutex
 	reader *kmsg.Reader // nil: not read
+	closed bool         // it was read, and Close closed it
 	boot   string
 	// known are kernel names (dm-N) of the pool's devices seen or noted,
 	// for records read after a device went; cleared when it grows large.
@@ -153,6 +154,7 @@ func (k *kernelLog) close() {
 	if k.reader != nil {
 		k.reader.Close()
 		k.reader = nil
+		k.closed = true
 	}
 }
 
@@ -188,6 +190,11 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.reader == nil {
+		if k.closed {
+			// A Commit the daemon's drain abandoned, still running
+			// after Close: it cannot vouch for the writes.
+			return kernelReasonPrefix + " (maybe: the kernel log is closed, the daemon is stopping)", 0
+		}
 		return "", 0
 	}
 	var after uint64

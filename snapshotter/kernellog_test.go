@@ -159,3 +159,17 @@ func TestKernelErrorOnAnAbandonedDeviceIsNotTrouble(t *testing.T) {
 		t.Fatalf("an error on a device with no record refused a commit: %v", err)
 	}
 }
+
+// TestCommitAfterCloseCannotVouchForWrites: a Commit still running after
+// Close (the daemon's drain gave up on it) no longer reads the kernel log
+// and refuses rather than commit unchecked.
+func TestCommitAfterCloseCannotVouchForWrites(t *testing.T) {
+	ctx := context.Background()
+	fakeKernel(t, "")
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.stopTroubleWatch()
+	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "the kernel log is closed")
+}
