@@ -199,6 +199,8 @@ func (s *stress) kernelProblem() string {
 	if now.goroutines > s.leak.goroutines+goroutineSlack {
 		return fmt.Sprintf("the daemon runs %d goroutines, %d when it started: a goroutine leak", now.goroutines, s.leak.goroutines)
 	}
+	s.fdsOver = max(s.fdsOver, now.fds-s.leak.fds)
+	s.goroutinesOver = max(s.goroutinesOver, now.goroutines-s.leak.goroutines)
 	return ""
 }
 

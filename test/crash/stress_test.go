@@ -147,16 +147,19 @@ type stress struct {
 
 	leak leakBase
 
-	counts     map[string]int
-	opTime     map[string]time.Duration
-	checkTime  time.Duration
-	restarts   int
-	reboots    int
-	gcListed   int
-	gcRemoved  int
-	ctrdGCGone int
-	deepChecks int
-	start      time.Time
+	counts    map[string]int
+	opTime    map[string]time.Duration
+	checkTime time.Duration
+	restarts  int
+	// fdsOver and goroutinesOver are the most the daemon held above its
+	// baseline at a check that passed: the leak limits' margin in use.
+	fdsOver, goroutinesOver int
+	reboots                 int
+	gcListed                int
+	gcRemoved               int
+	ctrdGCGone              int
+	deepChecks              int
+	start                   time.Time
 }
 
 func newStress(t *testing.T, e *env, cfg stressConfig) *stress {
@@ -223,9 +226,10 @@ func (s *stress) report() {
 			s.cfg.seed, s.step, s.cfg.seed, s.step, strings.Join(s.log, "\n"))
 	}
 	s.t.Logf("stress figures: seed %d; %d operations in %s (%s); restarts (kill -9) %d, reboots %d; checks %.1fs, deep checks %d; "+
-		"gc listed %d items, removed %d; containerd's GC removed %d snapshots; snapshots in the model at the end %d; violations %d",
+		"gc listed %d items, removed %d; containerd's GC removed %d snapshots; snapshots in the model at the end %d; "+
+		"most over the daemon's baseline at a check: %d fds (limit %d), %d goroutines (limit %d); violations %d",
 		s.cfg.seed, total, time.Since(s.start).Round(time.Second), strings.Join(by, " "), s.restarts, s.reboots, s.checkTime.Seconds(), s.deepChecks,
-		s.gcListed, s.gcRemoved, s.ctrdGCGone, len(s.snaps), violations)
+		s.gcListed, s.gcRemoved, s.ctrdGCGone, len(s.snaps), s.fdsOver, fdSlack, s.goroutinesOver, goroutineSlack, violations)
 }
 
 // stressOp is one kind of operation: its weight, whether it can run on
