@@ -87,10 +87,18 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 	}
 	if adopting {
 		// The offer and a Remove that takes hidden layers along are
-		// exclusive (unadopted.go).
+		// exclusive (unadopted.go); held until the offer is recorded,
+		// not while fn runs (it may wait on a client that calls
+		// Remove).
 		s.adoptMu.Lock()
-		defer s.adoptMu.Unlock()
 	}
+	unlockAdopt := func() {
+		if adopting {
+			s.adoptMu.Unlock()
+			adopting = false
+		}
+	}
+	defer unlockAdopt()
 	now := time.Now()
 	var infos []snapshots.Info
 	var offered []string
@@ -132,6 +140,7 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 		s.forgetUnadopted(offered...)
 		log.G(ctx).Debugf("layers filled in the background offered for adoption: %v", offered)
 	}
+	unlockAdopt()
 	// fn runs outside the transaction: it may call back into the
 	// snapshotter (containerd's GC does).
 	for _, info := range infos {

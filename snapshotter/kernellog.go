@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -42,9 +44,13 @@ import (
 // kernelReasonPrefix starts the trouble reason of a kernel log record.
 const kernelReasonPrefix = "the kernel logged an I/O error"
 
-// maxKernelRecords bounds the records one look reads; the rest wait for
-// the next look.
-const maxKernelRecords = 100000
+// maxKernelRecords is the records read in one round, and
+// maxKernelRounds bounds the rounds of one look: a kernel that logs
+// faster than that is read no further, and the look says so.
+const (
+	maxKernelRecords = 10000
+	maxKernelRounds  = 100
+)
 
 // kernelErrorRecords are the kernel's reports of a failed I/O, each
 // anchored at the start of the record's text and capturing the device it
@@ -55,12 +61,17 @@ const maxKernelRecords = 100000
 // user controls (a process name in a segfault report) never starts a
 // record.
 var kernelErrorRecords = []*regexp.Regexp{
-	regexp.MustCompile(`^Buffer I/O error on dev(?:ice)? ([\w-]+),`),
-	regexp.MustCompile(`^[\w /]*error, dev ([\w-]+), sector `),
+	// fs/buffer.c: only the write-back ones ("lost async page write").
+	regexp.MustCompile(`^Buffer I/O error on dev(?:ice)? ([\w-]+), logical block \d+, lost (?:a?sync )?page write`),
+	// block/blk-core.c (6.x; 5.x prefixes "blk_update_request: "):
+	// writes and flushes only, not reads or discards.
+	regexp.MustCompile(`^(?:\w+: )?[\w /]*error, dev ([\w-]+), sector \d+ op 0x[0-9a-f]+:\((?:WRITE|WRITE_ZEROES|FLUSH|ZONE_APPEND)\)`),
 	regexp.MustCompile(`^EXT[234]-fs warning \(device ([\w-]+)\): ext4_end_bio:\d+: I/O error`),
 	regexp.MustCompile(`^EXT[234]-fs error \(device ([\w-]+)\)`),
+	regexp.MustCompile(`^EXT4-fs \(([\w-]+)\): (?:I/O error while writing superblock|previous I/O error to superblock detected)`),
 	regexp.MustCompile(`^XFS \(([\w-]+)\): .*I/O error`),
-	regexp.MustCompile(`^JBD2: Error -5 detected when updating journal superblock for ([\w-]+)\.`),
+	regexp.MustCompile(`^JBD2: (?:Error -5 detected|I/O error) when updating journal superblock for ([\w-]+)\.`),
+	regexp.MustCompile(`^JBD2: Detected IO errors while flushing file data on ([\w-]+)`),
 	regexp.MustCompile(`^Aborting journal on device ([\w-]+)\.`),
 }
 
@@ -106,13 +117,14 @@ type kernelLog struct {
 	// look until recorded says it is durable.
 	pendingReason string
 	pendingSeq    uint64
+	pendingLost   bool
 }
 
 // recorded says the reason scanKernelLog last returned is on record.
 func (k *kernelLog) recorded() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.pendingReason, k.pendingSeq = "", 0
+	k.pendingReason, k.pendingSeq, k.pendingLost = "", 0, false
 }
 
 // openKernelLog starts reading the kernel log, when the pool can name its
@@ -146,6 +158,13 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 	for _, d := range devs {
 		k.fixed[d] = true
 	}
+}
+
+// open reports whether the kernel log is being read.
+func (k *kernelLog) open() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.reader != nil
 }
 
 func (k *kernelLog) close() {
@@ -185,64 +204,121 @@ func (s *Snapshotter) noteDevice(name string) {
 // first I/O error on one of the pool's devices as a trouble reason, with
 // the sequence number to record (that of the last such record); "" when
 // none. pt is the trouble on record: records it accounted for are skipped.
-func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble) (reason string, seq uint64) {
+// errKernelLogUnread is a look that could not read the kernel log to
+// its end: a Commit then cannot vouch for its writes and is refused this
+// once (nothing is bumped: the records are read at the next look).
+var errKernelLogUnread = errors.New("the kernel log could not be read to its end")
+
+// drainKernelLog reads the records the kernel has now, in rounds of
+// maxKernelRecords until none is left (at most maxKernelRounds), into the
+// pending reason; k.mu held.
+func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
+	k := &s.klog
+	prefix := s.pool.Name()
+	for round := 0; round < maxKernelRounds; round++ {
+		n, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
+			if rec.Seq <= after || rec.Facility != 0 {
+				return
+			}
+			dev := k.ourDevice(errorDevice(rec.Message), prefix)
+			if dev == "" || s.abandonedDevice(dev) {
+				return
+			}
+			k.pendingSeq = max(k.pendingSeq, rec.Seq)
+			if k.pendingReason == "" {
+				msg := rec.Message
+				if len(msg) > 200 {
+					msg = msg[:200] + "..."
+				}
+				k.pendingReason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
+			}
+		})
+		if lost && !k.pendingLost {
+			// What was overwritten may have held an error of ours:
+			// in doubt, trouble. The drain every second
+			// (watchKernelLog) makes this need a flood of records.
+			log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: counted as trouble, since an I/O error on the pool's devices may have been among them")
+			k.pendingLost = true
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", errKernelLogUnread, err)
+		}
+		if n < maxKernelRecords {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: more than %d records at once", errKernelLogUnread, maxKernelRounds*maxKernelRecords)
+}
+
+// scanKernelLog reads the records since the last look and returns the
+// first I/O error on one of the pool's devices as a trouble reason, with
+// the sequence number to record (that of the last such record), or
+// records lost before they were read; "" when none. pt is the trouble on
+// record: records it accounted for are skipped. An error says the log
+// could not be read to its end (or is closed: the daemon is stopping).
+func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble) (reason string, seq uint64, err error) {
 	k := &s.klog
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.reader == nil {
 		if k.closed {
-			// A Commit the daemon's drain abandoned, still running
-			// after Close: it cannot vouch for the writes.
-			return kernelReasonPrefix + " (maybe: the kernel log is closed, the daemon is stopping)", 0
+			// A call the daemon's drain abandoned, still running
+			// after Close: it cannot vouch for writes.
+			return "", 0, fmt.Errorf("%w: it is closed, the daemon is stopping", errKernelLogUnread)
 		}
-		return "", 0
+		return "", 0, nil
 	}
 	var after uint64
 	if pt.KernelBoot == k.boot {
 		after = pt.KernelSeq
 	}
-	prefix := s.pool.Name()
-	n, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
-		if rec.Seq <= after || rec.Facility != 0 {
-			return
+	if err := s.drainKernelLog(ctx, after); err != nil {
+		log.G(ctx).WithError(err).Warn("reading the kernel log")
+		return "", 0, err
+	}
+	reason = k.pendingReason
+	if k.pendingLost {
+		if reason != "" {
+			reason += "; "
 		}
-		dev := k.ourDevice(errorDevice(rec.Message), prefix)
-		if dev == "" || s.abandonedDevice(dev) {
+		reason += kernelReasonPrefix + " (maybe: kernel log records were overwritten before the daemon read them)"
+	}
+	return reason, k.pendingSeq, nil
+}
+
+// watchKernelLog drains the kernel log every second, so that its ring
+// buffer seldom overwrites records before they are read, and has the
+// trouble recorded as soon as a record of ours is there. It ends when
+// stop is closed.
+func (s *Snapshotter) watchKernelLog(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
 			return
+		case <-t.C:
 		}
-		seq = rec.Seq
-		if reason == "" {
-			msg := rec.Message
-			if len(msg) > 200 {
-				msg = msg[:200] + "..."
+		k := &s.klog
+		k.mu.Lock()
+		found := false
+		if k.reader != nil {
+			var pt metadata.PoolTrouble
+			s.store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err })
+			after := uint64(0)
+			if pt.KernelBoot == k.boot {
+				after = pt.KernelSeq
 			}
-			reason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
+			err := s.drainKernelLog(ctx, after)
+			found = err == nil && (k.pendingReason != "" || k.pendingLost)
 		}
-	})
-	// What was not read may hold an error of ours: in doubt, trouble.
-	var unread string
-	switch {
-	case err != nil:
-		unread = fmt.Sprintf("%s (the kernel log could not be read: %v)", kernelReasonPrefix, err)
-	case lost:
-		unread = kernelReasonPrefix + " (maybe: kernel log records were overwritten before the daemon read them)"
-	case n >= maxKernelRecords:
-		unread = fmt.Sprintf("%s (maybe: more than %d kernel log records since the last look)", kernelReasonPrefix, maxKernelRecords)
-	}
-	if unread != "" {
-		log.G(ctx).Warn(unread)
-		if reason == "" {
-			reason = unread
+		k.mu.Unlock()
+		if found {
+			if _, _, err := s.observeTrouble(ctx); err != nil {
+				log.G(ctx).WithError(err).Debug("pool trouble check failed")
+			}
 		}
 	}
-	switch {
-	case reason != "" && k.pendingReason != "":
-		reason = k.pendingReason + "; " + reason
-	case reason == "":
-		reason, seq = k.pendingReason, k.pendingSeq
-	}
-	k.pendingReason, k.pendingSeq = reason, seq
-	return reason, seq
 }
 
 // abandonedDevice reports whether dev (as ourDevice describes it) is a
@@ -253,11 +329,16 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 // else of the pool (a snapshot's, a template's, the pool's own devices)
 // counts.
 func (s *Snapshotter) abandonedDevice(dev string) bool {
-	i := strings.LastIndex(dev, "-thin-")
-	if i < 0 {
+	// dev is "dm-N (<pool>-thin-<id>)" for a thin device.
+	_, name, ok := strings.Cut(strings.TrimSuffix(dev, ")"), " (")
+	if !ok {
 		return false
 	}
-	id, err := strconv.ParseUint(strings.TrimSuffix(dev[i+len("-thin-"):], ")"), 10, 32)
+	rest, ok := strings.CutPrefix(name, s.pool.Name()+"-thin-")
+	if !ok {
+		return false
+	}
+	id, err := strconv.ParseUint(rest, 10, 32)
 	if err != nil {
 		return false
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
+
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -114,20 +116,32 @@ func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
 func TestKernelErrorTexts(t *testing.T) {
 	k := &kernelLog{known: map[string]string{"dm-8": "fake-thin-4", "dm-9": "fake-thin-5"}, fixed: map[string]bool{"loop5": true}}
 	fakeKernel(t, "")
+	const w = ", logical block 3, lost async page write"
 	for msg, want := range map[string]string{
-		"Buffer I/O error on dev dm-7, logical block 3, lost async page write":              "dm-7 (fake-thin-3)",
-		"EXT4-fs warning (device dm-7): ext4_end_bio:343: I/O error 10 writing to inode 12": "dm-7 (fake-thin-3)",
-		"JBD2: Error -5 detected when updating journal superblock for dm-7-8.":              "dm-7 (fake-thin-3)",
-		"Aborting journal on device dm-7-8.":                                                "dm-7 (fake-thin-3)",
-		"I/O error, dev loop5, sector 2048 op 0x1:(WRITE) flags 0x800 phys_seg 1":           "loop5",
-		"critical medium error, dev loop5, sector 2048 op 0x1:(WRITE)":                      "loop5",
-		"I/O error, dev loop50, sector 2048 op 0x1:(WRITE)":                                 "",
-		"Buffer I/O error on dev dm-70, logical block 3":                                    "",
-		"EXT4-fs (dm-7): mounted filesystem with ordered data mode":                         "",
-		"Buffer I/O error on dev dm-8, logical block 3":                                     "dm-8 (fake-thin-4)",
+		"Buffer I/O error on dev dm-7" + w:                                                     "dm-7 (fake-thin-3)",
+		"Buffer I/O error on dev dm-7, logical block 3, lost sync page write":                  "dm-7 (fake-thin-3)",
+		"EXT4-fs warning (device dm-7): ext4_end_bio:343: I/O error 10 writing to inode 12":    "dm-7 (fake-thin-3)",
+		"EXT4-fs (dm-7): I/O error while writing superblock":                                   "dm-7 (fake-thin-3)",
+		"EXT4-fs (dm-7): previous I/O error to superblock detected":                            "dm-7 (fake-thin-3)",
+		"JBD2: Error -5 detected when updating journal superblock for dm-7-8.":                 "dm-7 (fake-thin-3)",
+		"JBD2: I/O error when updating journal superblock for dm-7-8.":                         "dm-7 (fake-thin-3)",
+		"JBD2: Detected IO errors while flushing file data on dm-7-8":                          "dm-7 (fake-thin-3)",
+		"Aborting journal on device dm-7-8.":                                                   "dm-7 (fake-thin-3)",
+		"I/O error, dev loop5, sector 2048 op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0": "loop5",
+		"critical medium error, dev loop5, sector 2048 op 0x1:(WRITE) flags 0x0":               "loop5",
+		"blk_update_request: I/O error, dev loop5, sector 2048 op 0x1:(WRITE) flags 0x0":       "loop5",
+		"I/O error, dev loop5, sector 2048 op 0x2:(FLUSH) flags 0x0":                           "loop5",
+		// Errors that lose no write.
+		"I/O error, dev loop5, sector 2048 op 0x0:(READ) flags 0x0":                "",
+		"critical target error, dev loop5, sector 2048 op 0x3:(DISCARD) flags 0x0": "",
+		"Buffer I/O error on dev dm-7, logical block 3, async page read":           "",
+		"I/O error, dev loop50, sector 2048 op 0x1:(WRITE)":                        "",
+		"Buffer I/O error on dev dm-70" + w:                                        "",
+		"EXT4-fs (dm-7): mounted filesystem with ordered data mode":                "",
+		"Buffer I/O error on dev dm-8" + w:                                         "dm-8 (fake-thin-4)",
 		// dm-9 was ours (noted at a Commit) and is someone else's now:
 		// /sys says so, and it wins.
-		"Buffer I/O error on dev dm-9, logical block 3": "",
+		"Buffer I/O error on dev dm-9" + w: "",
 		// Text a user controls is never the start of a record.
 		"i/o error dm-7[123]: segfault at 0 ip 0 sp 0 error 4 in x[400000+1000]":              "",
 		"Out of memory: Killed process 12 (Buffer I/O erro) total-vm:1kB, dev dm-7, sector 1": "",
@@ -161,15 +175,64 @@ func TestKernelErrorOnAnAbandonedDeviceIsNotTrouble(t *testing.T) {
 }
 
 // TestCommitAfterCloseCannotVouchForWrites: a Commit still running after
-// Close (the daemon's drain gave up on it) no longer reads the kernel log
-// and refuses rather than commit unchecked.
+// Close (the daemon's drain gave up on it) no longer reads the kernel log:
+// it is refused this once, and nothing is recorded as trouble (a restart
+// would otherwise refuse every snapshot prepared before it).
 func TestCommitAfterCloseCannotVouchForWrites(t *testing.T) {
 	ctx := context.Background()
 	fakeKernel(t, "")
-	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
-	s.stopTroubleWatch()
-	wantRefused(t, s, s.Commit(ctx, "base", "a"), "a", "the kernel log is closed")
+	s.klog.close()
+	err := s.Commit(ctx, "base", "a")
+	if err == nil || !strings.Contains(err.Error(), "the kernel log could not be read") {
+		t.Fatalf("Commit after the kernel log closed: %v; want a refusal saying it could not be read", err)
+	}
+	if info, err := s.Stat(ctx, "a"); err != nil || info.Kind != snapshots.KindActive {
+		t.Errorf("the refused snapshot: %+v, %v; want it still active", info, err)
+	}
+	var pt metadata.PoolTrouble
+	store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err })
+	if pt.Generation != 0 {
+		t.Errorf("a closed kernel log was recorded as trouble: %+v", pt)
+	}
+}
+
+// TestKernelSeqOnRecordNeverGoesBack: a bump for
+// records overwritten before they were read has no record of its own;
+// the position on record stays, so a restart does not count again what
+// was counted.
+func TestKernelSeqOnRecordNeverGoesBack(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
+	for _, k := range []string{"a", "b"} { // thin-2 and thin-3 (dm-7)
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
+	f.Close()
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.klog.mu.Lock()
+	s.klog.pendingLost = true // as after an EPIPE
+	s.klog.mu.Unlock()
+	if _, _, err := s.observeTrouble(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pt metadata.PoolTrouble
+	store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err })
+	if pt.KernelSeq != 2 {
+		t.Errorf("kernel log position on record %d after a bump for lost records, want 2 (the last record counted): %+v", pt.KernelSeq, pt)
+	}
 }

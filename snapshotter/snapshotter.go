@@ -225,6 +225,9 @@ func (s *Snapshotter) Close() error {
 	s.bgClosed = true
 	s.bgMu.Unlock()
 	s.background.Wait()
+	// Last: background work (a fill's Commit, a template) still looks
+	// at the pool's trouble until here.
+	s.klog.close()
 	log.L.Debug("snapshotter closed")
 	return nil
 }

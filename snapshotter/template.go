@@ -169,7 +169,7 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 		// Every snapshot of the template shares its blocks: a write
 		// of mkfs lost to pool trouble would be in all of them. Judged
 		// as Commit judges a snapshot (trouble.go).
-		err = s.templateTroubleError(ctx, before)
+		err = s.templateTroubleError(ctx, before, devName)
 	}
 	if err != nil {
 		s.abandonDevice(ctx, id, "", op, err, true)
@@ -234,17 +234,50 @@ func formatEmpty(ctx context.Context, mountDir, fsType, dev string) error {
 }
 
 // templateTroubleError refuses a template written while the pool had
-// trouble: before is the trouble on record when it was begun.
-func (s *Snapshotter) templateTroubleError(ctx context.Context, before metadata.PoolTrouble) error {
+// trouble that can have hit it: before is the trouble on record when it
+// was begun, devName its device. A kernel I/O error named on another
+// thin device did not touch it; anything else (a mode change, the pool's
+// own devices, its own device, records lost) did, or may have.
+func (s *Snapshotter) templateTroubleError(ctx context.Context, before metadata.PoolTrouble, devName string) error {
 	pt, now, err := s.observeTrouble(ctx)
 	switch {
 	case err != nil:
 		return fmt.Errorf("cannot tell whether the template's writes were lost: %w", err)
-	case pt.Generation > before.Generation:
-		return fmt.Errorf("the pool had trouble while the template was written (%s): its writes may have been lost; it is made again by the next Prepare: %w",
-			pt.Since(before.Generation).Reason, errdefs.ErrUnavailable)
 	case now != "":
 		return fmt.Errorf("the pool is %s: the template's writes may have been lost; it is made again by the next Prepare: %w", now, errdefs.ErrUnavailable)
+	case pt.Generation <= before.Generation:
+		return nil
+	}
+	seen := uint64(0)
+	for _, e := range pt.Recent {
+		if e.Generation <= before.Generation {
+			continue
+		}
+		seen++
+		if !otherThinDevice(e.Reason, s.pool.Name(), devName) {
+			return fmt.Errorf("the pool had trouble while the template was written (%s): its writes may have been lost; it is made again by the next Prepare: %w",
+				e.Reason, errdefs.ErrUnavailable)
+		}
+	}
+	if seen < pt.Generation-before.Generation {
+		// More bumps than the history keeps: some are unknown.
+		return fmt.Errorf("the pool had trouble %d times while the template was written: its writes may have been lost; it is made again by the next Prepare: %w",
+			pt.Generation-before.Generation, errdefs.ErrUnavailable)
 	}
 	return nil
+}
+
+// otherThinDevice reports whether a trouble reason is only a kernel I/O
+// error on a thin device of pool other than devName.
+func otherThinDevice(reason, pool, devName string) bool {
+	rest, ok := strings.CutPrefix(reason, kernelReasonPrefix+" on dm-")
+	if !ok || strings.Contains(reason, "; ") {
+		return false
+	}
+	_, after, ok := strings.Cut(rest, " (")
+	if !ok {
+		return false
+	}
+	name, _, ok := strings.Cut(after, ")")
+	return ok && strings.HasPrefix(name, pool+"-thin-") && name != devName
 }

@@ -70,7 +70,9 @@ type troubleWatch struct {
 	reload *dmpool.ReloadEvents
 
 	waiter eventWaiter
-	done   sync.WaitGroup
+	// klogStop ends the kernel log's drain (kernellog.go).
+	klogStop chan struct{}
+	done     sync.WaitGroup
 }
 
 // observeTrouble reads the pool's mode and event counter and, if the pool
@@ -129,13 +131,22 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 			reason += ", pool " + now
 		}
 	}
-	kernelReason, seq := s.scanKernelLog(ctx, pt)
+	kernelReason, seq, err := s.scanKernelLog(ctx, pt)
+	if err != nil {
+		// Nothing bumped: the records are read at the next look; a
+		// Commit cannot vouch for its writes this time.
+		return pt, now, err
+	}
 	if kernelReason != "" {
 		if reason != "" {
 			reason += "; "
 		}
 		reason += kernelReason
-		pt.KernelBoot, pt.KernelSeq = s.klog.boot, seq
+		// Never back: a bump for lost records has no record of its
+		// own, and a restart must not count what was counted.
+		if seq > 0 && (pt.KernelBoot != s.klog.boot || seq > pt.KernelSeq) {
+			pt.KernelBoot, pt.KernelSeq = s.klog.boot, seq
+		}
 	}
 	if reason == "" && pt.Known && pt.EventNr == st.EventNr {
 		w.troubled, w.reload = now, nil
@@ -222,6 +233,15 @@ func (s *Snapshotter) startTroubleWatch(ctx context.Context, w eventWaiter) {
 	if _, _, err := s.observeTrouble(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("pool trouble check at start failed; Commit checks again")
 	}
+	if s.klog.open() {
+		stop := make(chan struct{})
+		s.trouble.klogStop = stop
+		s.trouble.done.Add(1)
+		go func() {
+			defer s.trouble.done.Done()
+			s.watchKernelLog(context.WithoutCancel(ctx), stop)
+		}()
+	}
 	if w == nil {
 		return
 	}
@@ -254,8 +274,11 @@ func (s *Snapshotter) stopTroubleWatch() {
 	if s.trouble.waiter != nil {
 		s.trouble.waiter.Close()
 	}
+	if s.trouble.klogStop != nil {
+		close(s.trouble.klogStop)
+		s.trouble.klogStop = nil
+	}
 	s.trouble.done.Wait()
-	s.klog.close()
 }
 
 // stampTrouble records in rec, inside the transaction that creates it, the

@@ -490,3 +490,21 @@ func TestTemplateWrittenDuringTroubleIsMadeAgain(t *testing.T) {
 		t.Fatalf("a snapshot of the new template: %v", err)
 	}
 }
+
+// TestTemplateJudgedByTroubleThatCanHaveHitIt: a kernel I/O error named
+// on another thin device does not make a template be made again; one on
+// its own device, the pool's devices, a mode change or lost records do.
+func TestTemplateJudgedByTroubleThatCanHaveHitIt(t *testing.T) {
+	for reason, other := range map[string]bool{
+		`the kernel logged an I/O error on dm-9 (p-thin-12): "Buffer I/O error on dev dm-9, ..."`:                 true,
+		`the kernel logged an I/O error on dm-3 (p-thin-1): "Buffer I/O error on dev dm-3, ..."`:                  false, // the template's own
+		`the kernel logged an I/O error on loop5: "I/O error, dev loop5, ..."`:                                    false,
+		`the kernel logged an I/O error (maybe: kernel log records were overwritten before the daemon read them)`: false,
+		`pool out of data space; the kernel logged an I/O error on dm-9 (p-thin-12): "..."`:                       false,
+		`pool out of data space`: false,
+	} {
+		if got := otherThinDevice(reason, "p", "p-thin-1"); got != other {
+			t.Errorf("%s: other thin device %v, want %v", reason, got, other)
+		}
+	}
+}

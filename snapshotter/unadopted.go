@@ -2,12 +2,14 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/log"
 
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -65,7 +67,10 @@ func (s *Snapshotter) hideUnadopted(ctx context.Context) bool {
 	if !ok {
 		return true
 	}
-	if err := a.Admit(ctx, "keeping layers filled in the background"); err != nil {
+	if err := a.Admit(ctx, "keeping layers filled in the background"); errors.Is(err, dmpool.ErrPoolFull) ||
+		errors.Is(err, dmpool.ErrPoolReadOnly) || errors.Is(err, dmpool.ErrPoolFailed) {
+		// Only these: a status that could not be read is no reason to
+		// let the layers go (they would be fetched from S3 again).
 		log.G(ctx).WithError(err).Info("the pool takes no new work: layers filled in the background and not adopted are left to containerd's garbage collection")
 		s.fillsMu.Lock()
 		clear(s.unadopted)

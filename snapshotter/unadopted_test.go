@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
 )
 
 const testRef = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -159,7 +161,7 @@ func chainRef(name string) string { return digest.FromString(name).String() }
 // above full_threshold.
 type refusingPool struct{ *fakePool }
 
-func (refusingPool) Admit(context.Context, string) error { return errdefs.ErrResourceExhausted }
+func (refusingPool) Admit(context.Context, string) error { return dmpool.ErrPoolFull }
 
 // TestUnadoptedLayersAreNotKeptInAFullPool: when the pool takes no new
 // work, the layers filled in the background are caches containerd's GC
