@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,9 +38,13 @@ import (
 // reads the log from its oldest record again, does not count it twice,
 // and errors logged while the daemon was down are seen at its start (if
 // the kernel still has them). A record is matched by device names in its
-// text, so a message about a device-mapper name that was ours but is gone
-// by the time it is read can be missed; Commit therefore notes its
-// device's kernel name before it deactivates it.
+// text, and a device-mapper name (dm-N) is gone with its device: the
+// kernel names of the pool's devices are recorded for the boot
+// (metadata.KernelLogMark; the watcher records what /sys shows, and
+// Commit its device's before it deactivates it), so that a restart still
+// knows whose dm-N a record names. The mark also keeps the last record
+// read: a restart whose first record is newer has lost records to the
+// ring's wrap, and counts that as trouble.
 
 // kernelReasonPrefix starts the trouble reason of a kernel log record.
 const kernelReasonPrefix = "the kernel logged an I/O error"
@@ -118,7 +123,22 @@ type kernelLog struct {
 	pendingReason string
 	pendingSeq    uint64
 	pendingLost   bool
+	// mark is the metadata.KernelLogMark on record for this boot: read
+	// at open (its ReadSeq judges the first record read: the ring may
+	// have wrapped while the daemon was down), written when names are
+	// noted and, now and then, as the reading goes on.
+	mark        metadata.KernelLogMark
+	markWritten time.Time
+	firstRead   bool   // a record was read since open
+	readSeq     uint64 // the last record read, when readAny
+	readAny     bool
 }
+
+// markEvery is how often the read position is written when nothing else
+// changed: a position on record older than the one read only makes a
+// restart take records it had read for overwritten ones (trouble, in
+// doubt), and only if the ring wrapped past it.
+const markEvery = 10 * time.Second
 
 // recorded says the reason scanKernelLog last returned is on record.
 func (k *kernelLog) recorded() {
@@ -152,11 +172,24 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 		log.G(ctx).WithError(err).Warn("cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
 		return
 	}
+	var mark metadata.KernelLogMark
+	if err := s.store.View(func(tx *metadata.Tx) (err error) { mark, err = tx.KernelLogMark(); return err }); err != nil {
+		// Not fatal: what it would tell (names of devices gone, a
+		// wrapped ring) is unknown this time, as after a reboot.
+		log.G(ctx).WithError(err).Warn("reading the kernel log mark")
+	}
+	if mark.Boot != boot {
+		mark = metadata.KernelLogMark{Boot: boot}
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.reader, k.boot, k.known, k.fixed = r, boot, map[string]string{}, map[string]bool{}
 	for _, d := range devs {
 		k.fixed[d] = true
+	}
+	k.mark = mark
+	for kn, name := range mark.Names {
+		k.known[kn] = name
 	}
 }
 
@@ -165,6 +198,15 @@ func (k *kernelLog) open() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.reader != nil
+}
+
+// closeKernelLog records the mark (the position read, when nothing is
+// pending) and closes the log.
+func (s *Snapshotter) closeKernelLog(ctx context.Context) {
+	s.klog.mu.Lock()
+	s.writeKernelLogMark(ctx, true)
+	s.klog.mu.Unlock()
+	s.klog.close()
 }
 
 func (k *kernelLog) close() {
@@ -179,7 +221,7 @@ func (k *kernelLog) close() {
 
 // noteDevice remembers the kernel name of the pool's device name while it
 // is active, for records about it read after it is gone.
-func (s *Snapshotter) noteDevice(name string) {
+func (s *Snapshotter) noteDevice(ctx context.Context, name string) {
 	namer, ok := s.pool.(kernelNamer)
 	if !ok {
 		return
@@ -194,10 +236,80 @@ func (s *Snapshotter) noteDevice(name string) {
 	if err != nil || kn == "" {
 		return
 	}
-	if len(k.known) > 4096 {
+	k.know(kn, name)
+	if k.mark.Names[kn] != name {
+		// On record before the device goes: a daemon killed after
+		// the deactivation reads the records about it at its next
+		// start, when only the record says whose dm-N it was. The
+		// watcher has written most names already (it sees a device
+		// within a second), so this write is seldom made.
+		s.writeKernelLogMark(ctx, true)
+	}
+}
+
+// know notes that kernel name kn is the pool's device name; k.mu held.
+func (k *kernelLog) know(kn, name string) {
+	if k.known[kn] == name {
+		return
+	}
+	if len(k.known) >= maxKnownNames {
+		// Minors are reused lowest first, so this takes more
+		// devices at once than a node has; what is lost is names
+		// of devices gone long ago.
 		clear(k.known)
 	}
 	k.known[kn] = name
+}
+
+// maxKnownNames bounds the kernel names kept and recorded.
+const maxKnownNames = 4096
+
+// notePoolDevices notes the kernel names of the pool's thin devices that
+// exist now, as /sys names them; k.mu held.
+func (s *Snapshotter) notePoolDevices() {
+	k := &s.klog
+	paths, _ := filepath.Glob(filepath.Join(sysBlock, "dm-*", "dm", "name"))
+	prefix := s.pool.Name() + "-thin-"
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if name := strings.TrimSpace(string(b)); strings.HasPrefix(name, prefix) {
+			k.know(filepath.Base(filepath.Dir(filepath.Dir(p))), name)
+		}
+	}
+}
+
+// writeKernelLogMark records the names noted and the read position when
+// they changed (the position only every markEvery, unless now); k.mu
+// held. The position is not written while a reason read is not on
+// record yet: a restart must find that record again, or find it
+// overwritten.
+func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) {
+	k := &s.klog
+	if k.reader == nil {
+		return
+	}
+	next := k.mark
+	namesChanged := !maps.Equal(k.known, k.mark.Names)
+	if namesChanged {
+		next.Names = maps.Clone(k.known)
+	}
+	posChanged := k.readAny && (!k.mark.Read || k.readSeq != k.mark.ReadSeq) &&
+		k.pendingReason == "" && !k.pendingLost &&
+		(now || time.Since(k.markWritten) >= markEvery)
+	if posChanged {
+		next.ReadSeq, next.Read = k.readSeq, true
+	}
+	if !namesChanged && !posChanged {
+		return
+	}
+	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutKernelLogMark(next) }); err != nil {
+		log.G(ctx).WithError(err).Warn("recording the kernel log mark")
+		return
+	}
+	k.mark, k.markWritten = next, time.Now()
 }
 
 // scanKernelLog reads the records since the last look and returns the
@@ -217,6 +329,16 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 	prefix := s.pool.Name()
 	for round := 0; round < maxKernelRounds; round++ {
 		n, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
+			if !k.firstRead {
+				k.firstRead = true
+				if k.mark.Read && rec.Seq > k.mark.ReadSeq+1 && !k.pendingLost {
+					log.G(ctx).Warnf("kernel log records %d to %d were overwritten while the daemon was not running: counted as trouble, since an I/O error on the pool's devices may have been among them", k.mark.ReadSeq+1, rec.Seq-1)
+					k.pendingLost = true
+				}
+			}
+			if !k.readAny || rec.Seq > k.readSeq {
+				k.readSeq, k.readAny = rec.Seq, true
+			}
 			if rec.Seq <= after || rec.Facility != 0 {
 				return
 			}
@@ -311,6 +433,8 @@ func (s *Snapshotter) watchKernelLog(ctx context.Context, stop <-chan struct{}) 
 			}
 			err := s.drainKernelLog(ctx, after)
 			found = err == nil && (k.pendingReason != "" || k.pendingLost)
+			s.notePoolDevices()
+			s.writeKernelLogMark(ctx, false)
 		}
 		k.mu.Unlock()
 		if found {

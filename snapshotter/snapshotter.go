@@ -227,7 +227,7 @@ func (s *Snapshotter) Close() error {
 	s.background.Wait()
 	// Last: background work (a fill's Commit, a template) still looks
 	// at the pool's trouble until here.
-	s.klog.close()
+	s.closeKernelLog(context.Background())
 	log.L.Debug("snapshotter closed")
 	return nil
 }

@@ -162,7 +162,7 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 	}
 	if err == nil {
 		failpoint.Hit(failpoint.TemplateAfterMkfs)
-		s.noteDevice(devName)
+		s.noteDevice(ctx, devName)
 		err = s.pool.Deactivate(ctx, devName)
 	}
 	if err == nil {
