@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -133,9 +134,10 @@ func TestMetrics(t *testing.T) {
 }
 
 // checkPoolGauges compares the pool gauges with the admin API's status.
-// Both read the pool's status line; the one taken before and the one
-// after the scrape must agree for the comparison to be exact (containerd
-// may still be removing the container's snapshot), so it retries.
+// Both read the pool's status line and the device inventory; the status
+// taken before and the one after the scrape must agree for the comparison
+// to be exact (containerd may still be removing the container's snapshot,
+// its device going from deleting to gone), so it retries.
 func checkPoolGauges(t *testing.T, s *s3env, url string) {
 	t.Helper()
 	status := func() admin.Status {
@@ -151,7 +153,9 @@ func checkPoolGauges(t *testing.T, s *s3env, url string) {
 		before := status()
 		mf := scrapeMetrics(t, url)
 		after := status()
-		if before.PoolState != after.PoolState && attempt < 10 {
+		stable := before.PoolState == after.PoolState && maps.Equal(before.Devices, after.Devices) &&
+			before.Refusing == after.Refusing
+		if !stable && attempt < 10 {
 			time.Sleep(time.Second)
 			continue
 		}
