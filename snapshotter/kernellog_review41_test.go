@@ -1,0 +1,89 @@
+package snapshotter
+
+import (
+	"context"
+	"testing"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// TestTemplateRefusedForItsOwnErrorAfterAnother: one look reads a write
+// lost on another thin device and then one lost on the template's own
+// device (a failing data disk errors every active device's writes at
+// once). The bump's reason names only the first record read, and the
+// template is judged by that reason alone: it must still be refused.
+func TestTemplateRefusedForItsOwnErrorAfterAnother(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	pool := dm8Pool{kernelNamedPool{newFakePool()}}
+	s := kernelLogSnapshotter(t, pool, store)
+	for _, k := range []string{"a", "b"} { // template thin-1, then thin-2 and thin-3 (dm-7)
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.format = func(context.Context, string, string) error {
+		appendKernelLog(t, logPath,
+			"3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n"+
+				"3,3,21,-;Buffer I/O error on dev dm-8, logical block 9, lost async page write\n")
+		return nil
+	}
+	// The template's device is thin-4, which the kernel names dm-8.
+	if _, err := s.makeTemplate(ctx, "ext4-other", "ext4", 32<<20); err == nil {
+		t.Fatal("template accepted although the kernel logged a write lost on its own device (dm-8)")
+	}
+}
+
+// dm9Pool is the fake pool whose devices the kernel names dm-9; /sys of
+// fakeKernel says dm-9 is another pool's device now (the minor reused).
+type dm9Pool struct{ kernelNamedPool }
+
+func (dm9Pool) KernelName(string) (string, error) { return "dm-9", nil }
+
+// TestKernelErrorOnAMinorReusedSinceIsOurs: Commit noted that its device
+// is dm-9 and deactivated it; before the look read the kernel's report of
+// a write lost on dm-9, another tool's device took the minor. The report
+// was about our snapshot's device: the Commit must be refused.
+func TestKernelErrorOnAMinorReusedSinceIsOurs(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, dm9Pool{kernelNamedPool{newFakePool()}}, store)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-9, logical block 5, lost async page write\n")
+	err := s.Commit(ctx, "base", "a")
+	wantRefused(t, s, err, "a", "I/O error on dm-9")
+}
+
+// TestKernelRecordReadWhileAnotherIsRecordedIsKept: the watcher reads a
+// second error record between a look's scan and its recording; the
+// look's recorded() must not forget it.
+func TestKernelRecordReadWhileAnotherIsRecordedIsKept(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
+	for _, k := range []string{"a", "b"} { // thin-3 is dm-7
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
+	reason, seq, err := s.scanKernelLog(ctx, metadata.PoolTrouble{})
+	if err != nil || reason == "" || seq != 2 {
+		t.Fatalf("scan: %q %d %v", reason, seq, err)
+	}
+	// The watcher's tick, while the look's store.Update runs.
+	appendKernelLog(t, logPath, "3,3,30,-;Buffer I/O error on dev dm-7, logical block 6, lost async page write\n")
+	s.klog.mu.Lock()
+	s.drainKernelLog(ctx, 0)
+	s.klog.mu.Unlock()
+	s.klog.recorded() // the look's record (KernelSeq 2) is durable
+	reason, seq, err = s.scanKernelLog(ctx, metadata.PoolTrouble{KernelBoot: s.klog.boot, KernelSeq: 2})
+	if err != nil || seq != 3 {
+		t.Errorf("record 3, read while record 2 was being recorded, is forgotten: %q %d %v", reason, seq, err)
+	}
+}
