@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,6 +124,18 @@ type kernelLog struct {
 	pendingReason string
 	pendingSeq    uint64
 	pendingLost   bool
+	// pendingDevs are the devices the pending records name (at most
+	// maxReasonDevices), pendingGen counts changes of what is pending:
+	// recorded clears only what the look that recorded it had read.
+	pendingDevs []string
+	pendingGen  uint64
+	// reused are kernel names noted as the pool's that /sys showed as
+	// another's at the watcher's last tick: forgotten at the next, once
+	// a drain started after the minor was reused read what the kernel
+	// logged about our device before.
+	reused map[string]bool
+	// drainFailed is when the watcher last logged a failed drain.
+	drainFailed time.Time
 	// mark is the metadata.KernelLogMark on record for this boot: read
 	// at open (its ReadSeq judges the first record read: the ring may
 	// have wrapped while the daemon was down), written when names are
@@ -140,11 +153,45 @@ type kernelLog struct {
 // doubt), and only if the ring wrapped past it.
 const markEvery = 10 * time.Second
 
-// recorded says the reason scanKernelLog last returned is on record.
-func (k *kernelLog) recorded() {
+// recorded says the reason scanKernelLog returned with pending
+// generation gen is on record. What was read since (the watcher drains
+// while a look records) stays pending: the next look records it.
+func (k *kernelLog) recorded(gen uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.pendingReason, k.pendingSeq, k.pendingLost = "", 0, false
+	if gen != k.pendingGen {
+		return
+	}
+	k.pendingReason, k.pendingSeq, k.pendingLost, k.pendingDevs = "", 0, false, nil
+}
+
+// maxReasonDevices bounds the devices a kernel trouble reason names.
+const maxReasonDevices = 8
+
+// pend adds a record of ours on dev to what is pending; k.mu held. The
+// reason quotes the first record and names every other device (a
+// failing data disk errors the writes of all active devices at once): a
+// template is judged by the devices its trouble names (template.go).
+func (k *kernelLog) pend(seq uint64, dev, msg string) {
+	k.pendingSeq = max(k.pendingSeq, seq)
+	k.pendingGen++
+	if k.pendingReason == "" {
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		k.pendingReason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
+		k.pendingDevs = []string{dev}
+		return
+	}
+	if slices.Contains(k.pendingDevs, dev) || len(k.pendingDevs) > maxReasonDevices {
+		return
+	}
+	k.pendingDevs = append(k.pendingDevs, dev)
+	if len(k.pendingDevs) > maxReasonDevices {
+		k.pendingReason += "; and on more devices"
+		return
+	}
+	k.pendingReason += "; also on " + dev
 }
 
 // openKernelLog starts reading the kernel log, when the pool can name its
@@ -266,19 +313,35 @@ const maxKnownNames = 4096
 
 // notePoolDevices notes the kernel names of the pool's thin devices that
 // exist now, as /sys names them; k.mu held.
+//
+// A noted name whose minor /sys shows as another's device now is
+// forgotten at the next tick, not at once: records of ours logged before
+// the reuse are read by that tick's drain first (ourDevice takes a noted
+// name as ours whatever /sys says now).
 func (s *Snapshotter) notePoolDevices() {
 	k := &s.klog
 	paths, _ := filepath.Glob(filepath.Join(sysBlock, "dm-*", "dm", "name"))
 	prefix := s.pool.Name() + "-thin-"
+	reused := map[string]bool{}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
-		if name := strings.TrimSpace(string(b)); strings.HasPrefix(name, prefix) {
-			k.know(filepath.Base(filepath.Dir(filepath.Dir(p))), name)
+		kn := filepath.Base(filepath.Dir(filepath.Dir(p)))
+		name := strings.TrimSpace(string(b))
+		switch {
+		case strings.HasPrefix(name, prefix):
+			k.know(kn, name)
+		case k.known[kn] != "":
+			if k.reused[kn] {
+				delete(k.known, kn)
+			} else {
+				reused[kn] = true
+			}
 		}
 	}
+	k.reused = reused
 }
 
 // writeKernelLogMark records the names noted and the read position when
@@ -334,6 +397,7 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 				if k.mark.Read && rec.Seq > k.mark.ReadSeq+1 && !k.pendingLost {
 					log.G(ctx).Warnf("kernel log records %d to %d were overwritten while the daemon was not running: counted as trouble, since an I/O error on the pool's devices may have been among them", k.mark.ReadSeq+1, rec.Seq-1)
 					k.pendingLost = true
+					k.pendingGen++
 				}
 			}
 			if !k.readAny || rec.Seq > k.readSeq {
@@ -346,14 +410,7 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 			if dev == "" || s.abandonedDevice(dev) {
 				return
 			}
-			k.pendingSeq = max(k.pendingSeq, rec.Seq)
-			if k.pendingReason == "" {
-				msg := rec.Message
-				if len(msg) > 200 {
-					msg = msg[:200] + "..."
-				}
-				k.pendingReason = fmt.Sprintf("%s on %s: %q", kernelReasonPrefix, dev, msg)
-			}
+			k.pend(rec.Seq, dev, rec.Message)
 		})
 		if lost && !k.pendingLost {
 			// What was overwritten may have held an error of ours:
@@ -361,6 +418,7 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 			// (watchKernelLog) makes this need a flood of records.
 			log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: counted as trouble, since an I/O error on the pool's devices may have been among them")
 			k.pendingLost = true
+			k.pendingGen++
 		}
 		if err != nil {
 			return fmt.Errorf("%w: %w", errKernelLogUnread, err)
@@ -378,7 +436,7 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 // records lost before they were read; "" when none. pt is the trouble on
 // record: records it accounted for are skipped. An error says the log
 // could not be read to its end (or is closed: the daemon is stopping).
-func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble) (reason string, seq uint64, err error) {
+func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble) (reason string, seq, gen uint64, err error) {
 	k := &s.klog
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -386,9 +444,9 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 		if k.closed {
 			// A call the daemon's drain abandoned, still running
 			// after Close: it cannot vouch for writes.
-			return "", 0, fmt.Errorf("%w: it is closed, the daemon is stopping", errKernelLogUnread)
+			return "", 0, 0, fmt.Errorf("%w: it is closed, the daemon is stopping", errKernelLogUnread)
 		}
-		return "", 0, nil
+		return "", 0, 0, nil
 	}
 	var after uint64
 	if pt.KernelBoot == k.boot {
@@ -396,7 +454,7 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 	}
 	if err := s.drainKernelLog(ctx, after); err != nil {
 		log.G(ctx).WithError(err).Warn("reading the kernel log")
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	reason = k.pendingReason
 	if k.pendingLost {
@@ -405,7 +463,7 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 		}
 		reason += kernelReasonPrefix + " (maybe: kernel log records were overwritten before the daemon read them)"
 	}
-	return reason, k.pendingSeq, nil
+	return reason, k.pendingSeq, k.pendingGen, nil
 }
 
 // watchKernelLog drains the kernel log every second, so that its ring
@@ -425,16 +483,7 @@ func (s *Snapshotter) watchKernelLog(ctx context.Context, stop <-chan struct{}) 
 		k.mu.Lock()
 		found := false
 		if k.reader != nil {
-			var pt metadata.PoolTrouble
-			s.store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err })
-			after := uint64(0)
-			if pt.KernelBoot == k.boot {
-				after = pt.KernelSeq
-			}
-			err := s.drainKernelLog(ctx, after)
-			found = err == nil && (k.pendingReason != "" || k.pendingLost)
-			s.notePoolDevices()
-			s.writeKernelLogMark(ctx, false)
+			found = s.kernelLogTick(ctx)
 		}
 		k.mu.Unlock()
 		if found {
@@ -443,6 +492,42 @@ func (s *Snapshotter) watchKernelLog(ctx context.Context, stop <-chan struct{}) 
 			}
 		}
 	}
+}
+
+// kernelLogTick is one round of watchKernelLog; k.mu held. It reports
+// whether a record of ours is pending.
+func (s *Snapshotter) kernelLogTick(ctx context.Context) bool {
+	k := &s.klog
+	var pt metadata.PoolTrouble
+	if err := s.store.View(func(tx *metadata.Tx) (err error) { pt, err = tx.PoolTrouble(); return err }); err != nil {
+		// Without the record of what was counted, records already
+		// counted would be counted again: wait for the next tick.
+		s.drainFailedWarn(ctx, fmt.Errorf("reading the pool trouble record: %w", err))
+		return false
+	}
+	after := uint64(0)
+	if pt.KernelBoot == k.boot {
+		after = pt.KernelSeq
+	}
+	if err := s.drainKernelLog(ctx, after); err != nil {
+		s.drainFailedWarn(ctx, err)
+		return false
+	}
+	s.notePoolDevices()
+	s.writeKernelLogMark(ctx, false)
+	return k.pendingReason != "" || k.pendingLost
+}
+
+// drainFailedWarn logs a failed round of the watcher, once a minute at
+// most: every Commit's own look reads the log too and refuses while it
+// cannot be read, so this says why before an operator meets a refusal.
+func (s *Snapshotter) drainFailedWarn(ctx context.Context, err error) {
+	k := &s.klog
+	if time.Since(k.drainFailed) < time.Minute {
+		return
+	}
+	k.drainFailed = time.Now()
+	log.G(ctx).WithError(err).Warn("kernel log watch: this round failed; Commits look again themselves")
 }
 
 // abandonedDevice reports whether dev (as ourDevice describes it) is a
@@ -481,9 +566,11 @@ func (s *Snapshotter) abandonedDevice(dev string) bool {
 }
 
 // ourDevice returns a description of kernel device tok when it is one of
-// the pool's ("dm-7 (pool-thin-12)", "loop1"), or "". /sys says what a
-// dm-N is now; only a device that is gone is looked up in what was
-// noted, since the kernel reuses minors at once.
+// the pool's ("dm-7 (pool-thin-12)", "loop1"), or "". A dm-N is ours
+// when /sys says so now or when it was noted as ours: the kernel reuses
+// minors at once, so a record read after our device went can find
+// another's device there (notePoolDevices forgets such a name once the
+// records before the reuse are read).
 func (k *kernelLog) ourDevice(tok, pool string) string {
 	if tok == "" {
 		return ""
@@ -500,13 +587,13 @@ func (k *kernelLog) ourDevice(tok, pool string) string {
 	if !strings.HasPrefix(tok, "dm-") {
 		return ""
 	}
-	var name string
+	ours := func(name string) bool { return name == pool || strings.HasPrefix(name, pool+"-thin-") }
 	if b, err := os.ReadFile(filepath.Join(sysBlock, tok, "dm", "name")); err == nil {
-		name = strings.TrimSpace(string(b))
-	} else if n, ok := k.known[tok]; ok {
-		name = n
+		if name := strings.TrimSpace(string(b)); ours(name) {
+			return tok + " (" + name + ")"
+		}
 	}
-	if name == pool || strings.HasPrefix(name, pool+"-thin-") {
+	if name, ok := k.known[tok]; ok && ours(name) {
 		return tok + " (" + name + ")"
 	}
 	return ""

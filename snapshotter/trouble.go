@@ -131,7 +131,7 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 			reason += ", pool " + now
 		}
 	}
-	kernelReason, seq, err := s.scanKernelLog(ctx, pt)
+	kernelReason, seq, gen, err := s.scanKernelLog(ctx, pt)
 	if err != nil {
 		// Nothing bumped: the records are read at the next look; a
 		// Commit cannot vouch for its writes this time.
@@ -161,7 +161,7 @@ func (s *Snapshotter) observeTrouble(ctx context.Context) (metadata.PoolTrouble,
 		return pt, now, fmt.Errorf("recording pool trouble: %w", err)
 	}
 	if kernelReason != "" {
-		s.klog.recorded()
+		s.klog.recorded(gen)
 	}
 	w.troubled, w.reload = now, nil
 	if reason != "" {

@@ -60,7 +60,7 @@ func TestKernelErrorOnAMinorReusedSinceIsOurs(t *testing.T) {
 
 // TestKernelRecordReadWhileAnotherIsRecordedIsKept: the watcher reads a
 // second error record between a look's scan and its recording; the
-// look's recorded() must not forget it.
+// look's recorded must not forget it.
 func TestKernelRecordReadWhileAnotherIsRecordedIsKept(t *testing.T) {
 	ctx := context.Background()
 	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
@@ -72,7 +72,7 @@ func TestKernelRecordReadWhileAnotherIsRecordedIsKept(t *testing.T) {
 		}
 	}
 	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
-	reason, seq, err := s.scanKernelLog(ctx, metadata.PoolTrouble{})
+	reason, seq, gen, err := s.scanKernelLog(ctx, metadata.PoolTrouble{})
 	if err != nil || reason == "" || seq != 2 {
 		t.Fatalf("scan: %q %d %v", reason, seq, err)
 	}
@@ -81,9 +81,38 @@ func TestKernelRecordReadWhileAnotherIsRecordedIsKept(t *testing.T) {
 	s.klog.mu.Lock()
 	s.drainKernelLog(ctx, 0)
 	s.klog.mu.Unlock()
-	s.klog.recorded() // the look's record (KernelSeq 2) is durable
-	reason, seq, err = s.scanKernelLog(ctx, metadata.PoolTrouble{KernelBoot: s.klog.boot, KernelSeq: 2})
+	s.klog.recorded(gen) // the look's record (KernelSeq 2) is durable
+	reason, seq, _, err = s.scanKernelLog(ctx, metadata.PoolTrouble{KernelBoot: s.klog.boot, KernelSeq: 2})
 	if err != nil || seq != 3 {
 		t.Errorf("record 3, read while record 2 was being recorded, is forgotten: %q %d %v", reason, seq, err)
+	}
+}
+
+// TestReusedMinorIsForgottenAtTheNextTick: a minor noted as ours that
+// /sys shows as another's device is still ours at the watcher's tick that
+// sees the reuse (records logged before it may not be read yet), and
+// forgotten at the next: another device's errors do not refuse our
+// Commits for good.
+func TestReusedMinorIsForgottenAtTheNextTick(t *testing.T) {
+	ctx := context.Background()
+	fakeKernel(t, "6,1,10,-;nothing\n")
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	k := &s.klog
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.know("dm-9", "fake-thin-5") // /sys: dm-9 is other-thin-3 now
+	const rec = "Buffer I/O error on dev dm-9, logical block 3, lost async page write"
+	for tick, want := range []string{"dm-9 (fake-thin-5)", "dm-9 (fake-thin-5)", ""} {
+		if got := k.ourDevice(errorDevice(rec), "fake"); got != want {
+			t.Errorf("after %d ticks: a record on dm-9 is %q, want %q", tick, got, want)
+		}
+		s.notePoolDevices()
+		s.writeKernelLogMark(ctx, false)
+	}
+	if _, ok := k.mark.Names["dm-9"]; ok {
+		t.Errorf("the forgotten name is still on record: %v", k.mark.Names)
+	}
+	if k.known["dm-7"] != "fake-thin-3" {
+		t.Errorf("the pool's device dm-7 is not known: %v", k.known)
 	}
 }
