@@ -67,9 +67,12 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if _, err := sn.Prepare(ctx, forgotten, ""); err != nil {
 		t.Fatal(err)
 	}
-	var orphan, ghostID, unknown uint32
+	var orphan, ghostID, unknown, quarantined uint32
 	if err := store.Update(func(tx *metadata.Tx) (err error) {
 		if orphan, err = tx.AllocateDeviceID(); err != nil {
+			return err
+		}
+		if quarantined, err = tx.AllocateDeviceID(); err != nil {
 			return err
 		}
 		if ghostID, err = tx.AllocateDeviceID(); err != nil {
@@ -80,15 +83,18 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []uint32{orphan, unknown} {
+	for _, id := range []uint32{orphan, unknown, quarantined} {
 		if err := pool.CreateThin(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	orphanName := fmt.Sprintf("%s-thin-%d", pool.Name(), orphan)
-	fillDevice(t, pool, orphanName, orphan, 8<<20)
-	if err := pool.Deactivate(ctx, orphanName); err != nil {
-		t.Fatal(err)
+	quarantinedName := fmt.Sprintf("%s-thin-%d", pool.Name(), quarantined)
+	for name, id := range map[string]uint32{orphanName: orphan, quarantinedName: quarantined} {
+		fillDevice(t, pool, name, id, 8<<20)
+		if err := pool.Deactivate(ctx, name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The unknown device stays active under a name of its own.
 	fillDevice(t, pool, "planted-unknown", unknown, 4<<20)
@@ -96,6 +102,12 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if err := store.Update(func(tx *metadata.Tx) error {
 		if err := tx.PutDevice(&metadata.Device{ID: orphan, Name: orphanName, Size: 64 << 20, State: metadata.DeviceOrphaned,
 			Role: metadata.RoleSnapshot, Owner: "planted", Error: "planted by TestGCPlantedLeftovers"}); err != nil {
+			return err
+		}
+		// Set aside by a reconcile that could not check it: its data
+		// may be recoverable, so only an explicit flag removes it.
+		if err := tx.PutDevice(&metadata.Device{ID: quarantined, Name: quarantinedName, Size: 64 << 20, State: metadata.DeviceQuarantined,
+			Role: metadata.RoleSnapshot, Owner: "planted", Error: "quarantined by TestGCPlantedLeftovers"}); err != nil {
 			return err
 		}
 		if err := tx.PutDevice(&metadata.Device{ID: ghostID, Name: fmt.Sprintf("%s-thin-%d", pool.Name(), ghostID), Size: 64 << 20,
@@ -138,8 +150,11 @@ func TestGCPlantedLeftovers(t *testing.T) {
 		return strings.HasSuffix(it.Snapshot, "/"+importKey) && it.Name == importKey && it.Namespace == namespace
 	})
 	check(gc.KindUnreferenced, func(it gc.Item) bool { return it.Snapshot == forgotten && it.InPool && it.Bytes > 0 })
-	if len(rep.Items) != 5 {
-		t.Errorf("gc --dry-run listed %d items, want exactly the 5 planted", len(rep.Items))
+	check(gc.KindQuarantined, func(it gc.Item) bool {
+		return it.DeviceID == quarantined && it.InPool && it.Bytes >= 8<<20 && strings.Contains(it.Blocked, "--include-quarantined")
+	})
+	if len(rep.Items) != 6 {
+		t.Errorf("gc --dry-run listed %d items, want exactly the 6 planted", len(rep.Items))
 	}
 	if !strings.HasPrefix(rep.Containerd, "checked") {
 		t.Errorf("containerd was not asked: %s", rep.Containerd)
@@ -150,15 +165,24 @@ func TestGCPlantedLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only the quarantined device is left, data and all.
+	if rep := e.gcReport("--dry-run"); len(rep.Items) != 1 || rep.Items[0].DeviceID != quarantined || rep.Items[0].Bytes < 8<<20 {
+		t.Errorf("after gc --force, listed: %+v; want only the quarantined device %d, with its data", rep.Items, quarantined)
+	}
+	out, err = e.flyio("gc", "--force", "--include-quarantined", "--min-age", "0s")
+	t.Logf("gc --force --include-quarantined:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if rep := e.gcReport("--dry-run"); len(rep.Items) != 0 {
-		t.Errorf("after gc --force, still listed: %+v", rep.Items)
+		t.Errorf("after gc --force --include-quarantined, still listed: %+v", rep.Items)
 	}
 	md, err := thinmeta.ReadPool(ctx, e.Cfg.Pool.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range md.Devices {
-		if d.ID == orphan || d.ID == unknown {
+		if d.ID == orphan || d.ID == unknown || d.ID == quarantined {
 			t.Errorf("thin id %d still in the pool", d.ID)
 		}
 	}
