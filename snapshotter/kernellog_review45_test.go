@@ -1,0 +1,78 @@
+package snapshotter
+
+import (
+	"context"
+	"testing"
+
+	"github.com/superfly/flyio-image-manager/metadata"
+)
+
+// dm7Pool is the fake pool whose devices the kernel names dm-7; /sys of
+// fakeKernel says dm-7 is fake-thin-3, another thin device of the same
+// pool (our own next activation took the freed minor: the kernel hands
+// out the lowest one).
+type dm7Pool struct{ kernelNamedPool }
+
+func (dm7Pool) KernelName(string) (string, error) { return "dm-7", nil }
+
+// TestTemplateRefusedForItsOwnErrorOnAMinorOurPoolReused: the template's
+// device (thin-4) was dm-7, noted before its deactivation; a snapshot's
+// device (thin-3) of the same pool took dm-7 before the look read the
+// kernel's report of a write lost on dm-7. The report is attributed to
+// thin-3 (/sys wins when it names one of ours), and otherThinDevice
+// takes it for another device's: the template is accepted.
+func TestTemplateRefusedForItsOwnErrorOnAMinorOurPoolReused(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	s := kernelLogSnapshotter(t, dm7Pool{kernelNamedPool{newFakePool()}}, newTestStore(t))
+	for _, k := range []string{"a", "b"} { // template thin-1, then thin-2 and thin-3
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.format = func(context.Context, string, string) error {
+		appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
+		return nil
+	}
+	if _, err := s.makeTemplate(ctx, "ext4-other", "ext4", 32<<20); err == nil {
+		t.Fatal("template accepted although the kernel logged a write lost on dm-7, its own device when noted")
+	}
+}
+
+// TestForgottenNameOfAPendingRecordSurvivesARestart: a record about our
+// dm-9 is read but not on record yet (the look recording it failed); the
+// watcher ticks twice, forgets dm-9 (another tool's device has the minor
+// now) and writes the names without it. The daemon restarts: it reads
+// the record again (the position was not written) and must still count
+// it, or the Commit retried after the restart is accepted.
+func TestForgottenNameOfAPendingRecordSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	pool := dm9Pool{kernelNamedPool{newFakePool()}}
+	s := kernelLogSnapshotter(t, pool, store)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	var rec *metadata.Snapshot
+	if err := store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	s.noteDevice(ctx, s.deviceName(rec.DeviceID)) // what Commit does before it deactivates
+	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-9, logical block 5, lost async page write\n")
+	k := &s.klog
+	k.mu.Lock()
+	if err := s.drainKernelLog(ctx, 0); err != nil || k.pendingReason == "" {
+		t.Fatalf("drain: %v, pending %q", err, k.pendingReason)
+	}
+	for range 2 { // two watcher ticks whose looks fail to record
+		s.notePoolDevices()
+		s.writeKernelLogMark(ctx, false)
+	}
+	k.mu.Unlock()
+	s.Close()
+
+	s2 := kernelLogSnapshotter(t, pool, store)
+	err := s2.Commit(ctx, "base", "a")
+	wantRefused(t, s2, err, "a", "I/O error on dm-9")
+}
