@@ -24,9 +24,10 @@ type KernelLogMark struct {
 	// it is set (0 is a record's number too).
 	ReadSeq uint64 `json:"read_seq"`
 	Read    bool   `json:"read"`
-	// Names maps a kernel name (dm-N) to the pool's device name that had
-	// it, the latest one seen in this boot.
-	Names map[string]string `json:"names,omitempty"`
+	// Names maps a kernel name (dm-N) to the pool's device names that
+	// had it in this boot and may still be named by records not counted
+	// yet, oldest first (the kernel reuses a minor at once).
+	Names map[string][]string `json:"names,omitempty"`
 }
 
 // KernelLogMark returns the mark; a database that never had one returns

@@ -112,9 +112,11 @@ type kernelLog struct {
 	reader *kmsg.Reader // nil: not read
 	closed bool         // it was read, and Close closed it
 	boot   string
-	// known are kernel names (dm-N) of the pool's devices seen or noted,
-	// for records read after a device went; cleared when it grows large.
-	known map[string]string
+	// known are, for a kernel name (dm-N), the pool's devices seen or
+	// noted with it, oldest first (at most maxNamesPerMinor), for records
+	// read after a device went or its minor was reused; notePoolDevices
+	// forgets what no record can name any more.
+	known map[string][]string
 	// fixed are the pool's own kernel names: the pool, its data and
 	// metadata devices.
 	fixed map[string]bool
@@ -124,16 +126,15 @@ type kernelLog struct {
 	pendingReason string
 	pendingSeq    uint64
 	pendingLost   bool
-	// pendingDevs are the devices the pending records name (at most
-	// maxReasonDevices), pendingGen counts changes of what is pending:
+	// pendingDevs are the devices the pending records name (bounded by
+	// maxReasonDevices+1), pendingGen counts changes of what is pending:
 	// recorded clears only what the look that recorded it had read.
 	pendingDevs []string
 	pendingGen  uint64
-	// reused are kernel names noted as the pool's that /sys showed as
-	// another's at the watcher's last tick: forgotten at the next, once
-	// a drain started after the minor was reused read what the kernel
-	// logged about our device before.
-	reused map[string]bool
+	// prunable are known names ("dm-N\x00name") that /sys did not show
+	// on their minor at the watcher's last tick: forgotten at the next
+	// if still so and nothing is pending (notePoolDevices).
+	prunable map[string]bool
 	// drainFailed is when the watcher last logged a failed drain.
 	drainFailed time.Time
 	// mark is the metadata.KernelLogMark on record for this boot: read
@@ -230,13 +231,13 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.reader, k.boot, k.known, k.fixed = r, boot, map[string]string{}, map[string]bool{}
+	k.reader, k.boot, k.known, k.fixed = r, boot, map[string][]string{}, map[string]bool{}
 	for _, d := range devs {
 		k.fixed[d] = true
 	}
 	k.mark = mark
-	for kn, name := range mark.Names {
-		k.known[kn] = name
+	for kn, names := range mark.Names {
+		k.known[kn] = slices.Clone(names)
 	}
 }
 
@@ -284,7 +285,7 @@ func (s *Snapshotter) noteDevice(ctx context.Context, name string) {
 		return
 	}
 	k.know(kn, name)
-	if k.mark.Names[kn] != name {
+	if names := k.mark.Names[kn]; len(names) == 0 || names[len(names)-1] != name {
 		// On record before the device goes: a daemon killed after
 		// the deactivation reads the records about it at its next
 		// start, when only the record says whose dm-N it was. The
@@ -294,54 +295,89 @@ func (s *Snapshotter) noteDevice(ctx context.Context, name string) {
 	}
 }
 
-// know notes that kernel name kn is the pool's device name; k.mu held.
+// know notes that kernel name kn is the pool's device name now; k.mu
+// held. The names it had before are kept (a record read later may be
+// about one of them) until notePoolDevices forgets them.
 func (k *kernelLog) know(kn, name string) {
-	if k.known[kn] == name {
+	names := k.known[kn]
+	if len(names) > 0 && names[len(names)-1] == name {
 		return
 	}
-	if len(k.known) >= maxKnownNames {
-		// Minors are reused lowest first, so this takes more
-		// devices at once than a node has; what is lost is names
-		// of devices gone long ago.
-		clear(k.known)
+	if _, ok := k.known[kn]; !ok && len(k.known) >= maxKnownNames {
+		// More minors than a node has devices: notePoolDevices
+		// forgets gone ones within two seconds, so this holds only
+		// while records stay pending. The newest device is then
+		// judged by what /sys says while it exists.
+		return
 	}
-	k.known[kn] = name
+	names = slices.DeleteFunc(names, func(n string) bool { return n == name })
+	names = append(names, name)
+	if len(names) > maxNamesPerMinor {
+		names = names[len(names)-maxNamesPerMinor:]
+	}
+	k.known[kn] = names
 }
 
-// maxKnownNames bounds the kernel names kept and recorded.
-const maxKnownNames = 4096
+// maxKnownNames bounds the kernel names kept and recorded, and
+// maxNamesPerMinor the names kept for one: a minor reused that often
+// within two seconds is not a node's.
+const (
+	maxKnownNames    = 4096
+	maxNamesPerMinor = 4
+)
 
 // notePoolDevices notes the kernel names of the pool's thin devices that
-// exist now, as /sys names them; k.mu held.
+// exist now, as /sys names them, and forgets names no record can be
+// about any more; k.mu held, after a drain read the log to its end.
 //
-// A noted name whose minor /sys shows as another's device now is
-// forgotten at the next tick, not at once: records of ours logged before
-// the reuse are read by that tick's drain first (ourDevice takes a noted
-// name as ours whatever /sys says now).
+// A device gone (or its minor now another's) at one tick was gone before
+// the next tick's drain began, so that drain read every record the kernel
+// logged about it (a device's I/O errors are logged before it can be
+// removed). Such a name is forgotten at the tick after the one that first
+// saw it gone, and only while nothing read is pending: a record read but
+// not on record yet is read again by a restart, which needs the name.
 func (s *Snapshotter) notePoolDevices() {
 	k := &s.klog
 	paths, _ := filepath.Glob(filepath.Join(sysBlock, "dm-*", "dm", "name"))
 	prefix := s.pool.Name() + "-thin-"
-	reused := map[string]bool{}
+	now := make(map[string]string, len(paths))
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
 		kn := filepath.Base(filepath.Dir(filepath.Dir(p)))
-		name := strings.TrimSpace(string(b))
-		switch {
-		case strings.HasPrefix(name, prefix):
-			k.know(kn, name)
-		case k.known[kn] != "":
-			if k.reused[kn] {
-				delete(k.known, kn)
-			} else {
-				reused[kn] = true
-			}
+		now[kn] = strings.TrimSpace(string(b))
+		if strings.HasPrefix(now[kn], prefix) {
+			k.know(kn, now[kn])
 		}
 	}
-	k.reused = reused
+	if k.pendingReason != "" || k.pendingLost {
+		k.prunable = nil
+		return
+	}
+	prunable := map[string]bool{}
+	for kn, names := range k.known {
+		keep := names[:0:0]
+		for _, name := range names {
+			id := kn + "\x00" + name
+			switch {
+			case now[kn] == name:
+				keep = append(keep, name)
+			case k.prunable[id]:
+				// Gone since the last tick: forgotten.
+			default:
+				prunable[id] = true
+				keep = append(keep, name)
+			}
+		}
+		if len(keep) == 0 {
+			delete(k.known, kn)
+		} else {
+			k.known[kn] = keep
+		}
+	}
+	k.prunable = prunable
 }
 
 // writeKernelLogMark records the names noted and the read position when
@@ -355,9 +391,12 @@ func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) {
 		return
 	}
 	next := k.mark
-	namesChanged := !maps.Equal(k.known, k.mark.Names)
+	namesChanged := !maps.EqualFunc(k.known, k.mark.Names, slices.Equal[[]string])
 	if namesChanged {
-		next.Names = maps.Clone(k.known)
+		next.Names = make(map[string][]string, len(k.known))
+		for kn, names := range k.known {
+			next.Names[kn] = slices.Clone(names)
+		}
 	}
 	posChanged := k.readAny && (!k.mark.Read || k.readSeq != k.mark.ReadSeq) &&
 		k.pendingReason == "" && !k.pendingLost &&
@@ -406,11 +445,15 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 			if rec.Seq <= after || rec.Facility != 0 {
 				return
 			}
-			dev := k.ourDevice(errorDevice(rec.Message), prefix)
-			if dev == "" || s.abandonedDevice(dev) {
+			// Every device the record may be about counts unless
+			// all are abandoned: a minor reused names two.
+			devs := k.ourDevices(errorDevice(rec.Message), prefix)
+			if !slices.ContainsFunc(devs, func(d string) bool { return !s.abandonedDevice(d) }) {
 				return
 			}
-			k.pend(rec.Seq, dev, rec.Message)
+			for _, dev := range devs {
+				k.pend(rec.Seq, dev, rec.Message)
+			}
 		})
 		if lost && !k.pendingLost {
 			// What was overwritten may have held an error of ours:
@@ -565,15 +608,14 @@ func (s *Snapshotter) abandonedDevice(dev string) bool {
 	return abandoned
 }
 
-// ourDevice returns a description of kernel device tok when it is one of
-// the pool's ("dm-7 (pool-thin-12)", "loop1"), or "". A dm-N is ours
-// when /sys says so now or when it was noted as ours: the kernel reuses
-// minors at once, so a record read after our device went can find
-// another's device there (notePoolDevices forgets such a name once the
-// records before the reuse are read).
-func (k *kernelLog) ourDevice(tok, pool string) string {
+// ourDevices returns descriptions of the pool's devices kernel device tok
+// may be ("dm-7 (pool-thin-12)", "loop1"), or none. A dm-N is the
+// device /sys names now, when it is the pool's, and every device of the
+// pool noted with that minor and not forgotten: the kernel reuses minors
+// at once, so a record read now can be about a device gone since.
+func (k *kernelLog) ourDevices(tok, pool string) []string {
 	if tok == "" {
-		return ""
+		return nil
 	}
 	if strings.HasPrefix(tok, "dm-") {
 		// jbd2 names a journal "dm-7-8" (device, inode).
@@ -582,19 +624,22 @@ func (k *kernelLog) ourDevice(tok, pool string) string {
 		}
 	}
 	if k.fixed[tok] {
-		return tok
+		return []string{tok}
 	}
 	if !strings.HasPrefix(tok, "dm-") {
-		return ""
+		return nil
 	}
 	ours := func(name string) bool { return name == pool || strings.HasPrefix(name, pool+"-thin-") }
+	var devs []string
 	if b, err := os.ReadFile(filepath.Join(sysBlock, tok, "dm", "name")); err == nil {
 		if name := strings.TrimSpace(string(b)); ours(name) {
-			return tok + " (" + name + ")"
+			devs = append(devs, tok+" ("+name+")")
 		}
 	}
-	if name, ok := k.known[tok]; ok && ours(name) {
-		return tok + " (" + name + ")"
+	for _, name := range slices.Backward(k.known[tok]) {
+		if d := tok + " (" + name + ")"; ours(name) && !slices.Contains(devs, d) {
+			devs = append(devs, d)
+		}
 	}
-	return ""
+	return devs
 }

@@ -2,6 +2,8 @@ package snapshotter
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -103,7 +105,7 @@ func TestReusedMinorIsForgottenAtTheNextTick(t *testing.T) {
 	k.know("dm-9", "fake-thin-5") // /sys: dm-9 is other-thin-3 now
 	const rec = "Buffer I/O error on dev dm-9, logical block 3, lost async page write"
 	for tick, want := range []string{"dm-9 (fake-thin-5)", "dm-9 (fake-thin-5)", ""} {
-		if got := k.ourDevice(errorDevice(rec), "fake"); got != want {
+		if got := strings.Join(k.ourDevices(errorDevice(rec), "fake"), ", "); got != want {
 			t.Errorf("after %d ticks: a record on dm-9 is %q, want %q", tick, got, want)
 		}
 		s.notePoolDevices()
@@ -112,7 +114,39 @@ func TestReusedMinorIsForgottenAtTheNextTick(t *testing.T) {
 	if _, ok := k.mark.Names["dm-9"]; ok {
 		t.Errorf("the forgotten name is still on record: %v", k.mark.Names)
 	}
-	if k.known["dm-7"] != "fake-thin-3" {
+	if !slices.Equal(k.known["dm-7"], []string{"fake-thin-3"}) {
 		t.Errorf("the pool's device dm-7 is not known: %v", k.known)
+	}
+}
+
+// TestRecordOnAMinorOfTwoOfOursNamesBoth: dm-7 was thin-6 when noted and
+// is thin-3 now; a record about dm-7 may be about either, so it names
+// both, and a gone device's name is forgotten two ticks after it went,
+// while nothing is pending, and not before.
+func TestRecordOnAMinorOfTwoOfOursNamesBoth(t *testing.T) {
+	fakeKernel(t, "6,1,10,-;nothing\n")
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, newTestStore(t))
+	k := &s.klog
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.known = map[string][]string{"dm-7": {"fake-thin-6"}, "dm-12": {"fake-thin-9"}} // dm-12: gone
+	const rec = "Buffer I/O error on dev dm-7, logical block 3, lost async page write"
+	if got := strings.Join(k.ourDevices(errorDevice(rec), "fake"), ", "); got != "dm-7 (fake-thin-3), dm-7 (fake-thin-6)" {
+		t.Errorf("a record on dm-7 is about %q, want both devices", got)
+	}
+	k.pendingReason = "pending"
+	s.notePoolDevices()
+	s.notePoolDevices()
+	if len(k.known["dm-12"]) == 0 || len(k.known["dm-7"]) != 2 {
+		t.Fatalf("names forgotten while a record is pending: %v", k.known)
+	}
+	k.pendingReason = ""
+	s.notePoolDevices()
+	if len(k.known["dm-12"]) == 0 {
+		t.Fatalf("a gone device's name forgotten at the first tick that saw it gone: %v", k.known)
+	}
+	s.notePoolDevices()
+	if _, ok := k.known["dm-12"]; ok || !slices.Equal(k.known["dm-7"], []string{"fake-thin-3"}) {
+		t.Errorf("after two ticks: %v; want dm-12 forgotten and dm-7 only fake-thin-3", k.known)
 	}
 }

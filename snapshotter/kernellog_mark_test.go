@@ -3,6 +3,7 @@ package snapshotter
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestKernelNameOfAGoneDeviceIsOnRecord(t *testing.T) {
 	}
 	// What Commit does before it deactivates the device.
 	s.noteDevice(ctx, s.deviceName(rec.DeviceID))
-	if m := kernelLogMark(t, store); m.Names["dm-8"] != s.deviceName(rec.DeviceID) {
+	if m := kernelLogMark(t, store); !slices.Contains(m.Names["dm-8"], s.deviceName(rec.DeviceID)) {
 		t.Errorf("the kernel name is not on record before the device goes: %+v", m)
 	}
 	s.Close() // as killed: the watcher read nothing after this
@@ -75,7 +76,7 @@ func TestKernelNameOfAGoneDeviceIsOnRecord(t *testing.T) {
 func TestKernelLogMarkOfAnotherBootIsIgnored(t *testing.T) {
 	fakeKernel(t, "6,1,10,-;nothing\n3,2,20,-;Buffer I/O error on dev dm-8, logical block 5, lost async page write\n")
 	store := newTestStore(t)
-	old := metadata.KernelLogMark{Boot: "another boot", ReadSeq: 0, Read: true, Names: map[string]string{"dm-8": "fake-thin-2"}}
+	old := metadata.KernelLogMark{Boot: "another boot", ReadSeq: 0, Read: true, Names: map[string][]string{"dm-8": {"fake-thin-2"}}}
 	if err := store.Update(func(tx *metadata.Tx) error { return tx.PutKernelLogMark(old) }); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestWatcherRecordsThePoolsKernelNames(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		m := kernelLogMark(t, store)
-		if m.Names["dm-7"] == "fake-thin-3" {
+		if slices.Equal(m.Names["dm-7"], []string{"fake-thin-3"}) {
 			if _, ok := m.Names["dm-9"]; ok {
 				t.Fatalf("another pool's device recorded as ours: %+v", m)
 			}

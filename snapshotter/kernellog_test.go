@@ -114,7 +114,7 @@ func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
 }
 
 func TestKernelErrorTexts(t *testing.T) {
-	k := &kernelLog{known: map[string]string{"dm-8": "fake-thin-4", "dm-9": "fake-thin-5"}, fixed: map[string]bool{"loop5": true}}
+	k := &kernelLog{known: map[string][]string{"dm-8": {"fake-thin-4"}, "dm-9": {"fake-thin-5"}}, fixed: map[string]bool{"loop5": true}}
 	fakeKernel(t, "")
 	const w = ", logical block 3, lost async page write"
 	for msg, want := range map[string]string{
@@ -148,7 +148,7 @@ func TestKernelErrorTexts(t *testing.T) {
 		"i/o error dm-7[123]: segfault at 0 ip 0 sp 0 error 4 in x[400000+1000]":              "",
 		"Out of memory: Killed process 12 (Buffer I/O erro) total-vm:1kB, dev dm-7, sector 1": "",
 	} {
-		if got := k.ourDevice(errorDevice(msg), "fake"); got != want {
+		if got := strings.Join(k.ourDevices(errorDevice(msg), "fake"), ", "); got != want {
 			t.Errorf("%q: %q, want %q", msg, got, want)
 		}
 	}
