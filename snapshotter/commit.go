@@ -67,8 +67,9 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err == nil {
 		// Its kernel name, for the kernel log's records about it that
 		// the trouble look below reads after it is gone.
-		s.noteDevice(ctx, devName)
-		err = s.pool.Deactivate(ctx, devName)
+		if err = s.noteDevice(ctx, devName); err == nil {
+			err = s.pool.Deactivate(ctx, devName)
+		}
 	}
 	failpoint.Hit(failpoint.CommitAfterDeactivate)
 	if err != nil {

@@ -268,47 +268,60 @@ func (k *kernelLog) close() {
 }
 
 // noteDevice remembers the kernel name of the pool's device name while it
-// is active, for records about it read after it is gone.
-func (s *Snapshotter) noteDevice(ctx context.Context, name string) {
+// is active, for records about it read after it is gone. An error says
+// the name is not on record: the caller must not deactivate the device
+// (once it is gone, a record about it could go unattributed and a lost
+// write unseen), and fails instead.
+func (s *Snapshotter) noteDevice(ctx context.Context, name string) error {
 	namer, ok := s.pool.(kernelNamer)
 	if !ok {
-		return
+		return nil
 	}
 	k := &s.klog
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.reader == nil {
-		return
+		return nil
 	}
 	kn, err := namer.KernelName(name)
-	if err != nil || kn == "" {
-		return
+	if err != nil {
+		return fmt.Errorf("noting the kernel name of %s for the kernel log watch: %w: %w", name, err, errdefs.ErrUnavailable)
 	}
-	k.know(kn, name)
+	if kn == "" {
+		return nil // not active: it writes nothing more
+	}
+	if !k.know(kn, name) {
+		return fmt.Errorf("noting the kernel name %s of %s for the kernel log watch: %d names kept already (records are pending): %w", kn, name, maxKnownNames, errdefs.ErrUnavailable)
+	}
 	if names := k.mark.Names[kn]; len(names) == 0 || names[len(names)-1] != name {
 		// On record before the device goes: a daemon killed after
 		// the deactivation reads the records about it at its next
 		// start, when only the record says whose dm-N it was. The
 		// watcher has written most names already (it sees a device
 		// within a second), so this write is seldom made.
-		s.writeKernelLogMark(ctx, true)
+		if err := s.writeKernelLogMark(ctx, true); err != nil {
+			return fmt.Errorf("noting the kernel name %s of %s for the kernel log watch: %w: %w", kn, name, err, errdefs.ErrUnavailable)
+		}
 	}
+	return nil
 }
 
 // know notes that kernel name kn is the pool's device name now; k.mu
 // held. The names it had before are kept (a record read later may be
 // about one of them) until notePoolDevices forgets them.
-func (k *kernelLog) know(kn, name string) {
+// It reports false when kn could not be noted.
+func (k *kernelLog) know(kn, name string) bool {
 	names := k.known[kn]
 	if len(names) > 0 && names[len(names)-1] == name {
-		return
+		return true
 	}
 	if _, ok := k.known[kn]; !ok && len(k.known) >= maxKnownNames {
 		// More minors than a node has devices: notePoolDevices
 		// forgets gone ones within two seconds, so this holds only
 		// while records stay pending. The newest device is then
-		// judged by what /sys says while it exists.
-		return
+		// judged by what /sys says while it exists (and Commit does
+		// not deactivate it: noteDevice).
+		return false
 	}
 	names = slices.DeleteFunc(names, func(n string) bool { return n == name })
 	names = append(names, name)
@@ -316,6 +329,7 @@ func (k *kernelLog) know(kn, name string) {
 		names = names[len(names)-maxNamesPerMinor:]
 	}
 	k.known[kn] = names
+	return true
 }
 
 // maxKnownNames bounds the kernel names kept and recorded, and
@@ -385,10 +399,10 @@ func (s *Snapshotter) notePoolDevices() {
 // held. The position is not written while a reason read is not on
 // record yet: a restart must find that record again, or find it
 // overwritten.
-func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) {
+func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) error {
 	k := &s.klog
 	if k.reader == nil {
-		return
+		return nil
 	}
 	next := k.mark
 	namesChanged := !maps.EqualFunc(k.known, k.mark.Names, slices.Equal[[]string])
@@ -405,13 +419,14 @@ func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) {
 		next.ReadSeq, next.Read = k.readSeq, true
 	}
 	if !namesChanged && !posChanged {
-		return
+		return nil
 	}
 	if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutKernelLogMark(next) }); err != nil {
 		log.G(ctx).WithError(err).Warn("recording the kernel log mark")
-		return
+		return fmt.Errorf("recording the kernel log mark: %w", err)
 	}
 	k.mark, k.markWritten = next, time.Now()
+	return nil
 }
 
 // scanKernelLog reads the records since the last look and returns the
@@ -442,7 +457,13 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 			if !k.readAny || rec.Seq > k.readSeq {
 				k.readSeq, k.readAny = rec.Seq, true
 			}
-			if rec.Seq <= after || rec.Facility != 0 {
+			// Records up to the position on record were judged
+			// by an earlier start of this boot: the position is
+			// written only when nothing read is pending, so what
+			// they bumped is on record (after) and what they did
+			// not must not be judged again against the devices
+			// that have their minors now.
+			if rec.Seq <= after || rec.Facility != 0 || (k.mark.Read && rec.Seq <= k.mark.ReadSeq) {
 				return
 			}
 			// Every device the record may be about counts unless

@@ -2,6 +2,8 @@ package snapshotter
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/metadata"
@@ -75,4 +77,43 @@ func TestForgottenNameOfAPendingRecordSurvivesARestart(t *testing.T) {
 	s2 := kernelLogSnapshotter(t, pool, store)
 	err := s2.Commit(ctx, "base", "a")
 	wantRefused(t, s2, err, "a", "I/O error on dm-9")
+}
+
+// TestCommitKeepsItsDeviceWhenItsNameCannotBeNoted: the kernel name of
+// the device could not be noted (here: the names kept are at their bound
+// while records are pending). Deactivated, the device's records could go
+// unattributed after a restart: the Commit fails and leaves the device
+// active and the snapshot as it was, to be committed again.
+func TestCommitKeepsItsDeviceWhenItsNameCannotBeNoted(t *testing.T) {
+	ctx := context.Background()
+	fakeKernel(t, "6,1,10,-;nothing\n")
+	fp := newFakePool()
+	s := kernelLogSnapshotter(t, dm8Pool{kernelNamedPool{fp}}, newTestStore(t))
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	k := &s.klog
+	k.mu.Lock()
+	clear(k.known)
+	for i := range maxKnownNames {
+		k.known[fmt.Sprintf("dm-%d", 100+i)] = []string{"fake-thin-999"}
+	}
+	k.mu.Unlock()
+	err := s.Commit(ctx, "base", "a")
+	if err == nil || !strings.Contains(err.Error(), "kernel log watch") {
+		t.Fatalf("commit with its kernel name not noted: %v, want a refusal naming the kernel log watch", err)
+	}
+	var rec *metadata.Snapshot
+	if err := s.store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	_, active := fp.active[s.deviceName(rec.DeviceID)]
+	fp.mu.Unlock()
+	if !active {
+		t.Errorf("the device was deactivated although its kernel name is not on record (active: %v)", fp.active)
+	}
+	if _, err := s.Stat(ctx, "a"); err != nil {
+		t.Errorf("the active snapshot is gone after the failed commit: %v", err)
+	}
 }

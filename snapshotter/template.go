@@ -162,8 +162,9 @@ func (s *Snapshotter) makeTemplate(ctx context.Context, name, fsType string, siz
 	}
 	if err == nil {
 		failpoint.Hit(failpoint.TemplateAfterMkfs)
-		s.noteDevice(ctx, devName)
-		err = s.pool.Deactivate(ctx, devName)
+		if err = s.noteDevice(ctx, devName); err == nil {
+			err = s.pool.Deactivate(ctx, devName)
+		}
 	}
 	if err == nil {
 		// Every snapshot of the template shares its blocks: a write
