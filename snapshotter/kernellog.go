@@ -135,6 +135,12 @@ type kernelLog struct {
 	// on their minor at the watcher's last tick: forgotten at the next
 	// if still so and nothing is pending (notePoolDevices).
 	prunable map[string]bool
+	// dismissed says an I/O error record was read and not counted
+	// (another's device, an abandoned one) since the position was last
+	// written: it is written at the next tick, not markEvery later, so
+	// that a restart does not judge it again against whatever holds its
+	// minor then.
+	dismissed bool
 	// drainFailed is when the watcher last logged a failed drain.
 	drainFailed time.Time
 	// mark is the metadata.KernelLogMark on record for this boot: read
@@ -238,6 +244,44 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 	k.mark = mark
 	for kn, names := range mark.Names {
 		k.known[kn] = slices.Clone(names)
+	}
+	if !mark.Read {
+		s.skipKernelLogBacklog(ctx)
+	}
+}
+
+// skipKernelLogBacklog reads the records the kernel has at the first
+// start in a boot (no position on record for it) without judging them,
+// and records the position; k.mu held. None of them can be about a
+// write of ours: the daemon activates the pool's devices, and had it run
+// in this boot the position would be on record (the watcher writes it
+// within a second of a start). Judged, they would be matched against
+// whatever holds their minors now: another pool's or a test's device
+// of earlier in the boot, whose minor one of ours took since, would
+// refuse every snapshot.
+func (s *Snapshotter) skipKernelLogBacklog(ctx context.Context) {
+	k := &s.klog
+	skipped := 0
+	for round := 0; round < maxKernelRounds; round++ {
+		n, _, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
+			k.firstRead = true
+			if !k.readAny || rec.Seq > k.readSeq {
+				k.readSeq, k.readAny = rec.Seq, true
+			}
+		})
+		skipped += n
+		if err != nil {
+			// What is left is judged as usual: in doubt, trouble.
+			log.G(ctx).WithError(err).Warn("reading the kernel log's records from before the first start in this boot")
+			return
+		}
+		if n < maxKernelRecords {
+			break
+		}
+	}
+	if k.readAny {
+		log.G(ctx).Debugf("kernel log: first start in this boot, %d records up to %d logged before it are not judged", skipped, k.readSeq)
+		s.writeKernelLogMark(ctx, true)
 	}
 }
 
@@ -414,7 +458,7 @@ func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) error {
 	}
 	posChanged := k.readAny && (!k.mark.Read || k.readSeq != k.mark.ReadSeq) &&
 		k.pendingReason == "" && !k.pendingLost &&
-		(now || time.Since(k.markWritten) >= markEvery)
+		(now || k.dismissed || time.Since(k.markWritten) >= markEvery)
 	if posChanged {
 		next.ReadSeq, next.Read = k.readSeq, true
 	}
@@ -426,6 +470,9 @@ func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) error {
 		return fmt.Errorf("recording the kernel log mark: %w", err)
 	}
 	k.mark, k.markWritten = next, time.Now()
+	if posChanged {
+		k.dismissed = false
+	}
 	return nil
 }
 
@@ -468,8 +515,10 @@ func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
 			}
 			// Every device the record may be about counts unless
 			// all are abandoned: a minor reused names two.
-			devs := k.ourDevices(errorDevice(rec.Message), prefix)
+			tok := errorDevice(rec.Message)
+			devs := k.ourDevices(tok, prefix)
 			if !slices.ContainsFunc(devs, func(d string) bool { return !s.abandonedDevice(d) }) {
+				k.dismissed = k.dismissed || tok != ""
 				return
 			}
 			for _, dev := range devs {

@@ -44,3 +44,69 @@ func TestRestartDoesNotRejudgeARecordAlreadyDismissed(t *testing.T) {
 		t.Fatalf("commit refused for a record logged before the snapshot existed: %v", err)
 	}
 }
+
+// TestFirstStartInABootDoesNotJudgeTheBacklog: after a reboot the ring
+// holds records of devices of earlier in the boot (another pool's, a
+// test's), and one of ours may have their minor now: dm-7 is the pool's
+// thin-3 at this start. None of those records can be about a write of
+// ours (our devices come up with the daemon), so a snapshot prepared
+// before the reboot still commits.
+func TestFirstStartInABootDoesNotJudgeTheBacklog(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	pool := kernelNamedPool{newFakePool()}
+	s := kernelLogSnapshotter(t, pool, store)
+	for _, k := range []string{"a", "b"} { // b is thin-3, dm-7 now
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	// The reboot: the mark and the trouble record are of another boot.
+	if err := store.Update(func(tx *metadata.Tx) error {
+		pt, err := tx.PoolTrouble()
+		if err != nil {
+			return err
+		}
+		pt.KernelBoot = "the boot before"
+		if err := tx.PutPoolTrouble(pt); err != nil {
+			return err
+		}
+		return tx.PutKernelLogMark(metadata.KernelLogMark{Boot: "the boot before", ReadSeq: 1, Read: true})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
+
+	s2 := kernelLogSnapshotter(t, pool, store)
+	if err := s2.Commit(ctx, "base", "b"); err != nil {
+		t.Fatalf("commit after the reboot refused for a record logged before the daemon's first start: %v", err)
+	}
+	// A record logged after the start is judged.
+	appendKernelLog(t, logPath, "3,3,30,-;Buffer I/O error on dev dm-7, logical block 6, lost async page write\n")
+	err := s2.Commit(ctx, "base-a", "a")
+	wantRefused(t, s2, err, "a", "I/O error on dm-7")
+}
+
+// TestDismissedErrorRecordMovesThePositionAtOnce: an I/O error record
+// of another's device is set aside; the position on record passes it at
+// the next tick, not markEvery later, so that a restart soon after does
+// not judge it again against the device holding its minor then.
+func TestDismissedErrorRecordMovesThePositionAtOnce(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
+	k := &s.klog
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s.kernelLogTick(ctx)
+	appendKernelLog(t, logPath, "6,2,20,-;nothing\n")
+	s.kernelLogTick(ctx) // within markEvery: the position stays
+	appendKernelLog(t, logPath, "3,3,30,-;Buffer I/O error on dev dm-9, logical block 5, lost async page write\n")
+	s.kernelLogTick(ctx)
+	if m := kernelLogMark(t, store); !m.Read || m.ReadSeq != 3 {
+		t.Errorf("position on record after a dismissed error record: %+v, want 3", m)
+	}
+}
