@@ -211,51 +211,63 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 	if !ok {
 		return
 	}
-	devs, err := namer.BlockDevices()
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("cannot name the pool's devices: I/O errors the kernel logs for them are not watched")
-		return
-	}
 	boot, err := kmsg.BootID()
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("cannot read the boot id: I/O errors the kernel logs are not watched")
 		return
 	}
-	r, err := kmsg.Open(path)
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
-		return
-	}
+	// firstInBoot: the mark on record is of another boot (or there is
+	// none), read without error: no start of this boot has been here.
 	var mark metadata.KernelLogMark
+	firstInBoot := false
 	if err := s.store.View(func(tx *metadata.Tx) (err error) { mark, err = tx.KernelLogMark(); return err }); err != nil {
 		// Not fatal: what it would tell (names of devices gone, a
-		// wrapped ring) is unknown this time, as after a reboot.
+		// wrapped ring, whether this boot had a start) is unknown
+		// this time; in doubt, every record is judged.
 		log.G(ctx).WithError(err).Warn("reading the kernel log mark")
-	}
-	if mark.Boot != boot {
+		mark = metadata.KernelLogMark{Boot: boot}
+	} else if mark.Boot != boot {
+		firstInBoot = true
 		mark = metadata.KernelLogMark{Boot: boot}
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.reader, k.boot, k.known, k.fixed = r, boot, map[string][]string{}, map[string]bool{}
-	for _, d := range devs {
-		k.fixed[d] = true
+	devs, err := namer.BlockDevices()
+	if err == nil {
+		var r *kmsg.Reader
+		if r, err = kmsg.Open(path); err == nil {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			k.reader, k.boot, k.known, k.fixed = r, boot, map[string][]string{}, map[string]bool{}
+			for _, d := range devs {
+				k.fixed[d] = true
+			}
+			k.mark = mark
+			for kn, names := range mark.Names {
+				k.known[kn] = slices.Clone(names)
+			}
+			if firstInBoot {
+				s.skipKernelLogBacklog(ctx)
+			}
+			return
+		}
+		log.G(ctx).WithError(err).Warn("cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
+	} else {
+		log.G(ctx).WithError(err).Warn("cannot name the pool's devices: I/O errors the kernel logs for them are not watched")
 	}
-	k.mark = mark
-	for kn, names := range mark.Names {
-		k.known[kn] = slices.Clone(names)
-	}
-	if !mark.Read {
-		s.skipKernelLogBacklog(ctx)
+	if firstInBoot {
+		// Not watched, but this boot had a start: a later start that
+		// can read the log judges every record, this run's included.
+		if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutKernelLogMark(mark) }); err != nil {
+			log.G(ctx).WithError(err).Warn("recording the kernel log mark")
+		}
 	}
 }
 
 // skipKernelLogBacklog reads the records the kernel has at the first
-// start in a boot (no position on record for it) without judging them,
-// and records the position; k.mu held. None of them can be about a
-// write of ours: the daemon activates the pool's devices, and had it run
-// in this boot the position would be on record (the watcher writes it
-// within a second of a start). Judged, they would be matched against
+// start in a boot (the mark on record is of another boot) without judging
+// them, and records the position; k.mu held. None of them can be about a
+// write of ours: only the snapshotter activates the pool's thin devices
+// (the daemon, or offline gc, which records the mark the same way), and
+// every start records the boot, even one that cannot read the log. Judged, they would be matched against
 // whatever holds their minors now: another pool's or a test's device
 // of earlier in the boot, whose minor one of ours took since, would
 // refuse every snapshot.
@@ -272,6 +284,7 @@ func (s *Snapshotter) skipKernelLogBacklog(ctx context.Context) {
 		skipped += n
 		if err != nil {
 			// What is left is judged as usual: in doubt, trouble.
+			// (What was read before the error is not.)
 			log.G(ctx).WithError(err).Warn("reading the kernel log's records from before the first start in this boot")
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/superfly/flyio-image-manager/internal/kmsg"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -108,5 +109,52 @@ func TestDismissedErrorRecordMovesThePositionAtOnce(t *testing.T) {
 	s.kernelLogTick(ctx)
 	if m := kernelLogMark(t, store); !m.Read || m.ReadSeq != 3 {
 		t.Errorf("position on record after a dismissed error record: %+v, want 3", m)
+	}
+}
+
+// TestBacklogIsJudgedWhenThisBootHadAStart: a mark of this boot without
+// a position (an earlier start could not record one, or wrote only the
+// names) says this boot had a start: the records already in the ring may
+// be about its writes, and are judged.
+func TestBacklogIsJudgedWhenThisBootHadAStart(t *testing.T) {
+	ctx := context.Background()
+	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
+	store := newTestStore(t)
+	pool := kernelNamedPool{newFakePool()}
+	s := kernelLogSnapshotter(t, pool, store)
+	for _, k := range []string{"a", "b"} { // b is thin-3, dm-7
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	boot := s.klog.boot
+	s.Close()
+	if err := store.Update(func(tx *metadata.Tx) error {
+		return tx.PutKernelLogMark(metadata.KernelLogMark{Boot: boot})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
+	s2 := kernelLogSnapshotter(t, pool, store)
+	err := s2.Commit(ctx, "base", "b")
+	wantRefused(t, s2, err, "b", "I/O error on dm-7")
+}
+
+// TestStartThatCannotReadTheLogRecordsTheBoot: a start whose kernel log
+// cannot be opened still records that this boot had a start, so that a
+// later start that can read the log judges what this one's devices did.
+func TestStartThatCannotReadTheLogRecordsTheBoot(t *testing.T) {
+	fakeKernel(t, "6,1,10,-;nothing\n")
+	old := kernelLogPath
+	kernelLogPath = filepath.Join(t.TempDir(), "no-kmsg")
+	defer func() { kernelLogPath = old }()
+	store := newTestStore(t)
+	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
+	if s.klog.open() {
+		t.Fatal("the kernel log opened from a path that does not exist")
+	}
+	m := kernelLogMark(t, store)
+	if boot, err := kmsg.BootID(); err != nil || m.Boot != boot || m.Read {
+		t.Errorf("mark after a start without the log: %+v (boot %q, %v); want this boot, no position", m, boot, err)
 	}
 }
