@@ -20,11 +20,7 @@ func TestTemplateRefusedForItsOwnErrorAfterAnother(t *testing.T) {
 	store := newTestStore(t)
 	pool := dm8Pool{kernelNamedPool{newFakePool()}}
 	s := kernelLogSnapshotter(t, pool, store)
-	for _, k := range []string{"a", "b"} { // template thin-1, then thin-2 and thin-3 (dm-7)
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // template thin-1, then thin-2 and thin-3 (dm-7)
 	s.format = func(context.Context, string, string) error {
 		appendKernelLog(t, logPath,
 			"3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n"+
@@ -68,11 +64,7 @@ func TestKernelRecordReadWhileAnotherIsRecordedIsKept(t *testing.T) {
 	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
 	store := newTestStore(t)
 	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
-	for _, k := range []string{"a", "b"} { // thin-3 is dm-7
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // thin-3 is dm-7
 	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
 	reason, seq, gen, err := s.scanKernelLog(ctx, metadata.PoolTrouble{})
 	if err != nil || reason == "" || seq != 2 {

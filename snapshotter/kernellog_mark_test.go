@@ -54,10 +54,7 @@ func TestKernelNameOfAGoneDeviceIsOnRecord(t *testing.T) {
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
-	var rec *metadata.Snapshot
-	if err := store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	rec := snapshotRecord(t, store, "a")
 	// What Commit does before it deactivates the device.
 	s.noteDevice(ctx, s.deviceName(rec.DeviceID))
 	if m := kernelLogMark(t, store); !slices.Contains(m.Names["dm-8"], s.deviceName(rec.DeviceID)) {
@@ -97,11 +94,7 @@ func TestKernelLogOverwrittenWhileDownIsTrouble(t *testing.T) {
 	store := newTestStore(t)
 	pool := kernelNamedPool{newFakePool()}
 	s := kernelLogSnapshotter(t, pool, store)
-	for _, k := range []string{"a", "b"} {
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b")
 	s.Close()
 	if m := kernelLogMark(t, store); !m.Read || m.ReadSeq != 6 {
 		t.Errorf("read position on record after Close: %+v, want 6", m)

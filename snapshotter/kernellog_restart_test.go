@@ -25,10 +25,7 @@ func TestRestartDoesNotRejudgeARecordAlreadyDismissed(t *testing.T) {
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
-	var rec *metadata.Snapshot
-	if err := store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	rec := snapshotRecord(t, store, "a")
 	s.Close()
 	var m metadata.KernelLogMark
 	store.View(func(tx *metadata.Tx) (err error) { m, err = tx.KernelLogMark(); return err })
@@ -58,11 +55,7 @@ func TestFirstStartInABootDoesNotJudgeTheBacklog(t *testing.T) {
 	store := newTestStore(t)
 	pool := kernelNamedPool{newFakePool()}
 	s := kernelLogSnapshotter(t, pool, store)
-	for _, k := range []string{"a", "b"} { // b is thin-3, dm-7 now
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // b is thin-3, dm-7 now
 	s.Close()
 	// The reboot: the mark and the trouble record are of another boot.
 	if err := store.Update(func(tx *metadata.Tx) error {
@@ -122,11 +115,7 @@ func TestBacklogIsJudgedWhenThisBootHadAStart(t *testing.T) {
 	store := newTestStore(t)
 	pool := kernelNamedPool{newFakePool()}
 	s := kernelLogSnapshotter(t, pool, store)
-	for _, k := range []string{"a", "b"} { // b is thin-3, dm-7
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // b is thin-3, dm-7
 	boot := s.klog.boot
 	s.Close()
 	if err := store.Update(func(tx *metadata.Tx) error {

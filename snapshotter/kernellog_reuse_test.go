@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/superfly/flyio-image-manager/metadata"
 )
 
 // dm7Pool is the fake pool whose devices the kernel names dm-7; /sys of
@@ -27,11 +25,7 @@ func TestTemplateRefusedForItsOwnErrorOnAMinorOurPoolReused(t *testing.T) {
 	ctx := context.Background()
 	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
 	s := kernelLogSnapshotter(t, dm7Pool{kernelNamedPool{newFakePool()}}, newTestStore(t))
-	for _, k := range []string{"a", "b"} { // template thin-1, then thin-2 and thin-3
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // template thin-1, then thin-2 and thin-3
 	s.format = func(context.Context, string, string) error {
 		appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-7, logical block 5, lost async page write\n")
 		return nil
@@ -56,10 +50,7 @@ func TestForgottenNameOfAPendingRecordSurvivesARestart(t *testing.T) {
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
-	var rec *metadata.Snapshot
-	if err := store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	rec := snapshotRecord(t, store, "a")
 	s.noteDevice(ctx, s.deviceName(rec.DeviceID)) // what Commit does before it deactivates
 	appendKernelLog(t, logPath, "3,2,20,-;Buffer I/O error on dev dm-9, logical block 5, lost async page write\n")
 	k := &s.klog
@@ -103,10 +94,7 @@ func TestCommitKeepsItsDeviceWhenItsNameCannotBeNoted(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "kernel log watch") {
 		t.Fatalf("commit with its kernel name not noted: %v, want a refusal naming the kernel log watch", err)
 	}
-	var rec *metadata.Snapshot
-	if err := s.store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("a"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	rec := snapshotRecord(t, s.store, "a")
 	fp.mu.Lock()
 	_, active := fp.active[s.deviceName(rec.DeviceID)]
 	fp.mu.Unlock()

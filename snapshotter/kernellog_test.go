@@ -85,11 +85,7 @@ func TestCommitRefusesAfterAKernelIOError(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.format = func(context.Context, string, string) error { return nil }
-	for _, k := range []string{"a", "b"} {
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b")
 	if err := s.Commit(ctx, "base-a", "a"); err != nil {
 		t.Fatalf("commit with no error of ours in the kernel log: %v", err)
 	}
@@ -212,11 +208,7 @@ func TestKernelSeqOnRecordNeverGoesBack(t *testing.T) {
 	logPath := fakeKernel(t, "6,1,10,-;nothing\n")
 	store := newTestStore(t)
 	s := kernelLogSnapshotter(t, kernelNamedPool{newFakePool()}, store)
-	for _, k := range []string{"a", "b"} { // thin-2 and thin-3 (dm-7)
-		if _, err := s.Prepare(ctx, k, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	prepareKeys(t, s, "a", "b") // thin-2 and thin-3 (dm-7)
 	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -237,4 +229,24 @@ func TestKernelSeqOnRecordNeverGoesBack(t *testing.T) {
 	if pt.KernelSeq != 2 {
 		t.Errorf("kernel log position on record %d after a bump for lost records, want 2 (the last record counted): %+v", pt.KernelSeq, pt)
 	}
+}
+
+// prepareKeys prepares parentless active snapshots keys, in order.
+func prepareKeys(t *testing.T, s *Snapshotter, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, err := s.Prepare(context.Background(), k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// snapshotRecord reads snapshot key's record.
+func snapshotRecord(t *testing.T, store *metadata.Store, key string) *metadata.Snapshot {
+	t.Helper()
+	var rec *metadata.Snapshot
+	if err := store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot(key); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
