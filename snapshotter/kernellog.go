@@ -230,35 +230,39 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 		firstInBoot = true
 		mark = metadata.KernelLogMark{Boot: boot}
 	}
-	devs, err := namer.BlockDevices()
-	if err == nil {
-		var r *kmsg.Reader
-		if r, err = kmsg.Open(path); err == nil {
-			k.mu.Lock()
-			defer k.mu.Unlock()
-			k.reader, k.boot, k.known, k.fixed = r, boot, map[string][]string{}, map[string]bool{}
-			for _, d := range devs {
-				k.fixed[d] = true
-			}
-			k.mark = mark
-			for kn, names := range mark.Names {
-				k.known[kn] = slices.Clone(names)
-			}
-			if firstInBoot {
-				s.skipKernelLogBacklog(ctx)
-			}
+	// unwatched: this boot had a start all the same, so a later start
+	// that can read the log judges every record, this run's included.
+	unwatched := func(err error, msg string) {
+		log.G(ctx).WithError(err).Warn(msg)
+		if !firstInBoot {
 			return
 		}
-		log.G(ctx).WithError(err).Warn("cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
-	} else {
-		log.G(ctx).WithError(err).Warn("cannot name the pool's devices: I/O errors the kernel logs for them are not watched")
-	}
-	if firstInBoot {
-		// Not watched, but this boot had a start: a later start that
-		// can read the log judges every record, this run's included.
 		if err := s.store.Update(func(tx *metadata.Tx) error { return tx.PutKernelLogMark(mark) }); err != nil {
 			log.G(ctx).WithError(err).Warn("recording the kernel log mark")
 		}
+	}
+	devs, err := namer.BlockDevices()
+	if err != nil {
+		unwatched(err, "cannot name the pool's devices: I/O errors the kernel logs for them are not watched")
+		return
+	}
+	r, err := kmsg.Open(path)
+	if err != nil {
+		unwatched(err, "cannot read the kernel log: I/O errors it reports for the pool's devices are not watched (Commit still refuses after the pool's mode changed)")
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reader, k.boot, k.known, k.fixed = r, boot, map[string][]string{}, map[string]bool{}
+	for _, d := range devs {
+		k.fixed[d] = true
+	}
+	k.mark = mark
+	for kn, names := range mark.Names {
+		k.known[kn] = slices.Clone(names)
+	}
+	if firstInBoot {
+		s.skipKernelLogBacklog(ctx)
 	}
 }
 
@@ -267,30 +271,18 @@ func (s *Snapshotter) openKernelLog(ctx context.Context, path string) {
 // them, and records the position; k.mu held. None of them can be about a
 // write of ours: only the snapshotter activates the pool's thin devices
 // (the daemon, or offline gc, which records the mark the same way), and
-// every start records the boot, even one that cannot read the log. Judged, they would be matched against
-// whatever holds their minors now: another pool's or a test's device
-// of earlier in the boot, whose minor one of ours took since, would
-// refuse every snapshot.
+// every start records the boot, even one that cannot read the log.
+// Judged, they would be matched against whatever holds their minors now:
+// another pool's or a test's device of earlier in the boot, whose minor
+// one of ours took since, would refuse every snapshot.
 func (s *Snapshotter) skipKernelLogBacklog(ctx context.Context) {
 	k := &s.klog
 	skipped := 0
-	for round := 0; round < maxKernelRounds; round++ {
-		n, _, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
-			k.firstRead = true
-			if !k.readAny || rec.Seq > k.readSeq {
-				k.readSeq, k.readAny = rec.Seq, true
-			}
-		})
-		skipped += n
-		if err != nil {
-			// What is left is judged as usual: in doubt, trouble.
-			// (What was read before the error is not.)
-			log.G(ctx).WithError(err).Warn("reading the kernel log's records from before the first start in this boot")
-			return
-		}
-		if n < maxKernelRecords {
-			break
-		}
+	if _, err := k.readKernelRecords(func(kmsg.Record) { k.firstRead = true; skipped++ }); err != nil {
+		// What is left is judged as usual: in doubt, trouble. (What
+		// was read before the error is not.)
+		log.G(ctx).WithError(err).Warn("reading the kernel log's records from before the first start in this boot")
+		return
 	}
 	if k.readAny {
 		log.G(ctx).Debugf("kernel log: first start in this boot, %d records up to %d logged before it are not judged", skipped, k.readSeq)
@@ -498,62 +490,74 @@ func (s *Snapshotter) writeKernelLogMark(ctx context.Context, now bool) error {
 // once (nothing is bumped: the records are read at the next look).
 var errKernelLogUnread = errors.New("the kernel log could not be read to its end")
 
-// drainKernelLog reads the records the kernel has now, in rounds of
-// maxKernelRecords until none is left (at most maxKernelRounds), into the
-// pending reason; k.mu held.
-func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
-	k := &s.klog
-	prefix := s.pool.Name()
+// readKernelRecords reads the records the kernel has now, in rounds of
+// maxKernelRecords until none is left (at most maxKernelRounds), moving
+// the read position and handing each to fn; k.mu held. lost says records
+// were overwritten before they were read; an error, that the log could
+// not be read to its end (what was read is read).
+func (k *kernelLog) readKernelRecords(fn func(kmsg.Record)) (lost bool, err error) {
 	for round := 0; round < maxKernelRounds; round++ {
-		n, lost, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
-			if !k.firstRead {
-				k.firstRead = true
-				if k.mark.Read && rec.Seq > k.mark.ReadSeq+1 && !k.pendingLost {
-					log.G(ctx).Warnf("kernel log records %d to %d were overwritten while the daemon was not running: counted as trouble, since an I/O error on the pool's devices may have been among them", k.mark.ReadSeq+1, rec.Seq-1)
-					k.pendingLost = true
-					k.pendingGen++
-				}
-			}
+		n, lostNow, err := k.reader.ReadAvailable(maxKernelRecords, func(rec kmsg.Record) {
 			if !k.readAny || rec.Seq > k.readSeq {
 				k.readSeq, k.readAny = rec.Seq, true
 			}
-			// Records up to the position on record were judged
-			// by an earlier start of this boot: the position is
-			// written only when nothing read is pending, so what
-			// they bumped is on record (after) and what they did
-			// not must not be judged again against the devices
-			// that have their minors now.
-			if rec.Seq <= after || rec.Facility != 0 || (k.mark.Read && rec.Seq <= k.mark.ReadSeq) {
-				return
-			}
-			// Every device the record may be about counts unless
-			// all are abandoned: a minor reused names two.
-			tok := errorDevice(rec.Message)
-			devs := k.ourDevices(tok, prefix)
-			if !slices.ContainsFunc(devs, func(d string) bool { return !s.abandonedDevice(d) }) {
-				k.dismissed = k.dismissed || tok != ""
-				return
-			}
-			for _, dev := range devs {
-				k.pend(rec.Seq, dev, rec.Message)
-			}
+			fn(rec)
 		})
-		if lost && !k.pendingLost {
-			// What was overwritten may have held an error of ours:
-			// in doubt, trouble. The drain every second
-			// (watchKernelLog) makes this need a flood of records.
-			log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: counted as trouble, since an I/O error on the pool's devices may have been among them")
-			k.pendingLost = true
-			k.pendingGen++
-		}
+		lost = lost || lostNow
 		if err != nil {
-			return fmt.Errorf("%w: %w", errKernelLogUnread, err)
+			return lost, fmt.Errorf("%w: %w", errKernelLogUnread, err)
 		}
 		if n < maxKernelRecords {
-			return nil
+			return lost, nil
 		}
 	}
-	return fmt.Errorf("%w: more than %d records at once", errKernelLogUnread, maxKernelRounds*maxKernelRecords)
+	return lost, fmt.Errorf("%w: more than %d records at once", errKernelLogUnread, maxKernelRounds*maxKernelRecords)
+}
+
+// drainKernelLog reads the records the kernel has now into the pending
+// reason; k.mu held.
+func (s *Snapshotter) drainKernelLog(ctx context.Context, after uint64) error {
+	k := &s.klog
+	prefix := s.pool.Name()
+	lost, err := k.readKernelRecords(func(rec kmsg.Record) {
+		if !k.firstRead {
+			k.firstRead = true
+			if k.mark.Read && rec.Seq > k.mark.ReadSeq+1 && !k.pendingLost {
+				log.G(ctx).Warnf("kernel log records %d to %d were overwritten while the daemon was not running: counted as trouble, since an I/O error on the pool's devices may have been among them", k.mark.ReadSeq+1, rec.Seq-1)
+				k.pendingLost = true
+				k.pendingGen++
+			}
+		}
+		// Records up to the position on record were judged
+		// by an earlier start of this boot: the position is
+		// written only when nothing read is pending, so what
+		// they bumped is on record (after) and what they did
+		// not must not be judged again against the devices
+		// that have their minors now.
+		if rec.Seq <= after || rec.Facility != 0 || (k.mark.Read && rec.Seq <= k.mark.ReadSeq) {
+			return
+		}
+		// Every device the record may be about counts unless
+		// all are abandoned: a minor reused names two.
+		tok := errorDevice(rec.Message)
+		devs := k.ourDevices(tok, prefix)
+		if !slices.ContainsFunc(devs, func(d string) bool { return !s.abandonedDevice(d) }) {
+			k.dismissed = k.dismissed || tok != ""
+			return
+		}
+		for _, dev := range devs {
+			k.pend(rec.Seq, dev, rec.Message)
+		}
+	})
+	if lost && !k.pendingLost {
+		// What was overwritten may have held an error of ours: in
+		// doubt, trouble. The drain every second (watchKernelLog)
+		// makes this need a flood of records.
+		log.G(ctx).Warn("kernel log records were overwritten before the daemon read them: counted as trouble, since an I/O error on the pool's devices may have been among them")
+		k.pendingLost = true
+		k.pendingGen++
+	}
+	return err
 }
 
 // scanKernelLog reads the records since the last look and returns the
@@ -574,11 +578,7 @@ func (s *Snapshotter) scanKernelLog(ctx context.Context, pt metadata.PoolTrouble
 		}
 		return "", 0, 0, nil
 	}
-	var after uint64
-	if pt.KernelBoot == k.boot {
-		after = pt.KernelSeq
-	}
-	if err := s.drainKernelLog(ctx, after); err != nil {
+	if err := s.drainKernelLog(ctx, k.countedUpTo(pt)); err != nil {
 		log.G(ctx).WithError(err).Warn("reading the kernel log")
 		return "", 0, 0, err
 	}
@@ -620,6 +620,15 @@ func (s *Snapshotter) watchKernelLog(ctx context.Context, stop <-chan struct{}) 
 	}
 }
 
+// countedUpTo is the last record of this boot the trouble on record
+// counted (0: none).
+func (k *kernelLog) countedUpTo(pt metadata.PoolTrouble) uint64 {
+	if pt.KernelBoot != k.boot {
+		return 0
+	}
+	return pt.KernelSeq
+}
+
 // kernelLogTick is one round of watchKernelLog; k.mu held. It reports
 // whether a record of ours is pending.
 func (s *Snapshotter) kernelLogTick(ctx context.Context) bool {
@@ -631,11 +640,7 @@ func (s *Snapshotter) kernelLogTick(ctx context.Context) bool {
 		s.drainFailedWarn(ctx, fmt.Errorf("reading the pool trouble record: %w", err))
 		return false
 	}
-	after := uint64(0)
-	if pt.KernelBoot == k.boot {
-		after = pt.KernelSeq
-	}
-	if err := s.drainKernelLog(ctx, after); err != nil {
+	if err := s.drainKernelLog(ctx, k.countedUpTo(pt)); err != nil {
 		s.drainFailedWarn(ctx, err)
 		return false
 	}
