@@ -28,7 +28,9 @@ func runChild(tool, archivePath, dir string) error {
 		_, err := extract.Extract(ctx, f, dir, extract.Options{Mode: extract.Rootfs})
 		return err
 	case "containerd":
-		// containerd's layer applier: DecompressStream (klauspost gzip,
+		return applyLayer(ctx, dir)
+	case "archive":
+		// containerd's pkg/archive.Apply alone: DecompressStream (klauspost gzip,
 		// or igzip/unpigz when on PATH) into pkg/archive.Apply.
 		ds, err := compression.DecompressStream(f)
 		if err != nil {

@@ -2,17 +2,18 @@
 // layer applier on the same root filesystem tarball, in one run.
 //
 // Each round extracts the archive once with each tool, in a rotating order,
-// each in a child process of its own into a fresh, empty directory on the
-// same filesystem:
+// each in a child process of its own into a fresh, empty directory of the
+// round's own scratch filesystem, a fresh ext4 made like a base's
+// (freshfs.go):
 //
 //	flyio        extract.Extract (Rootfs mode, every check, both digests)
 //	tar          GNU tar -xzf ARCHIVE [--numeric-owner -p as root] -C DIR
 //	containerd   compression.DecompressStream + pkg/archive.Apply (v2)
 //
 // The archive is read once beforehand so every tool reads it from the page
-// cache; the filesystem is synced (syncfs) before each timed run, untimed,
-// so no tool pays for another's writeback, and no tree is removed before
-// the end (see run). A run's time is its child's wall time from start to exit,
+// cache; everything is synced before each timed run, untimed, so no tool
+// pays for another's writeback, and no tree is removed while others are
+// extracted on its filesystem (see run). A run's time is its child's wall time from start to exit,
 // without a sync (as `time tar -x` measures); CPU time comes from wait4
 // (tar's includes its gzip child), peak RSS from GNU time's %M. After the first
 // round the three trees are compared (types, modes, owners, sizes, symlink
@@ -25,6 +26,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,6 +69,11 @@ type options struct {
 	target  float64
 	out     string
 	keep    bool
+	// freshFS: each round extracts into an ext4 made for it (freshfs.go);
+	// freshFSWhyNot says why not, when it was asked for and cannot be.
+	freshFS       bool
+	freshFSWhyNot string
+	childEnv      []string // what the "containerd" child needs (applier.go)
 }
 
 // measurement is one timed extraction.
@@ -84,14 +92,15 @@ func run() error {
 	flag.StringVar(&o.archive, "archive", "/var/cache/flyio-image-manager/bench/debian-rootfs.tar.gz", "gzip root filesystem tarball (bench/rootfsbench/rootfs.sh makes one)")
 	flag.StringVar(&o.dir, "dir", "/var/tmp/rootfsbench", "scratch directory; every tool extracts into a fresh directory under it")
 	flag.IntVar(&o.n, "n", 5, "rounds; each round runs every tool once")
-	flag.StringVar(&tools, "tools", "flyio,tar,containerd", "tools to run, comma-separated (flyio is compared with the others)")
+	flag.StringVar(&tools, "tools", "flyio,tar,containerd,archive", "tools to run, comma-separated (flyio is compared with the others; archive is for reference, not a target)")
 	flag.Float64Var(&o.target, "target", 0.67, "target ratio of flyio's time to each baseline's")
 	flag.StringVar(&o.out, "out", "", "also write the report here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the trees under -dir (each run needs the archive's size: about 225 MB here)")
+	flag.BoolVar(&o.freshFS, "fresh-fs", true, "extract each round into a fresh ext4 made like a base's, loop-mounted under -dir (needs root); false: into -dir's own filesystem")
 	flag.Parse()
 	o.tools = strings.Split(tools, ",")
 	for _, t := range o.tools {
-		if t != "flyio" && t != "tar" && t != "containerd" {
+		if _, ok := toolNames[t]; !ok {
 			return fmt.Errorf("unknown tool %q", t)
 		}
 	}
@@ -112,19 +121,32 @@ func run() error {
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		return err
 	}
+	if o.freshFS {
+		if why := canMakeFreshFS(); why != "" {
+			o.freshFS, o.freshFSWhyNot = false, why
+			fmt.Fprintf(os.Stderr, "rootfsbench: no fresh filesystem per round (%s): extracting into %s's own filesystem\n", why, o.dir)
+		}
+	}
 	work, err := os.MkdirTemp(o.dir, "run.")
 	if err != nil {
 		return err
 	}
-	// Every tree stays until the end: on ext4, creating files right
-	// after deleting a large tree costs 3-4 times as much CPU (measured:
-	// 2.1 s becomes 7-9 s for every tool, on an idle machine), which
-	// would measure the deletion, not the extractor.
+	// Every tree stays until the end of its round (of the run, without
+	// a fresh filesystem per round): on ext4, creating files right after
+	// deleting a large tree costs 3-4 times as much CPU (measured: 2.1 s
+	// becomes 7-9 s for every tool, on an idle machine), which would
+	// measure the deletion, not the extractor. A round's own filesystem
+	// is removed whole (one file), which costs the next round nothing.
 	if !o.keep {
 		defer os.RemoveAll(work)
 	}
 	if err := warm(o.archive); err != nil {
 		return err
+	}
+	if slices.Contains(o.tools, "containerd") {
+		if o.childEnv, err = ingest(context.Background(), o.archive, work); err != nil {
+			return err
+		}
 	}
 
 	rep := &report{opts: o, archiveSize: st.Size(), start: time.Now(), loadStart: loadavg(), results: map[string][]measurement{}}
@@ -132,46 +154,27 @@ func run() error {
 	// An untimed warm-up round: the first extraction after a quiet spell
 	// (or after another run's trees were deleted) pays for more than its
 	// own work.
-	for _, tool := range o.tools {
-		dest := filepath.Join(work, "warmup."+tool)
-		if err := os.Mkdir(dest, 0o755); err != nil {
-			return err
-		}
-		if _, err := measure(self, tool, o.archive, dest); err != nil {
-			return fmt.Errorf("warm-up, %s: %w", tool, err)
-		}
-	}
-	var firstTrees map[string]string
-	for round := 0; round < o.n; round++ {
-		order := rotate(o.tools, round)
-		for _, tool := range order {
-			dest := filepath.Join(work, fmt.Sprintf("%s.%d", tool, round))
+	err = inRound(o, work, "warmup", func(dir string) error {
+		for _, tool := range o.tools {
+			dest := filepath.Join(dir, "warmup."+tool)
 			if err := os.Mkdir(dest, 0o755); err != nil {
 				return err
 			}
-			if err := syncfs(work); err != nil {
-				return err
-			}
-			m, err := measure(self, tool, o.archive, dest)
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", round+1, tool, err)
-			}
-			rep.results[tool] = append(rep.results[tool], m)
-			fmt.Fprintf(os.Stderr, "rootfsbench: round %d/%d %-10s %8s  cpu %8s  rss %s  other cpu %s\n",
-				round+1, o.n, tool, fmtDur(m.wall), fmtDur(m.cpu), fmtBytes(m.maxRSS), fmtDur(m.otherCPU))
-			if round == 0 {
-				if firstTrees == nil {
-					firstTrees = map[string]string{}
-				}
-				firstTrees[tool] = dest
+			if _, err := measure(o, self, tool, dest); err != nil {
+				return fmt.Errorf("warm-up, %s: %w", tool, err)
 			}
 		}
-		if round == 0 {
-			diffs, entries, bytes, err := compareTrees(firstTrees, o.tools)
-			if err != nil {
-				return err
-			}
-			rep.treeEntries, rep.treeBytes, rep.treeDiffs = entries, bytes, diffs
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for round := 0; round < o.n; round++ {
+		err := inRound(o, work, fmt.Sprintf("round%d", round+1), func(dir string) error {
+			return runRound(o, rep, self, dir, round)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	rep.end, rep.loadEnd = time.Now(), loadavg()
@@ -179,6 +182,59 @@ func run() error {
 	fmt.Print(text)
 	if o.out != "" {
 		return os.WriteFile(o.out, []byte(text), 0o644)
+	}
+	return nil
+}
+
+// inRound runs body in the scratch directory of one round: a fresh
+// filesystem made for it and removed after it (see freshfs.go), or work.
+func inRound(o options, work, name string, body func(dir string) error) error {
+	if !o.freshFS {
+		return body(work)
+	}
+	fs, err := makeFreshFS(work, name)
+	if err != nil {
+		return err
+	}
+	err = body(fs.dir)
+	if o.keep {
+		fmt.Fprintf(os.Stderr, "rootfsbench: kept %s mounted on %s\n", fs.image, fs.dir)
+		return err
+	}
+	if rerr := fs.remove(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// runRound extracts the archive once with each tool into dir, in the
+// round's order, and after the first round compares the trees.
+func runRound(o options, rep *report, self, dir string, round int) error {
+	trees := map[string]string{}
+	for _, tool := range rotate(o.tools, round) {
+		dest := filepath.Join(dir, fmt.Sprintf("%s.%d", tool, round))
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			return err
+		}
+		// Everything written before (the previous run's tree, and the
+		// previous round's filesystem image under it) reaches the disk
+		// untimed, so no tool pays for another's writeback.
+		unix.Sync()
+		m, err := measure(o, self, tool, dest)
+		if err != nil {
+			return fmt.Errorf("round %d, %s: %w", round+1, tool, err)
+		}
+		rep.results[tool] = append(rep.results[tool], m)
+		fmt.Fprintf(os.Stderr, "rootfsbench: round %d/%d %-10s %8s  cpu %8s  rss %s  other cpu %s\n",
+			round+1, o.n, tool, fmtDur(m.wall), fmtDur(m.cpu), fmtBytes(m.maxRSS), fmtDur(m.otherCPU))
+		trees[tool] = dest
+	}
+	if round == 0 {
+		diffs, entries, bytes, err := compareTrees(trees, o.tools)
+		if err != nil {
+			return err
+		}
+		rep.treeEntries, rep.treeBytes, rep.treeDiffs = entries, bytes, diffs
 	}
 	return nil
 }
@@ -201,7 +257,8 @@ func warm(path string) error {
 }
 
 // measure runs one extraction in a child process and waits for it.
-func measure(self, tool, archive, dest string) (measurement, error) {
+func measure(o options, self, tool, dest string) (measurement, error) {
+	archive := o.archive
 	var argv []string
 	switch tool {
 	case "tar":
@@ -220,6 +277,7 @@ func measure(self, tool, archive, dest string) (measurement, error) {
 	cmd := exec.Command(gnuTime, append([]string{"-f", "%M", "-o", rssFile, "--"}, argv...)...)
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	cmd.Env = append(os.Environ(), o.childEnv...)
 	busy0 := machineBusy()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -287,15 +345,6 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
-}
-
-func syncfs(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Syncfs(fd)
 }
 
 func kernelRelease() string {
