@@ -168,7 +168,7 @@ func (d *decodeReader) Read(p []byte) (int, error) {
 func (d *decodeReader) Close() {
 	if d.ra != nil {
 		d.ra.stopAndWait()
-		d.ra.src.waitHash()
+		d.ra.src.waitFeed()
 		d.ra.src.n, d.ra.src.err, d.ra.src.detach, d.ra.src.stop = d.ra.src.rn, d.ra.src.rerr, false, nil
 		d.ra = nil
 	}
@@ -196,10 +196,10 @@ const (
 	raChunkSize = 256 << 10
 )
 
-// readahead runs the source reads, the digest of the raw stream and the
-// decompression in a goroutine of its own, so that inflating overlaps with
-// hashing the tar stream and writing files, which stay on the extraction's
-// goroutine with every check. The bytes it hands over are exactly those
+// readahead runs the decompression in a goroutine of its own (and the
+// source reads and the raw stream's digest in another, sourceFeed), so
+// that inflating overlaps with hashing the tar stream and writing files,
+// which stay on the extraction's goroutine with every check. The bytes it hands over are exactly those
 // the decoder returned, in order; each chunk carries the decoder's error
 // that followed it and a snapshot of the source's byte count and error
 // taken when it was filled, which the reading side publishes (into
@@ -248,7 +248,7 @@ func (d *decodeReader) startReadahead(src *sourceReader, br *bufio.Reader) {
 		ra.free <- make([]byte, raChunkSize)
 	}
 	src.detach, src.stop = true, ra.stop
-	src.hashAsync()
+	src.feedAsync(ra.stop)
 	d.ra = ra
 	go ra.produce(d.r, br, d.compressed)
 }

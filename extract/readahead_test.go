@@ -102,3 +102,47 @@ func TestReadaheadStopsReadingAfterFailure(t *testing.T) {
 		}
 	}
 }
+
+// emptyReads returns (0, nil) k times before every read of r: allowed by
+// io.Reader, if discouraged.
+type emptyReads struct {
+	r    io.Reader
+	k, i int
+}
+
+func (e *emptyReads) Read(p []byte) (int, error) {
+	if e.i < e.k {
+		e.i++
+		return 0, nil
+	}
+	e.i = 0
+	return e.r.Read(p)
+}
+
+// The source is read on a goroutine of its own (sourceFeed): a source
+// that sometimes returns nothing still extracts, with both digests over
+// exactly its bytes; one that never returns anything is the source's
+// failure (io.ErrNoProgress, as bufio says), not a corrupt archive, and
+// does not spin forever.
+func TestSourceFeedEmptyReads(t *testing.T) {
+	big := strings.Repeat("incompressible? no, but long enough. ", 100000)
+	data := gz(t, mkTar(t, dir("etc"), file("etc/a", big), file("etc/b", big)))
+	want, err := Validate(context.Background(), bytes.NewReader(data), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Extract(context.Background(), &emptyReads{r: bytes.NewReader(data), k: 3}, newSandbox(t).root, Options{})
+	if err != nil {
+		t.Fatalf("source with empty reads: %v", err)
+	}
+	if got.Digest != want.Digest || got.DiffID != want.DiffID || got.CompressedBytes != int64(len(data)) {
+		t.Errorf("source with empty reads: digest %s diffID %s over %d bytes, want %s %s over %d",
+			got.Digest, got.DiffID, got.CompressedBytes, want.Digest, want.DiffID, len(data))
+	}
+
+	stuck := io.MultiReader(bytes.NewReader(data[:len(data)/2]), &emptyReads{r: strings.NewReader(""), k: 1 << 30})
+	_, err = Extract(context.Background(), stuck, newSandbox(t).root, Options{})
+	if !errors.Is(err, io.ErrNoProgress) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) {
+		t.Errorf("stuck source: err = %v, want io.ErrNoProgress as the source's error", err)
+	}
+}

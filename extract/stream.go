@@ -41,66 +41,140 @@ type sourceReader struct {
 	// reading the source to its end for an archive already refused.
 	stop <-chan struct{}
 
-	async *asyncHash // set while a readahead runs: see hashAsync
+	feed *sourceFeed // set while a readahead runs: see feedAsync
 }
 
-// asyncHash hashes the raw stream on a goroutine of its own while a
-// readahead runs. On two cores the readahead's goroutine (reads, inflate)
-// is the extraction's bottleneck, with the writing goroutine idle about
-// half the time: this takes the raw-stream digest off the former at the
-// cost of copying the compressed bytes (a tenth of the digest's cost).
-// The bytes are hashed in the order read; two buffers bound the memory.
-type asyncHash struct {
-	ch   chan []byte // filled buffers, in stream order
+// sourceFeed reads and hashes the raw stream on a goroutine of its own
+// while a readahead runs, up to feedBufs × feedBufSize bytes ahead of the
+// decoder, which takes the bytes from it in order. On two cores the
+// inflating goroutine is the extraction's bottleneck: this takes the
+// raw-stream digest and the source's read calls (syscalls, or network
+// reads, which then overlap with inflating) off it. The decoder sees the
+// same bytes, and each error of the source after the same bytes, as if
+// it read the source itself: sourceReader.Read counts and judges them
+// as they are taken, not as they are read.
+type sourceFeed struct {
+	ch   chan feedChunk // read chunks, in stream order
 	free chan []byte
 	done chan struct{}
+
+	cur feedChunk
+	off int
+	end bool // cur carried the source's last result
+}
+
+type feedChunk struct {
+	buf []byte
+	n   int
+	err error // the source's error after buf[:n] (io.EOF at its end)
 }
 
 const (
-	hashBufs    = 2
-	hashBufSize = 256 << 10
+	feedBufs    = 4
+	feedBufSize = 512 << 10
+	// maxEmptyReads is how many (0, nil) reads in a row the source may
+	// return before it is taken to be stuck (bufio's limit).
+	maxEmptyReads = 100
 )
 
-// hashAsync starts the hashing goroutine; from here until waitHash, s.h
-// is that goroutine's.
-func (s *sourceReader) hashAsync() {
-	a := &asyncHash{ch: make(chan []byte, hashBufs), free: make(chan []byte, hashBufs), done: make(chan struct{})}
-	for range hashBufs {
-		a.free <- make([]byte, 0, hashBufSize)
+// feedAsync starts the reading goroutine, which stops at stop; from here
+// until waitFeed, s.r and s.h are that goroutine's.
+func (s *sourceReader) feedAsync(stop <-chan struct{}) {
+	f := &sourceFeed{ch: make(chan feedChunk, feedBufs), free: make(chan []byte, feedBufs), done: make(chan struct{})}
+	for range feedBufs {
+		f.free <- make([]byte, feedBufSize)
 	}
-	s.async = a
-	h := s.h
-	go func() {
-		defer close(a.done)
-		for b := range a.ch {
-			h.Write(b)
-			a.free <- b[:0] // never blocks: there are hashBufs buffers
+	s.feed = f
+	go f.fill(s.ctx, s.r, s.h, s.limit, stop)
+}
+
+func (f *sourceFeed) fill(ctx context.Context, r io.Reader, h hash.Hash, limit int64, stop <-chan struct{}) {
+	defer close(f.done)
+	var total int64
+	for {
+		var buf []byte
+		select {
+		case buf = <-f.free:
+		case <-stop:
+			return
 		}
-	}()
+		c := feedChunk{buf: buf}
+		// One read per chunk, as the decoder's bufio would: a chunk is
+		// handed over as soon as the source returns something.
+		for tries := 0; c.n == 0 && c.err == nil; tries++ {
+			if c.err = ctx.Err(); c.err != nil {
+				break
+			}
+			if tries == maxEmptyReads {
+				c.err = io.ErrNoProgress // as bufio gives up
+				break
+			}
+			c.n, c.err = r.Read(buf)
+		}
+		h.Write(buf[:c.n])
+		total += int64(c.n)
+		select {
+		case f.ch <- c:
+		case <-stop:
+			return
+		}
+		// Past the limit the reader refuses (sourceReader.Read): no
+		// need to read on.
+		if c.err != nil || total > limit {
+			return
+		}
+	}
 }
 
-func (s *sourceReader) hash(p []byte) {
-	if s.async == nil {
-		s.h.Write(p)
-		return
+// read copies the next bytes of the stream into p; stopped when the
+// extraction is done with the readahead.
+func (f *sourceFeed) read(p []byte, stop <-chan struct{}) (int, error) {
+	for f.off == f.cur.n {
+		if f.end {
+			return 0, f.cur.err
+		}
+		if f.cur.buf != nil {
+			f.free <- f.cur.buf // never blocks: there are feedBufs buffers
+			f.cur.buf = nil
+		}
+		select {
+		case c := <-f.ch:
+			f.cur, f.off = c, 0
+			f.end = c.err != nil
+		case <-stop:
+			return 0, errReadaheadStopped
+		case <-f.done:
+			// The goroutine stopped after its last chunk, and that
+			// chunk has been taken: past the limit (reported by
+			// Read before we get here) or told to stop.
+			select {
+			case c := <-f.ch:
+				f.cur, f.off = c, 0
+				f.end = c.err != nil
+			default:
+				return 0, errReadaheadStopped
+			}
+		}
+		if f.off == f.cur.n && f.end {
+			return 0, f.cur.err
+		}
 	}
-	for len(p) > 0 {
-		b := <-s.async.free
-		k := min(len(p), cap(b))
-		s.async.ch <- append(b, p[:k]...)
-		p = p[k:]
+	n := copy(p, f.cur.buf[f.off:f.cur.n])
+	f.off += n
+	if f.off == f.cur.n && f.end {
+		return n, f.cur.err
 	}
+	return n, nil
 }
 
-// waitHash waits until every byte read so far is in s.h, which is the
-// caller's again.
-func (s *sourceReader) waitHash() {
-	if s.async == nil {
+// waitFeed waits for the reading goroutine to stop (stop must be closed);
+// s.r and s.h are the caller's again, s.h holding every byte it read.
+func (s *sourceReader) waitFeed() {
+	if s.feed == nil {
 		return
 	}
-	close(s.async.ch)
-	<-s.async.done
-	s.async = nil
+	<-s.feed.done
+	s.feed = nil
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
@@ -114,8 +188,14 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 		default:
 		}
 	}
-	n, err := s.r.Read(p)
-	s.hash(p[:n])
+	var n int
+	var err error
+	if s.feed != nil {
+		n, err = s.feed.read(p, s.stop)
+	} else {
+		n, err = s.r.Read(p)
+		s.h.Write(p[:n])
+	}
 	s.rn += int64(n)
 	if err != nil && err != io.EOF && s.rerr == nil {
 		s.rerr = err
