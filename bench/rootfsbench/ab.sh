@@ -4,12 +4,14 @@
 # the working tree's, in one run on this host: both rootfsbench binaries
 # are built, then `rootfsbench child flyio` of each extracts the benchmark
 # archive ROUNDS times (default 5), alternating which goes first, each
-# into a fresh directory after an untimed syncfs, as run.sh does. It prints
+# into a fresh ext4 (as root; otherwise a fresh directory) after an
+# untimed sync, as run.sh does. It prints
 # one line per run: wall, user and system time, peak RSS, and the CPU the
 # rest of the machine used meanwhile (compare only runs where that is low).
-# The trees stay until the end and are removed at exit: creating files
-# right after a large delete costs several times more (docs/benchmarks.md),
-# so time nothing right after this script.
+# Without fresh filesystems the trees stay until the end and are removed
+# at exit: creating files right after a large delete costs several times
+# more on this host's root (docs/benchmarks.md), so time nothing right
+# after this script then.
 #
 #   FLYIO_BENCH_CACHE   where the tarball is cached (default /var/cache/flyio-image-manager/bench)
 #   ROOTFSBENCH_DIR     scratch directory (default /var/tmp/rootfsbench)
@@ -28,7 +30,18 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/flyio-rootfsab.XXXXXX")
 scratch=${ROOTFSBENCH_DIR:-/var/tmp/rootfsbench}
 mkdir -p "$scratch"
 trees=$(mktemp -d "$scratch/ab.XXXXXX")
-trap 'rm -rf "$work" "$trees"' EXIT
+# Each run extracts into a fresh ext4 made like a base's, as run.sh does
+# (freshfs.go says why): needs root and loop devices; otherwise into
+# directories of $scratch's own filesystem.
+fresh=
+if [[ $(id -u) == 0 && -e /dev/loop-control ]] && command -v mkfs.ext4 >/dev/null; then fresh=1; fi
+cleanup() {
+	if [[ -n $fresh ]]; then
+		for m in "$trees"/*/; do mountpoint -q "$m" && umount "$m"; done
+	fi
+	rm -rf "$work" "$trees"
+}
+trap cleanup EXIT
 mkdir "$work/src"
 git -C "$repo" archive "$rev" | tar -x -C "$work/src"
 (cd "$work/src" && go build -o "$work/before" ./bench/rootfsbench)
@@ -44,12 +57,20 @@ for ((i = 0; i < n; i++)); do
 	for b in "${order[@]}"; do
 		k=$((k + 1))
 		mkdir "$trees/$k"
-		sync -f "$trees"
+		if [[ -n $fresh ]]; then
+			truncate -s 4G "$trees/$k.img"
+			mkfs.ext4 -q -F -m 0 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$trees/$k.img"
+			mount -o loop "$trees/$k.img" "$trees/$k"
+		fi
+		sync
 		b0=$(busy)
 		r=$(/usr/bin/time -f "%e %U %S %M" "$work/$b" child flyio "$archive" "$trees/$k" 2>&1 >/dev/null | tail -1)
 		b1=$(busy)
 		read -r wall user sys rss <<<"$r"
 		other=$(awk -v t="$((b1 - b0))" -v u="$user" -v s="$sys" 'BEGIN{o=t/100-u-s; if(o<0)o=0; printf "%.2f", o}')
 		printf '%-6s round %d  %6s s  user %5s s  sys %5s s  rss %6d KiB  others %5s s\n' "$b" $((i + 1)) "$wall" "$user" "$sys" "$rss" "$other"
+		if [[ -n $fresh ]]; then
+			umount "$trees/$k" && rmdir "$trees/$k" && rm -f "$trees/$k.img"
+		fi
 	done
 done
