@@ -123,6 +123,26 @@ func ReadPoolExclusive(ctx context.Context, pool string, pairs []Pair) (*Usage, 
 	return u, err
 }
 
+// ReadPoolMapped is ReadMapped on the active pool called pool, under a
+// metadata snapshot taken and released as ReadPool does. Unlike
+// ReadPoolExclusive it waits for another reader of this process: a
+// publish has no cached answer to fall back on. The ranges are those of
+// the moment of the snapshot; the caller keeps the device from being
+// written (a base device is read-only) for them to stay true.
+func ReadPoolMapped(ctx context.Context, pool string, dev uint32) (*Mapped, error) {
+	f, err := openMetadata(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var m *Mapped
+	err = underSnapshot(ctx, liveDM(pool), func(root uint64) (err error) {
+		m, err = ReadMapped(alignedReader{f}, root, dev)
+		return err
+	})
+	return m, err
+}
+
 // snapMu serialises underSnapshot.
 var snapMu sync.Mutex
 

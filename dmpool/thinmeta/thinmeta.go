@@ -1,5 +1,6 @@
-// Package thinmeta reads the list of thin devices, and how many data
-// blocks each maps, from a dm-thin pool's on-disk metadata.
+// Package thinmeta reads the list of thin devices, how many data blocks
+// each maps and which of its virtual ranges (mapped.go), from a dm-thin
+// pool's on-disk metadata.
 //
 // The kernel has no ioctl that lists the thin ids of a pool, and probing
 // ids by activating them costs an ioctl round trip per id ever handed out
