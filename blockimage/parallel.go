@@ -23,6 +23,11 @@ func forEach(ctx context.Context, n, par int, fn func(ctx context.Context, worke
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				// The feeder may still hand out work after a failure
+				// (select picks at random): none starts once cancelled.
+				if ctx.Err() != nil {
+					continue
+				}
 				if err := fn(ctx, w, i); err != nil {
 					once.Do(func() { first = err; cancel() })
 				}
