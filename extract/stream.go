@@ -53,9 +53,15 @@ type sourceReader struct {
 // same bytes, and each error of the source after the same bytes, as if
 // it read the source itself: sourceReader.Read counts and judges them
 // as they are taken, not as they are read.
+//
+// The raw-stream digest covers exactly the bytes taken, as when it was
+// computed in Read, so that a failed extraction's Result.Digest is that of
+// its CompressedBytes: a chunk is hashed when it comes back consumed (on
+// the feed's goroutine, before it is read into again), and waitFeed
+// hashes what was taken of the rest.
 type sourceFeed struct {
 	ch   chan feedChunk // read chunks, in stream order
-	free chan []byte
+	free chan feedChunk // consumed chunks (buf[:n] taken, not yet hashed), in stream order
 	done chan struct{}
 
 	cur feedChunk
@@ -80,9 +86,9 @@ const (
 // feedAsync starts the reading goroutine, which stops at stop; from here
 // until waitFeed, s.r and s.h are that goroutine's.
 func (s *sourceReader) feedAsync(stop <-chan struct{}) {
-	f := &sourceFeed{ch: make(chan feedChunk, feedBufs), free: make(chan []byte, feedBufs), done: make(chan struct{})}
+	f := &sourceFeed{ch: make(chan feedChunk, feedBufs), free: make(chan feedChunk, feedBufs), done: make(chan struct{})}
 	for range feedBufs {
-		f.free <- make([]byte, feedBufSize)
+		f.free <- feedChunk{buf: make([]byte, feedBufSize)}
 	}
 	s.feed = f
 	go f.fill(s.ctx, s.r, s.h, s.limit, stop)
@@ -92,9 +98,18 @@ func (f *sourceFeed) fill(ctx context.Context, r io.Reader, h hash.Hash, limit i
 	defer close(f.done)
 	var total int64
 	for {
+		// Stop first: once told, start no read (select picks at random
+		// among ready cases, and free and ch may well be ready too).
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		var buf []byte
 		select {
-		case buf = <-f.free:
+		case used := <-f.free:
+			h.Write(used.buf[:used.n])
+			buf = used.buf
 		case <-stop:
 			return
 		}
@@ -105,13 +120,17 @@ func (f *sourceFeed) fill(ctx context.Context, r io.Reader, h hash.Hash, limit i
 			if c.err = ctx.Err(); c.err != nil {
 				break
 			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			if tries == maxEmptyReads {
 				c.err = io.ErrNoProgress // as bufio gives up
 				break
 			}
 			c.n, c.err = r.Read(buf)
 		}
-		h.Write(buf[:c.n])
 		total += int64(c.n)
 		select {
 		case f.ch <- c:
@@ -134,7 +153,7 @@ func (f *sourceFeed) read(p []byte, stop <-chan struct{}) (int, error) {
 			return 0, f.cur.err
 		}
 		if f.cur.buf != nil {
-			f.free <- f.cur.buf // never blocks: there are feedBufs buffers
+			f.free <- feedChunk{buf: f.cur.buf, n: f.cur.n} // never blocks: there are feedBufs buffers
 			f.cur.buf = nil
 		}
 		select {
@@ -167,13 +186,27 @@ func (f *sourceFeed) read(p []byte, stop <-chan struct{}) (int, error) {
 	return n, nil
 }
 
-// waitFeed waits for the reading goroutine to stop (stop must be closed);
-// s.r and s.h are the caller's again, s.h holding every byte it read.
+// waitFeed waits for the reading goroutine to stop (stop must be closed,
+// and the reading side done with the feed); s.r and s.h are the caller's
+// again, s.h holding every byte taken from the feed, and no other.
 func (s *sourceReader) waitFeed() {
-	if s.feed == nil {
+	f := s.feed
+	if f == nil {
 		return
 	}
-	<-s.feed.done
+	<-f.done
+	for {
+		select {
+		case used := <-f.free:
+			s.h.Write(used.buf[:used.n])
+			continue
+		default:
+		}
+		break
+	}
+	if f.cur.buf != nil {
+		s.h.Write(f.cur.buf[:f.off])
+	}
 	s.feed = nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
@@ -15,7 +17,12 @@ import (
 // extraction in a process of its own, so that the parent's wait4 reports
 // this extraction's own CPU time and peak RSS.
 func runChild(tool, archivePath, dir string) error {
-	ctx := context.Background()
+	// Interrupted (Ctrl-C reaches the whole process group), every tool
+	// stops through its context rather than dying mid-way: containerd's
+	// applier then unmounts its temporary bind mount of dir, which would
+	// otherwise hold the round's filesystem (and its loop device).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	f, err := os.Open(archivePath)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -74,6 +75,9 @@ type options struct {
 	freshFS       bool
 	freshFSWhyNot string
 	childEnv      []string // what the "containerd" child needs (applier.go)
+	// ctx is cancelled at SIGINT or SIGTERM: no run starts after it, and
+	// the round's filesystem is unmounted and removed on the way out.
+	ctx context.Context
 }
 
 // measurement is one timed extraction.
@@ -89,6 +93,14 @@ type measurement struct {
 func run() error {
 	var o options
 	var tools string
+	// Without this, Ctrl-C killed the process between makeFreshFS and
+	// remove, leaving the round's ext4 mounted under -dir, its loop
+	// device attached and its image on disk. The children see the
+	// terminal's SIGINT themselves (GNU time ignores it while it waits)
+	// and stop cleanly (child.go).
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	o.ctx = ctx
 	flag.StringVar(&o.archive, "archive", "/var/cache/flyio-image-manager/bench/debian-rootfs.tar.gz", "gzip root filesystem tarball (bench/rootfsbench/rootfs.sh makes one)")
 	flag.StringVar(&o.dir, "dir", "/var/tmp/rootfsbench", "scratch directory; every tool extracts into a fresh directory under it")
 	flag.IntVar(&o.n, "n", 5, "rounds; each round runs every tool once")
@@ -189,6 +201,9 @@ func run() error {
 // inRound runs body in the scratch directory of one round: a fresh
 // filesystem made for it and removed after it (see freshfs.go), or work.
 func inRound(o options, work, name string, body func(dir string) error) error {
+	if err := o.ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
 	if !o.freshFS {
 		return body(work)
 	}
@@ -258,6 +273,9 @@ func warm(path string) error {
 
 // measure runs one extraction in a child process and waits for it.
 func measure(o options, self, tool, dest string) (measurement, error) {
+	if err := o.ctx.Err(); err != nil {
+		return measurement{}, fmt.Errorf("interrupted: %w", err)
+	}
 	archive := o.archive
 	var argv []string
 	switch tool {
