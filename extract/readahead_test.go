@@ -146,3 +146,41 @@ func TestSourceFeedEmptyReads(t *testing.T) {
 		t.Errorf("stuck source: err = %v, want io.ErrNoProgress as the source's error", err)
 	}
 }
+
+// smallReads returns at most k bytes per Read, as a network body does.
+type smallReads struct {
+	r io.Reader
+	k int
+}
+
+func (s *smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), s.k)]) }
+
+// A source that returns 16 KiB per read still fills the feed's chunks to
+// feedMinFill before handing them over: one chunk per read kept the feed
+// only 64 KiB ahead of the decoder, too little to hide a network's jitter.
+func TestSourceFeedFillsChunksFromSmallReads(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16)
+	stop := make(chan struct{})
+	s := &sourceReader{ctx: context.Background(), r: &smallReads{r: bytes.NewReader(data), k: 16 << 10}, h: newSHA256(), limit: 1 << 40}
+	s.feedAsync(stop)
+	var got int
+	for {
+		c := <-s.feed.ch
+		got += c.n
+		if c.err == nil && c.n < feedMinFill {
+			t.Fatalf("chunk of %d bytes handed over before the source's end (want at least %d)", c.n, feedMinFill)
+		}
+		s.feed.free <- feedChunk{buf: c.buf, n: c.n}
+		if c.err != nil {
+			if c.err != io.EOF {
+				t.Fatal(c.err)
+			}
+			break
+		}
+	}
+	close(stop)
+	s.waitFeed()
+	if got != len(data) {
+		t.Fatalf("feed handed over %d bytes, want %d", got, len(data))
+	}
+}

@@ -78,6 +78,9 @@ type feedChunk struct {
 const (
 	feedBufs    = 4
 	feedBufSize = 512 << 10
+	// feedMinFill is how much a chunk holds before it is handed over,
+	// unless the source ends or fails first.
+	feedMinFill = 128 << 10
 	// maxEmptyReads is how many (0, nil) reads in a row the source may
 	// return before it is taken to be stuck (bufio's limit).
 	maxEmptyReads = 100
@@ -114,9 +117,10 @@ func (f *sourceFeed) fill(ctx context.Context, r io.Reader, h hash.Hash, limit i
 			return
 		}
 		c := feedChunk{buf: buf}
-		// One read per chunk, as the decoder's bufio would: a chunk is
-		// handed over as soon as the source returns something.
-		for tries := 0; c.n == 0 && c.err == nil; tries++ {
+		// A chunk is handed over once it holds feedMinFill bytes (or the
+		// source's last): a network body returns some 16 KiB per read,
+		// and a chunk per read would keep the feed only 4 reads ahead.
+		for empty := 0; c.n < feedMinFill && c.err == nil; {
 			if c.err = ctx.Err(); c.err != nil {
 				break
 			}
@@ -125,11 +129,18 @@ func (f *sourceFeed) fill(ctx context.Context, r io.Reader, h hash.Hash, limit i
 				return
 			default:
 			}
-			if tries == maxEmptyReads {
+			if empty == maxEmptyReads {
 				c.err = io.ErrNoProgress // as bufio gives up
 				break
 			}
-			c.n, c.err = r.Read(buf)
+			var k int
+			k, c.err = r.Read(buf[c.n:])
+			c.n += k
+			if k == 0 {
+				empty++
+			} else {
+				empty = 0
+			}
 		}
 		total += int64(c.n)
 		select {
