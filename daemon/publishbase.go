@@ -7,10 +7,10 @@ import (
 	"github.com/superfly/flyio-image-manager/adminwire"
 )
 
-// PublishBase is importer.PublishBase. It is not serialised with gc like
-// DeleteImage: it reads the base through a containerd view, which keeps
-// the base from being removed under it.
+// PublishBase is importer.PublishBase, its view made on the daemon's own
+// snapshotter. It is not serialised with gc like DeleteImage: the view
+// keeps the base from being removed under it.
 func (b *backend) PublishBase(ctx context.Context, id string) (admin.PublishBaseResult, error) {
-	p, err := b.importer.PublishBase(ctx, id)
+	p, err := b.importer.PublishBase(ctx, id, b.sn)
 	return adminwire.PublishedBase(p), err
 }

@@ -158,7 +158,6 @@ func (im *Importer) fillBlock(ctx context.Context, sn snapshots.Snapshotter, key
 	if err != nil {
 		return res, fmt.Errorf("preparing a blank device for block image %s: %w", r.Block, err)
 	}
-	failpoint.Hit(failpoint.ImportAfterPrepare)
 	if len(mounts) != 1 || !strings.HasPrefix(mounts[0].Source, "/dev/") {
 		return res, fmt.Errorf("snapshot %s: mounts %+v are not one block device: %w", key, mounts, errdefs.ErrFailedPrecondition)
 	}
@@ -195,8 +194,11 @@ func (im *Importer) fillBlock(ctx context.Context, sn snapshots.Snapshotter, key
 			rs.run.CompressedBytes += c.CompressedSize
 			rec := rs.run
 			rs.mu.Unlock()
-			failpoint.Hit(failpoint.ImportMidExtract)
-			return im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&rec) })
+			if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&rec) }); err != nil {
+				return err
+			}
+			failpoint.Hit(failpoint.ImportMidBlockFill)
+			return nil
 		},
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/blockimage"
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
@@ -25,10 +26,15 @@ type Published struct {
 // PublishBase uploads the committed base of imported image id as a block
 // image under the block prefix: the base device's mapped ranges (from
 // the pool's metadata), cut into chunks the bucket does not already
-// hold, and a manifest naming the tarball the base came from. The data
-// is read through a containerd view of the base, which keeps the base
-// from being removed while it is read and needs no write access to it.
-func (im *Importer) PublishBase(ctx context.Context, id string) (Published, error) {
+// hold, and a manifest naming the tarball the base came from.
+//
+// The data is read through a view of the base made on views, the
+// daemon's own snapshotter: a view keeps the base from being removed
+// while it is read and needs no write access to it. Not through
+// containerd: containerd removes a view from us only at its next
+// garbage collection, and until then delete-image would refuse the
+// base for the view depending on it.
+func (im *Importer) PublishBase(ctx context.Context, id string, views snapshots.Snapshotter) (Published, error) {
 	var out Published
 	if im.cfg.BlockPrefix == "" {
 		return out, fmt.Errorf("publish-base: [s3] block_prefix is not set: %w", errdefs.ErrFailedPrecondition)
@@ -82,23 +88,16 @@ func (im *Importer) PublishBase(ctx context.Context, id string) (Published, erro
 		extents[i] = blockimage.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
 	}
 
-	cli, err := im.cd.Client(ctx)
+	viewKey := "flyio-publish/" + newRunID()
+	mounts, err := views.View(ctx, viewKey, base.Key, snapshots.WithLabels(map[string]string{"flyio.io/publish-base": id}))
 	if err != nil {
-		return out, err
+		return out, fmt.Errorf("publish-base %s: a view of base %s: %w", id, base.Key, err)
 	}
-	ctx = withNamespace(ctx, im.cd)
-	ctx, releaseLease, err := cli.WithLease(ctx)
-	if err != nil {
-		return out, fmt.Errorf("containerd lease: %w", err)
-	}
-	defer releaseLease(context.WithoutCancel(ctx))
-	sn := cli.SnapshotService(im.cfg.Snapshotter)
-	viewKey := "flyio-publish-" + newRunID()
-	mounts, err := sn.View(ctx, viewKey, img.ChainID)
-	if err != nil {
-		return out, fmt.Errorf("publish-base %s: a view of base %s: %w", id, img.ChainID, err)
-	}
-	defer sn.Remove(context.WithoutCancel(ctx), viewKey)
+	defer func() {
+		if err := views.Remove(context.WithoutCancel(ctx), viewKey); err != nil {
+			log.G(ctx).WithError(err).Warnf("publish-base %s: view %s left; gc will report it", id, viewKey)
+		}
+	}()
 	if len(mounts) != 1 || !strings.HasPrefix(mounts[0].Source, "/dev/") {
 		return out, fmt.Errorf("publish-base %s: view mounts %+v are not one block device: %w", id, mounts, errdefs.ErrFailedPrecondition)
 	}

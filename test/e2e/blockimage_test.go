@@ -11,13 +11,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/blockimage"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/internal/failpoint"
 )
 
 // TestBlockImageRoundTrip imports a tarball, publishes its base as a
@@ -52,9 +55,7 @@ func TestBlockImageRoundTrip(t *testing.T) {
 		t.Fatalf("second publish-base uploaded again: %v\n%s", err, out)
 	}
 
-	if out, err := s.flyio("delete-image", "--image-id", id); err != nil {
-		t.Fatalf("delete-image: %v\n%s", err, out)
-	}
+	s.deleteImage(id)
 	tarGets := s.gets(key)
 	out, err = s.processImage(cmdTimeout, "--s3-key", key)
 	t.Logf("process-image from the block image:\n%s", out)
@@ -78,14 +79,51 @@ func TestBlockImageRoundTrip(t *testing.T) {
 		t.Errorf("container on the block-filled base printed %q", got)
 	}
 
-	// A corrupt chunk: the fill fails naming it, and nothing is left.
-	if out, err := s.flyio("delete-image", "--image-id", id); err != nil {
-		t.Fatalf("delete-image: %v\n%s", err, out)
-	}
 	m, ok, err := blockimage.LoadManifest(context.Background(), blockimage.NewS3Store(s.up), prefix, key)
 	if err != nil || !ok || len(m.Chunks) == 0 {
 		t.Fatalf("manifest: %v, %v", ok, err)
 	}
+	chunkGets := func() int {
+		n := 0
+		for _, c := range m.Chunks {
+			n += s.gets(blockimage.ChunkKey(prefix, c.Digest))
+		}
+		return n
+	}
+
+	// Killed once a chunk is journalled, the daemon's next start
+	// continues the fill instead of starting over: fewer than two GETs
+	// a chunk in all.
+	s.deleteImage(id)
+	s.StopDaemon()
+	s.StartDaemon("daemon-failpoint.log", failpoint.EnvVar+"="+failpoint.ImportMidBlockFill)
+	s.WaitDaemon()
+	before := chunkGets()
+	out, err = s.processImage(cmdTimeout, "--s3-key", key, "--no-wait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := runID(t, out)
+	if err, ok := s.Daemon.Wait(cmdTimeout); !ok {
+		t.Fatalf("the failpoint did not kill the daemon (%v)", err)
+	}
+	s.StartDaemon("daemon.log")
+	s.WaitDaemon()
+	if r := s.waitRun(resumed, cmdTimeout); r.State != admin.RunDone {
+		t.Fatalf("resumed block run: %s: %s", r.State, r.Error)
+	}
+	if n := chunkGets() - before; n >= 2*len(m.Chunks) {
+		t.Errorf("the resumed fill fetched %d chunks of %d in all: it started over", n, len(m.Chunks))
+	}
+	if !strings.Contains(s.DaemonLog(), "continuing the block fill") {
+		t.Errorf("the restarted daemon does not say it continued the fill")
+	}
+	if got := s.baseTree(first.ChainID); !equalTrees(t, got, want) {
+		t.Errorf("the resumed block fill differs from the extracted base")
+	}
+
+	// A corrupt chunk: the fill fails naming it, and nothing is left.
+	s.deleteImage(id)
 	bad := blockimage.ChunkKey(prefix, m.Chunks[len(m.Chunks)-1].Digest)
 	s.put(bad, []byte("not a zstd frame"))
 	out, err = s.processImage(cmdTimeout, "--s3-key", key)
@@ -102,6 +140,24 @@ func TestBlockImageRoundTrip(t *testing.T) {
 	st, err := s.admin().Status(context.Background())
 	if err != nil || st.Images != 0 {
 		t.Errorf("status after the failed import: %d images (%v)", st.Images, err)
+	}
+}
+
+// deleteImage runs delete-image until the base has no dependents: the
+// views baseTree made through containerd are removed from us only at
+// containerd's next garbage collection.
+func (s *s3env) deleteImage(id string) {
+	s.T.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := s.flyio("delete-image", "--image-id", id)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(out, "FOREIGN KEY") || time.Now().After(deadline) {
+			s.T.Fatalf("delete-image %s: %v\n%s", id, err, out)
+		}
+		time.Sleep(time.Second)
 	}
 }
 
