@@ -88,14 +88,14 @@ func (im *Importer) PublishBase(ctx context.Context, id string, views snapshots.
 		extents[i] = blockimage.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
 	}
 
-	viewKey := "flyio-publish/" + newRunID()
+	viewKey := publishViewPrefix + newRunID()
 	mounts, err := views.View(ctx, viewKey, base.Key, snapshots.WithLabels(map[string]string{"flyio.io/publish-base": id}))
 	if err != nil {
 		return out, fmt.Errorf("publish-base %s: a view of base %s: %w", id, base.Key, err)
 	}
 	defer func() {
 		if err := views.Remove(context.WithoutCancel(ctx), viewKey); err != nil {
-			log.G(ctx).WithError(err).Warnf("publish-base %s: view %s left; gc will report it", id, viewKey)
+			log.G(ctx).WithError(err).Warnf("publish-base %s: view %s left; the next start removes it", id, viewKey)
 		}
 	}()
 	if len(mounts) != 1 || !strings.HasPrefix(mounts[0].Source, "/dev/") {
@@ -116,4 +116,32 @@ func (im *Importer) PublishBase(ctx context.Context, id string, views snapshots.
 	}
 	out.ManifestKey = blockimage.ManifestKey(im.cfg.BlockPrefix, img.Key)
 	return out, nil
+}
+
+// publishViewPrefix names PublishBase's views on the daemon's
+// snapshotter. containerd knows nothing of them, and gc leaves keys it
+// cannot map to containerd's alone, so one a killed daemon left would
+// stay for good, its base undeletable.
+const publishViewPrefix = "flyio-publish/"
+
+// RemovePublishViews removes the views of publishes a previous daemon
+// left (killed mid-read, or its Remove failed). Called at start, before
+// the admin API serves: no publish is under way then.
+func RemovePublishViews(ctx context.Context, views snapshots.Snapshotter) error {
+	var keys []string
+	if err := views.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindView && strings.HasPrefix(info.Name, publishViewPrefix) {
+			keys = append(keys, info.Name)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("listing leftover publish-base views: %w", err)
+	}
+	for _, k := range keys {
+		if err := views.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("removing leftover publish-base view %s: %w", k, err)
+		}
+		log.G(ctx).Infof("removed publish-base view %s a previous daemon left", k)
+	}
+	return nil
 }
