@@ -98,6 +98,7 @@ type Backend interface {
 	Status(ctx context.Context) (Status, error)
 	GC(ctx context.Context, req GCRequest) (GCReport, error)
 	DeleteImage(ctx context.Context, id string) (DeleteImageResult, error)
+	PublishBase(ctx context.Context, id string) (PublishBaseResult, error)
 }
 
 // Handler serves the admin API over b.
@@ -122,6 +123,10 @@ func Handler(b Backend) http.Handler {
 	})
 	mux.HandleFunc("DELETE /v1/images/{id}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.DeleteImage(r.Context(), r.PathValue("id"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/images/{id}/publish-base", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.PublishBase(r.Context(), r.PathValue("id"))
 		reply(w, res, err)
 	})
 	return mux

@@ -160,6 +160,14 @@ func (c *Client) DeleteImage(ctx context.Context, id string) (DeleteImageResult,
 	return res, err
 }
 
+// PublishBase asks the daemon to publish an imported image's base as a
+// block image.
+func (c *Client) PublishBase(ctx context.Context, id string) (PublishBaseResult, error) {
+	var res PublishBaseResult
+	err := c.do(ctx, http.MethodPost, "/v1/images/"+url.PathEscape(id)+"/publish-base", nil, &res)
+	return res, err
+}
+
 // remoteError is a daemon error: its message as the daemon wrote it, and
 // the errdefs kind it had there.
 type remoteError struct {

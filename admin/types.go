@@ -45,6 +45,9 @@ type Run struct {
 	ChainID     string   `json:"chain_id,omitempty"`     // the committed base, once done
 	DiffID      string   `json:"diff_id,omitempty"`      // the layer's uncompressed digest
 	Digest      string   `json:"digest,omitempty"`       // the layer blob's (compressed) digest
+	// Block is the manifest key of the block image the run fills from
+	// instead of extracting the tarball; "" for a tarball import.
+	Block string `json:"block,omitempty"`
 	// Progress, in bytes: of the object ("size"), read so far
 	// ("compressed_bytes"), of the tar stream written ("bytes").
 	Size            int64     `json:"size"`             // 0 until known
@@ -61,6 +64,22 @@ type ProcessImageRequest struct {
 	Key     string `json:"s3_key"`
 	ImageID string `json:"image_id,omitempty"`
 	Ref     string `json:"ref,omitempty"`
+	// FromBlock requires a block image of the key: the request fails
+	// without one instead of extracting the tarball.
+	FromBlock bool `json:"from_block,omitempty"`
+}
+
+// PublishBaseResult says what publish-base uploaded.
+type PublishBaseResult struct {
+	Image       Image  `json:"image"`        // the image whose base was published
+	ManifestKey string `json:"manifest_key"` // where its manifest is
+	Chunks      int    `json:"chunks"`       // in the manifest
+	ZeroChunks  int    `json:"zero_chunks"`  // all zeros, left out
+	Uploaded    int    `json:"uploaded"`     // chunks put
+	Reused      int    `json:"reused"`       // chunks already in the bucket
+	// Bytes of the device the manifest covers, and compressed bytes put.
+	Bytes         int64 `json:"bytes"`
+	UploadedBytes int64 `json:"uploaded_bytes"`
 }
 
 // Image is an image process-image imported, as delete-image names it.

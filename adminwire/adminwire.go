@@ -28,7 +28,7 @@ func Run(r metadata.Run) admin.Run {
 	return admin.Run{
 		ID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, ImageID: r.ImageID, Ref: r.Ref,
 		State: admin.RunState(r.State), Error: r.Error,
-		SnapshotKey: r.SnapshotKey, ChainID: r.ChainID, DiffID: r.DiffID, Digest: r.Digest,
+		SnapshotKey: r.SnapshotKey, ChainID: r.ChainID, DiffID: r.DiffID, Digest: r.Digest, Block: r.Block,
 		Size: r.Size, CompressedBytes: r.CompressedBytes, Bytes: r.Bytes, Entries: r.Entries,
 		Created: r.Created, Updated: r.Updated,
 	}
@@ -54,7 +54,15 @@ func Image(img metadata.Image) admin.Image {
 
 // ImportRequest is a process-image request as the importer takes it.
 func ImportRequest(req admin.ProcessImageRequest) importer.Request {
-	return importer.Request{Key: req.Key, ImageID: req.ImageID, Ref: req.Ref}
+	return importer.Request{Key: req.Key, ImageID: req.ImageID, Ref: req.Ref, FromBlock: req.FromBlock}
+}
+
+// PublishedBase is a publish-base outcome as the admin API shows it.
+func PublishedBase(p importer.Published) admin.PublishBaseResult {
+	s := p.Stats
+	return admin.PublishBaseResult{Image: Image(p.Image), ManifestKey: p.ManifestKey,
+		Chunks: s.Chunks, ZeroChunks: s.ZeroChunks, Uploaded: s.Uploaded, Reused: s.Reused,
+		Bytes: s.Bytes, UploadedBytes: s.UploadedBytes}
 }
 
 // Queues is the importer's queues as the admin API shows them.

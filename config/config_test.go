@@ -205,3 +205,17 @@ func TestLayerStoreNeedsBucket(t *testing.T) {
 		t.Fatalf("defaults: bucket %q, %v; want none and no error", cfg.S3.Bucket, err)
 	}
 }
+
+// TestBlockPrefixNeedsBucket: block_prefix is checked like layer_prefix.
+func TestBlockPrefixNeedsBucket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte("[s3]\nblock_prefix = \"blocks/\"\n"), 0o644)
+	if _, err := Load(path, true); err == nil || !strings.Contains(err.Error(), "block_prefix") || !strings.Contains(err.Error(), "set [s3] bucket") {
+		t.Fatalf("block_prefix without bucket: %v", err)
+	}
+	os.WriteFile(path, []byte("[s3]\nbucket = \"b\"\nblock_prefix = \"blocks/\"\n"), 0o644)
+	if cfg, err := Load(path, true); err != nil || cfg.S3.BlockPrefix != "blocks/" {
+		t.Fatalf("block_prefix %q, %v", cfg.S3.BlockPrefix, err)
+	}
+}

@@ -32,6 +32,10 @@ type S3 struct {
 	// LayerPrefix is prepended to layer names to form object keys; set, it
 	// turns the S3 layer store on.
 	LayerPrefix string `toml:"layer_prefix"`
+	// BlockPrefix is where block images (blockimage, docs/s3.md) live:
+	// set, publish-base uploads bases under it and process-image fills
+	// from a block image there instead of extracting the tarball.
+	BlockPrefix string `toml:"block_prefix"`
 
 	// PartSize is the size of each ranged GET (and of multipart upload
 	// parts): bytes, or a string such as "5MiB". At most Concurrency+1
@@ -103,7 +107,8 @@ func (c *S3) applyEnv() error {
 // internal/s3check's, which s3fetch.New checks too.
 func (c *S3) validate() error {
 	return s3check.Settings[units.Size, units.Seconds]{Bucket: c.Bucket, Region: c.Region, LayerPrefix: c.LayerPrefix,
-		PartSize: c.PartSize, Concurrency: c.Concurrency, DownloadTimeout: c.DownloadTimeout, PartTimeout: c.PartTimeout,
+		BlockPrefix: c.BlockPrefix,
+		PartSize:    c.PartSize, Concurrency: c.Concurrency, DownloadTimeout: c.DownloadTimeout, PartTimeout: c.PartTimeout,
 		DownloadQueueSize: c.DownloadQueueSize, MaxRetries: c.MaxRetries,
 		RetryBaseDelay: c.RetryBaseDelay, RetryMaxDelay: c.RetryMaxDelay}.Validate()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/internal/logring"
 	"github.com/superfly/flyio-image-manager/service"
 )
@@ -61,6 +62,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	al, err := listen(cfg.AdminAddress, 0o600)
 	if err != nil {
 		return err
+	}
+	// Before the admin API serves, so that no publish is under way.
+	if err := importer.RemovePublishViews(ctx, sn); err != nil {
+		log.G(ctx).WithError(err).Error("publish-base views a previous daemon left are still there")
 	}
 	adminSrv := newAdminServer(admin.Handler(&backend{
 		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: svc.Containerd, guard: svc.Guard,

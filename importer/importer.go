@@ -46,6 +46,13 @@ type Config struct {
 	// MountDir is where runs mount their snapshot (fillmount.Dir of
 	// root_dir); "" is the system's temp directory.
 	MountDir string
+	// BlockPrefix is the [s3] block_prefix: set, a run fills from the
+	// block image of its key when the bucket has one (blockfill.go),
+	// and PublishBase publishes there.
+	BlockPrefix string
+	// Pool is the thin pool's dm name, whose metadata PublishBase reads
+	// a base's mapped ranges from.
+	Pool string
 }
 
 // Request asks for one S3 object to be processed.
@@ -53,6 +60,9 @@ type Request struct {
 	Key     string `json:"s3_key"`
 	ImageID string `json:"image_id,omitempty"`
 	Ref     string `json:"ref,omitempty"`
+	// FromBlock requires a block image: without one the request fails
+	// instead of extracting the tarball.
+	FromBlock bool `json:"from_block,omitempty"`
 }
 
 // Importer runs process-image requests.
@@ -157,10 +167,17 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 	if prev != nil && prev.State == metadata.RunDone && prev.ImageID == req.ImageID && prev.Ref == req.Ref {
 		return *prev, nil // fetched once already
 	}
+	// Looked up under im.mu, like the rest of the decision: a manifest
+	// GET is small, and two callers must not start two runs.
+	block, err := im.chooseBlock(ctx, req.Key, info.ETag, req.FromBlock)
+	if err != nil {
+		return metadata.Run{}, err
+	}
 	now := time.Now().UTC()
 	run := metadata.Run{
 		ID: newRunID(), Bucket: bucket, Key: req.Key, ETag: info.ETag, Size: info.Size,
 		ImageID: req.ImageID, Ref: req.Ref, State: metadata.RunQueued, Created: now,
+		Block: block,
 	}
 	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&run) }); err != nil {
 		return metadata.Run{}, err

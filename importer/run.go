@@ -93,7 +93,12 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	if err := releaseLeftoverMounts(ctx, sn, key); err != nil {
 		return fmt.Errorf("unmounting the half-filled snapshot %s of an interrupted run: %w", key, err)
 	}
-	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+	// A block fill is the exception: its journal says which chunks are
+	// on its device, so it keeps the device and continues.
+	resume := canResumeBlock(ctx, sn, r)
+	if resume {
+		log.G(ctx).Infof("continuing the block fill of snapshot %s from its journal", key)
+	} else if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("removing the half-filled snapshot %s of an interrupted run: %w", key, err)
 	}
 	// Its figures start over too: they only grow while it streams.
@@ -103,8 +108,18 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	})
 	failpoint.Hit(failpoint.ImportAfterDownloading)
 
-	res, err := im.fill(ctx, sn, key, rs)
+	var res extract.Result
+	if r.Block != "" {
+		res, err = im.fillBlock(ctx, sn, key, rs, resume)
+	} else {
+		res, err = im.fill(ctx, sn, key, rs)
+	}
 	if err != nil {
+		if r.Block != "" && im.ctx.Err() != nil && !rs.cancelRequested() {
+			// The daemon is stopping: keep the device, whose journalled
+			// chunks the next start continues from.
+			return err
+		}
 		if rmErr := sn.Remove(context.WithoutCancel(ctx), key); rmErr != nil && !errdefs.IsNotFound(rmErr) {
 			log.G(ctx).WithError(rmErr).Errorf("failed import left snapshot %s; gc will report it", key)
 		}
@@ -116,6 +131,7 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	// halfway could leave a base without its image.
 	if err := im.enterCommitting(rs, func(r *metadata.Run) {
 		r.DiffID, r.Digest, r.ChainID = res.DiffID, res.Digest, res.DiffID
+		r.Compression = res.Compression
 		r.Bytes, r.CompressedBytes, r.Entries = res.Bytes, res.CompressedBytes, res.Entries
 	}); err != nil {
 		if rmErr := sn.Remove(context.WithoutCancel(ctx), key); rmErr != nil && !errdefs.IsNotFound(rmErr) {

@@ -43,6 +43,19 @@ type Run struct {
 	ChainID     string `json:"chain_id,omitempty"`
 	DiffID      string `json:"diff_id,omitempty"`
 	Digest      string `json:"digest,omitempty"`
+	// Compression is the tarball's ("gzip", "zstd", "" for none), for
+	// the layer media type a block image's importer registers.
+	Compression string `json:"compression,omitempty"`
+
+	// Block is the manifest key of the block image the run fills from
+	// instead of extracting the tarball; "" for a tarball import.
+	Block string `json:"block,omitempty"`
+	// BlockTable identifies the manifest's chunk table (BlockDone's
+	// indices mean nothing for another), and BlockDone is the journal
+	// of a block fill: bit i set once chunk i is written and the device
+	// synced, so that a run interrupted by a crash continues from there.
+	BlockTable string `json:"block_table,omitempty"`
+	BlockDone  []byte `json:"block_done,omitempty"`
 
 	Size            int64 `json:"size"`
 	CompressedBytes int64 `json:"compressed_bytes"`

@@ -30,6 +30,8 @@ type Config struct {
 	Prefix string
 	// LayerPrefix is prepended to layer names to form object keys.
 	LayerPrefix string
+	// BlockPrefix is where block images live (blockimage).
+	BlockPrefix string
 
 	// PartSize is the size of each ranged GET (and of multipart upload
 	// parts): bytes, or a string such as "5MiB". At most Concurrency+1
@@ -102,7 +104,7 @@ func DefaultConfig() Config {
 // error here: the daemon runs without S3, and the operations that need a
 // bucket fail with ErrNoBucket.
 func (c *Config) Validate() error {
-	return s3check.Settings[units.Size, units.Seconds]{Bucket: c.Bucket, Region: c.Region, LayerPrefix: c.LayerPrefix,
+	return s3check.Settings[units.Size, units.Seconds]{Bucket: c.Bucket, Region: c.Region, LayerPrefix: c.LayerPrefix, BlockPrefix: c.BlockPrefix,
 		PartSize: c.PartSize, Concurrency: c.Concurrency, DownloadTimeout: c.DownloadTimeout, PartTimeout: c.PartTimeout,
 		DownloadQueueSize: c.DownloadQueueSize, MaxRetries: c.MaxRetries,
 		RetryBaseDelay: c.RetryBaseDelay, RetryMaxDelay: c.RetryMaxDelay}.Validate()

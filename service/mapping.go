@@ -53,6 +53,7 @@ func S3Config(cfg config.Config) s3fetch.Config {
 		PathStyle:         s.PathStyle,
 		Prefix:            s.Prefix,
 		LayerPrefix:       s.LayerPrefix,
+		BlockPrefix:       s.BlockPrefix,
 		PartSize:          s.PartSize,
 		Concurrency:       s.Concurrency,
 		DownloadTimeout:   s.DownloadTimeout,

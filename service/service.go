@@ -172,7 +172,9 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 	// the database closes; an interrupted run resumes on the next start.
 	runCtx, stopRuns := context.WithCancel(ctx)
 	s.stopRuns = stopRuns
-	s.Importer = importer.New(runCtx, importerConfig(cfg, s.Metrics), s.S3, s.Containerd, s.Store)
+	icfg := importerConfig(cfg, s.Metrics)
+	icfg.Pool = s.Pool.Name()
+	s.Importer = importer.New(runCtx, icfg, s.S3, s.Containerd, s.Store)
 	if err := registerCollectors(s.Metrics, s.Pool, s.Guard, s.Store, s.Importer); err != nil {
 		return nil, err
 	}
@@ -213,6 +215,7 @@ func importerConfig(cfg config.Config, m *metrics.Metrics) importer.Config {
 		UnpackQueueSize: cfg.Extract.UnpackQueueSize,
 		Fills:           m.Fills(metrics.SourceImage),
 		MountDir:        mountDir(cfg),
+		BlockPrefix:     cfg.S3.BlockPrefix,
 	}
 }
 

@@ -48,8 +48,12 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err != nil {
 		return nil, err
 	}
+	blankFS, err := blankFSType(kind, parent, info.Labels)
+	if err != nil {
+		return nil, err
+	}
 	ctx = withSnapshot(ctx, key, parent)
-	if s.remoteCandidate(kind, info.Labels) {
+	if blankFS == "" && s.remoteCandidate(kind, info.Labels) {
 		err := s.fillRemote(ctx, parent, info.Labels)
 		if err == nil {
 			return nil, fmt.Errorf("target snapshot %q: %w", info.Labels[snapshots.LabelSnapshotRef], errdefs.ErrAlreadyExists)
@@ -74,7 +78,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			log.G(ctx).WithError(err).Warn("pool trouble check at prepare failed; Commit checks again")
 		}
 	}
-	if parent == "" && s.spares != nil && s.defaultSize(info.Labels) {
+	if blankFS == "" && parent == "" && s.spares != nil && s.defaultSize(info.Labels) {
 		rec, err := s.spares.claim(ctx, kind, key, info.Labels)
 		if err != nil {
 			return nil, err
@@ -84,9 +88,14 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			return s.mounts(rec), nil
 		}
 	}
-	origin, size, fsType, err := s.origin(ctx, parent, size)
-	if err != nil {
-		return nil, err
+	// A blank device has no origin (0: create_thin, as the device
+	// record says).
+	var origin uint32
+	fsType := blankFS
+	if blankFS == "" {
+		if origin, size, fsType, err = s.origin(ctx, parent, size); err != nil {
+			return nil, err
+		}
 	}
 	healed := false
 	for attempt := 1; ; attempt++ {
@@ -96,7 +105,11 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 		ctx := s.withDevice(ctx, rec.DeviceID)
 		failpoint.Hit(failpoint.PrepareAfterReserve)
-		err = s.pool.CreateSnapshot(ctx, rec.DeviceID, origin)
+		if blankFS != "" {
+			err = s.pool.CreateThin(ctx, rec.DeviceID)
+		} else {
+			err = s.pool.CreateSnapshot(ctx, rec.DeviceID, origin)
+		}
 		failpoint.Hit(failpoint.PrepareAfterCreateSnap)
 		if errors.Is(err, dmpool.ErrDeviceExists) && attempt < maxCreateAttempts {
 			// The id is taken by a device the metadata does not know:
@@ -104,7 +117,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			s.abandon(ctx, rec, op, err, false)
 			continue
 		}
-		if parent == "" && errors.Is(err, dmpool.ErrNotFound) && !healed {
+		if parent == "" && blankFS == "" && errors.Is(err, dmpool.ErrNotFound) && !healed {
 			// The template's device is gone from the pool although its
 			// record says ready: make a new template and try once more.
 			s.abandon(ctx, rec, op, err, false)

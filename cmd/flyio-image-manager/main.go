@@ -58,6 +58,7 @@ func newApp() *cli.App {
 			processImageCommand,
 			listImagesCommand,
 			pushLayersCommand,
+			publishBaseCommand,
 			gcCommand,
 			deleteImageCommand,
 			imagesCommand,

@@ -23,12 +23,16 @@ containerd, so 'ctr run --snapshotter flyio REF id cmd' starts on it.
 The same bucket/key/ETag is processed once; concurrent requests join one run.
 Defaults: --image-id is the key's file name without its archive suffix
 (images/Alpine_3.19.tar.gz -> alpine-3.19); --ref is
-images.flyio.local/<image-id>:latest.`,
+images.flyio.local/<image-id>:latest.
+With [s3] block_prefix set and a block image of the key published
+(publish-base) for its current ETag, the base is filled from the block
+image instead: a fresh device written at disk speed, no extraction.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "s3-key", Required: true, Usage: "object `KEY`, e.g. images/alpine.tar"},
 		&cli.StringFlag{Name: "image-id", Usage: "image id", DefaultText: "derived from the key"},
 		&cli.StringFlag{Name: "ref", Usage: "containerd image name", DefaultText: "images.flyio.local/<image-id>:latest"},
 		&cli.BoolFlag{Name: "no-wait", Usage: "return once the run is accepted"},
+		&cli.BoolFlag{Name: "from-block", Usage: "fill from the key's block image ([s3] block_prefix); fail if there is none"},
 	},
 	Action: func(c *cli.Context) error {
 		// A bad key is refused here, before the config or the daemon.
@@ -40,11 +44,14 @@ images.flyio.local/<image-id>:latest.`,
 			return err
 		}
 		cl := admin.NewClient(cfg.AdminAddress)
-		run, err := cl.ProcessImage(c.Context, admin.ProcessImageRequest{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref")})
+		run, err := cl.ProcessImage(c.Context, admin.ProcessImageRequest{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref"), FromBlock: c.Bool("from-block")})
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "run %s: s3://%s/%s (etag %s) -> %s\n", run.ID, run.Bucket, run.Key, run.ETag, run.Ref)
+		if run.Block != "" {
+			fmt.Fprintf(c.App.Writer, "filling from block image s3://%s/%s\n", run.Bucket, run.Block)
+		}
 		if c.Bool("no-wait") {
 			return nil
 		}

@@ -94,6 +94,10 @@ const (
 	// ImportMidExtract: on the extractor's first progress report, with
 	// part of the archive written to the mounted snapshot.
 	ImportMidExtract = "import/mid-extract"
+	// ImportMidBlockFill: a block fill has just journalled a chunk (the
+	// device synced before): the run resumes from its journal, keeping
+	// its snapshot, instead of starting over.
+	ImportMidBlockFill = "import/mid-block-fill"
 	// ImportAfterExtract: the archive is extracted and the snapshot
 	// unmounted, the run not yet "committing".
 	ImportAfterExtract = "import/after-extract"
@@ -107,7 +111,7 @@ const (
 	// ImportBeforeDone: our image record exists, the run is not "done".
 	ImportBeforeDone = "import/before-done"
 	// Every interrupted run is resumed at the next start: its snapshot is
-	// removed and it starts over.
+	// removed and it starts over, but for a block fill's (above).
 )
 
 // All lists every failpoint, in the order an operation reaches them.
@@ -118,7 +122,7 @@ var All = []string{
 	TemplateAfterReserve, TemplateAfterCreateThin, TemplateMounted, TemplateAfterMkfs, TemplateAfterDeactivate,
 	RemoteAfterPrepare, RemoteMounted, RemoteAfterExtract,
 	SpareAfterCreateSnap, SpareAfterActivate,
-	ImportAfterQueued, ImportAfterDownloading, ImportAfterPrepare, ImportMidExtract,
+	ImportAfterQueued, ImportAfterDownloading, ImportAfterPrepare, ImportMidExtract, ImportMidBlockFill,
 	ImportAfterExtract, ImportBeforeCommit, ImportAfterCommit, ImportAfterRegister, ImportBeforeDone,
 }
 

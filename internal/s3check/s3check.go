@@ -18,6 +18,7 @@ type Settings[Size interface {
 	fmt.Stringer
 }] struct {
 	Bucket, Region, LayerPrefix   string
+	BlockPrefix                   string
 	PartSize                      Size
 	Concurrency                   int
 	DownloadTimeout, PartTimeout  Seconds
@@ -32,6 +33,8 @@ func (s Settings[Size, Seconds]) Validate() error {
 	switch {
 	case s.LayerPrefix != "" && s.Bucket == "":
 		return fmt.Errorf("s3: layer_prefix %q turns the layer store on, which needs a bucket: set [s3] bucket", s.LayerPrefix)
+	case s.BlockPrefix != "" && s.Bucket == "":
+		return fmt.Errorf("s3: block_prefix %q turns block images on, which need a bucket: set [s3] bucket", s.BlockPrefix)
 	case s.Region == "":
 		return fmt.Errorf("s3: region must be set")
 	case s.PartSize <= 0:
