@@ -191,7 +191,7 @@ func run() error {
 			}
 		}()
 		dropCaches()
-		args, _ := json.Marshal(childArgs{Mode: mode, S3: getCfg, AccessKey: gw.access, SecretKey: gw.secret, Key: key,
+		args, _ := json.Marshal(childArgs{Mode: mode, S3: toWire(getCfg), AccessKey: gw.access, SecretKey: gw.secret, Key: key,
 			Root: d.dir, File: filepath.Join(o.dir, "object.tar.gz")})
 		self, _ := os.Executable()
 		cmd := exec.Command(self, "child", string(args))
