@@ -22,13 +22,33 @@ import (
 
 // childArgs is what the parent hands a measuring child, as JSON in argv.
 type childArgs struct {
-	Mode      string         // "stream" or "download"
-	S3        s3fetch.Config // endpoint, bucket, part size...
+	Mode      string     // "stream" or "download"
+	S3        wireConfig // endpoint, bucket, part size...
 	AccessKey string
 	SecretKey string
 	Key       string
 	Root      string // mounted thin device to extract into
 	File      string // "download": where the object is saved first
+}
+
+// wireConfig is an s3fetch.Config that survives JSON: units.Seconds
+// reads only text, but encodes as a number, so its fields travel as
+// plain float seconds (these shallower fields hide the embedded ones).
+type wireConfig struct {
+	s3fetch.Config
+	DownloadTimeout, PartTimeout, RetryBaseDelay, RetryMaxDelay float64
+}
+
+func toWire(c s3fetch.Config) wireConfig {
+	return wireConfig{Config: c, DownloadTimeout: float64(c.DownloadTimeout), PartTimeout: float64(c.PartTimeout),
+		RetryBaseDelay: float64(c.RetryBaseDelay), RetryMaxDelay: float64(c.RetryMaxDelay)}
+}
+
+func (w wireConfig) config() s3fetch.Config {
+	c := w.Config
+	c.DownloadTimeout, c.PartTimeout = s3fetch.Seconds(w.DownloadTimeout), s3fetch.Seconds(w.PartTimeout)
+	c.RetryBaseDelay, c.RetryMaxDelay = s3fetch.Seconds(w.RetryBaseDelay), s3fetch.Seconds(w.RetryMaxDelay)
+	return c
 }
 
 // childResult is what a child prints on stdout.
@@ -49,7 +69,7 @@ func runChild(arg string) error {
 	}
 	ctx := context.Background()
 	creds := credentials.NewStaticCredentialsProvider(a.AccessKey, a.SecretKey, "")
-	cl, err := s3fetch.New(ctx, a.S3, s3fetch.WithCredentials(creds))
+	cl, err := s3fetch.New(ctx, a.S3.config(), s3fetch.WithCredentials(creds))
 	if err != nil {
 		return err
 	}
