@@ -51,6 +51,11 @@ type Snapshot struct {
 	// accept-lost-writes) so that it could be committed; a committed
 	// snapshot keeps it, marking the layer for good.
 	LostWritesAccepted *LostWritesAcceptance `json:"lost_writes_accepted,omitempty"`
+	// ExternalOrigin names the lazily-backed origin (package lazy) the
+	// device reads its unprovisioned blocks from: set on a base made by
+	// process-image --lazy and inherited by every snapshot of it, so each
+	// of their thin tables carries the same origin. Empty: none.
+	ExternalOrigin string `json:"external_origin,omitempty"`
 }
 
 // LostWritesAcceptance is an operator's acceptance, for one snapshot, of

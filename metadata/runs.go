@@ -56,6 +56,12 @@ type Run struct {
 	// synced, so that a run interrupted by a crash continues from there.
 	BlockTable string `json:"block_table,omitempty"`
 	BlockDone  []byte `json:"block_done,omitempty"`
+	// Lazy makes a block run's base a blank device whose external origin
+	// serves the block image (package lazy) instead of a filled one:
+	// usable at once, fetched in the background. Origin is that origin's
+	// name, once chosen.
+	Lazy   bool   `json:"lazy,omitempty"`
+	Origin string `json:"origin,omitempty"`
 
 	Size            int64 `json:"size"`
 	CompressedBytes int64 `json:"compressed_bytes"`

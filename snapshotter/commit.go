@@ -157,7 +157,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 // reconcile tries again.
 func (s *Snapshotter) undoCommit(ctx context.Context, rec *metadata.Snapshot, op *metadata.Op, cause error) {
 	ctx = context.WithoutCancel(ctx)
-	_, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size)
+	_, err := s.activate(ctx, rec)
 	if err != nil {
 		log.G(ctx).WithError(err).Errorf("commit failed (%v) and the device could not be activated again; quarantined until the next start", cause)
 	} else {

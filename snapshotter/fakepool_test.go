@@ -14,6 +14,8 @@ type fakePool struct {
 	mu     sync.Mutex
 	thins  map[uint32]uint64 // id -> mapped bytes
 	active map[string]uint32
+	// origins is the external origin device of each live device that has one.
+	origins map[string]string
 	fail   map[string]error // operation name -> error to return once
 	// failing makes an operation fail with its error every time, until
 	// the entry is deleted (a device that stays busy).
@@ -32,7 +34,7 @@ type fakePool struct {
 }
 
 func newFakePool() *fakePool {
-	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, fail: map[string]error{},
+	return &fakePool{thins: map[uint32]uint64{}, active: map[string]uint32{}, origins: map[string]string{}, fail: map[string]error{},
 		failing: map[string]error{}, calls: map[string]int{}, hooks: map[string]func(){}}
 }
 
@@ -124,6 +126,35 @@ func (p *fakePool) Activate(ctx context.Context, name string, id uint32, size ui
 	return "/dev/mapper/" + name, nil
 }
 
+func (p *fakePool) ActivateWithOrigin(ctx context.Context, name string, id uint32, size uint64, origin string) (string, error) {
+	p.mu.Lock()
+	if have, ok := p.origins[name]; ok && p.active[name] == id && have != origin {
+		p.mu.Unlock()
+		return "", fmt.Errorf("%s: live with origin %s: %w", name, have, dmpool.ErrDeviceExists)
+	}
+	p.mu.Unlock()
+	path, err := p.Activate(ctx, name, id, size)
+	if err == nil {
+		p.mu.Lock()
+		p.origins[name] = origin
+		p.mu.Unlock()
+	}
+	return path, err
+}
+
+func (p *fakePool) ReloadOrigin(ctx context.Context, name, origin string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.injected("reload-origin"); err != nil {
+		return err
+	}
+	if _, ok := p.active[name]; !ok {
+		return fmt.Errorf("%s: %w", name, dmpool.ErrNotFound)
+	}
+	p.origins[name] = origin
+	return nil
+}
+
 func (p *fakePool) Deactivate(ctx context.Context, name string) error {
 	p.hook("deactivate")
 	p.mu.Lock()
@@ -133,6 +164,7 @@ func (p *fakePool) Deactivate(ctx context.Context, name string) error {
 	}
 	// Like dmpool, deactivating a device that is not active succeeds.
 	delete(p.active, name)
+	delete(p.origins, name)
 	return nil
 }
 

@@ -14,6 +14,10 @@ type Pool interface {
 	CreateThin(ctx context.Context, id uint32) error
 	CreateSnapshot(ctx context.Context, id, originID uint32) error
 	Activate(ctx context.Context, name string, id uint32, size uint64) (string, error)
+	// ActivateWithOrigin and ReloadOrigin: devices of lazily-backed
+	// bases, whose tables name an external origin (origin.go).
+	ActivateWithOrigin(ctx context.Context, name string, id uint32, size uint64, origin string) (string, error)
+	ReloadOrigin(ctx context.Context, name, origin string) error
 	Deactivate(ctx context.Context, name string) error
 	Delete(ctx context.Context, id uint32) error
 	Discard(ctx context.Context, name string, id uint32, size uint64) error

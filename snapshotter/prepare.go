@@ -52,6 +52,10 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err != nil {
 		return nil, err
 	}
+	extOrigin, err := s.externalOrigin(blankFS, info.Labels)
+	if err != nil {
+		return nil, err
+	}
 	ctx = withSnapshot(ctx, key, parent)
 	if blankFS == "" && s.remoteCandidate(kind, info.Labels) {
 		err := s.fillRemote(ctx, parent, info.Labels)
@@ -99,7 +103,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	}
 	healed := false
 	for attempt := 1; ; attempt++ {
-		rec, op, err := s.reserve(kind, key, parent, info.Labels, origin, size, fsType)
+		rec, op, err := s.reserve(kind, key, parent, info.Labels, origin, size, fsType, extOrigin)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +136,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			s.abandon(ctx, rec, op, err, false)
 			return nil, fmt.Errorf("prepare %q: %w", key, err)
 		}
-		if _, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, size); err != nil {
+		if _, err := s.activate(ctx, rec); err != nil {
 			s.abandon(ctx, rec, op, err, true)
 			return nil, fmt.Errorf("prepare %q: %w", key, err)
 		}
@@ -203,13 +207,16 @@ func (s *Snapshotter) origin(ctx context.Context, parent string, size uint64) (o
 }
 
 // reserve records the new snapshot (state creating), its device id and the
-// op, in one transaction, before any device exists.
-func (s *Snapshotter) reserve(kind snapshots.Kind, key, parent string, labels map[string]string, origin uint32, size uint64, fsType string) (*metadata.Snapshot, *metadata.Op, error) {
+// op, in one transaction, before any device exists. A snapshot of a
+// parent reads from the parent's external origin, if it has one;
+// extOrigin is a blank device's.
+func (s *Snapshotter) reserve(kind snapshots.Kind, key, parent string, labels map[string]string, origin uint32, size uint64, fsType, extOrigin string) (*metadata.Snapshot, *metadata.Op, error) {
 	now := time.Now().UTC()
 	rec := &metadata.Snapshot{
 		Key: key, Kind: kind, Parent: parent, Labels: labels,
 		Created: now, Updated: now,
 		State: metadata.SnapshotCreating, Size: size, FSType: fsType,
+		ExternalOrigin: extOrigin,
 	}
 	var op *metadata.Op
 	err := s.store.Update(func(tx *metadata.Tx) error {
@@ -221,6 +228,7 @@ func (s *Snapshotter) reserve(kind snapshots.Kind, key, parent string, labels ma
 			if p.State != metadata.SnapshotReady || p.DeviceID != origin {
 				return fmt.Errorf("parent %q is being removed: %w", parent, errdefs.ErrFailedPrecondition)
 			}
+			rec.ExternalOrigin = p.ExternalOrigin
 		}
 		id, err := tx.AllocateDeviceID()
 		if err != nil {

@@ -109,7 +109,7 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 	slices.SortFunc(live, func(a, b *metadata.Snapshot) int { return int(a.DeviceID) - int(b.DeviceID) })
 	for _, rec := range live {
 		ctx := s.withDevice(withSnapshot(ctx, rec.Key, rec.Parent), rec.DeviceID)
-		_, err := s.pool.Activate(ctx, s.deviceName(rec.DeviceID), rec.DeviceID, rec.Size)
+		_, err := s.activate(ctx, rec)
 		if err != nil {
 			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q; quarantined, the daemon serves everything else", s.deviceName(rec.DeviceID), rec.Key)
 		}

@@ -72,6 +72,9 @@ type Config struct {
 	// then downloads the layer itself) while the fill goes on in the
 	// background; see fillRemote. Zero: DefaultRemoteFillWait.
 	RemoteFillWait time.Duration
+	// Origins attaches the external origins of lazily-backed bases
+	// (LabelExternalOrigin); nil: Prepares naming one are refused.
+	Origins ExternalOrigins
 }
 
 // Snapshotter is a snapshots.Snapshotter on a dm-thin pool.
@@ -82,6 +85,10 @@ type Snapshotter struct {
 
 	// templates serialises the creation of each template; the map holds
 	// one mutex per template name.
+	// originMu orders activations with an external origin (read) with
+	// SwitchOrigin (write), see activate.
+	originMu sync.RWMutex
+
 	templatesMu sync.Mutex
 	templates   map[string]*sync.Mutex
 

@@ -144,7 +144,7 @@ func TestInterruptedPrepareIsOrphanedOnRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Simulate a crash after the reservation: the record says creating.
-	rec, _, err := s.reserve(snapshots.KindActive, "half", "", nil, 1, 64<<20, "ext4")
+	rec, _, err := s.reserve(snapshots.KindActive, "half", "", nil, 1, 64<<20, "ext4", "")
 	if err != nil {
 		t.Fatal(err)
 	}
