@@ -16,7 +16,7 @@ type fakePool struct {
 	active map[string]uint32
 	// origins is the external origin device of each live device that has one.
 	origins map[string]string
-	fail   map[string]error // operation name -> error to return once
+	fail    map[string]error // operation name -> error to return once
 	// failing makes an operation fail with its error every time, until
 	// the entry is deleted (a device that stays busy).
 	failing map[string]error
