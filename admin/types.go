@@ -48,6 +48,9 @@ type Run struct {
 	// Block is the manifest key of the block image the run fills from
 	// instead of extracting the tarball; "" for a tarball import.
 	Block string `json:"block,omitempty"`
+	// Origin is the lazily-backed origin a --lazy run's base reads from.
+	Origin string `json:"origin,omitempty"`
+	Lazy   bool   `json:"lazy,omitempty"`
 	// Progress, in bytes: of the object ("size"), read so far
 	// ("compressed_bytes"), of the tar stream written ("bytes").
 	Size            int64     `json:"size"`             // 0 until known
@@ -67,6 +70,10 @@ type ProcessImageRequest struct {
 	// FromBlock requires a block image of the key: the request fails
 	// without one instead of extracting the tarball.
 	FromBlock bool `json:"from_block,omitempty"`
+	// Lazy makes the base usable at once from the block image (an
+	// external origin fetched on demand and in the background); false
+	// makes a filled base; absent is the daemon's [lazy] default.
+	Lazy *bool `json:"lazy,omitempty"`
 }
 
 // PublishBaseResult says what publish-base uploaded.

@@ -28,7 +28,7 @@ func Run(r metadata.Run) admin.Run {
 	return admin.Run{
 		ID: r.ID, Bucket: r.Bucket, Key: r.Key, ETag: r.ETag, ImageID: r.ImageID, Ref: r.Ref,
 		State: admin.RunState(r.State), Error: r.Error,
-		SnapshotKey: r.SnapshotKey, ChainID: r.ChainID, DiffID: r.DiffID, Digest: r.Digest, Block: r.Block,
+		SnapshotKey: r.SnapshotKey, ChainID: r.ChainID, DiffID: r.DiffID, Digest: r.Digest, Block: r.Block, Origin: r.Origin, Lazy: r.Lazy,
 		Size: r.Size, CompressedBytes: r.CompressedBytes, Bytes: r.Bytes, Entries: r.Entries,
 		Created: r.Created, Updated: r.Updated,
 	}
@@ -54,7 +54,7 @@ func Image(img metadata.Image) admin.Image {
 
 // ImportRequest is a process-image request as the importer takes it.
 func ImportRequest(req admin.ProcessImageRequest) importer.Request {
-	return importer.Request{Key: req.Key, ImageID: req.ImageID, Ref: req.Ref, FromBlock: req.FromBlock}
+	return importer.Request{Key: req.Key, ImageID: req.ImageID, Ref: req.Ref, FromBlock: req.FromBlock, Lazy: req.Lazy}
 }
 
 // PublishedBase is a publish-base outcome as the admin API shows it.

@@ -50,6 +50,7 @@ type Config struct {
 	S3          S3          `toml:"s3"`
 	Containerd  Containerd  `toml:"containerd"`
 	Extract     Extract     `toml:"extract"`
+	Lazy        Lazy        `toml:"lazy"`
 }
 
 // Containerd says where the daemon registers the images process-image
@@ -164,7 +165,8 @@ func Default() Config {
 			SpareDevices:   2,
 			RemoteFillWait: defaults.RemoteFillWaitSeconds,
 		},
-		S3: defaultS3(),
+		S3:   defaultS3(),
+		Lazy: defaultLazy(),
 		Containerd: Containerd{
 			Address:     "/run/containerd/containerd.sock",
 			Namespace:   "default",
@@ -258,6 +260,7 @@ func decode(data []byte, cfg *Config) error {
 
 // fill derives the values that depend on others.
 func (c *Config) fill() {
+	c.Lazy.fill(c.RootDir)
 	if c.Pool.DataDevice == "" && c.Pool.MetadataDevice == "" {
 		if c.Pool.DataFile == "" {
 			c.Pool.DataFile = filepath.Join(c.RootDir, "pool", "data")
@@ -307,6 +310,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: containerd.namespace and containerd.snapshotter must not be empty")
 	}
 	if err := c.S3.validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Lazy.validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil

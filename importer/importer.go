@@ -53,6 +53,11 @@ type Config struct {
 	// Pool is the thin pool's dm name, whose metadata PublishBase reads
 	// a base's mapped ranges from.
 	Pool string
+	// Origins serves lazily-backed bases (lazy.go); nil: --lazy is
+	// refused. LazyDefault makes every block run lazy unless asked
+	// otherwise ([lazy] default).
+	Origins     Origins
+	LazyDefault bool
 }
 
 // Request asks for one S3 object to be processed.
@@ -63,6 +68,11 @@ type Request struct {
 	// FromBlock requires a block image: without one the request fails
 	// instead of extracting the tarball.
 	FromBlock bool `json:"from_block,omitempty"`
+	// Lazy makes the base usable at once: a blank device whose external
+	// origin serves the block image, fetched in the background
+	// (lazy.go). It requires a block image, like FromBlock. Nil is
+	// Config.LazyDefault (which uses a block image only if there is one).
+	Lazy *bool `json:"lazy,omitempty"`
 }
 
 // Importer runs process-image requests.
@@ -169,7 +179,11 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 	}
 	// Looked up under im.mu, like the rest of the decision: a manifest
 	// GET is small, and two callers must not start two runs.
-	block, err := im.chooseBlock(ctx, req.Key, info.ETag, req.FromBlock)
+	lazy, err := im.wantLazy(req)
+	if err != nil {
+		return metadata.Run{}, err
+	}
+	block, err := im.chooseBlock(ctx, req.Key, info.ETag, req.FromBlock || req.Lazy != nil && *req.Lazy)
 	if err != nil {
 		return metadata.Run{}, err
 	}
@@ -177,7 +191,7 @@ func (im *Importer) Submit(ctx context.Context, req Request) (metadata.Run, erro
 	run := metadata.Run{
 		ID: newRunID(), Bucket: bucket, Key: req.Key, ETag: info.ETag, Size: info.Size,
 		ImageID: req.ImageID, Ref: req.Ref, State: metadata.RunQueued, Created: now,
-		Block: block,
+		Block: block, Lazy: lazy && block != "",
 	}
 	if err := im.store.Update(func(tx *metadata.Tx) error { return tx.PutRun(&run) }); err != nil {
 		return metadata.Run{}, err

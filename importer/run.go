@@ -109,13 +109,16 @@ func (im *Importer) process(ctx context.Context, rs *runState) error {
 	failpoint.Hit(failpoint.ImportAfterDownloading)
 
 	var res extract.Result
-	if r.Block != "" {
+	switch {
+	case r.Lazy:
+		res, err = im.fillLazy(ctx, sn, key, rs)
+	case r.Block != "":
 		res, err = im.fillBlock(ctx, sn, key, rs, resume)
-	} else {
+	default:
 		res, err = im.fill(ctx, sn, key, rs)
 	}
 	if err != nil {
-		if r.Block != "" && im.ctx.Err() != nil && !rs.cancelRequested() {
+		if r.Block != "" && !r.Lazy && im.ctx.Err() != nil && !rs.cancelRequested() {
 			// The daemon is stopping: keep the device, whose journalled
 			// chunks the next start continues from.
 			return err

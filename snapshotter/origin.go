@@ -72,7 +72,14 @@ func (s *Snapshotter) activate(ctx context.Context, rec *metadata.Snapshot) (str
 	s.originMu.RLock()
 	defer s.originMu.RUnlock()
 	if s.cfg.Origins == nil {
-		return "", fmt.Errorf("device %s reads from external origin %q, and this daemon serves none: %w", name, rec.ExternalOrigin, errdefs.ErrUnavailable)
+		// An offline command (gc --force): the device may be live from
+		// the daemon, with its origin; it must never be activated
+		// without one, which would read zeros for the image's blocks
+		// and copy them into the device's first partial writes.
+		if info, err := dmpool.GetDeviceInfo(name); err == nil && info.Exists && info.Active {
+			return dmpool.DevicePath(name), nil
+		}
+		return "", fmt.Errorf("device %s reads from external origin %q, which only the daemon serves: %w", name, rec.ExternalOrigin, errdefs.ErrUnavailable)
 	}
 	dev, err := s.cfg.Origins.DevicePath(rec.ExternalOrigin)
 	if err != nil {

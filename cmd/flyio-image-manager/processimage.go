@@ -26,13 +26,18 @@ Defaults: --image-id is the key's file name without its archive suffix
 images.flyio.local/<image-id>:latest.
 With [s3] block_prefix set and a block image of the key published
 (publish-base) for its current ETag, the base is filled from the block
-image instead: a fresh device written at disk speed, no extraction.`,
+image instead: a fresh device written at disk speed, no extraction.
+With --lazy (or [lazy] default = true) the base is usable at once: its
+device reads what it has not got from an origin the daemon serves from the
+block image, fetching chunks as they are read and the rest in the
+background; 'status' shows the fetch.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "s3-key", Required: true, Usage: "object `KEY`, e.g. images/alpine.tar"},
 		&cli.StringFlag{Name: "image-id", Usage: "image id", DefaultText: "derived from the key"},
 		&cli.StringFlag{Name: "ref", Usage: "containerd image name", DefaultText: "images.flyio.local/<image-id>:latest"},
 		&cli.BoolFlag{Name: "no-wait", Usage: "return once the run is accepted"},
 		&cli.BoolFlag{Name: "from-block", Usage: "fill from the key's block image ([s3] block_prefix); fail if there is none"},
+		&cli.BoolFlag{Name: "lazy", Usage: "start from the key's block image at once, fetching it in the background (--lazy=false: fill it first)", DefaultText: "[lazy] default"},
 	},
 	Action: func(c *cli.Context) error {
 		// A bad key is refused here, before the config or the daemon.
@@ -44,12 +49,19 @@ image instead: a fresh device written at disk speed, no extraction.`,
 			return err
 		}
 		cl := admin.NewClient(cfg.AdminAddress)
-		run, err := cl.ProcessImage(c.Context, admin.ProcessImageRequest{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref"), FromBlock: c.Bool("from-block")})
+		req := admin.ProcessImageRequest{Key: c.String("s3-key"), ImageID: c.String("image-id"), Ref: c.String("ref"), FromBlock: c.Bool("from-block")}
+		if c.IsSet("lazy") {
+			lazy := c.Bool("lazy")
+			req.Lazy = &lazy
+		}
+		run, err := cl.ProcessImage(c.Context, req)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "run %s: s3://%s/%s (etag %s) -> %s\n", run.ID, run.Bucket, run.Key, run.ETag, run.Ref)
-		if run.Block != "" {
+		if run.Lazy {
+			fmt.Fprintf(c.App.Writer, "starting from block image s3://%s/%s at once (lazy)\n", run.Bucket, run.Block)
+		} else if run.Block != "" {
 			fmt.Fprintf(c.App.Writer, "filling from block image s3://%s/%s\n", run.Bucket, run.Block)
 		}
 		if c.Bool("no-wait") {
@@ -61,6 +73,11 @@ image instead: a fresh device written at disk speed, no extraction.`,
 		}
 		if err := admin.RunError(run); err != nil {
 			return err
+		}
+		if run.Origin != "" {
+			fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s on origin %s: usable now, fetched in the background (status shows it)\n",
+				run.Ref, run.ImageID, run.ChainID, run.Origin)
+			return nil
 		}
 		fmt.Fprintf(c.App.Writer, "done: image %s (id %s), base snapshot %s, %d entries, %s\n",
 			run.Ref, run.ImageID, run.ChainID, run.Entries, units.Bytes(run.Bytes))
