@@ -33,6 +33,9 @@ type Params struct {
 	// Autoclear lets the kernel detach the loop once its last opener
 	// (for a pool: the device-mapper table) closes it.
 	Autoclear bool
+	// ReadOnly makes a read-only loop over a backing file opened
+	// read-only (a dm-thin external origin must not change).
+	ReadOnly bool
 }
 
 // Device is an attached loop device.
@@ -79,7 +82,11 @@ func Attach(backingFile string, p Params) (*Device, error) {
 		return d, nil
 	}
 
-	back, err := os.OpenFile(abs, os.O_RDWR, 0)
+	mode := os.O_RDWR
+	if p.ReadOnly {
+		mode = os.O_RDONLY
+	}
+	back, err := os.OpenFile(abs, mode, 0)
 	if err != nil {
 		return nil, fmt.Errorf("loop: open backing file %s: %w", abs, err)
 	}
@@ -120,6 +127,9 @@ func configure(loop, back *os.File, name string, p Params) error {
 	copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], name)
 	if p.Autoclear {
 		cfg.Info.Flags |= unix.LO_FLAGS_AUTOCLEAR
+	}
+	if p.ReadOnly {
+		cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
 	}
 	if p.Direct {
 		dio := cfg
