@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,11 +307,13 @@ func TestExternalOriginReload(t *testing.T) {
 	errs := make(chan error, 1)
 	wg.Add(1)
 	go func() {
+		// Block by block, so that reads are in flight across the reload.
 		defer wg.Done()
-		for !stop.Load() {
-			got, err := readDirect(t, f.path, 0, size)
-			if err == nil && !bytes.Equal(got, want) {
-				err = errors.New("read differs from the device's content")
+		for i := 0; !stop.Load(); i = (i + 1) % (size / originBlock) {
+			off := i * originBlock
+			got, err := readDirect(t, f.path, int64(off), originBlock)
+			if err == nil && !bytes.Equal(got, want[off:off+originBlock]) {
+				err = fmt.Errorf("block %d differs from the device's content", i)
 			}
 			if err != nil {
 				errs <- err
@@ -322,12 +325,12 @@ func TestExternalOriginReload(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
 	err = f.p.ReloadOrigin(ctx, f.name, second)
-	t.Logf("ReloadOrigin took %v (%d full reads before)", time.Since(start), reads.Load())
+	t.Logf("ReloadOrigin took %v (%d block reads before)", time.Since(start), reads.Load())
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := reads.Load()
-	for reads.Load() < before+3 && len(errs) == 0 {
+	for reads.Load() < before+3*size/originBlock && len(errs) == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop.Store(true)
@@ -388,7 +391,9 @@ func TestExternalOriginFailing(t *testing.T) {
 	if err := writeDirectData(t, f.path, 2*originBlock+4096, part); err != nil {
 		t.Fatal(err)
 	}
-	want := mustRead(t, f.path, 0, 3*originBlock)
+	// Blocks 0 and 2 are provisioned, block 1 is not.
+	want0 := mustRead(t, f.path, 0, originBlock)
+	want2 := mustRead(t, f.path, 2*originBlock, originBlock)
 
 	bad := errorDev(t, size)
 	start := time.Now()
@@ -407,20 +412,34 @@ func TestExternalOriginFailing(t *testing.T) {
 	err := writeDirectData(t, f.path, 9*originBlock, full)
 	t.Logf("whole-block write over the failing origin: %v", err)
 
+	for _, l := range kmsgLines(t) {
+		if strings.Contains(l, "thin") || strings.Contains(l, "I/O error") {
+			t.Logf("kernel: %s", l)
+		}
+	}
 	s := mustStatus(t, f.p)
 	if s.Fail || s.ReadOnly || s.NeedsCheck {
 		t.Fatalf("pool after origin errors: %+v, want write mode", s)
 	}
-	expectBytes(t, "earlier writes", mustRead(t, f.path, 0, 3*originBlock), want)
+	expectBytes(t, "earlier full-block write", mustRead(t, f.path, 0, originBlock), want0)
+	expectBytes(t, "earlier partial-block write", mustRead(t, f.path, 2*originBlock, originBlock), want2)
+	if _, err := readDirect(t, f.path, originBlock, 4096); !errors.Is(err, unix.EIO) {
+		t.Errorf("read of the unprovisioned block between them: %v, want EIO", err)
+	}
 	if err := writeDirectData(t, f.path, 2*originBlock, bytes.Repeat([]byte{0x88}, 4096)); err != nil {
 		t.Errorf("a write into a provisioned block: %v", err)
 	}
-	copy(want[2*originBlock:], bytes.Repeat([]byte{0x88}, 4096))
+	copy(want2, bytes.Repeat([]byte{0x88}, 4096))
 
 	if err := f.p.ReloadOrigin(ctx, f.name, f.loop); err != nil {
 		t.Fatalf("reload away from the failing origin: %v", err)
 	}
-	expectBytes(t, "provisioned blocks", mustRead(t, f.path, 0, 3*originBlock), want)
+	expectBytes(t, "block 0", mustRead(t, f.path, 0, originBlock), want0)
+	expectBytes(t, "block 2", mustRead(t, f.path, 2*originBlock, originBlock), want2)
+	expectBytes(t, "block 1 from the origin again", mustRead(t, f.path, originBlock, originBlock), f.data[originBlock:2*originBlock])
+	if s := mustStatus(t, f.p); s.Trouble() != "" {
+		t.Fatalf("pool at the end: %+v", s)
+	}
 	expectBytes(t, "origin again", mustRead(t, f.path, 5*originBlock, originBlock), f.data[5*originBlock:6*originBlock])
 	if a := activeOrigin(t, f.p, f.name); a.Suspended || a.Origin != devOf(t, f.loop) {
 		t.Fatalf("after reload back: %+v", a)
