@@ -124,6 +124,17 @@ func Resume(name string) error {
 	return nil
 }
 
+// resumeSkipLockfs is Resume for a device that may have an inactive table
+// to swap in: the suspend the kernel does first then skips freezing a file
+// system mounted on the device (DM_SKIP_LOCKFS_FLAG). It still waits for
+// in-flight I/O (no DM_NOFLUSH_FLAG).
+func resumeSkipLockfs(name string) error {
+	if _, err := dmIoctl(unix.DM_DEV_SUSPEND, name, unix.DM_SKIP_LOCKFS_FLAG, 0, nil); err != nil {
+		return fmt.Errorf("resume %q: %w", name, err)
+	}
+	return nil
+}
+
 // Message sends a target message (sector 0), e.g. "create_thin 5" to a
 // thin-pool, and returns the target's reply, if any.
 func Message(name, msg string) (string, error) {

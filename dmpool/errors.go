@@ -33,6 +33,10 @@ var (
 	// resumed on either table; every thin device's I/O waits until an
 	// operator resumes it.
 	ErrPoolSuspended error = &kindError{"devicemapper pool is left suspended", errdefs.ErrUnavailable}
+	// ErrDeviceSuspended: a thin device's table reload failed and the
+	// device could not be resumed on either table; its I/O waits until an
+	// operator resumes it.
+	ErrDeviceSuspended error = &kindError{"device-mapper device is left suspended", errdefs.ErrUnavailable}
 	// ErrTableReload: a reload of the pool's table failed; the pool runs on
 	// its old table (the error says so) unless it also wraps ErrPoolSuspended.
 	ErrTableReload error = &kindError{"devicemapper pool table reload failed", errdefs.ErrFailedPrecondition}

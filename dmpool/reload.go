@@ -46,7 +46,7 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 	}
 	newTable := []Target{{Start: t.Start, Length: t.Length, Type: "thin-pool", Params: pt.String()}}
 	before, berr := GetDeviceInfo(name)
-	if err := reloadTable(ctx, kernelOps, name, []Target{t}, newTable, p.cfg.SkipBlockZeroing); err != nil {
+	if err := reloadTable(ctx, kernelOps, name, []Target{t}, newTable, poolReload(p.cfg.SkipBlockZeroing)); err != nil {
 		return fmt.Errorf("%w ([pool] zero_new_blocks decides %s; features active: %v, wanted: %v)", err, skipZeroing, old, pt.Features)
 	}
 	// The reload may raise a device-mapper event (the new table's pool
@@ -60,37 +60,62 @@ func (p *Pool) applyFeatures(ctx context.Context) error {
 	return nil
 }
 
-// reloadTable swaps the live table oldTable of name for newTable, whose
-// skip_block_zeroing is wantSkip. Every way out leaves the pool active
-// (not suspended) on newTable (nil), active on oldTable with no inactive
-// table left behind (ErrTableReload), or says loudly that it could not
-// (ErrPoolSuspended, or ErrTableReload naming the table left loaded).
+// reloadKind is what reloadTable reloads: how its errors name the device,
+// what a device left suspended means, and how the live table is told to
+// be the new one after a failed resume left the device active again.
+type reloadKind struct {
+	noun string // "pool", "thin device"
+	// suspended is the error kind of a device left suspended, and waits
+	// says whose I/O then waits.
+	suspended error
+	waits     string
+	// isNew reports whether live, the device's live table, is the new
+	// table.
+	isNew func(live []Target) (bool, error)
+}
+
+// poolReload is the kind of a pool table reload whose new table has
+// skip_block_zeroing wantSkip.
+func poolReload(wantSkip bool) reloadKind {
+	return reloadKind{noun: "pool", suspended: ErrPoolSuspended, waits: "its thin devices' I/O waits",
+		isNew: func(live []Target) (bool, error) {
+			skip, err := liveSkip(live)
+			return skip == wantSkip, err
+		}}
+}
+
+// reloadTable swaps the live table oldTable of name for newTable. Every
+// way out leaves the device active (not suspended) on newTable (nil),
+// active on oldTable with no inactive table left behind (ErrTableReload),
+// or says loudly that it could not (k.suspended, or ErrTableReload naming
+// the table left loaded).
 //
 // A resume with an inactive table suspends, swaps and resumes, and the
 // kernel can fail at each step: a failed suspend puts the new table back
-// as the inactive one (cleared here), a failed swap leaves the pool
+// as the inactive one (cleared here), a failed swap leaves the device
 // suspended on its old table, a failed resume leaves it suspended on the
 // new one. Each case is told apart by what the device reports afterwards.
-func reloadTable(ctx context.Context, ops tableOps, name string, oldTable, newTable []Target, wantSkip bool) error {
+func reloadTable(ctx context.Context, ops tableOps, name string, oldTable, newTable []Target, k reloadKind) error {
 	fail := func(errs ...error) error {
-		return fmt.Errorf("pool %q: %w: %w", name, ErrTableReload, errors.Join(errs...))
+		return fmt.Errorf("%s %q: %w: %w", k.noun, name, ErrTableReload, errors.Join(errs...))
 	}
+	onOld := errors.New("the " + k.noun + " is active on its old table")
 	if err := ops.load(name, newTable); err != nil {
 		// A failed load loads nothing, but a table someone else loaded
 		// must not be swapped in by a later resume either.
 		if cerr := clearInactive(ops, name); cerr != nil {
 			return fail(err, cerr)
 		}
-		return fail(err, errors.New("the pool is active on its old table"))
+		return fail(err, onOld)
 	}
 	rerr := ops.resume(name)
 	if rerr == nil {
 		return nil
 	}
-	log.G(ctx).WithError(rerr).Warnf("pool %q: resume with the reloaded table failed; restoring an active pool", name)
+	log.G(ctx).WithError(rerr).Warnf("%s %q: resume with the reloaded table failed; restoring an active %s", k.noun, name, k.noun)
 	info, err := ops.info(name)
 	if err != nil {
-		return fmt.Errorf("pool %q: %w: state unknown after a failed reload (check 'dmsetup info %s'): %w", name, ErrPoolSuspended, name, errors.Join(rerr, err))
+		return fmt.Errorf("%s %q: %w: state unknown after a failed reload (check 'dmsetup info %s'): %w", k.noun, name, k.suspended, name, errors.Join(rerr, err))
 	}
 	if info.InactiveTable {
 		// The suspend failed and the new table is still waiting.
@@ -103,23 +128,27 @@ func reloadTable(ctx context.Context, ops tableOps, name string, oldTable, newTa
 			// Neither the swap nor the resume of whatever is live
 			// worked: go back to the old table explicitly.
 			if err := restoreOld(ctx, ops, name, oldTable); err != nil {
-				log.G(ctx).WithError(err).Errorf("pool %q left suspended after a failed table reload: resume it with 'dmsetup resume %s'", name, name)
-				return fmt.Errorf("pool %q: %w after a failed table reload (its thin devices' I/O waits; 'dmsetup resume %s' once the cause is fixed): %w",
-					name, ErrPoolSuspended, name, errors.Join(rerr, err))
+				log.G(ctx).WithError(err).Errorf("%s %q left suspended after a failed table reload: resume it with 'dmsetup resume %s'", k.noun, name, name)
+				return fmt.Errorf("%s %q: %w after a failed table reload (%s; 'dmsetup resume %s' once the cause is fixed): %w",
+					k.noun, name, k.suspended, k.waits, name, errors.Join(rerr, err))
 			}
-			return fail(rerr, errors.New("the pool was resumed on its old table"))
+			return fail(rerr, errors.New("the "+k.noun+" was resumed on its old table"))
 		}
 	}
 	// Active again: on which table?
-	skip, err := liveSkip(ops, name)
+	live, err := ops.table(name)
 	if err != nil {
 		return fail(rerr, err)
 	}
-	if skip == wantSkip {
-		log.G(ctx).WithError(rerr).Warnf("pool %q: the reloaded table is live after a retried resume", name)
+	isNew, err := k.isNew(live)
+	if err != nil {
+		return fail(rerr, err)
+	}
+	if isNew {
+		log.G(ctx).WithError(rerr).Warnf("%s %q: the reloaded table is live after a retried resume", k.noun, name)
 		return nil
 	}
-	return fail(rerr, errors.New("the pool is active on its old table"))
+	return fail(rerr, onOld)
 }
 
 // restoreOld loads oldTable again and resumes onto it.
@@ -148,12 +177,8 @@ func clearInactive(ops tableOps, name string) error {
 	return nil
 }
 
-// liveSkip says whether name's live pool table has skip_block_zeroing.
-func liveSkip(ops tableOps, name string) (bool, error) {
-	ts, err := ops.table(name)
-	if err != nil {
-		return false, err
-	}
+// liveSkip says whether the live pool table ts has skip_block_zeroing.
+func liveSkip(ts []Target) (bool, error) {
 	if len(ts) != 1 || ts[0].Type != "thin-pool" {
 		return false, fmt.Errorf("device has table %q, not a thin-pool: %w", tableString(ts), ErrMismatch)
 	}

@@ -104,7 +104,7 @@ func TestReloadTableFailures(t *testing.T) {
 			if c.stale {
 				d.inactive = newT
 			}
-			err := reloadTable(context.Background(), d.ops(), "pool", oldT, newT, true)
+			err := reloadTable(context.Background(), d.ops(), "pool", oldT, newT, poolReload(true))
 			t.Logf("%v", err)
 			live := "old"
 			if d.live[0].Params == newT[0].Params {

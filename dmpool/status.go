@@ -196,13 +196,22 @@ func parsePoolTable(params string) (poolTable, error) {
 	return poolTable{MetadataDev: f[0], DataDev: f[1], BlockSectors: uint32(bs), LowWaterMark: lw, Features: f[5:]}, nil
 }
 
-// thinTable is the parsed thin table line "<pool dev> <id>".
+// thinTable is the parsed thin table line "<pool dev> <id> [<external
+// origin dev>]". The kernel prints the origin as "major:minor" whatever
+// form the table was loaded with, so Origin is kept in that form.
 type thinTable struct {
 	PoolDev string
 	ID      uint32
+	// Origin is the external origin's "major:minor", "" for none.
+	Origin string
 }
 
-func (t thinTable) String() string { return fmt.Sprintf("%s %d", t.PoolDev, t.ID) }
+func (t thinTable) String() string {
+	if t.Origin == "" {
+		return fmt.Sprintf("%s %d", t.PoolDev, t.ID)
+	}
+	return fmt.Sprintf("%s %d %s", t.PoolDev, t.ID, t.Origin)
+}
 
 func parseThinTable(params string) (thinTable, error) {
 	f := strings.Fields(params)
@@ -213,7 +222,11 @@ func parseThinTable(params string) (thinTable, error) {
 	if err != nil {
 		return thinTable{}, fmt.Errorf("thin table %q: id: %w", params, err)
 	}
-	return thinTable{PoolDev: f[0], ID: uint32(id)}, nil
+	t := thinTable{PoolDev: f[0], ID: uint32(id)}
+	if len(f) > 2 {
+		t.Origin = f[2]
+	}
+	return t, nil
 }
 
 func tableString(ts []Target) string {

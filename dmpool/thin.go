@@ -23,6 +23,9 @@ type ActiveDevice struct {
 	DevicePath string
 	Suspended  bool
 	OpenCount  int32
+	// Origin is the external origin's "major:minor" as the kernel's
+	// table shows it, "" if the device has none.
+	Origin string
 }
 
 // MaxDeviceID is the largest thin device id (ids are 24 bit).
@@ -123,7 +126,17 @@ func resumeRetrying(ctx context.Context, name string, resume func(string) error)
 // size bytes (a multiple of 512) and returns that path. Activating a
 // name that is already active with the same table is a no-op; with a
 // different table it is ErrDeviceExists.
-func (p *Pool) Activate(ctx context.Context, name string, id uint32, size uint64) (_ string, retErr error) {
+func (p *Pool) Activate(ctx context.Context, name string, id uint32, size uint64) (string, error) {
+	return p.ActivateWithOrigin(ctx, name, id, size, "")
+}
+
+// ActivateWithOrigin is Activate with an external origin: origin is a
+// block device path ("" is plain Activate). Reads of blocks the thin
+// device has not provisioned go to the origin (read-only; beyond its end
+// they are zeros), writes provision blocks in the pool. Activating a name
+// already active with the same table (same pool, id, length and the same
+// origin device number) is a no-op; with another table ErrDeviceExists.
+func (p *Pool) ActivateWithOrigin(ctx context.Context, name string, id uint32, size uint64, origin string) (_ string, retErr error) {
 	if err := checkName(name); err != nil {
 		return "", err
 	}
@@ -133,7 +146,14 @@ func (p *Pool) Activate(ctx context.Context, name string, id uint32, size uint64
 	if size == 0 || size%sectorSize != 0 {
 		return "", fmt.Errorf("activate %q: size %d is not a positive multiple of 512: %w", name, size, errdefs.ErrInvalidArgument)
 	}
-	want := Target{Length: size / sectorSize, Type: "thin", Params: thinTable{PoolDev: p.poolDev, ID: id}.String()}
+	var originDev string
+	if origin != "" {
+		var err error
+		if originDev, err = originDevice(origin); err != nil {
+			return "", fmt.Errorf("activate %q: %w", name, err)
+		}
+	}
+	want := Target{Length: size / sectorSize, Type: "thin", Params: thinTable{PoolDev: p.poolDev, ID: id, Origin: originDev}.String()}
 
 	info, err := GetDeviceInfo(name)
 	if err != nil {
@@ -324,6 +344,7 @@ func (p *Pool) listActive(ctx context.Context) (active, hidden []ActiveDevice, e
 		switch tt, perr := parseThinTable(ts[0].Params); {
 		case perr == nil && tt.PoolDev == p.poolDev:
 			d.ID = tt.ID
+			d.Origin = tt.Origin
 			active = append(active, d)
 		case perr == nil:
 			// Another pool's thin device.
