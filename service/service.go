@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/containerd/log"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool/thinmeta"
 	"github.com/superfly/flyio-image-manager/importer"
 	"github.com/superfly/flyio-image-manager/layerstore"
+	"github.com/superfly/flyio-image-manager/lazy"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/metrics"
 	"github.com/superfly/flyio-image-manager/s3fetch"
@@ -76,6 +80,9 @@ type Service struct {
 	Metrics     *metrics.Metrics
 	Importer    *importer.Importer
 	Containerd  *importer.LazyContainerd
+	// Origins serves lazily-backed bases (daemon with [s3] block_prefix
+	// only; nil otherwise).
+	Origins *lazy.Manager
 
 	stopRuns context.CancelFunc
 }
@@ -154,6 +161,24 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 		s.Metrics = metrics.New()
 	}
 	snCfg := snapshotterConfig(cfg, mode, s.Metrics)
+	// The origins come before the snapshotter, whose start activates
+	// the devices that read from them; an origin completing its cache
+	// switches those devices through the snapshotter.
+	var switcher atomic.Pointer[snapshotter.Snapshotter]
+	if s.S3 != nil && cfg.S3.BlockPrefix != "" {
+		o.status("attaching lazy origins")
+		s.Origins, err = openOrigins(ctx, cfg, func(ctx context.Context, name, dev string) error {
+			sn := switcher.Load()
+			if sn == nil {
+				return fmt.Errorf("origin %s: the snapshotter is not open yet: %w", name, errdefs.ErrUnavailable)
+			}
+			return sn.SwitchOrigin(ctx, name, dev)
+		})
+		if err != nil {
+			return nil, err
+		}
+		snCfg.Origins = s.Origins
+	}
 	if s.S3 != nil && cfg.S3.LayerPrefix != "" {
 		snCfg.Remote = layerstore.New(s.S3, S3Config(cfg))
 		log.G(ctx).Infof("filling layers from s3://%s/%s", cfg.S3.Bucket, cfg.S3.LayerPrefix)
@@ -163,6 +188,7 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 	if s.Snapshotter, err = snapshotter.New(ctx, snapshotter.Guard(s.Pool, s.Guard), s.Store, snCfg); err != nil {
 		return nil, err
 	}
+	switcher.Store(s.Snapshotter)
 	if mode != Daemon {
 		return s, nil
 	}
@@ -174,6 +200,10 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 	s.stopRuns = stopRuns
 	icfg := importerConfig(cfg, s.Metrics)
 	icfg.Pool = s.Pool.Name()
+	if s.Origins != nil {
+		icfg.Origins = s.Origins
+		icfg.LazyDefault = cfg.Lazy.Default
+	}
 	s.Importer = importer.New(runCtx, icfg, s.S3, s.Containerd, s.Store)
 	if err := registerCollectors(s.Metrics, s.Pool, s.Guard, s.Store, s.Importer); err != nil {
 		return nil, err
@@ -281,6 +311,11 @@ func (s *Service) Close() error {
 	}
 	if s.Snapshotter != nil {
 		errs = append(errs, s.Snapshotter.Close())
+	}
+	if s.Origins != nil {
+		// Served origins stop serving: their devices' reads of chunks
+		// not yet cached fail until the next start attaches them again.
+		errs = append(errs, s.Origins.Close())
 	}
 	if s.Store != nil {
 		errs = append(errs, s.Store.Close())
