@@ -40,6 +40,34 @@ type Status struct {
 	// Trouble is the pool trouble generation (trouble.go); nil from a
 	// daemon that predates it.
 	Trouble *PoolTrouble `json:"trouble,omitempty"`
+	// Origins are the lazily-backed origins (process-image --lazy).
+	Origins []Origin `json:"origins,omitempty"`
+}
+
+// Origin is a lazily-backed origin: the block image a lazy base reads
+// what it has not got from, its local cache and how its fetch goes.
+type Origin struct {
+	Name string `json:"name"`
+	// State is "fetching" (served over NBD while chunks arrive),
+	// "local" (complete, a loop device over the cache), "failed" (the
+	// background fetch keeps failing: see LastError) or "broken" (its
+	// directory could not be loaded: it is kept and not served).
+	State  string `json:"state"`
+	Device string `json:"device,omitempty"` // what thin tables use now
+	// Chunks and bytes of the block image present in the cache, of all.
+	ChunksPresent int   `json:"chunks_present"`
+	ChunksTotal   int   `json:"chunks_total"`
+	BytesPresent  int64 `json:"bytes_present"`
+	BytesTotal    int64 `json:"bytes_total"`
+	// OnDemandFetches are chunks fetched because a reader wanted them;
+	// Prefetched, by the background fetch.
+	OnDemandFetches int64 `json:"on_demand_fetches"`
+	Prefetched      int64 `json:"prefetched"`
+	// ReadErrors counts reads answered with an I/O error (a failed or
+	// timed-out fetch); LastError is the last error of any kind.
+	ReadErrors  int64      `json:"read_errors"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
 
 // GCProbe is a leftover gc probe device.

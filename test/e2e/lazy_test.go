@@ -1,0 +1,265 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/superfly/flyio-image-manager/admin"
+	"github.com/superfly/flyio-image-manager/blockimage"
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
+	"github.com/superfly/flyio-image-manager/internal/tarballgen"
+	"github.com/superfly/flyio-image-manager/s3fetch/s3test"
+)
+
+// bigFileSize is the incompressible file of the lazy test's image: its
+// chunks are the ones the test holds back at the proxy.
+const bigFileSize = 24 << 20
+
+// TestLazyStart is issue 15's lazy-start proof on real parts: a block
+// image published from a tarball import is imported again with --lazy
+// through a proxy that holds back the chunks of a large file.
+//   - A container starts and prints a file of the image while the
+//     background fetch cannot be done (the held chunks are missing).
+//   - A reader of the large file waits in an on-demand fetch; the daemon
+//     is killed then: the reader gets EIO, what the container wrote is
+//     intact, and the restarted daemon attaches the origin again, under
+//     the running container, whose reads then succeed.
+//   - Released, the fetch completes and the origin is switched to a
+//     loop device over the local cache while the container runs; every
+//     file it sees equals the tarball's.
+func TestLazyStart(t *testing.T) {
+	dmtest.Require(t)
+	const prefix = "blocks/"
+	s := startS3Env(t, withDaemonTOML(fmt.Sprintf("block_prefix = %q\n[lazy]\nprefetch = 2\nread_timeout = \"120s\"", prefix)))
+	const key, id, ref = "images/lazy.tar", "lazy", "images.flyio.local/lazy:latest"
+	big := make([]byte, bigFileSize)
+	rand.Read(big)
+	s.put(key, busyboxWith(t, "hello from a lazy base\n", map[string][]byte{"big": big}))
+	bigSum := sha256.Sum256(big)
+
+	out, err := s.processImage(cmdTimeout, "--s3-key", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := s.waitRun(runID(t, out), cmdTimeout)
+	want := s.baseTree(first.ChainID)
+	if out, err = s.flyio("publish-base", "--image-id", id); err != nil {
+		t.Fatalf("publish-base: %v\n%s", err, out)
+	}
+	s.deleteImage(id)
+
+	m, ok, err := blockimage.LoadManifest(context.Background(), blockimage.NewS3Store(s.up), prefix, key)
+	if err != nil || !ok {
+		t.Fatalf("manifest: %v, %v", ok, err)
+	}
+	held := map[string]bool{}
+	for _, c := range m.Chunks {
+		if c.CompressedSize*100 > c.Length*97 { // random data: the big file's
+			held["/"+s.gw.Bucket+"/"+blockimage.ChunkKey(prefix, c.Digest)] = true
+		}
+	}
+	if len(held) < 3 {
+		t.Fatalf("only %d incompressible chunks of %d; the test needs the big file's", len(held), len(m.Chunks))
+	}
+	t.Logf("holding back %d of %d chunks", len(held), len(m.Chunks))
+	gate := make(chan struct{})
+	var openGate sync.Once
+	release := func() { openGate.Do(func() { close(gate) }) }
+	defer release()
+	s.proxy.Inject(&s3test.Rule{
+		Match: func(r *http.Request) bool { return r.Method == http.MethodGet && held[r.URL.Path] },
+		Fault: s3test.Fault{Gate: gate},
+	})
+
+	start := time.Now()
+	out, err = s.processImage(cmdTimeout, "--s3-key", key, "--lazy")
+	t.Logf("process-image --lazy (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := s.waitRun(runID(t, out), cmdTimeout)
+	if run.State != admin.RunDone || run.Origin == "" || run.ChainID != first.ChainID {
+		t.Fatalf("lazy run: %s %q origin %q chain %s (want %s)", run.State, run.Error, run.Origin, run.ChainID, first.ChainID)
+	}
+	if !strings.Contains(out, "usable now") {
+		t.Errorf("process-image --lazy does not say the base is usable now")
+	}
+
+	// The container runs and reads the image while chunks are missing.
+	s.Ctr("run", "-d", "--snapshotter", "flyio", ref, "lazy1", "/bin/busybox", "sleep", "3600")
+	defer s.CtrErr("task", "kill", "-s", "KILL", "lazy1")
+	exec1 := func(args ...string) (string, error) {
+		return s.CtrErr(append([]string{"task", "exec", "--exec-id", fmt.Sprintf("e%d", time.Now().UnixNano()), "lazy1"}, args...)...)
+	}
+	if got, err := exec1("cat", "/etc/hello"); err != nil || got != "hello from a lazy base\n" {
+		t.Fatalf("container on the lazy base printed %q (%v)", got, err)
+	}
+	o := s.origin(run.Origin)
+	t.Logf("origin when the container printed: %+v", o)
+	if o.State != "fetching" || o.ChunksPresent >= o.ChunksTotal {
+		t.Fatalf("the origin was %s with %d/%d chunks when the container printed: the test proves nothing", o.State, o.ChunksPresent, o.ChunksTotal)
+	}
+	if got, err := exec1("/bin/sh", "-c", "echo written by the container > /root/data && sync && cat /root/data"); err != nil || got != "written by the container\n" {
+		t.Fatalf("writing in the container: %q, %v", got, err)
+	}
+
+	// A reader of the held file waits in an on-demand fetch; killing the
+	// serving daemon fails it with EIO instead of hanging it.
+	reader := exec.Command(filepath.Join(s.Tools, "ctr"), "--address", s.Sock, "--namespace", namespace, "task", "exec", "--exec-id", "reader", "lazy1", "sha256sum", "/big")
+	reader.Env = append(reader.Environ(), "PATH="+s.Path)
+	var readerOut bytes.Buffer
+	reader.Stdout, reader.Stderr = &readerOut, &readerOut
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- reader.Wait() }()
+	// It cannot finish while the gate is shut; give it time to be in its
+	// read (a reader that starts after the kill must get EIO too).
+	select {
+	case err := <-readerDone:
+		t.Fatalf("the reader of the held file finished with the gate shut: %v\n%s", err, readerOut.String())
+	case <-time.After(5 * time.Second):
+	}
+	s.Daemon.Kill()
+	select {
+	case err := <-readerDone:
+		t.Logf("reader after the kill: %v\n%s", err, readerOut.String())
+		if err == nil || !strings.Contains(readerOut.String(), "I/O error") && !strings.Contains(readerOut.String(), "Input/output error") {
+			t.Errorf("the reader did not get an I/O error: %v\n%s", err, readerOut.String())
+		}
+	case <-time.After(2 * time.Minute):
+		reader.Process.Kill()
+		t.Fatalf("the reader hangs after the serving daemon was killed:\n%s", readerOut.String())
+	}
+	if got, err := exec1("cat", "/root/data"); err != nil || got != "written by the container\n" {
+		t.Errorf("the container's write after the kill: %q, %v", got, err)
+	}
+
+	// Restarted, the daemon attaches the origin again under the running
+	// container: its read of the held file now succeeds, once released.
+	s.proxy.ClearFaults()
+	release()
+	s.StartDaemon("daemon-restarted.log")
+	s.WaitDaemon()
+	got, err := exec1("sha256sum", "/big")
+	if err != nil || !strings.HasPrefix(got, hex.EncodeToString(bigSum[:])) {
+		t.Fatalf("reading the big file after the restart: %q, %v (want %x)", got, err, bigSum)
+	}
+
+	// The fetch completes and the origin switches to the local cache
+	// while the container runs.
+	s.waitUntil("the origin to be local", 5*time.Minute, func() bool { return s.origin(run.Origin).State == "local" })
+	o = s.origin(run.Origin)
+	t.Logf("origin after the switch: %+v", o)
+	if !strings.HasPrefix(o.Device, "/dev/loop") || o.ReadErrors == 0 {
+		t.Errorf("after the switch: device %q, %d read errors (the kill's should count)", o.Device, o.ReadErrors)
+	}
+	if !strings.Contains(s.DaemonLog(), "now read from "+o.Device) {
+		t.Errorf("the daemon does not log the switch of the running container's device")
+	}
+	sums, err := exec1("/bin/sh", "-c", "cd / && find bin etc big root -xdev -type f -exec sha256sum {} +")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared := 0
+	for _, line := range strings.Split(strings.TrimSpace(sums), "\n") {
+		sum, path, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("sha256sum line %q", line)
+		}
+		if path == "root/data" {
+			continue
+		}
+		w, ok := want[path]
+		if !ok || !strings.HasSuffix(w, " "+sum) {
+			t.Errorf("%s in the container: %s, the tarball's base has %q", path, sum, w)
+		}
+		compared++
+	}
+	if compared < 2 {
+		t.Errorf("compared only %d files", compared)
+	}
+	if got, err := exec1("cat", "/root/data"); err != nil || got != "written by the container\n" {
+		t.Errorf("the container's write after the switch: %q, %v", got, err)
+	}
+}
+
+// origin is the daemon's status of origin name.
+func (s *s3env) origin(name string) admin.Origin {
+	s.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := s.admin().Status(ctx)
+	if err != nil {
+		s.T.Fatalf("status: %v", err)
+	}
+	for _, o := range st.Origins {
+		if o.Name == name {
+			return o
+		}
+	}
+	s.T.Fatalf("status has no origin %s: %+v", name, st.Origins)
+	return admin.Origin{}
+}
+
+func (s *s3env) waitUntil(what string, timeout time.Duration, ok func() bool) {
+	s.T.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			s.T.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// busyboxWith is the busybox rootfs tarball with extra files at its
+// root.
+func busyboxWith(t *testing.T, hello string, extra map[string][]byte) []byte {
+	t.Helper()
+	var base bytes.Buffer
+	if err := tarballgen.Busybox(&base, "/bin/busybox", hello); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	tr, tw := tar.NewReader(&base), tar.NewWriter(&out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range extra {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "rootfs/" + name, Mode: 0o644, Size: int64(len(body)), Format: tar.FormatPAX}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(body)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
