@@ -1,0 +1,91 @@
+package lazy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// prefetch fetches every missing chunk, in order, on Prefetch workers.
+// A chunk that fails is left for the next pass (after run's backoff)
+// while the others go on; the first failure is returned. Reads on demand
+// share the fetches: a chunk either asks for is fetched once.
+func (o *origin) prefetch(ctx context.Context) error {
+	bm := o.files.bm
+	var missing []int
+	for i := range bm.n {
+		if !bm.has(i) {
+			missing = append(missing, i)
+		}
+	}
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		fails int
+		mu    sync.Mutex
+	)
+	next := make(chan int)
+	for range min(o.m.cfg.Prefetch, len(missing)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := o.cache.ensure(ctx, i, true); err != nil {
+					once.Do(func() { first = err })
+					mu.Lock()
+					fails++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+feed:
+	for _, i := range missing {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return fmt.Errorf("prefetch: %d of %d missing chunks failed, first: %w", fails, len(missing), first)
+	}
+	return ctx.Err()
+}
+
+// switchToFile moves a complete origin from its served device to a file
+// device: the cache file is synced, a file device attached over it, the
+// caller reloads its tables onto it (OnSwitch), and only then is the
+// served device closed. Until OnSwitch succeeds the served device stays,
+// and serves from the complete cache without the store.
+func (o *origin) switchToFile(ctx context.Context) (bool, error) {
+	if err := o.files.cache.Sync(); err != nil {
+		return false, fmt.Errorf("syncing the cache file: %w", err)
+	}
+	fd, err := o.m.cfg.AttachFile(ctx, o.cachePath(), o.files.man.DeviceSize)
+	if err != nil {
+		return false, fmt.Errorf("attaching the cache file: %w", err)
+	}
+	if sw := o.m.cfg.OnSwitch; sw != nil {
+		if err := sw(ctx, o.name, fd.Path()); err != nil {
+			if cerr := fd.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("closing the file device: %w", cerr))
+			}
+			return false, fmt.Errorf("switching to %s: %w", fd.Path(), err)
+		}
+	}
+	o.mu.Lock()
+	served := o.dev
+	o.dev, o.served = fd, false
+	o.mu.Unlock()
+	if err := served.Close(); err != nil {
+		// The tables no longer use it: report, but the origin is local.
+		o.log().WithError(err).Warn("lazy: closing the served device after the switch")
+	}
+	o.log().WithField("device", fd.Path()).Info("lazy: origin is local")
+	return true, nil
+}
