@@ -19,6 +19,7 @@ import (
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/gc"
 	"github.com/superfly/flyio-image-manager/importer"
+	"github.com/superfly/flyio-image-manager/lazy"
 	"github.com/superfly/flyio-image-manager/metadata"
 	"github.com/superfly/flyio-image-manager/snapshotter"
 )
@@ -233,4 +234,24 @@ func PoolTrouble(pt metadata.PoolTrouble, refused int) *admin.PoolTrouble {
 func LostWritesAccepted(a snapshotter.LostWritesAccepted) admin.AcceptLostWritesResult {
 	return admin.AcceptLostWritesResult{Key: a.Key, From: a.From, To: a.To, PoolGeneration: a.Generation,
 		StillRefused: a.StillRefused, Reasons: a.Reasons}
+}
+
+// Origins are the lazily-backed origins as status shows them.
+func Origins(st []lazy.OriginStatus) []admin.Origin {
+	out := make([]admin.Origin, 0, len(st))
+	for _, o := range st {
+		w := admin.Origin{
+			Name: o.Name, State: string(o.State), Device: o.DevicePath,
+			ChunksPresent: o.ChunksPresent, ChunksTotal: o.ChunksTotal,
+			BytesPresent: o.BytesPresent, BytesTotal: o.BytesTotal,
+			OnDemandFetches: o.OnDemand, Prefetched: o.Prefetched,
+			ReadErrors: o.ReadErrors, LastError: o.LastError,
+		}
+		if !o.LastErrorAt.IsZero() {
+			at := o.LastErrorAt.UTC()
+			w.LastErrorAt = &at
+		}
+		out = append(out, w)
+	}
+	return out
 }

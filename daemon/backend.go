@@ -26,6 +26,9 @@ type backend struct {
 	sn       *snapshotter.Snapshotter
 	cd       *importer.LazyContainerd
 	guard    *snapshotter.PoolGuard
+	// svc sweeps the lazily-backed origins nothing uses (SweepOrigins)
+	// and has them (svc.Origins, nil without block_prefix).
+	svc *service.Service
 	// version and started are reported by status.
 	version string
 	started time.Time
@@ -110,6 +113,9 @@ func (b *backend) Status(ctx context.Context) (admin.Status, error) {
 			st.GCProbes = append(st.GCProbes, admin.GCProbe{Name: p.Name, ThinID: p.ID, OpenCount: p.OpenCount})
 		}
 	}
+	if b.svc != nil && b.svc.Origins != nil {
+		st.Origins = adminwire.Origins(b.svc.Origins.Status())
+	}
 	recent, _ := b.importer.Recent(recentFinishedRuns)
 	st.RecentRuns = adminwire.Runs(recent)
 	for _, r := range st.RecentRuns {
@@ -150,5 +156,6 @@ func (b *backend) gc(ctx context.Context, req admin.GCRequest) (*gc.Report, erro
 		return rep, err
 	}
 	gc.Apply(ctx, rep, b.sn, cd)
+	b.sweepOrigins(ctx)
 	return rep, nil
 }

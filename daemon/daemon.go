@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		log.G(ctx).WithError(err).Error("publish-base views a previous daemon left are still there")
 	}
 	adminSrv := newAdminServer(admin.Handler(&backend{
-		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: svc.Containerd, guard: svc.Guard,
+		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: svc.Containerd, guard: svc.Guard, svc: svc,
 		version: opts.Version, started: started,
 	}))
 
@@ -88,6 +88,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// queue until Serve accepts them) and recovery is done: containerd,
 	// started after READY, finds the snapshotter serving.
 	notify.Ready(fmt.Sprintf("serving snapshots API on %s, admin API on %s", cfg.Address, cfg.AdminAddress))
+	if svc.Origins != nil {
+		go sweepOriginsEvery(ctx, svc, originSweepInterval)
+	}
 	go notify.Watchdog(ctx, func(ctx context.Context) error {
 		_, err := pool.Status(ctx)
 		return err

@@ -21,5 +21,8 @@ func (b *backend) DeleteImage(ctx context.Context, id string) (admin.DeleteImage
 		d.Client = b.cd.Client
 	}
 	res, err := d.Delete(ctx, id)
+	if err == nil {
+		b.sweepOrigins(ctx)
+	}
 	return adminwire.DeletedImage(res), err
 }

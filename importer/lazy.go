@@ -70,3 +70,26 @@ func (im *Importer) fillLazy(ctx context.Context, sn snapshots.Snapshotter, key 
 	log.G(ctx).Infof("base of block image %s reads from origin %s; its %d chunks are fetched on demand and in the background", r.Block, name, len(m.Chunks))
 	return res, nil
 }
+
+// OriginsBusy returns the origins of the lazy runs in progress: a run
+// names its origin before it attaches it, and holds it until its base is
+// committed (whose record then names it), so an origin on this list must
+// not be removed.
+func (im *Importer) OriginsBusy() map[string]bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	busy := map[string]bool{}
+	for _, rs := range im.active {
+		if r := rs.snapshot(); r.Lazy {
+			// A lazy run not yet at its fill has no origin name yet:
+			// the name is set under no lock of ours, so "" means it
+			// may take any; count it as holding them all.
+			if r.Origin == "" {
+				busy["*"] = true
+			} else {
+				busy[r.Origin] = true
+			}
+		}
+	}
+	return busy
+}

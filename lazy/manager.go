@@ -215,6 +215,11 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	return m.removeLocked(ctx, name, o)
+}
+
+// removeLocked removes origin o; m.ops is held.
+func (m *Manager) removeLocked(ctx context.Context, name string, o *origin) error {
 	m.mu.Lock()
 	delete(m.origins, name)
 	m.mu.Unlock()
@@ -225,6 +230,25 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("origin %q: removing %s: %w", name, o.dir, err)
 	}
 	return syncDir(m.cfg.Dir)
+}
+
+// RemoveIf is Remove of origin name if unused, called with the origin's
+// current device ("" if it has none), says nothing uses it. It runs
+// under the lock Create takes, so the origin cannot be created or looked
+// up by Create between the judgement and the removal. removed is false,
+// without an error, when unused says it is used.
+func (m *Manager) RemoveIf(ctx context.Context, name string, unused func(dev string) (bool, error)) (removed bool, err error) {
+	m.ops.Lock()
+	defer m.ops.Unlock()
+	o, err := m.lookup(name)
+	if err != nil {
+		return false, err
+	}
+	dev, _ := o.devicePath()
+	if ok, err := unused(dev); err != nil || !ok {
+		return false, err
+	}
+	return true, m.removeLocked(ctx, name, o)
 }
 
 // Close stops every prefetch and closes every device. The origins stay

@@ -58,10 +58,13 @@ feed:
 }
 
 // switchToFile moves a complete origin from its served device to a file
-// device: the cache file is synced, a file device attached over it, the
-// caller reloads its tables onto it (OnSwitch), and only then is the
-// served device closed. Until OnSwitch succeeds the served device stays,
-// and serves from the complete cache without the store.
+// device: the cache file is synced, a file device attached over it and
+// made the origin's device (so that a table made from now on gets it),
+// the caller reloads its tables onto it (OnSwitch), and only then is the
+// served device closed. If OnSwitch fails the served device is the
+// origin's again, and serves from the complete cache without the store;
+// a table that got the file device meanwhile keeps it (a loop device
+// stays while a table uses it).
 func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 	if err := o.files.cache.Sync(); err != nil {
 		return false, fmt.Errorf("syncing the cache file: %w", err)
@@ -70,18 +73,21 @@ func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("attaching the cache file: %w", err)
 	}
+	o.mu.Lock()
+	served := o.dev
+	o.dev, o.served = fd, false
+	o.mu.Unlock()
 	if sw := o.m.cfg.OnSwitch; sw != nil {
 		if err := sw(ctx, o.name, fd.Path()); err != nil {
+			o.mu.Lock()
+			o.dev, o.served = served, true
+			o.mu.Unlock()
 			if cerr := fd.Close(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("closing the file device: %w", cerr))
 			}
 			return false, fmt.Errorf("switching to %s: %w", fd.Path(), err)
 		}
 	}
-	o.mu.Lock()
-	served := o.dev
-	o.dev, o.served = fd, false
-	o.mu.Unlock()
 	if err := served.Close(); err != nil {
 		// The tables no longer use it: report, but the origin is local.
 		o.log().WithError(err).Warn("lazy: closing the served device after the switch")

@@ -205,7 +205,7 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 		icfg.LazyDefault = cfg.Lazy.Default
 	}
 	s.Importer = importer.New(runCtx, icfg, s.S3, s.Containerd, s.Store)
-	if err := registerCollectors(s.Metrics, s.Pool, s.Guard, s.Store, s.Importer); err != nil {
+	if err := registerCollectors(s.Metrics, s.Pool, s.Guard, s.Store, s.Importer, s.Origins); err != nil {
 		return nil, err
 	}
 	return s, nil

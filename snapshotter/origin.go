@@ -99,7 +99,9 @@ func (s *Snapshotter) activate(ctx context.Context, rec *metadata.Snapshot) (str
 // SwitchOrigin reloads the table of every live device that reads from
 // origin name onto newDev, which serves the same bytes (package lazy
 // calls it when an origin's cache is complete, before it closes the
-// served device). Devices activated meanwhile wait and get newDev: the
+// served device). Records in every state count: a Prepare that has
+// activated its device may not have recorded it ready yet. Devices
+// activated meanwhile wait and get newDev: the
 // caller has made it what DevicePath returns before calling. An error
 // names the devices left on the old device; the caller keeps it.
 func (s *Snapshotter) SwitchOrigin(ctx context.Context, name, newDev string) error {
@@ -108,7 +110,7 @@ func (s *Snapshotter) SwitchOrigin(ctx context.Context, name, newDev string) err
 	var live []*metadata.Snapshot
 	err := s.store.View(func(tx *metadata.Tx) error {
 		return tx.Snapshots(func(key string, rec *metadata.Snapshot, err error) error {
-			if err == nil && rec.ExternalOrigin == name && rec.Kind != snapshots.KindCommitted && rec.State != metadata.SnapshotCreating {
+			if err == nil && rec.ExternalOrigin == name && rec.Kind != snapshots.KindCommitted {
 				live = append(live, rec)
 			}
 			return nil
