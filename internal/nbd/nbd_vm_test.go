@@ -379,6 +379,7 @@ func TestNBDKilledProcessGivesEIO(t *testing.T) {
 		t.Errorf("new read after the kill: %v, want EIO", err)
 	}
 	t.Logf("size while held open after the kill: %s sectors", readSysfs(index, "size"))
+	logKernel(t)
 	// Once the last opener goes the device is free again.
 	f.Close()
 	waitFree(t, index, 10*time.Second)
@@ -389,4 +390,51 @@ func TestNBDKilledProcessGivesEIO(t *testing.T) {
 func readSysfs(n int, attr string) string {
 	b, _ := os.ReadFile(filepath.Join(sysBlock, "nbd"+strconv.Itoa(n), attr))
 	return strings.TrimSpace(string(b))
+}
+
+// TestNBDSurvivesSignals sends SIGURG (what the Go runtime itself uses to
+// preempt) to every thread of the process, the NBD_DO_IT thread included:
+// the kernel waits for it interruptibly, so an unblocked signal there
+// would drop the connection.
+func TestNBDSurvivesSignals(t *testing.T) {
+	requireNBD(t)
+	img := randomImage(1 * mib)
+	d := connect(t, int64(len(img)), bytes.NewReader(img), Options{})
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-d.Done():
+		t.Fatal("the connection ended after signals")
+	default:
+	}
+	f := openDirect(t, d.Path())
+	if got, err := readWithin(t, f, 0, len(img), time.Minute); err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("read after signals: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// logKernel logs the kernel's nbd messages, to show what it did.
+func logKernel(t *testing.T) {
+	out, err := exec.Command("dmesg").CombinedOutput()
+	if err != nil {
+		t.Logf("dmesg: %v", err)
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "nbd") {
+			t.Logf("kernel: %s", l)
+		}
+	}
 }
