@@ -88,6 +88,7 @@ object's size, entries, elapsed time, rate) and error.`,
 		printGCProbes(w, st.GCProbes)
 		fmt.Fprintln(w)
 		printQueues(w, st.Queues)
+		printOrigins(w, st.Origins, time.Now())
 		fmt.Fprintln(w)
 		printRuns(w, st.RecentRuns, time.Now())
 		return nil

@@ -28,6 +28,7 @@ modules=(
 	ext4 overlay loop ?xfs
 	dm_mod dm_thin_pool
 	?dm_flakey ?dm_snapshot ?dm_zero ?dm_delay ?dm_error
+	?nbd # lazily-backed origins (internal/nbd); the guest cannot modprobe it
 )
 
 need_pkgs=()
