@@ -18,7 +18,12 @@ import (
 // not write and leaves those blocks unprovisioned; a template snapshot
 // would share the template's metadata blocks under the image's, and
 // mkfs would have been wasted.
-const LabelBlank = "flyio.io/blank-device"
+//
+// It is under containerd.io/snapshot/ because containerd passes only
+// those labels on to a snapshotter (snapshots.FilterInheritedLabels):
+// under any other name containerd drops it, and the Prepare silently
+// becomes an ordinary one.
+const LabelBlank = "containerd.io/snapshot/flyio.blank-device"
 
 // blankFSType returns the filesystem a blank Prepare names, "" for an
 // ordinary Prepare. The label is untrusted (any containerd client can

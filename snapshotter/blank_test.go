@@ -77,3 +77,17 @@ func TestBlankLabelIsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestOurLabelsReachUsThroughContainerd: containerd passes a snapshotter
+// only the labels snapshots.FilterInheritedLabels keeps. A label it drops
+// turns a blank (or lazily-backed) Prepare into an ordinary one without
+// an error; the block fill once ran on a formatted template that way.
+func TestOurLabelsReachUsThroughContainerd(t *testing.T) {
+	labels := map[string]string{LabelBlank: "ext4", LabelExternalOrigin: "bi-1"}
+	got := snapshots.FilterInheritedLabels(labels)
+	for k := range labels {
+		if _, ok := got[k]; !ok {
+			t.Errorf("containerd drops label %s before it reaches the snapshotter", k)
+		}
+	}
+}

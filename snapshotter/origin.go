@@ -23,7 +23,7 @@ import (
 // The label is untrusted (any containerd client can set it): it is only
 // taken on a blank Prepare and only for an origin attached now, and an
 // origin holds a published image, never a tenant's writes.
-const LabelExternalOrigin = "flyio.io/external-origin"
+const LabelExternalOrigin = "containerd.io/snapshot/flyio.external-origin"
 
 // ExternalOrigins is where lazily-backed origins are attached (package
 // lazy): the snapshotter asks it for the device to put in a thin table.
