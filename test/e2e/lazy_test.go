@@ -229,6 +229,24 @@ func TestLazyStart(t *testing.T) {
 	if got, err := exec1("cat", "/root/data"); err != nil || got != "written by the container\n" {
 		t.Errorf("the container's write after the switch: %q, %v", got, err)
 	}
+
+	// The origin stays while anything uses it, and goes with the last
+	// user: delete-image refuses while the container's snapshot depends
+	// on the base; once both are gone, a sweep (gc runs one) removes the
+	// origin and its cache.
+	s.removeContainer("lazy1")
+	s.deleteImage(id)
+	cacheDir := filepath.Join(s.Cfg.Lazy.CacheDir, run.Origin)
+	s.waitUntil("the origin to be removed", 2*time.Minute, func() bool {
+		if out, err := s.flyio("gc"); err != nil {
+			t.Logf("gc: %v\n%s", err, out)
+		}
+		st, err := s.admin().Status(context.Background())
+		return err == nil && len(st.Origins) == 0
+	})
+	if _, err := os.Stat(cacheDir); !os.IsNotExist(err) {
+		t.Errorf("the removed origin's cache %s is still there (%v)", cacheDir, err)
+	}
 }
 
 // origin is the daemon's status of origin name.
