@@ -246,3 +246,33 @@ func TestCreateRemove(t *testing.T) {
 		t.Errorf("Remove again: %v", err)
 	}
 }
+
+// During the switch, DevicePath already names the file device (a table
+// made meanwhile must not get the served device, which is about to be
+// closed), but the origin is not local until the switch is done.
+func TestDuringTheSwitch(t *testing.T) {
+	st, a := newMemStore(), newFakeAttach()
+	img := smallImage(t, st, 7)
+	m := openManager(t, a.config(t.TempDir(), st))
+	type seen struct {
+		path  string
+		state lazy.State
+	}
+	inSwitch := make(chan seen, 1)
+	a.switchFn = func(name, path string) error {
+		p, _ := m.DevicePath(name)
+		inSwitch <- seen{p, statusOf(t, m, name).State}
+		return nil
+	}
+	if err := m.Create(context.Background(), "base-7", img.man); err != nil {
+		t.Fatal(err)
+	}
+	newPath := <-a.switched
+	got := <-inSwitch
+	if got.path != newPath {
+		t.Errorf("DevicePath during the switch = %s, want the file device %s", got.path, newPath)
+	}
+	if got.state == lazy.StateLocal {
+		t.Errorf("status during the switch says local")
+	}
+}

@@ -75,8 +75,13 @@ func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 	}
 	o.mu.Lock()
 	served := o.dev
-	o.dev, o.served = fd, false
+	o.dev, o.served, o.switching = fd, false, true
 	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		o.switching = false
+		o.mu.Unlock()
+	}()
 	if sw := o.m.cfg.OnSwitch; sw != nil {
 		if err := sw(ctx, o.name, fd.Path()); err != nil {
 			o.mu.Lock()

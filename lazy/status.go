@@ -61,7 +61,7 @@ func (o *origin) status() OriginStatus {
 	switch {
 	case o.broken:
 		s.State = StateBroken
-	case o.dev != nil && !o.served:
+	case o.dev != nil && !o.served && !o.switching:
 		s.State = StateLocal
 	case o.failing:
 		s.State = StateFailed
