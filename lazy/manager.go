@@ -244,6 +244,14 @@ func (m *Manager) RemoveIf(ctx context.Context, name string, unused func(dev str
 	if err != nil {
 		return false, err
 	}
+	o.mu.Lock()
+	broken := o.broken
+	o.mu.Unlock()
+	if broken {
+		// Kept for the operator (doc.go): a directory that did not load
+		// may hold a good cache a transient error hid.
+		return false, nil
+	}
 	dev, _ := o.devicePath()
 	if ok, err := unused(dev); err != nil || !ok {
 		return false, err
@@ -260,7 +268,16 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
-	origins := m.origins
+	m.mu.Unlock()
+	// Under ops: a Create, Remove or RemoveIf under way finishes first
+	// (a Create that looked up before Close inserts before this copy).
+	m.ops.Lock()
+	defer m.ops.Unlock()
+	m.mu.Lock()
+	origins := make([]*origin, 0, len(m.origins))
+	for _, o := range m.origins {
+		origins = append(origins, o)
+	}
 	m.mu.Unlock()
 	m.cancel()
 	var errs []error

@@ -27,16 +27,16 @@ type origin struct {
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when run returns
 
-	mu      sync.Mutex
-	dev     Device // what DevicePath names; nil when none
-	served  bool   // dev is the served device
+	mu     sync.Mutex
+	dev    Device // what DevicePath names; nil when none
+	served bool   // dev is the served device
 	// switching is set while OnSwitch moves the tables: dev is the file
 	// device already (new tables get it), but the origin is not local
 	// until the switch is done.
 	switching bool
-	broken  bool
-	failing bool // the last step failed; run retries it
-	err     *timedError
+	broken    bool
+	failing   bool // the last step failed; run retries it
+	err       *timedError
 }
 
 func (m *Manager) newOrigin(name string) *origin {
