@@ -127,6 +127,8 @@ func run(o options) error {
 	}
 	if odd := e.oddLogLines(); odd != "" {
 		logf("warnings and errors in the daemon's log:\n%s", odd)
+	} else {
+		logf("the daemon's log has no warning or error line")
 	}
 	return nil
 }
