@@ -16,12 +16,16 @@ EXTRACTMEM_ARGS ?=
 # Extractor vs GNU tar and containerd on a Debian rootfs (bench/rootfsbench,
 # on the host), e.g. ROOTFSBENCH_ARGS="-n 9".
 ROOTFSBENCH_ARGS ?=
+# Lazy start against a full import, with real containerd (bench/lazybench,
+# in the test VM), e.g. LAZYBENCH_ARGS="-size 104857600 -n 5".
+LAZYBENCH_ARGS ?=
 
-.PHONY: bench bench-s3 bench-extractmem bench-extract
+.PHONY: bench bench-s3 bench-extractmem bench-extract bench-lazy
 bench:
 	bench/run.sh $(BENCH_ARGS)
 	bench/s3bench/run.sh $(S3BENCH_ARGS)
 	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)
+	bench/lazybench/run.sh $(LAZYBENCH_ARGS)
 	$(MAKE) bench-extractmem
 
 bench-extractmem:
@@ -32,3 +36,6 @@ bench-s3:
 
 bench-extract:
 	bench/rootfsbench/run.sh $(ROOTFSBENCH_ARGS)
+
+bench-lazy:
+	bench/lazybench/run.sh $(LAZYBENCH_ARGS)
