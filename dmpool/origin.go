@@ -14,10 +14,10 @@ import (
 // activated with the same origin (an NBD device, or a read-only loop over
 // a local cache file) and the origin is switched later while they run.
 
-// originDevice returns the "major:minor" of external origin path, the
-// form the kernel shows in tables. A path that is not a block device
-// (stat, S_IFBLK) is ErrInvalidArgument naming it.
-func originDevice(path string) (string, error) {
+// OriginDevice returns the "major:minor" of external origin path, the
+// form the kernel shows in tables (ActiveDevice.Origin). A path that is
+// not a block device (stat, S_IFBLK) is ErrInvalidArgument naming it.
+func OriginDevice(path string) (string, error) {
 	b, err := blockDev(path)
 	if err != nil {
 		if !errdefs.IsInvalidArgument(err) {
@@ -70,7 +70,7 @@ func (p *Pool) ReloadOrigin(ctx context.Context, name string, origin string) err
 		// zeros under a running container.
 		return fmt.Errorf("pool %q: %s: an origin is required: %w", p.cfg.Name, what, errdefs.ErrInvalidArgument)
 	}
-	originDev, err := originDevice(origin)
+	originDev, err := OriginDevice(origin)
 	if err != nil {
 		return fmt.Errorf("pool %q: %s: %w", p.cfg.Name, what, err)
 	}

@@ -57,9 +57,9 @@ func TestOriginDeviceRejectsNonBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{file, dir, filepath.Join(dir, "missing"), "/dev/null"} {
-		_, err := originDevice(path)
+		_, err := OriginDevice(path)
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), path) {
-			t.Errorf("originDevice(%s) = %v, want ErrInvalidArgument naming the path", path, err)
+			t.Errorf("OriginDevice(%s) = %v, want ErrInvalidArgument naming the path", path, err)
 		}
 	}
 }

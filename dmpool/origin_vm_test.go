@@ -133,7 +133,7 @@ func activeOrigin(t *testing.T, p *Pool, name string) ActiveDevice {
 
 func devOf(t *testing.T, path string) string {
 	t.Helper()
-	d, err := originDevice(path)
+	d, err := OriginDevice(path)
 	if err != nil {
 		t.Fatal(err)
 	}

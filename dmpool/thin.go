@@ -149,7 +149,7 @@ func (p *Pool) ActivateWithOrigin(ctx context.Context, name string, id uint32, s
 	var originDev string
 	if origin != "" {
 		var err error
-		if originDev, err = originDevice(origin); err != nil {
+		if originDev, err = OriginDevice(origin); err != nil {
 			return "", fmt.Errorf("activate %q: %w", name, err)
 		}
 	}

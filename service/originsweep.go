@@ -5,7 +5,8 @@ import (
 	"fmt"
 
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/dmpool"
 )
 
 // SweepOrigins removes the lazily-backed origins nothing uses: no
@@ -55,11 +56,10 @@ func (s *Service) originUnused(ctx context.Context, name, dev string) (bool, err
 	if dev == "" {
 		return true, nil
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(dev, &st); err != nil {
-		return false, fmt.Errorf("origin %s: device %s: %w", name, dev, err)
+	want, err := dmpool.OriginDevice(dev)
+	if err != nil {
+		return false, fmt.Errorf("origin %s: %w", name, err)
 	}
-	want := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	active, err := s.Pool.ListActive(ctx)
 	if err != nil {
 		return false, err
