@@ -32,7 +32,10 @@ type ExternalOrigins interface {
 	DevicePath(name string) (string, error)
 }
 
-var originNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+// originNameRE is lazy.ValidateName's rule (1..64 of [a-z0-9-], not
+// starting with '-'), which this package cannot import: checked before
+// the name goes anywhere, and it must not refuse a name lazy makes.
+var originNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // externalOrigin returns the origin a new snapshot's device gets: the
 // label's for a blank Prepare, "" otherwise (a child's comes from its
