@@ -110,8 +110,13 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := len(img.man.Chunks)
-	waitFor(t, "all but one chunk", func() bool { return statusOf(t, m, "base-7").ChunksPresent == n-1 })
-	if s := statusOf(t, m, "base-7"); s.State != lazy.StateFailed || !strings.Contains(s.LastError, "not today") {
+	// The fetch error is counted before the prefetch pass ends and marks
+	// the origin failed, so wait for the state, not just the chunks.
+	waitFor(t, "all but one chunk, and the pass failed", func() bool {
+		s := statusOf(t, m, "base-7")
+		return s.ChunksPresent == n-1 && s.State == lazy.StateFailed
+	})
+	if s := statusOf(t, m, "base-7"); !strings.Contains(s.LastError, "not today") {
 		t.Errorf("status with a chunk failing %+v", s)
 	}
 	if err := m.Close(); err != nil {
