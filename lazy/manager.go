@@ -183,6 +183,16 @@ func (m *Manager) Create(ctx context.Context, name string, man *blockimage.Manif
 		o.start(files)
 	}
 	m.mu.Lock()
+	if m.closed {
+		// Close ran while this Create attached, and did not see o: close
+		// it here, or its device outlives the manager. The directory
+		// stays for the next Open, like every other origin's.
+		m.mu.Unlock()
+		if cerr := o.close(); cerr != nil {
+			log.G(ctx).WithError(cerr).WithField("origin", name).Warn("lazy: closing the origin's device")
+		}
+		return fmt.Errorf("origin %q: lazy: manager closed: %w", name, errdefs.ErrUnavailable)
+	}
 	m.origins[name] = o
 	m.mu.Unlock()
 	if err != nil {
@@ -268,8 +278,9 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
-	// A copy: Remove may delete from the map meanwhile. A Create racing
-	// Close is left (review55: not fixed yet).
+	// A copy: Remove may delete from the map meanwhile. A Create that
+	// passed its lookup before closed was set closes its own origin
+	// (Create), so Close need not wait for it.
 	origins := make([]*origin, 0, len(m.origins))
 	for _, o := range m.origins {
 		origins = append(origins, o)
