@@ -67,10 +67,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := importer.RemovePublishViews(ctx, sn); err != nil {
 		log.G(ctx).WithError(err).Error("publish-base views a previous daemon left are still there")
 	}
-	adminSrv := newAdminServer(admin.Handler(&backend{
+	b := &backend{
 		cfg: cfg, pool: pool, store: store, importer: imp, sn: sn, cd: svc.Containerd, guard: svc.Guard, svc: svc,
 		version: opts.Version, started: started,
-	}))
+	}
+	adminSrv := newAdminServer(admin.Handler(b))
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()
@@ -88,9 +89,18 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// queue until Serve accepts them) and recovery is done: containerd,
 	// started after READY, finds the snapshotter serving.
 	notify.Ready(fmt.Sprintf("serving snapshots API on %s, admin API on %s", cfg.Address, cfg.AdminAddress))
-	if svc.Origins != nil {
-		go sweepOriginsEvery(ctx, svc, originSweepInterval)
-	}
+	// Stopped and waited for before svc.Close (deferred above, so run
+	// after this) on every return: a sweep must not run on a closed
+	// service.
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		if svc.Origins != nil {
+			b.sweepOriginsEvery(sweepCtx, originSweepInterval, b.sweepOrigins)
+		}
+	}()
+	defer func() { stopSweep(); <-swept }()
 	go notify.Watchdog(ctx, func(ctx context.Context) error {
 		_, err := pool.Status(ctx)
 		return err

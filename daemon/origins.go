@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/containerd/log"
-
-	"github.com/superfly/flyio-image-manager/service"
 )
 
 // originSweepInterval is how often the daemon removes the lazily-backed
@@ -16,7 +14,7 @@ import (
 const originSweepInterval = 5 * time.Minute
 
 // sweepOrigins removes the origins nothing uses; under gcMu, held by
-// the caller (gc, delete-image).
+// the caller (gc, delete-image, sweepOriginsEvery).
 func (b *backend) sweepOrigins(ctx context.Context) {
 	if b.svc == nil {
 		return
@@ -27,13 +25,17 @@ func (b *backend) sweepOrigins(ctx context.Context) {
 }
 
 // sweepOriginsEvery sweeps at start and then every interval until ctx
-// ends.
-func sweepOriginsEvery(ctx context.Context, svc *service.Service, interval time.Duration) {
+// ends. It takes gcMu like gc and delete-image do, and skips a tick
+// while one of them holds it (they sweep when they are done), so that
+// shutdown never waits behind a long gc. The caller waits for it to
+// return before the service closes under it.
+func (b *backend) sweepOriginsEvery(ctx context.Context, interval time.Duration, sweep func(context.Context)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if _, err := svc.SweepOrigins(ctx); err != nil {
-			log.G(ctx).WithError(err).Warn("sweeping unused lazy origins")
+		if b.gcMu.TryLock() {
+			sweep(ctx)
+			b.gcMu.Unlock()
 		}
 		select {
 		case <-ctx.Done():
