@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,7 +197,8 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 			a.events = append(a.events, "served "+d.path)
 			return d, nil
 		},
-		AttachFile: func(_ context.Context, path string, size int64) (lazy.Device, error) {
+		AttachFile: func(_ context.Context, f *os.File, size int64) (lazy.Device, error) {
+			path := f.Name()
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.n++

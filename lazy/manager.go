@@ -47,9 +47,10 @@ type Config struct {
 
 	// AttachServed attaches a device of size bytes served by r (nbd).
 	AttachServed func(ctx context.Context, size int64, r io.ReaderAt) (Device, error)
-	// AttachFile attaches a read-only device over the file at path
-	// (loop).
-	AttachFile func(ctx context.Context, path string, size int64) (Device, error)
+	// AttachFile attaches a read-only device over the open file f (a
+	// loop over the very file this package opened and checked, never a
+	// path looked up again); f stays the caller's to close.
+	AttachFile func(ctx context.Context, f *os.File, size int64) (Device, error)
 	// OnSwitch is called once an origin's cache is complete and its file
 	// device attached at newPath, before its served device is closed:
 	// the caller reloads every thin table using the origin onto

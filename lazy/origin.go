@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -128,9 +129,9 @@ func (o *origin) step(ctx context.Context) (local bool, err error) {
 func (o *origin) attach(ctx context.Context) error {
 	size := o.files.man.DeviceSize
 	if o.files.bm.complete() {
-		d, err := o.m.cfg.AttachFile(ctx, o.cachePath(), size)
+		d, err := o.attachFile(ctx)
 		if err != nil {
-			return fmt.Errorf("attaching the cache file: %w", err)
+			return err
 		}
 		o.setDevice(d, false)
 		return nil
@@ -149,7 +150,25 @@ func (o *origin) setDevice(d Device, served bool) {
 	o.mu.Unlock()
 }
 
-func (o *origin) cachePath() string { return filepath.Join(o.dir, cacheFile) }
+// attachFile attaches the file device over the cache: opened again
+// read-only (without following a symlink) and checked to be the file
+// the origin has open, so the device reads the bytes this origin
+// fetched and verified even if someone replaced the path.
+func (o *origin) attachFile(ctx context.Context) (Device, error) {
+	f, err := openNoFollow(o.dir, cacheFile, os.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("attaching the cache file: %w", err)
+	}
+	defer f.Close()
+	if err := sameFile(f, o.files.cache); err != nil {
+		return nil, fmt.Errorf("attaching the cache file: %w", err)
+	}
+	d, err := o.m.cfg.AttachFile(ctx, f, o.files.man.DeviceSize)
+	if err != nil {
+		return nil, fmt.Errorf("attaching the cache file: %w", err)
+	}
+	return d, nil
+}
 
 func (o *origin) devicePath() (string, error) {
 	o.mu.Lock()

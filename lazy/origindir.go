@@ -72,6 +72,22 @@ func openNoFollow(dir, name string, flag int) (*os.File, error) {
 	return f, nil
 }
 
+// sameFile checks that f and g are the same file (device and inode).
+func sameFile(f, g *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	gi, err := g.Stat()
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(fi, gi) {
+		return fmt.Errorf("%s was replaced since the origin was opened: %w", f.Name(), errdefs.ErrDataLoss)
+	}
+	return nil
+}
+
 // loadOrigin opens and checks an existing origin directory. Every error
 // makes the origin broken: its manifest is parsed as untrusted input
 // again, and the cache and bitmap must have the sizes it implies.

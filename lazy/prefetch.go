@@ -69,9 +69,9 @@ func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 	if err := o.files.cache.Sync(); err != nil {
 		return false, fmt.Errorf("syncing the cache file: %w", err)
 	}
-	fd, err := o.m.cfg.AttachFile(ctx, o.cachePath(), o.files.man.DeviceSize)
+	fd, err := o.attachFile(ctx)
 	if err != nil {
-		return false, fmt.Errorf("attaching the cache file: %w", err)
+		return false, err
 	}
 	o.mu.Lock()
 	served := o.dev

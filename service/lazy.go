@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/containerd/log"
 
@@ -65,8 +66,8 @@ func attachServed(ctx context.Context, size int64, r io.ReaderAt) (lazy.Device, 
 // loop clears itself once the last dm table using it is gone after its
 // handle is closed, so a killed daemon leaves no loop behind that no
 // table needs, and its next start finds the loop tables still use.
-func attachFile(ctx context.Context, path string, size int64) (lazy.Device, error) {
-	d, err := loopdev.Attach(path, loopdev.Params{ReadOnly: true, Autoclear: true, Direct: true})
+func attachFile(ctx context.Context, f *os.File, size int64) (lazy.Device, error) {
+	d, err := loopdev.AttachFile(f, loopdev.Params{ReadOnly: true, Autoclear: true, Direct: true})
 	if err != nil {
 		return nil, err
 	}

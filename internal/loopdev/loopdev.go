@@ -62,6 +62,34 @@ func (d *Device) Close() error {
 	return err
 }
 
+// AttachFile returns a loop device bound to the open file back,
+// attaching a free one when no loop is bound to that very file (same
+// device and inode; with p.ReadOnly, also read-only). Unlike Attach it
+// never goes by a path again, so the file the caller opened and checked
+// (without following symlinks) is the one the loop reads, even if the
+// path is replaced meanwhile. back stays the caller's to close.
+func AttachFile(back *os.File, p Params) (*Device, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(back.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("loop: stat %s: %w", back.Name(), err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("loop: %s is not a regular file", back.Name())
+	}
+	// What the kernel shows in backing_file, for the name and the
+	// search; the dev and inode decide.
+	name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", back.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("loop: path of %s: %w", back.Name(), err)
+	}
+	attachMu.Lock()
+	defer attachMu.Unlock()
+	if d, err := findFile(name, st, p.ReadOnly); err != nil || d != nil {
+		return d, err
+	}
+	return attachNew(back, name, p)
+}
+
 // attachMu serialises find-or-attach within the process so two callers
 // cannot attach the same file twice.
 var attachMu sync.Mutex
@@ -91,7 +119,11 @@ func Attach(backingFile string, p Params) (*Device, error) {
 		return nil, fmt.Errorf("loop: open backing file %s: %w", abs, err)
 	}
 	defer back.Close()
+	return attachNew(back, abs, p)
+}
 
+// attachNew binds back to a free loop device; attachMu is held.
+func attachNew(back *os.File, abs string, p Params) (*Device, error) {
 	for attempt := 1; attempt <= 50; attempt++ {
 		n, err := getFree()
 		if err != nil {
@@ -226,6 +258,12 @@ func find(abs string) (*Device, error) {
 	if err := unix.Stat(abs, &want); err != nil {
 		return nil, fmt.Errorf("loop: stat %s: %w", abs, err)
 	}
+	return findFile(abs, want, false)
+}
+
+// findFile returns the loop bound to the file abs names whose device and
+// inode are want's (read-only too if readOnly), or nil.
+func findFile(abs string, want unix.Stat_t, readOnly bool) (*Device, error) {
 	entries, err := os.ReadDir("/sys/block")
 	if err != nil {
 		return nil, fmt.Errorf("loop: list /sys/block: %w", err)
@@ -251,10 +289,12 @@ func find(abs string) (*Device, error) {
 		if err != nil {
 			continue // detached in the meantime
 		}
-		// The path matched; make sure it is the same inode and not a
-		// file that was replaced under the same name.
+		// The path matched; make sure it is the same file (device and
+		// inode) and not one that was replaced under the same name or
+		// lives on another file system.
 		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-		if err != nil || info.Inode != want.Ino {
+		if err != nil || info.Inode != want.Ino || info.Device != uint64(want.Dev) ||
+			(readOnly && info.Flags&unix.LO_FLAGS_READ_ONLY == 0) {
 			f.Close()
 			continue
 		}
