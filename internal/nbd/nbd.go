@@ -21,7 +21,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -227,7 +229,21 @@ func connectTo(ctx context.Context, n int, size int64, b io.ReaderAt, opt Option
 		}
 		return nil, err
 	}
+	limitRequests(n)
 	return d, nil
+}
+
+// limitRequests lowers device n's max_sectors_kb to maxPooledBuf, so
+// the kernel splits larger reads and a request's buffer stays small
+// (server). Best effort: a kernel that refuses keeps its own limit
+// (32 MiB), which the server still serves, at a higher memory cost.
+func limitRequests(n int) {
+	p := filepath.Join(sysBlock, "nbd"+strconv.Itoa(n), "queue", "max_sectors_kb")
+	cur, err := readUint(p)
+	if err != nil || cur <= maxPooledBuf>>10 {
+		return
+	}
+	_ = os.WriteFile(p, []byte(strconv.Itoa(maxPooledBuf>>10)), 0)
 }
 
 // serverConn wraps the server's end of the socketpair as a net.Conn (on
