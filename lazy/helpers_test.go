@@ -153,6 +153,7 @@ type fakeAttach struct {
 	files    []*fakeDevice
 	switchFn func(name, path string) error
 	switched chan string
+	moves    []string // every OnSwitch call: "old -> new"
 }
 
 func newFakeAttach() *fakeAttach {
@@ -175,6 +176,12 @@ func (a *fakeAttach) servedDev(path string) *fakeDevice {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.served[path]
+}
+
+func (a *fakeAttach) moveList() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.moves...)
 }
 
 func (a *fakeAttach) fileCount() int {
@@ -205,9 +212,10 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 			a.events = append(a.events, "file "+d.path+" "+path)
 			return d, nil
 		},
-		OnSwitch: func(_ context.Context, name, path string) error {
+		OnSwitch: func(_ context.Context, name, oldPath, path string) error {
 			a.mu.Lock()
 			fn := a.switchFn
+			a.moves = append(a.moves, oldPath+" -> "+path)
 			a.mu.Unlock()
 			if fn != nil {
 				if err := fn(name, path); err != nil {

@@ -51,12 +51,12 @@ type Config struct {
 	// (loop).
 	AttachFile func(ctx context.Context, path string, size int64) (Device, error)
 	// OnSwitch is called once an origin's cache is complete and its file
-	// device attached at newPath, before its served device is closed:
-	// the caller reloads every thin table using the origin onto
+	// device attached at newPath, before its served device (oldPath) is
+	// closed: the caller reloads every thin table using oldPath onto
 	// newPath. An error keeps the served device; the switch is retried
 	// after a backoff and the error reported in Status. Nil: nothing
 	// to reload.
-	OnSwitch func(ctx context.Context, name, newPath string) error
+	OnSwitch func(ctx context.Context, name, oldPath, newPath string) error
 }
 
 func (c *Config) defaults() error {

@@ -83,7 +83,7 @@ func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 		o.mu.Unlock()
 	}()
 	if sw := o.m.cfg.OnSwitch; sw != nil {
-		if err := sw(ctx, o.name, fd.Path()); err != nil {
+		if err := sw(ctx, o.name, served.Path(), fd.Path()); err != nil {
 			o.mu.Lock()
 			o.dev, o.served = served, true
 			o.mu.Unlock()

@@ -26,7 +26,7 @@ const onDemandFetches = 16
 // tarball import in the shared downloads queue. switchTo is called when
 // an origin's cache is complete (the snapshotter's SwitchOrigin, which
 // does not exist yet when this runs).
-func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx context.Context, name, dev string) error) (*lazy.Manager, error) {
+func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx context.Context, name, oldDev, newDev string) error) (*lazy.Manager, error) {
 	s3cfg := S3Config(cfg)
 	s3cfg.PartSize = units.Size(blockimage.MaxChunkSize)
 	s3cfg.Concurrency = 1

@@ -123,7 +123,7 @@ func TestSwitchOriginReloadsLiveDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.set("img-1", "/dev/loop7")
-	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop7"); err != nil {
+	if err := s.SwitchOrigin(ctx, "img-1", "/dev/nbd0", "/dev/loop7"); err != nil {
 		t.Fatal(err)
 	}
 	devOf := func(key string) string {
@@ -141,7 +141,7 @@ func TestSwitchOriginReloadsLiveDevices(t *testing.T) {
 	}
 	// A failed reload is reported, naming the device.
 	pool.setFailing("reload-origin", fmt.Errorf("boom"))
-	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop8"); err == nil {
+	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop7", "/dev/loop8"); err == nil {
 		t.Fatal("a failed reload was not reported")
 	}
 }
