@@ -20,6 +20,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 )
 
 const originBlock = 128 << 10 // the test pools' block size
@@ -443,5 +445,19 @@ func TestExternalOriginFailing(t *testing.T) {
 	expectBytes(t, "origin again", mustRead(t, f.path, 5*originBlock, originBlock), f.data[5*originBlock:6*originBlock])
 	if a := activeOrigin(t, f.p, f.name); a.Suspended || a.Origin != devOf(t, f.loop) {
 		t.Fatalf("after reload back: %+v", a)
+	}
+}
+
+// TestOriginSize: OriginSize is the kernel's size of the device (a loop
+// over a file of n bytes), and refuses a path that is no block device.
+func TestOriginSize(t *testing.T) {
+	dmtest.Require(t)
+	file, _ := originFile(t, t.TempDir(), 3*mib+64<<10)
+	loop := roLoop(t, file)
+	if n, err := OriginSize(loop); err != nil || n != 3*mib+64<<10 {
+		t.Fatalf("OriginSize(%s) = %d, %v; want %d", loop, n, err, 3*mib+64<<10)
+	}
+	if _, err := OriginSize(file); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), file) {
+		t.Fatalf("OriginSize of a regular file: %v, want ErrInvalidArgument naming it", err)
 	}
 }

@@ -88,20 +88,43 @@ func (s *Snapshotter) activate(ctx context.Context, rec *metadata.Snapshot) (str
 	if err != nil {
 		return "", fmt.Errorf("device %s: external origin %q: %w", name, rec.ExternalOrigin, err)
 	}
+	if err := checkOriginSize(name, rec.Size, dev); err != nil {
+		return "", fmt.Errorf("external origin %q: %w", rec.ExternalOrigin, err)
+	}
 	path, err := s.pool.ActivateWithOrigin(ctx, name, rec.DeviceID, rec.Size, dev)
 	if !errors.Is(err, dmpool.ErrDeviceExists) {
 		return path, err
 	}
 	log.G(ctx).Infof("device %s is live on an older device of origin %q; reloading it onto %s", name, rec.ExternalOrigin, dev)
-	if err := s.pool.ReloadOrigin(ctx, name, dev); err != nil {
+	if err := s.reloadOrigin(ctx, name, rec.Size, dev); err != nil {
 		return "", fmt.Errorf("device %s: moving to origin %q's device %s: %w", name, rec.ExternalOrigin, dev, err)
 	}
 	return s.pool.ActivateWithOrigin(ctx, name, rec.DeviceID, rec.Size, dev)
 }
 
-// originDevice is dmpool.OriginDevice; unit tests replace it, their
-// fake pool's origins being names, not device nodes.
-var originDevice = dmpool.OriginDevice
+// originDevice and originSize are dmpool's; unit tests replace them,
+// their fake pool's origins being names, not device nodes.
+var (
+	originDevice = dmpool.OriginDevice
+	originSize   = dmpool.OriginSize
+)
+
+// checkOriginSize refuses origin device dev for thin device name of
+// size bytes unless dev has exactly that size: a lazily-backed base is
+// made of its block image's size (importer's fillLazy) and its
+// snapshots inherit it, so an origin of another size is not this
+// image's (a dead nbd device, or an index reused for another image).
+func checkOriginSize(name string, size uint64, dev string) error {
+	got, err := originSize(dev)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", name, err)
+	}
+	if got != size {
+		return fmt.Errorf("device %s of %d bytes: origin device %s has %d bytes, not the image's %d: it does not serve this image; refusing to put it in the table: %w",
+			name, size, dev, got, size, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
 
 // SwitchOrigin reloads the table of every live device that reads from
 // origin name's device oldDev onto newDev, which serves the same bytes
@@ -226,8 +249,11 @@ func (s *Snapshotter) moveStragglers(ctx context.Context, l activeLister, name, 
 }
 
 // reloadOrigin is pool.ReloadOrigin of device name, of size bytes, onto
-// origin dev.
+// origin dev, which must have that size.
 func (s *Snapshotter) reloadOrigin(ctx context.Context, name string, size uint64, dev string) error {
+	if err := checkOriginSize(name, size, dev); err != nil {
+		return err
+	}
 	return s.pool.ReloadOrigin(ctx, name, dev)
 }
 
