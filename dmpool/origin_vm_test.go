@@ -461,3 +461,39 @@ func TestOriginSize(t *testing.T) {
 		t.Fatalf("OriginSize of a regular file: %v, want ErrInvalidArgument naming it", err)
 	}
 }
+
+// TestDevicesUsing: DevicesUsing names the thin device whose table uses
+// an origin, whether live or loaded and not resumed, and nothing once
+// it is gone.
+func TestDevicesUsing(t *testing.T) {
+	f := newOriginFixture(t, 2*mib, 2*mib)
+	var st unix.Stat_t
+	if err := unix.Stat(f.loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	users, err := DevicesUsing(maj, min)
+	if err != nil || len(users) != 1 || users[0] != f.name {
+		t.Fatalf("DevicesUsing(%s) = %v, %v; want [%s]", f.loop, users, err, f.name)
+	}
+	if err := f.p.Deactivate(context.Background(), f.name); err != nil {
+		t.Fatal(err)
+	}
+	inactive := randName("fimt-inactive")
+	if _, err := CreateDevice(inactive); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = RemoveDevice(inactive, true) })
+	if err := LoadTable(inactive, []Target{{Length: 2 * mib / sectorSize, Type: "linear", Params: devOf(t, f.loop) + " 0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if users, err := DevicesUsing(maj, min); err != nil || len(users) != 1 || users[0] != inactive {
+		t.Fatalf("with a loaded, not resumed table: %v, %v; want [%s]", users, err, inactive)
+	}
+	if err := RemoveDevice(inactive, false); err != nil {
+		t.Fatal(err)
+	}
+	if users, err := DevicesUsing(maj, min); err != nil || len(users) != 0 {
+		t.Fatalf("after the devices went: %v, %v; want none", users, err)
+	}
+}

@@ -36,6 +36,13 @@ type Options struct {
 	MaxInFlight int    // concurrent reads served, default 16
 	// OnReadError, if set, is called for every read the backend failed (the kernel gets EIO).
 	OnReadError func(off int64, length int, err error)
+	// Referenced, if set, says whether some table still names device
+	// major:minor (the service passes a scan of every dm table). A
+	// device whose connection died keeps its number in the tables that
+	// used it, and connecting that index for another image would hand
+	// them that image's bytes: Connect skips such an index, as it skips
+	// one the kernel shows holders of (sysfs holders/).
+	Referenced func(major, minor uint32) (bool, error)
 }
 
 func (o Options) withDefaults() Options {
@@ -159,7 +166,11 @@ func Connect(ctx context.Context, size int64, b io.ReaderAt, opt Options) (*Devi
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if inUse(n) {
+		ok, err := usable(n, opt)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
 			continue
 		}
 		d, err := connectTo(ctx, n, size, b, opt)
