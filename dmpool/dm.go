@@ -220,7 +220,7 @@ func tableStatusInfo(name string, flags uint32, what string) ([]Target, DeviceIn
 // TableDeps returns the devices (major, minor) the live table of name
 // uses. The kernel answers it from the table itself, also when the
 // target's status hides its parameters (a failed pool's thin devices).
-func TableDeps(name string) ([][2]uint32, error) { return tableDeps(name, 0) }
+func TableDeps(name string) ([][2]uint32, error) { return tableDeps(name, 0, false) }
 
 // DevicesUsing returns the device-mapper devices whose tables, live or
 // loaded and not yet resumed, use block device major:minor. Whoever
@@ -234,7 +234,7 @@ func DevicesUsing(major, minor uint32) ([]string, error) {
 	var users []string
 	for _, n := range names {
 		for _, flags := range []uint32{0, unix.DM_QUERY_INACTIVE_TABLE_FLAG} {
-			deps, err := tableDeps(n.Name, flags)
+			deps, err := tableDeps(n.Name, flags, true)
 			if isErrno(err, unix.ENXIO) {
 				break // removed meanwhile
 			}
@@ -250,10 +250,15 @@ func DevicesUsing(major, minor uint32) ([]string, error) {
 	return users, nil
 }
 
-func tableDeps(name string, flags uint32) ([][2]uint32, error) {
+// tableDeps: noTable says a device without that table (the kernel sends
+// no deps at all) has none, rather than failing.
+func tableDeps(name string, flags uint32, noTable bool) ([][2]uint32, error) {
 	res, err := dmIoctl(unix.DM_TABLE_DEPS, name, flags, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dependencies of %q: %w", name, err)
+	}
+	if noTable && len(res.data) == 0 {
+		return nil, nil
 	}
 	deps, err := unmarshalDeps(res.data)
 	if err != nil {
