@@ -132,10 +132,23 @@ type fakeDevice struct {
 	r      io.ReaderAt // served devices
 	closed atomic.Bool
 	a      *fakeAttach
+	done   chan struct{} // served devices: closed when the connection ends
+	once   sync.Once
 }
 
 func (d *fakeDevice) Path() string { return d.path }
+
+// Done is nbd.Device's: only served devices have a connection.
+func (d *fakeDevice) Done() <-chan struct{} { return d.done }
+
+// kill ends a served device's connection without Close, as the kernel
+// dropping it would.
+func (d *fakeDevice) kill() { d.once.Do(func() { close(d.done) }) }
+
 func (d *fakeDevice) Close() error {
+	if d.done != nil {
+		d.kill()
+	}
 	if d.closed.Swap(true) {
 		return fmt.Errorf("%s closed twice", d.path)
 	}
@@ -198,7 +211,7 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.n++
-			d := &fakeDevice{path: fmt.Sprintf("/dev/nbd%d", a.n), r: r, a: a}
+			d := &fakeDevice{path: fmt.Sprintf("/dev/nbd%d", a.n), r: r, a: a, done: make(chan struct{})}
 			a.served[d.path] = d
 			a.events = append(a.events, "served "+d.path)
 			return d, nil

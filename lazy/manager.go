@@ -17,7 +17,9 @@ import (
 	"github.com/superfly/flyio-image-manager/blockimage"
 )
 
-// Device is an attached origin block device.
+// Device is an attached origin block device. A served device may also
+// have Done() <-chan struct{}, closed when its connection ends for any
+// reason (nbd): one that ends without Close is replaced (lost.go).
 type Device interface {
 	Path() string
 	Close() error
