@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -219,10 +220,45 @@ func tableStatusInfo(name string, flags uint32, what string) ([]Target, DeviceIn
 // TableDeps returns the devices (major, minor) the live table of name
 // uses. The kernel answers it from the table itself, also when the
 // target's status hides its parameters (a failed pool's thin devices).
-func TableDeps(name string) ([][2]uint32, error) {
-	res, err := dmIoctl(unix.DM_TABLE_DEPS, name, 0, 0, nil)
+func TableDeps(name string) ([][2]uint32, error) { return tableDeps(name, 0, false) }
+
+// DevicesUsing returns the device-mapper devices whose tables, live or
+// loaded and not yet resumed, use block device major:minor. Whoever
+// reuses a device number for other content asks it first: a table still
+// naming the number would read the new content as its own.
+func DevicesUsing(major, minor uint32) ([]string, error) {
+	names, err := ListDevices()
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, n := range names {
+		for _, flags := range []uint32{0, unix.DM_QUERY_INACTIVE_TABLE_FLAG} {
+			deps, err := tableDeps(n.Name, flags, true)
+			if isErrno(err, unix.ENXIO) {
+				break // removed meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(deps, [2]uint32{major, minor}) {
+				users = append(users, n.Name)
+				break
+			}
+		}
+	}
+	return users, nil
+}
+
+// tableDeps: noTable says a device without that table (the kernel sends
+// no deps at all) has none, rather than failing.
+func tableDeps(name string, flags uint32, noTable bool) ([][2]uint32, error) {
+	res, err := dmIoctl(unix.DM_TABLE_DEPS, name, flags, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dependencies of %q: %w", name, err)
+	}
+	if noTable && len(res.data) == 0 {
+		return nil, nil
 	}
 	deps, err := unmarshalDeps(res.data)
 	if err != nil {

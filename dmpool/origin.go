@@ -3,6 +3,8 @@ package dmpool
 import (
 	"context"
 	"fmt"
+	"os"
+	"unsafe"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -26,6 +28,29 @@ func OriginDevice(path string) (string, error) {
 		return "", fmt.Errorf("external origin %s: %w", path, err)
 	}
 	return devString(b.major, b.minor), nil
+}
+
+// OriginSize returns the size in bytes of block device path as the
+// kernel has it now (BLKGETSIZE64): what a table over it reads before
+// zeros. A path that is not a block device is ErrInvalidArgument naming
+// it. Whoever puts a device in a table as a known image's origin checks
+// this against the image's size: a device that is not (or no longer)
+// the image, such as a dead nbd device cleared to 0 bytes, mostly shows
+// another size.
+func OriginSize(path string) (uint64, error) {
+	if _, err := OriginDevice(path); err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("external origin %s: %w", path, err)
+	}
+	defer f.Close()
+	var n uint64
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&n))); e != 0 {
+		return 0, fmt.Errorf("external origin %s: BLKGETSIZE64: %w", path, e)
+	}
+	return n, nil
 }
 
 // thinOriginOps are the ioctls of an origin reload. The resume that swaps

@@ -20,6 +20,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/superfly/flyio-image-manager/internal/dmtest"
 )
 
 const originBlock = 128 << 10 // the test pools' block size
@@ -443,5 +445,55 @@ func TestExternalOriginFailing(t *testing.T) {
 	expectBytes(t, "origin again", mustRead(t, f.path, 5*originBlock, originBlock), f.data[5*originBlock:6*originBlock])
 	if a := activeOrigin(t, f.p, f.name); a.Suspended || a.Origin != devOf(t, f.loop) {
 		t.Fatalf("after reload back: %+v", a)
+	}
+}
+
+// TestOriginSize: OriginSize is the kernel's size of the device (a loop
+// over a file of n bytes), and refuses a path that is no block device.
+func TestOriginSize(t *testing.T) {
+	dmtest.Require(t)
+	file, _ := originFile(t, t.TempDir(), 3*mib+64<<10)
+	loop := roLoop(t, file)
+	if n, err := OriginSize(loop); err != nil || n != 3*mib+64<<10 {
+		t.Fatalf("OriginSize(%s) = %d, %v; want %d", loop, n, err, 3*mib+64<<10)
+	}
+	if _, err := OriginSize(file); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), file) {
+		t.Fatalf("OriginSize of a regular file: %v, want ErrInvalidArgument naming it", err)
+	}
+}
+
+// TestDevicesUsing: DevicesUsing names the thin device whose table uses
+// an origin, whether live or loaded and not resumed, and nothing once
+// it is gone.
+func TestDevicesUsing(t *testing.T) {
+	f := newOriginFixture(t, 2*mib, 2*mib)
+	var st unix.Stat_t
+	if err := unix.Stat(f.loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	users, err := DevicesUsing(maj, min)
+	if err != nil || len(users) != 1 || users[0] != f.name {
+		t.Fatalf("DevicesUsing(%s) = %v, %v; want [%s]", f.loop, users, err, f.name)
+	}
+	if err := f.p.Deactivate(context.Background(), f.name); err != nil {
+		t.Fatal(err)
+	}
+	inactive := randName("fimt-inactive")
+	if _, err := CreateDevice(inactive); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = RemoveDevice(inactive, true) })
+	if err := LoadTable(inactive, []Target{{Length: 2 * mib / sectorSize, Type: "linear", Params: devOf(t, f.loop) + " 0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if users, err := DevicesUsing(maj, min); err != nil || len(users) != 1 || users[0] != inactive {
+		t.Fatalf("with a loaded, not resumed table: %v, %v; want [%s]", users, err, inactive)
+	}
+	if err := RemoveDevice(inactive, false); err != nil {
+		t.Fatal(err)
+	}
+	if users, err := DevicesUsing(maj, min); err != nil || len(users) != 0 {
+		t.Fatalf("after the devices went: %v, %v; want none", users, err)
 	}
 }

@@ -133,10 +133,23 @@ type fakeDevice struct {
 	r      io.ReaderAt // served devices
 	closed atomic.Bool
 	a      *fakeAttach
+	done   chan struct{} // served devices: closed when the connection ends
+	once   sync.Once
 }
 
 func (d *fakeDevice) Path() string { return d.path }
+
+// Done is nbd.Device's: only served devices have a connection.
+func (d *fakeDevice) Done() <-chan struct{} { return d.done }
+
+// kill ends a served device's connection without Close, as the kernel
+// dropping it would.
+func (d *fakeDevice) kill() { d.once.Do(func() { close(d.done) }) }
+
 func (d *fakeDevice) Close() error {
+	if d.done != nil {
+		d.kill()
+	}
 	if d.closed.Swap(true) {
 		return fmt.Errorf("%s closed twice", d.path)
 	}
@@ -154,6 +167,7 @@ type fakeAttach struct {
 	files    []*fakeDevice
 	switchFn func(name, path string) error
 	switched chan string
+	moves    []string // every OnSwitch call: "old -> new"
 }
 
 func newFakeAttach() *fakeAttach {
@@ -178,6 +192,12 @@ func (a *fakeAttach) servedDev(path string) *fakeDevice {
 	return a.served[path]
 }
 
+func (a *fakeAttach) moveList() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.moves...)
+}
+
 func (a *fakeAttach) fileCount() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -192,7 +212,7 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.n++
-			d := &fakeDevice{path: fmt.Sprintf("/dev/nbd%d", a.n), r: r, a: a}
+			d := &fakeDevice{path: fmt.Sprintf("/dev/nbd%d", a.n), r: r, a: a, done: make(chan struct{})}
 			a.served[d.path] = d
 			a.events = append(a.events, "served "+d.path)
 			return d, nil
@@ -207,9 +227,10 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 			a.events = append(a.events, "file "+d.path+" "+path)
 			return d, nil
 		},
-		OnSwitch: func(_ context.Context, name, path string) error {
+		OnSwitch: func(_ context.Context, name, oldPath, path string) error {
 			a.mu.Lock()
 			fn := a.switchFn
+			a.moves = append(a.moves, oldPath+" -> "+path)
 			a.mu.Unlock()
 			if fn != nil {
 				if err := fn(name, path); err != nil {

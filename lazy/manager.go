@@ -17,7 +17,9 @@ import (
 	"github.com/superfly/flyio-image-manager/blockimage"
 )
 
-// Device is an attached origin block device.
+// Device is an attached origin block device. A served device may also
+// have Done() <-chan struct{}, closed when its connection ends for any
+// reason (nbd): one that ends without Close is replaced (lost.go).
 type Device interface {
 	Path() string
 	Close() error
@@ -52,12 +54,12 @@ type Config struct {
 	// path looked up again); f stays the caller's to close.
 	AttachFile func(ctx context.Context, f *os.File, size int64) (Device, error)
 	// OnSwitch is called once an origin's cache is complete and its file
-	// device attached at newPath, before its served device is closed:
-	// the caller reloads every thin table using the origin onto
+	// device attached at newPath, before its served device (oldPath) is
+	// closed: the caller reloads every thin table using oldPath onto
 	// newPath. An error keeps the served device; the switch is retried
 	// after a backoff and the error reported in Status. Nil: nothing
 	// to reload.
-	OnSwitch func(ctx context.Context, name, newPath string) error
+	OnSwitch func(ctx context.Context, name, oldPath, newPath string) error
 }
 
 func (c *Config) defaults() error {

@@ -28,6 +28,9 @@ type origin struct {
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when run returns
 
+	// swMu serializes what changes the device and moves tables: attach,
+	// switchToFile, recover.
+	swMu   sync.Mutex
 	mu     sync.Mutex
 	dev    Device // what DevicePath names; nil when none
 	served bool   // dev is the served device
@@ -38,6 +41,13 @@ type origin struct {
 	broken    bool
 	failing   bool // the last step failed; run retries it
 	err       *timedError
+	// lost are served devices whose connection ended unrequested, which
+	// tables may still name; stops the watchers of the live served
+	// devices (lost.go). recovering: recoverLoop runs.
+	lost       []Device
+	stops      map[Device]chan struct{}
+	recovering bool
+	bg         sync.WaitGroup // recoverLoop
 }
 
 func (m *Manager) newOrigin(name string) *origin {
@@ -127,6 +137,20 @@ func (o *origin) step(ctx context.Context) (local bool, err error) {
 // attach gives the origin its first device: the file one if every chunk
 // is present (after a restart, without the store), else the served one.
 func (o *origin) attach(ctx context.Context) error {
+	o.swMu.Lock()
+	defer o.swMu.Unlock()
+	return o.attachLocked(ctx)
+}
+
+// attachLocked is attach under swMu; a device attached meanwhile (by
+// recoverLoop) is kept.
+func (o *origin) attachLocked(ctx context.Context) error {
+	o.mu.Lock()
+	has := o.dev != nil
+	o.mu.Unlock()
+	if has {
+		return nil
+	}
 	size := o.files.man.DeviceSize
 	if o.files.bm.complete() {
 		d, err := o.attachFile(ctx)
@@ -148,6 +172,9 @@ func (o *origin) setDevice(d Device, served bool) {
 	o.mu.Lock()
 	o.dev, o.served = d, served
 	o.mu.Unlock()
+	if served {
+		o.watch(d)
+	}
 }
 
 // attachFile attaches the file device over the cache: opened again
@@ -204,6 +231,7 @@ func (o *origin) sameImage(man *blockimage.Manifest) error {
 func (o *origin) close() error {
 	o.cancel()
 	<-o.done
+	o.bg.Wait()
 	o.mu.Lock()
 	dev := o.dev
 	o.dev = nil

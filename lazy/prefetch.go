@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -66,6 +67,8 @@ feed:
 // a table that got the file device meanwhile keeps it (a loop device
 // stays while a table uses it).
 func (o *origin) switchToFile(ctx context.Context) (bool, error) {
+	o.swMu.Lock()
+	defer o.swMu.Unlock()
 	if err := o.files.cache.Sync(); err != nil {
 		return false, fmt.Errorf("syncing the cache file: %w", err)
 	}
@@ -83,17 +86,26 @@ func (o *origin) switchToFile(ctx context.Context) (bool, error) {
 		o.mu.Unlock()
 	}()
 	if sw := o.m.cfg.OnSwitch; sw != nil {
-		if err := sw(ctx, o.name, fd.Path()); err != nil {
+		if err := sw(ctx, o.name, served.Path(), fd.Path()); err != nil {
 			o.mu.Lock()
-			o.dev, o.served = served, true
+			dead := slices.Contains(o.lost, served)
+			if !dead {
+				o.dev, o.served = served, true
+			}
 			o.mu.Unlock()
+			if dead {
+				// The served device ended meanwhile: the file device
+				// stays, and recoverLoop moves what is left on the dead
+				// one onto it.
+				return false, fmt.Errorf("switching to %s: %w", fd.Path(), err)
+			}
 			if cerr := fd.Close(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("closing the file device: %w", cerr))
 			}
 			return false, fmt.Errorf("switching to %s: %w", fd.Path(), err)
 		}
 	}
-	if err := served.Close(); err != nil {
+	if err := o.closeServed(served); err != nil {
 		// The tables no longer use it: report, but the origin is local.
 		o.log().WithError(err).Warn("lazy: closing the served device after the switch")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/superfly/flyio-image-manager/blockimage"
 	"github.com/superfly/flyio-image-manager/config"
+	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/loopdev"
 	"github.com/superfly/flyio-image-manager/internal/nbd"
 	"github.com/superfly/flyio-image-manager/internal/units"
@@ -27,7 +28,7 @@ const onDemandFetches = 16
 // tarball import in the shared downloads queue. switchTo is called when
 // an origin's cache is complete (the snapshotter's SwitchOrigin, which
 // does not exist yet when this runs).
-func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx context.Context, name, dev string) error) (*lazy.Manager, error) {
+func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx context.Context, name, oldDev, newDev string) error) (*lazy.Manager, error) {
 	s3cfg := S3Config(cfg)
 	s3cfg.PartSize = units.Size(blockimage.MaxChunkSize)
 	s3cfg.Concurrency = 1
@@ -55,11 +56,19 @@ func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx conte
 
 // attachServed serves an origin over the kernel's NBD driver.
 func attachServed(ctx context.Context, size int64, r io.ReaderAt) (lazy.Device, error) {
-	d, err := nbd.Connect(ctx, size, r, nbd.Options{})
+	d, err := nbd.Connect(ctx, size, r, nbd.Options{Referenced: dmReferenced})
 	if err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// dmReferenced says whether a dm table names device major:minor: an
+// nbd index whose connection died under tables (ours, or a crashed
+// daemon's) must not be connected for another image while they use it.
+func dmReferenced(major, minor uint32) (bool, error) {
+	users, err := dmpool.DevicesUsing(major, minor)
+	return len(users) > 0, err
 }
 
 // attachFile attaches a complete cache as a read-only loop device. The

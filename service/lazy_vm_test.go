@@ -46,7 +46,7 @@ func TestLazyOriginOverRealNBD(t *testing.T) {
 	m, err := lazy.Open(context.Background(), lazy.Config{
 		Dir: t.TempDir(), Store: st, Prefix: "blocks/", Prefetch: 1,
 		AttachServed: attachServed, AttachFile: attachFile,
-		OnSwitch: func(ctx context.Context, name, dev string) error { <-served; switched <- dev; return nil },
+		OnSwitch: func(ctx context.Context, name, oldDev, dev string) error { <-served; switched <- dev; return nil },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -167,12 +167,12 @@ func Open(ctx context.Context, cfg config.Config, mode Mode, opts ...Option) (_ 
 	var switcher atomic.Pointer[snapshotter.Snapshotter]
 	if s.S3 != nil && cfg.S3.BlockPrefix != "" {
 		o.status("attaching lazy origins")
-		s.Origins, err = openOrigins(ctx, cfg, func(ctx context.Context, name, dev string) error {
+		s.Origins, err = openOrigins(ctx, cfg, func(ctx context.Context, name, oldDev, newDev string) error {
 			sn := switcher.Load()
 			if sn == nil {
 				return fmt.Errorf("origin %s: the snapshotter is not open yet: %w", name, errdefs.ErrUnavailable)
 			}
-			return sn.SwitchOrigin(ctx, name, dev)
+			return sn.SwitchOrigin(ctx, name, oldDev, newDev)
 		})
 		if err != nil {
 			return nil, err

@@ -9,7 +9,7 @@ import (
 )
 
 // listingPool is the fake pool with a ListActive, as *dmpool.Pool has;
-// open gives a device's open count.
+// open gives a device's open count. Origins show as the fake's paths.
 type listingPool struct {
 	*fakePool
 	open map[string]int32
@@ -20,7 +20,7 @@ func (p listingPool) ListActive(ctx context.Context) ([]dmpool.ActiveDevice, err
 	defer p.mu.Unlock()
 	var out []dmpool.ActiveDevice
 	for n, id := range p.active {
-		out = append(out, dmpool.ActiveDevice{Name: n, ID: id, OpenCount: p.open[n]})
+		out = append(out, dmpool.ActiveDevice{Name: n, ID: id, OpenCount: p.open[n], Size: 128 << 20, Origin: p.origins[n]})
 	}
 	return out, nil
 }

@@ -88,32 +88,72 @@ func (s *Snapshotter) activate(ctx context.Context, rec *metadata.Snapshot) (str
 	if err != nil {
 		return "", fmt.Errorf("device %s: external origin %q: %w", name, rec.ExternalOrigin, err)
 	}
+	if err := checkOriginSize(name, rec.Size, dev); err != nil {
+		return "", fmt.Errorf("external origin %q: %w", rec.ExternalOrigin, err)
+	}
 	path, err := s.pool.ActivateWithOrigin(ctx, name, rec.DeviceID, rec.Size, dev)
 	if !errors.Is(err, dmpool.ErrDeviceExists) {
 		return path, err
 	}
 	log.G(ctx).Infof("device %s is live on an older device of origin %q; reloading it onto %s", name, rec.ExternalOrigin, dev)
-	if err := s.pool.ReloadOrigin(ctx, name, dev); err != nil {
+	if err := s.reloadOrigin(ctx, name, rec.Size, dev); err != nil {
 		return "", fmt.Errorf("device %s: moving to origin %q's device %s: %w", name, rec.ExternalOrigin, dev, err)
 	}
 	return s.pool.ActivateWithOrigin(ctx, name, rec.DeviceID, rec.Size, dev)
 }
 
+// originDevice and originSize are dmpool's; unit tests replace them,
+// their fake pool's origins being names, not device nodes.
+var (
+	originDevice = dmpool.OriginDevice
+	originSize   = dmpool.OriginSize
+)
+
+// checkOriginSize refuses origin device dev for thin device name of
+// size bytes unless dev has exactly that size: a lazily-backed base is
+// made of its block image's size (importer's fillLazy) and its
+// snapshots inherit it, so an origin of another size is not this
+// image's (a dead nbd device, or an index reused for another image).
+func checkOriginSize(name string, size uint64, dev string) error {
+	got, err := originSize(dev)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", name, err)
+	}
+	if got != size {
+		return fmt.Errorf("device %s of %d bytes: origin device %s has %d bytes, not the image's %d: it does not serve this image; refusing to put it in the table: %w",
+			name, size, dev, got, size, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
 // SwitchOrigin reloads the table of every live device that reads from
-// origin name onto newDev, which serves the same bytes (package lazy
-// calls it when an origin's cache is complete, before it closes the
-// served device). Records in every state count: a Prepare that has
-// activated its device may not have recorded it ready yet. Devices
-// activated meanwhile wait and get newDev: the
-// caller has made it what DevicePath returns before calling. An error
-// names the devices left on the old device; the caller keeps it.
-func (s *Snapshotter) SwitchOrigin(ctx context.Context, name, newDev string) error {
+// origin name's device oldDev onto newDev, which serves the same bytes
+// (package lazy calls it when an origin's cache is complete, before it
+// closes the served device, and when a served device died, to move the
+// tables onto a fresh one). Two sources name the devices: the records
+// of origin name, in every state (a Prepare that has activated its
+// device may not have recorded it ready yet), and the kernel's tables,
+// which also show devices no record names any more (being removed by
+// the reaper, left by a crash) but that would read oldDev until it
+// closes, and then get EIO or, were its number reused, another image's
+// bytes. A live device whose table names oldDev's number but whose
+// record names another origin is never moved. Devices activated
+// meanwhile wait and get newDev: the caller has made it what
+// DevicePath returns before calling. An error (a reload failed, or a
+// table still names oldDev afterwards) names the devices left on the
+// old device; the caller keeps it.
+func (s *Snapshotter) SwitchOrigin(ctx context.Context, name, oldDev, newDev string) error {
 	s.originMu.Lock()
 	defer s.originMu.Unlock()
 	var live []*metadata.Snapshot
+	owner := map[uint32]string{} // thin id -> the origin its record names
 	err := s.store.View(func(tx *metadata.Tx) error {
 		return tx.Snapshots(func(key string, rec *metadata.Snapshot, err error) error {
-			if err == nil && rec.ExternalOrigin == name && rec.Kind != snapshots.KindCommitted {
+			if err != nil {
+				return nil
+			}
+			owner[rec.DeviceID] = rec.ExternalOrigin
+			if rec.ExternalOrigin == name && rec.Kind != snapshots.KindCommitted {
 				live = append(live, rec)
 			}
 			return nil
@@ -123,21 +163,98 @@ func (s *Snapshotter) SwitchOrigin(ctx context.Context, name, newDev string) err
 		return err
 	}
 	var errs []error
+	moved := 0
 	for _, rec := range live {
 		dname := s.deviceName(rec.DeviceID)
-		err := s.pool.ReloadOrigin(ctx, dname, newDev)
+		err := s.reloadOrigin(ctx, dname, rec.Size, newDev)
 		if errors.Is(err, dmpool.ErrNotFound) {
 			continue // not live (being removed, or quarantined): activate gives it newDev
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("device %s of snapshot %q: %w", dname, rec.Key, err))
+			continue
+		}
+		moved++
+	}
+	if l, ok := s.pool.(activeLister); ok && oldDev != "" {
+		n, err := s.moveStragglers(ctx, l, name, oldDev, newDev, owner)
+		moved += n
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("switching origin %q to %s: %w", name, newDev, err)
+		return fmt.Errorf("switching origin %q from %s to %s: %w", name, oldDev, newDev, err)
 	}
-	log.G(ctx).Infof("origin %q: %d live devices now read from %s", name, len(live), newDev)
+	log.G(ctx).Infof("origin %q: %d live devices now read from %s", name, moved, newDev)
 	return nil
+}
+
+// moveStragglers reloads onto newDev every live thin device of the pool
+// whose table still names oldDev's number, except those a record gives
+// to another origin, and then checks that none is left on it.
+func (s *Snapshotter) moveStragglers(ctx context.Context, l activeLister, name, oldDev, newDev string, owner map[uint32]string) (int, error) {
+	old, err := originDevice(oldDev)
+	if err != nil {
+		return 0, fmt.Errorf("the old device: %w", err)
+	}
+	onOld := func() ([]dmpool.ActiveDevice, error) {
+		active, err := l.ListActive(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the live devices still on %s (%s): %w", oldDev, old, err)
+		}
+		var on []dmpool.ActiveDevice
+		for _, a := range active {
+			if o, ok := owner[a.ID]; a.Origin == old && (!ok || o == name) {
+				on = append(on, a)
+			}
+		}
+		return on, nil
+	}
+	on, err := onOld()
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	moved := 0
+	for _, a := range on {
+		if _, ok := owner[a.ID]; !ok {
+			log.G(ctx).Warnf("device %s (thin %d) has no snapshot record but reads from origin %q's device %s: moving it to %s", a.Name, a.ID, name, oldDev, newDev)
+		}
+		err := s.reloadOrigin(ctx, a.Name, a.Size, newDev)
+		if errors.Is(err, dmpool.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("device %s: %w", a.Name, err))
+			continue
+		}
+		moved++
+	}
+	if err := errors.Join(errs...); err != nil {
+		return moved, err
+	}
+	left, err := onOld()
+	if err != nil {
+		return moved, err
+	}
+	if len(left) > 0 {
+		names := make([]string, len(left))
+		for i, a := range left {
+			names[i] = a.Name
+		}
+		return moved, fmt.Errorf("devices %v still read from %s (%s) after the reloads: %w", names, oldDev, old, errdefs.ErrFailedPrecondition)
+	}
+	return moved, nil
+}
+
+// reloadOrigin is pool.ReloadOrigin of device name, of size bytes, onto
+// origin dev, which must have that size.
+func (s *Snapshotter) reloadOrigin(ctx context.Context, name string, size uint64, dev string) error {
+	if err := checkOriginSize(name, size, dev); err != nil {
+		return err
+	}
+	return s.pool.ReloadOrigin(ctx, name, dev)
 }
 
 // OriginsInUse returns the external origins some snapshot record names,

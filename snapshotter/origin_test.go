@@ -3,6 +3,7 @@ package snapshotter
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -38,7 +39,21 @@ func newOriginSnapshotter(t *testing.T) (*Snapshotter, *fakePool, *metadata.Stor
 	s, pool, store := newTestSnapshotter(t)
 	o := &fakeOrigins{devs: map[string]string{"img-1": "/dev/nbd0"}}
 	s.cfg.Origins = o
+	fakeOriginSizes(t, nil)
 	return s, pool, store, o
+}
+
+// fakeOriginSizes makes originSize answer from sizes, and the size of
+// lazyLabels for any other path: the fake's origins are no devices.
+func fakeOriginSizes(t *testing.T, sizes map[string]uint64) {
+	saved := originSize
+	originSize = func(path string) (uint64, error) {
+		if n, ok := sizes[path]; ok {
+			return n, nil
+		}
+		return 134217728, nil
+	}
+	t.Cleanup(func() { originSize = saved })
 }
 
 func lazyLabels(origin string) snapshots.Opt {
@@ -123,7 +138,7 @@ func TestSwitchOriginReloadsLiveDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.set("img-1", "/dev/loop7")
-	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop7"); err != nil {
+	if err := s.SwitchOrigin(ctx, "img-1", "/dev/nbd0", "/dev/loop7"); err != nil {
 		t.Fatal(err)
 	}
 	devOf := func(key string) string {
@@ -141,7 +156,7 @@ func TestSwitchOriginReloadsLiveDevices(t *testing.T) {
 	}
 	// A failed reload is reported, naming the device.
 	pool.setFailing("reload-origin", fmt.Errorf("boom"))
-	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop8"); err == nil {
+	if err := s.SwitchOrigin(ctx, "img-1", "/dev/loop7", "/dev/loop8"); err == nil {
 		t.Fatal("a failed reload was not reported")
 	}
 }
@@ -167,5 +182,43 @@ func TestActivateMovesADeviceOntoTheCurrentOriginDevice(t *testing.T) {
 	}
 	if pool.callCount("reload-origin") != 1 {
 		t.Fatalf("%d reloads, want 1", pool.callCount("reload-origin"))
+	}
+}
+
+// An origin device whose size is not the image's (a dead nbd device
+// cleared to 0 bytes, an index reused for another image) is refused by
+// activate, for a new table and for a reload, and by SwitchOrigin,
+// naming the device; the table keeps the device it had.
+func TestOriginOfAnotherSizeIsRefused(t *testing.T) {
+	ctx := context.Background()
+	s, pool, store, o := newOriginSnapshotter(t)
+	fakeOriginSizes(t, map[string]uint64{"/dev/nbd5": 0, "/dev/nbd6": 64 << 20})
+	if _, err := s.Prepare(ctx, "fill", "", lazyLabels("img-1")); err != nil {
+		t.Fatal(err)
+	}
+	var rec *metadata.Snapshot
+	store.View(func(tx *metadata.Tx) (err error) { rec, err = tx.Snapshot("fill"); return err })
+	name := s.deviceName(rec.DeviceID)
+	for _, dev := range []string{"/dev/nbd5", "/dev/nbd6"} {
+		o.set("img-1", dev)
+		_, err := s.activate(ctx, rec)
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), dev) {
+			t.Fatalf("activate (reload) onto %s: %v, want ErrFailedPrecondition naming it", dev, err)
+		}
+		if err := s.SwitchOrigin(ctx, "img-1", "/dev/nbd0", dev); err == nil || !strings.Contains(err.Error(), dev) {
+			t.Fatalf("SwitchOrigin onto %s: %v, want an error naming it", dev, err)
+		}
+		if got := pool.origins[name]; got != "/dev/nbd0" {
+			t.Fatalf("after the refusals the table names %q, want /dev/nbd0", got)
+		}
+	}
+	if err := pool.Deactivate(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.activate(ctx, rec); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("activate of an inactive device onto a wrong-size origin: %v", err)
+	}
+	if _, ok := pool.origins[name]; ok {
+		t.Fatal("the device was activated anyway")
 	}
 }

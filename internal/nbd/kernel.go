@@ -112,6 +112,35 @@ func inUse(n int) bool {
 	return err != nil || sectors != 0
 }
 
+// usable reports whether Connect may take device n: not in use, and
+// its number named by no table, so that nothing reads what this process
+// serves on it but the tables made after it is connected.
+func usable(n int, opt Options) (bool, error) {
+	if inUse(n) {
+		return false, nil
+	}
+	dir := filepath.Join(sysBlock, "nbd"+strconv.Itoa(n))
+	holders, err := os.ReadDir(filepath.Join(dir, "holders"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("nbd: %w", err)
+	}
+	if len(holders) > 0 {
+		return false, nil // a dm table (or another stacked device) still has it open
+	}
+	if opt.Referenced == nil {
+		return true, nil
+	}
+	major, minor, err := devNumber(n)
+	if err != nil {
+		return false, err
+	}
+	used, err := opt.Referenced(major, minor)
+	if err != nil {
+		return false, fmt.Errorf("nbd: is nbd%d (%d:%d) named by a table: %w", n, major, minor, err)
+	}
+	return !used, nil
+}
+
 func readUint(path string) (uint64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -135,17 +164,10 @@ func connected(n int) bool {
 // when it is missing (there is no udev on the target machines).
 func ensureNode(n int) (path string, major, minor uint32, err error) {
 	name := "nbd" + strconv.Itoa(n)
-	b, err := os.ReadFile(filepath.Join(sysBlock, name, "dev"))
+	major, minor, err = devNumber(n)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("nbd: %w", err)
+		return "", 0, 0, err
 	}
-	maj, min, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return "", 0, 0, fmt.Errorf("nbd: %s/%s/dev: unexpected %q", sysBlock, name, b)
-	}
-	major, minor = uint32(ma), uint32(mi)
 	path = filepath.Join(devDir, name)
 	want := unix.Mkdev(major, minor)
 	var st unix.Stat_t
@@ -165,6 +187,22 @@ func ensureNode(n int) (path string, major, minor uint32, err error) {
 		return "", 0, 0, fmt.Errorf("nbd: %s is not block device %d:%d", path, major, minor)
 	}
 	return path, major, minor, nil
+}
+
+// devNumber is device n's major:minor from sysfs.
+func devNumber(n int) (major, minor uint32, err error) {
+	name := "nbd" + strconv.Itoa(n)
+	b, err := os.ReadFile(filepath.Join(sysBlock, name, "dev"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("nbd: %w", err)
+	}
+	maj, min, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+	ma, err1 := strconv.ParseUint(maj, 10, 32)
+	mi, err2 := strconv.ParseUint(min, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("nbd: %s/%s/dev: unexpected %q", sysBlock, name, b)
+	}
+	return uint32(ma), uint32(mi), nil
 }
 
 // blockSignals blocks every signal on the calling (locked) OS thread.

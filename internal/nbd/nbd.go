@@ -21,7 +21,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +36,13 @@ type Options struct {
 	MaxInFlight int    // concurrent reads served, default 16
 	// OnReadError, if set, is called for every read the backend failed (the kernel gets EIO).
 	OnReadError func(off int64, length int, err error)
+	// Referenced, if set, says whether some table still names device
+	// major:minor (the service passes a scan of every dm table). A
+	// device whose connection died keeps its number in the tables that
+	// used it, and connecting that index for another image would hand
+	// them that image's bytes: Connect skips such an index, as it skips
+	// one the kernel shows holders of (sysfs holders/).
+	Referenced func(major, minor uint32) (bool, error)
 }
 
 func (o Options) withDefaults() Options {
@@ -157,7 +166,11 @@ func Connect(ctx context.Context, size int64, b io.ReaderAt, opt Options) (*Devi
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if inUse(n) {
+		ok, err := usable(n, opt)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
 			continue
 		}
 		d, err := connectTo(ctx, n, size, b, opt)
@@ -227,7 +240,21 @@ func connectTo(ctx context.Context, n int, size int64, b io.ReaderAt, opt Option
 		}
 		return nil, err
 	}
+	limitRequests(n)
 	return d, nil
+}
+
+// limitRequests lowers device n's max_sectors_kb to maxPooledBuf, so
+// the kernel splits larger reads and a request's buffer stays small
+// (server). Best effort: a kernel that refuses keeps its own limit
+// (32 MiB), which the server still serves, at a higher memory cost.
+func limitRequests(n int) {
+	p := filepath.Join(sysBlock, "nbd"+strconv.Itoa(n), "queue", "max_sectors_kb")
+	cur, err := readUint(p)
+	if err != nil || cur <= maxPooledBuf>>10 {
+		return
+	}
+	_ = os.WriteFile(p, []byte(strconv.Itoa(maxPooledBuf>>10)), 0)
 }
 
 // serverConn wraps the server's end of the socketpair as a net.Conn (on

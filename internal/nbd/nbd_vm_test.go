@@ -10,12 +10,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -439,4 +441,42 @@ func logKernel(t *testing.T) {
 			t.Logf("kernel: %s", l)
 		}
 	}
+}
+
+// maxReader records the largest read it was asked for.
+type maxReader struct {
+	r   io.ReaderAt
+	max atomic.Int64
+}
+
+func (m *maxReader) ReadAt(p []byte, off int64) (int, error) {
+	for n := int64(len(p)); ; {
+		cur := m.max.Load()
+		if n <= cur || m.max.CompareAndSwap(cur, n) {
+			break
+		}
+	}
+	return m.r.ReadAt(p, off)
+}
+
+// TestNBDRequestsAreSmall: Connect lowers the queue's max_sectors_kb, so
+// one large O_DIRECT read reaches the server as requests of at most
+// maxPooledBuf, whose buffers it may keep.
+func TestNBDRequestsAreSmall(t *testing.T) {
+	requireNBD(t)
+	img := randomImage(16 * mib)
+	mr := &maxReader{r: bytes.NewReader(img)}
+	d := connect(t, int64(len(img)), mr, Options{})
+	if got, err := strconv.Atoi(sysfs(t, d, "queue/max_sectors_kb")); err != nil || got > maxPooledBuf>>10 {
+		t.Errorf("max_sectors_kb %d (%v), want at most %d", got, err, maxPooledBuf>>10)
+	}
+	f := openDirect(t, d.Path())
+	got, err := readWithin(t, f, 0, len(img), time.Minute)
+	if err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("O_DIRECT read of the whole device: %v", err)
+	}
+	if m := mr.max.Load(); m > maxPooledBuf {
+		t.Fatalf("largest request %d bytes, want at most %d", m, maxPooledBuf)
+	}
+	t.Logf("largest request: %d bytes", mr.max.Load())
 }

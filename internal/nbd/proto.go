@@ -28,6 +28,9 @@ const (
 	// than its max_hw_sectors for nbd (65536 sectors, 32 MiB); anything
 	// larger is refused rather than allocated.
 	maxRequest = 32 << 20
+	// maxPooledBuf is the largest read buffer the server keeps for the
+	// next request, and the max_sectors_kb Connect asks of the queue.
+	maxPooledBuf = 1 << 20
 )
 
 type request struct {

@@ -10,9 +10,15 @@ import (
 
 // server answers the kernel's requests on one connection from a
 // read-only backend. Reads run concurrently (at most MaxInFlight, each
-// with its own buffer, so memory is bounded by MaxInFlight times the
-// largest request); every reply goes out under one mutex, header and
+// with its own buffer); every reply goes out under one mutex, header and
 // data in one write, so replies never interleave.
+//
+// Memory: a buffer goes back to the pool only up to maxPooledBuf, so a
+// device idle after a burst keeps at most MaxInFlight x maxPooledBuf
+// (16 MiB by default). Connect lowers the queue's max_sectors_kb to
+// maxPooledBuf, so the kernel sends no larger request and in flight is
+// the same bound; if the kernel refused that setting, the worst case in
+// flight is MaxInFlight x maxRequest (512 MiB), freed as each read ends.
 type server struct {
 	conn    net.Conn
 	size    int64
@@ -131,6 +137,9 @@ func (s *server) read(r request, buf []byte) {
 		s.reply(r.handle, errIO, nil)
 	} else {
 		s.reply(r.handle, 0, data)
+	}
+	if cap(buf) > maxPooledBuf {
+		buf = nil // a rare large request's buffer is not kept
 	}
 	s.bufs <- buf
 }

@@ -362,3 +362,24 @@ func TestConnectRejectsBadGeometry(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeBuffersAreNotKept: a read buffer above maxPooledBuf is
+// dropped after its reply, so a device keeps at most MaxInFlight small
+// buffers however large the requests it once served.
+func TestLargeBuffersAreNotKept(t *testing.T) {
+	a, b := socketpair(t)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go io.Copy(io.Discard, b)
+	s := &server{conn: a, size: maxRequest, backend: bytes.NewReader(make([]byte, maxRequest)), bufs: make(chan []byte, 1)}
+	for _, n := range []uint32{4096, maxPooledBuf, maxPooledBuf + 4096, maxRequest} {
+		s.wg.Add(1)
+		s.read(request{magic: requestMagic, typ: cmdRead, handle: 1, length: n}, nil)
+		buf := <-s.bufs
+		if kept, want := cap(buf) > 0, n <= maxPooledBuf; kept != want {
+			t.Errorf("read of %d bytes: buffer of cap %d kept=%v, want kept=%v", n, cap(buf), kept, want)
+		}
+	}
+	if err := s.failed(); err != nil {
+		t.Fatal(err)
+	}
+}
