@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/superfly/flyio-image-manager/blockimage"
+	"github.com/superfly/flyio-image-manager/internal/originname"
 )
 
 // The files of an origin's directory, Dir/<name>/.
@@ -23,19 +23,14 @@ const (
 
 // MaxNameLen bounds an origin's name, which becomes a directory name and
 // appears in device and table names.
-const MaxNameLen = 64
-
-var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+const MaxNameLen = originname.MaxLen
 
 // ValidateName checks an origin name: 1..MaxNameLen of [a-z0-9-], not
-// starting with '-'. Names come from callers and from directory entries
-// anyone with access to Dir made, so none is used as a path unchecked.
-func ValidateName(name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen || !nameRe.MatchString(name) {
-		return fmt.Errorf("origin name %q: want 1..%d of [a-z0-9-], not starting with '-': %w", trunc(name), MaxNameLen, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
+// starting with '-' (internal/originname: the snapshotter checks its
+// label with the same rule). Names come from callers and from directory
+// entries anyone with access to Dir made, so none is used as a path
+// unchecked.
+func ValidateName(name string) error { return originname.Validate(name) }
 
 // originFiles are an origin directory's open files.
 type originFiles struct {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/originname"
 	"github.com/superfly/flyio-image-manager/metadata"
 )
 
@@ -32,11 +32,6 @@ type ExternalOrigins interface {
 	DevicePath(name string) (string, error)
 }
 
-// originNameRE is lazy.ValidateName's rule (1..64 of [a-z0-9-], not
-// starting with '-'), which this package cannot import: checked before
-// the name goes anywhere, and it must not refuse a name lazy makes.
-var originNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-
 // externalOrigin returns the origin a new snapshot's device gets: the
 // label's for a blank Prepare, "" otherwise (a child's comes from its
 // parent, in origin).
@@ -48,8 +43,9 @@ func (s *Snapshotter) externalOrigin(blankFS string, labels map[string]string) (
 	if blankFS == "" {
 		return "", fmt.Errorf("label %s: only a blank device (%s) can take an external origin: %w", LabelExternalOrigin, LabelBlank, errdefs.ErrInvalidArgument)
 	}
-	if !originNameRE.MatchString(name) {
-		return "", fmt.Errorf("label %s=%q: not an origin name: %w", LabelExternalOrigin, name, errdefs.ErrInvalidArgument)
+	// lazy's own rule, checked before the name goes anywhere.
+	if err := originname.Validate(name); err != nil {
+		return "", fmt.Errorf("label %s: %w", LabelExternalOrigin, err)
 	}
 	if s.cfg.Origins == nil {
 		return "", fmt.Errorf("label %s=%q: this daemon serves no external origins: %w", LabelExternalOrigin, name, errdefs.ErrFailedPrecondition)
