@@ -158,6 +158,9 @@ func (o *origin) attachLocked(ctx context.Context) error {
 			return err
 		}
 		o.setDevice(d, false)
+		// Said, so that an operator (and a test) sees after a restart
+		// that the origin needs neither S3 nor the daemon for its reads.
+		o.log().WithField("device", d.Path()).Info("lazy: origin attached from its complete local cache")
 		return nil
 	}
 	d, err := o.m.cfg.AttachServed(ctx, size, o.cache)
@@ -165,6 +168,7 @@ func (o *origin) attachLocked(ctx context.Context) error {
 		return fmt.Errorf("attaching the served device: %w", err)
 	}
 	o.setDevice(d, true)
+	o.log().WithField("device", d.Path()).Info("lazy: origin attached, served while its chunks are fetched")
 	return nil
 }
 

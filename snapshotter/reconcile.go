@@ -110,8 +110,11 @@ func (s *Snapshotter) reactivate(ctx context.Context) {
 	for _, rec := range live {
 		ctx := s.withDevice(withSnapshot(ctx, rec.Key, rec.Parent), rec.DeviceID)
 		_, err := s.activate(ctx, rec)
-		if err != nil {
+		switch {
+		case err != nil:
 			log.G(ctx).WithError(err).Errorf("could not activate device %s of snapshot %q; quarantined, the daemon serves everything else", s.deviceName(rec.DeviceID), rec.Key)
+		case rec.ExternalOrigin != "":
+			log.G(ctx).Infof("activated device %s of snapshot %q on external origin %q", s.deviceName(rec.DeviceID), rec.Key, rec.ExternalOrigin)
 		}
 		s.setQuarantine(ctx, rec.DeviceID, err)
 	}

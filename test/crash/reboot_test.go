@@ -8,7 +8,6 @@ import (
 
 	"github.com/superfly/flyio-image-manager/dmpool"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
-	"github.com/superfly/flyio-image-manager/internal/loopdev"
 	"github.com/superfly/flyio-image-manager/test/ociarchive"
 )
 
@@ -47,7 +46,7 @@ func TestReboot(t *testing.T) {
 	e.Ctrd.Kill()
 	e.Daemon.Kill()
 	t0 := time.Now()
-	e.tearDownPool()
+	e.TearDownPool()
 	if err := os.RemoveAll(e.ContainerdState()); err != nil {
 		t.Fatal(err)
 	}
@@ -78,41 +77,6 @@ func TestReboot(t *testing.T) {
 	}
 	e.StopDaemon()
 	e.checkMeta(0)
-}
-
-// tearDownPool removes every dm table of the pool and detaches its loop
-// devices with the low-level dmpool calls, as a reboot would leave it.
-func (e *env) tearDownPool() {
-	e.T.Helper()
-	name := e.Cfg.Pool.Name
-	devs, err := dmpool.ListDevices()
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	for _, d := range devs {
-		if strings.HasPrefix(d.Name, name+"-thin-") {
-			if err := dmpool.RemoveDevice(d.Name, false); err != nil {
-				e.T.Fatalf("removing %s: %v", d.Name, err)
-			}
-		}
-	}
-	if err := dmpool.RemoveDevice(name, false); err != nil {
-		e.T.Fatalf("removing pool %s: %v", name, err)
-	}
-	for _, f := range []string{e.Cfg.Pool.DataFile, e.Cfg.Pool.MetadataFile} {
-		l, err := loopdev.Find(f)
-		if err != nil {
-			e.T.Fatalf("loop of %s: %v", f, err)
-		}
-		if l == nil {
-			continue // autoclear already detached it
-		}
-		err = loopdev.Detach(l.Path)
-		l.Close()
-		if err != nil {
-			e.T.Fatal(err)
-		}
-	}
 }
 
 // activeThins lists the active dm devices of the pool by name.

@@ -580,7 +580,7 @@ func (s *stress) reboot() {
 	s.logf("reboot")
 	s.e.Ctrd.Kill()
 	s.e.Daemon.Kill()
-	s.e.tearDownPool()
+	s.e.TearDownPool()
 	if err := os.RemoveAll(s.e.ContainerdState()); err != nil {
 		s.t.Fatal(err)
 	}

@@ -15,12 +15,15 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/superfly/flyio-image-manager/admin"
 	"github.com/superfly/flyio-image-manager/blockimage"
 	"github.com/superfly/flyio-image-manager/internal/dmtest"
 	"github.com/superfly/flyio-image-manager/internal/failpoint"
+	"github.com/superfly/flyio-image-manager/metadata"
+	"github.com/superfly/flyio-image-manager/service"
 )
 
 // TestBlockImageRoundTrip imports a tarball, publishes its base as a
@@ -94,10 +97,32 @@ func TestBlockImageRoundTrip(t *testing.T) {
 	// Killed once a chunk is journalled, the daemon's next start
 	// continues the fill instead of starting over: after the restart it
 	// fetches only the chunks not journalled.
-	s.deleteImage(id)
+	// The fill ran on a blank device (create_thin), not on a snapshot
+	// of the formatted template that was there: a label the snapshotter
+	// did not honour once made fills land on a template unnoticed (the
+	// tree is the same; the mkfs blocks under it are not the image's).
+	// containerd removes the container's and the view's snapshots from
+	// us at its next garbage collection, which must not find the daemon
+	// stopped (it does not try again soon, and delete-image would wait).
+	s.waitUntil("containerd to remove the snapshots on the base", 90*time.Second, func() bool {
+		s.collectGarbage()
+		tree, err := s.admin().Snapshots(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		tree.Walk(func(n2 *admin.SnapshotNode, _ int) {
+			if n2.Kind != "Committed" {
+				n++
+			}
+		})
+		return n == 0
+	})
 	s.StopDaemon()
+	s.checkBlankBase(second.ChainID)
 	s.StartDaemon("daemon-failpoint.log", failpoint.EnvVar+"="+failpoint.ImportMidBlockFill)
 	s.WaitDaemon()
+	s.deleteImage(id)
 	before := chunkGets()
 	out, err = s.processImage(cmdTimeout, "--s3-key", key, "--no-wait")
 	if err != nil {
@@ -147,6 +172,58 @@ func TestBlockImageRoundTrip(t *testing.T) {
 	}
 }
 
+// checkBlankBase checks in our metadata (the daemon must be stopped)
+// that committed base chainID's device was made with create_thin
+// (origin 0, no template) while a template was there to snapshot.
+func (s *s3env) checkBlankBase(chainID string) {
+	t := s.T
+	t.Helper()
+	store, err := metadata.Open(service.MetadataPath(s.Cfg), metadata.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	err = store.View(func(tx *metadata.Tx) error {
+		var base *metadata.Snapshot
+		if err := tx.Snapshots(func(key string, rec *metadata.Snapshot, err error) error {
+			if err == nil && rec.Kind == snapshots.KindCommitted && strings.HasSuffix(key, "/"+chainID) {
+				base = rec
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if base == nil {
+			return fmt.Errorf("no committed snapshot of %s in the metadata", chainID)
+		}
+		d, err := tx.Device(base.DeviceID)
+		if err != nil {
+			return err
+		}
+		templates := 0
+		if err := tx.Templates(func(tp *metadata.Template) error {
+			templates++
+			if d.Origin == tp.DeviceID {
+				t.Errorf("the block-filled base's device %d is a snapshot of template %s (device %d)", d.ID, tp.Name, tp.DeviceID)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		t.Logf("block-filled base %s: device %d, origin %d, labels %v; %d templates", base.Key, d.ID, d.Origin, base.Labels, templates)
+		if d.Origin != 0 {
+			t.Errorf("the block-filled base's device %d was snapshotted from device %d, want a blank device (origin 0)", d.ID, d.Origin)
+		}
+		if templates == 0 {
+			t.Errorf("no template in the metadata: the check proves nothing (the tarball import made one)")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // deleteImage runs delete-image until the base has no dependents: the
 // views baseTree made through containerd are removed from us only at
 // containerd's next garbage collection.
@@ -161,7 +238,23 @@ func (s *s3env) deleteImage(id string) {
 		if !strings.Contains(out, "FOREIGN KEY") || time.Now().After(deadline) {
 			s.T.Fatalf("delete-image %s: %v\n%s", id, err, out)
 		}
+		s.collectGarbage()
 		time.Sleep(time.Second)
+	}
+}
+
+// collectGarbage makes containerd run its garbage collection now, as
+// deleting a lease with --sync does: snapshots removed from containerd
+// are removed from us only then, and its scheduler may wait long on a
+// loaded host.
+func (s *s3env) collectGarbage() {
+	id := fmt.Sprintf("gc-%d", time.Now().UnixNano())
+	if out, err := s.CtrErr("leases", "create", "--id", id); err != nil {
+		s.T.Logf("ctr leases create: %v\n%s", err, out)
+		return
+	}
+	if out, err := s.CtrErr("leases", "delete", "--sync", id); err != nil {
+		s.T.Logf("ctr leases delete --sync: %v\n%s", err, out)
 	}
 }
 

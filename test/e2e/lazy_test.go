@@ -44,57 +44,21 @@ const bigFileSize = 24 << 20
 //     file it sees equals the tarball's.
 func TestLazyStart(t *testing.T) {
 	dmtest.Require(t)
-	const prefix = "blocks/"
-	s := startS3Env(t, withDaemonTOML(fmt.Sprintf("block_prefix = %q\n[lazy]\nprefetch = 2\nread_timeout = \"120s\"", prefix)))
-	const key, id, ref = "images/lazy.tar", "lazy", "images.flyio.local/lazy:latest"
-	big := make([]byte, bigFileSize)
-	rand.Read(big)
-	s.put(key, busyboxWith(t, "hello from a lazy base\n", map[string][]byte{"big": big}))
-	bigSum := sha256.Sum256(big)
-
-	out, err := s.processImage(cmdTimeout, "--s3-key", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := s.waitRun(runID(t, out), cmdTimeout)
-	want := s.baseTree(first.ChainID)
-	if out, err = s.flyio("publish-base", "--image-id", id); err != nil {
-		t.Fatalf("publish-base: %v\n%s", err, out)
-	}
-	s.deleteImage(id)
-
-	m, ok, err := blockimage.LoadManifest(context.Background(), blockimage.NewS3Store(s.up), prefix, key)
-	if err != nil || !ok {
-		t.Fatalf("manifest: %v, %v", ok, err)
-	}
-	held := map[string]bool{}
-	for _, c := range m.Chunks {
-		if c.CompressedSize*100 > c.Length*97 { // random data: the big file's
-			held["/"+s.gw.Bucket+"/"+blockimage.ChunkKey(prefix, c.Digest)] = true
-		}
-	}
-	if len(held) < 3 {
-		t.Fatalf("only %d incompressible chunks of %d; the test needs the big file's", len(held), len(m.Chunks))
-	}
-	t.Logf("holding back %d of %d chunks", len(held), len(m.Chunks))
-	gate := make(chan struct{})
-	var openGate sync.Once
-	release := func() { openGate.Do(func() { close(gate) }) }
+	s := startS3Env(t, withLazy())
+	img := s.publishLazyImage()
+	key, id, ref, want, bigSum, held := img.key, img.id, img.ref, img.tree, img.bigSum, img.held
+	release := s.holdChunks(held)
 	defer release()
-	s.proxy.Inject(&s3test.Rule{
-		Match: func(r *http.Request) bool { return r.Method == http.MethodGet && held[r.URL.Path] },
-		Fault: s3test.Fault{Gate: gate},
-	})
 
 	start := time.Now()
-	out, err = s.processImage(cmdTimeout, "--s3-key", key, "--lazy")
+	out, err := s.processImage(cmdTimeout, "--s3-key", key, "--lazy")
 	t.Logf("process-image --lazy (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run := s.waitRun(runID(t, out), cmdTimeout)
-	if run.State != admin.RunDone || run.Origin == "" || run.ChainID != first.ChainID {
-		t.Fatalf("lazy run: %s %q origin %q chain %s (want %s)", run.State, run.Error, run.Origin, run.ChainID, first.ChainID)
+	if run.State != admin.RunDone || run.Origin == "" || run.ChainID != img.chainID {
+		t.Fatalf("lazy run: %s %q origin %q chain %s (want %s)", run.State, run.Error, run.Origin, run.ChainID, img.chainID)
 	}
 	if !strings.Contains(out, "usable now") {
 		t.Errorf("process-image --lazy does not say the base is usable now")
@@ -247,6 +211,79 @@ func TestLazyStart(t *testing.T) {
 	if _, err := os.Stat(cacheDir); !os.IsNotExist(err) {
 		t.Errorf("the removed origin's cache %s is still there (%v)", cacheDir, err)
 	}
+}
+
+// lazyImage is the lazy tests' image: busybox with a large random
+// file, imported from its tarball once, published as a block image and
+// deleted, so that process-image --lazy finds the block image.
+type lazyImage struct {
+	key, id, ref string
+	chainID      string
+	tree         map[string]string // the tarball import's base (baseTree)
+	bigSum       [sha256.Size]byte // of /big
+	// held are the chunks of /big, incompressible, as the proxy sees
+	// their paths: what holdChunks holds back.
+	held   map[string]bool
+	chunks int // of the block image
+}
+
+// lazyPrefix is the lazy tests' [s3] block_prefix.
+const lazyPrefix = "blocks/"
+
+// withLazy configures block images under lazyPrefix and a small
+// prefetch, with a read timeout long enough for a held chunk.
+func withLazy() envOption {
+	return withDaemonTOML(fmt.Sprintf("block_prefix = %q\n[lazy]\nprefetch = 2\nread_timeout = \"120s\"", lazyPrefix))
+}
+
+func (s *s3env) publishLazyImage() lazyImage {
+	const prefix = lazyPrefix
+	t := s.T
+	t.Helper()
+	img := lazyImage{key: "images/lazy.tar", id: "lazy", ref: "images.flyio.local/lazy:latest", held: map[string]bool{}}
+	big := make([]byte, bigFileSize)
+	rand.Read(big)
+	s.put(img.key, busyboxWith(t, "hello from a lazy base\n", map[string][]byte{"big": big}))
+	img.bigSum = sha256.Sum256(big)
+
+	out, err := s.processImage(cmdTimeout, "--s3-key", img.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.chainID = s.waitRun(runID(t, out), cmdTimeout).ChainID
+	img.tree = s.baseTree(img.chainID)
+	if out, err = s.flyio("publish-base", "--image-id", img.id); err != nil {
+		t.Fatalf("publish-base: %v\n%s", err, out)
+	}
+	s.deleteImage(img.id)
+
+	m, ok, err := blockimage.LoadManifest(context.Background(), blockimage.NewS3Store(s.up), prefix, img.key)
+	if err != nil || !ok {
+		t.Fatalf("manifest: %v, %v", ok, err)
+	}
+	img.chunks = len(m.Chunks)
+	for _, c := range m.Chunks {
+		if c.CompressedSize*100 > c.Length*97 { // random data: the big file's
+			img.held["/"+s.gw.Bucket+"/"+blockimage.ChunkKey(prefix, c.Digest)] = true
+		}
+	}
+	if len(img.held) < 3 {
+		t.Fatalf("only %d incompressible chunks of %d; the test needs the big file's", len(img.held), len(m.Chunks))
+	}
+	return img
+}
+
+// holdChunks makes the proxy hold GETs of the held chunks until release
+// is called (idempotent).
+func (s *s3env) holdChunks(held map[string]bool) (release func()) {
+	s.T.Logf("holding back %d chunks", len(held))
+	gate := make(chan struct{})
+	var openGate sync.Once
+	s.proxy.Inject(&s3test.Rule{
+		Match: func(r *http.Request) bool { return r.Method == http.MethodGet && held[r.URL.Path] },
+		Fault: s3test.Fault{Gate: gate},
+	})
+	return func() { openGate.Do(func() { close(gate) }) }
 }
 
 // origin is the daemon's status of origin name.

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/superfly/flyio-image-manager/dmpool"
+	"github.com/superfly/flyio-image-manager/internal/loopdev"
 )
 
 // RemovePool deactivates every thin device of the pool cfg names, then
@@ -85,5 +87,42 @@ func WriteThin(t testing.TB, pool *dmpool.Pool, name string, id uint32, size uin
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TearDownPool does to the kernel side what a reboot does, with the
+// low-level dmpool calls: every dm table of the pool (its thin devices,
+// then the pool) is removed and its loop devices are detached. The
+// files stay. The daemon must be dead (killed): this is no clean stop.
+func (e *Env) TearDownPool() {
+	e.T.Helper()
+	name := e.Cfg.Pool.Name
+	devs, err := dmpool.ListDevices()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	for _, d := range devs {
+		if strings.HasPrefix(d.Name, name+"-thin-") {
+			if err := dmpool.RemoveDevice(d.Name, false); err != nil {
+				e.T.Fatalf("removing %s: %v", d.Name, err)
+			}
+		}
+	}
+	if err := dmpool.RemoveDevice(name, false); err != nil {
+		e.T.Fatalf("removing pool %s: %v", name, err)
+	}
+	for _, f := range []string{e.Cfg.Pool.DataFile, e.Cfg.Pool.MetadataFile} {
+		l, err := loopdev.Find(f)
+		if err != nil {
+			e.T.Fatalf("loop of %s: %v", f, err)
+		}
+		if l == nil {
+			continue // autoclear already detached it
+		}
+		err = loopdev.Detach(l.Path)
+		l.Close()
+		if err != nil {
+			e.T.Fatal(err)
+		}
 	}
 }
