@@ -194,6 +194,12 @@ func (s *Snapshotter) moveStragglers(ctx context.Context, l activeLister, name, 
 	if err != nil {
 		return 0, fmt.Errorf("the old device: %w", err)
 	}
+	// The fresh device can have the old one's number (nbd reuses the
+	// index of a dead device no table named): a table naming it reads
+	// the new device already, and a reload would leave it "on" old.
+	if cur, err := originDevice(newDev); err == nil && cur == old {
+		return 0, nil
+	}
 	onOld := func() ([]dmpool.ActiveDevice, error) {
 		active, err := l.ListActive(ctx)
 		if err != nil {
