@@ -94,7 +94,7 @@ type env struct {
 	daemonLog             string
 }
 
-func newEnv(dir, bin, tools string, g *gateway) (*env, error) {
+func newEnv(dir, bin, tools string, g *gateway, prefetch int) (*env, error) {
 	e := &env{dir: dir, bin: bin, tools: tools,
 		path:    tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		cfgPath: filepath.Join(dir, "flyio.toml"), sock: filepath.Join(dir, "containerd.sock"),
@@ -118,8 +118,10 @@ region = %q
 endpoint = %q
 path_style = true
 block_prefix = "blocks/"
+[lazy]
+prefetch = %d
 `, filepath.Join(dir, "flyio"), filepath.Join(dir, "snapshotter.sock"), filepath.Join(dir, "admin.sock"),
-		os.Getpid(), e.sock, namespace, g.bucket, g.region, g.endpoint)
+		os.Getpid(), e.sock, namespace, g.bucket, g.region, g.endpoint, prefetch)
 	if err := os.WriteFile(e.cfgPath, []byte(toml), 0o644); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,6 +138,13 @@ func measure(ctx context.Context, e *env, o options) (*results, error) {
 func timedStart(e *env, cid string, args ...string) (start, string, error) {
 	dropCaches()
 	t0 := time.Now()
+	if slices.Contains(args, "--lazy") {
+		tl := watch(e, t0, 250*time.Millisecond)
+		defer func() {
+			tl.stop()
+			logf("%s timeline (t:present(on demand/prefetched)): %s", cid, tl)
+		}()
+	}
 	out, err := e.fim(append([]string{"process-image"}, args...)...)
 	if err != nil {
 		return start{}, out, err
