@@ -221,16 +221,7 @@ func waitFor(what string, timeout time.Duration, p *exec.Cmd, ready func() bool)
 // the snapshotter while it shuts down), then removes the pool as
 // test/harness's RemovePool does. Best effort: the VM is thrown away.
 func (e *env) stop(ctx context.Context) {
-	for _, p := range []*exec.Cmd{e.ctrd, e.daemon} {
-		if p == nil || p.Process == nil {
-			continue
-		}
-		p.Process.Signal(syscall.SIGTERM)
-		for i := 0; i < 300 && p.ProcessState == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-		p.Process.Kill()
-	}
+	e.stopProcs()
 	p := e.cfg.Pool
 	pc := dmpool.Config{Name: p.Name, DataFile: p.DataFile, MetadataFile: p.MetadataFile,
 		DataSize: int64(p.DataSize), MetadataSize: int64(p.MetadataSize), BlockSize: uint32(p.BlockSize)}
@@ -252,6 +243,39 @@ func (e *env) stop(ctx context.Context) {
 	if err := pool.Remove(ctx); err != nil {
 		logf("tear-down: %v", err)
 	}
+}
+
+// stopProcs stops containerd, then the daemon.
+func (e *env) stopProcs() {
+	for _, p := range []*exec.Cmd{e.ctrd, e.daemon} {
+		if p == nil || p.Process == nil {
+			continue
+		}
+		p.Process.Signal(syscall.SIGTERM)
+		for i := 0; i < 300 && p.ProcessState == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.Process.Kill()
+	}
+}
+
+// restartWith stops containerd and the daemon, adds lines to the
+// daemon's config file's last section ([lazy]) and starts both again on
+// the same pool.
+func (e *env) restartWith(lines string) error {
+	e.stopProcs()
+	f, err := os.OpenFile(e.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(lines); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return e.start()
 }
 
 // run runs name with args and returns the combined output; the error
