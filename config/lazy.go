@@ -31,7 +31,7 @@ type Lazy struct {
 	ReadTimeout Seconds `toml:"read_timeout"`
 }
 
-func defaultLazy() Lazy { return Lazy{Prefetch: 4, PrefetchQuiet: 2, ReadTimeout: 60} }
+func defaultLazy() Lazy { return Lazy{Prefetch: 4, PrefetchQuiet: 5, ReadTimeout: 60} }
 
 func (l *Lazy) fill(rootDir string) {
 	if l.CacheDir == "" {

@@ -16,7 +16,8 @@ import (
 // chunks: on a slow CPU the prefetch's verification of chunks nobody
 // asked for was what a starting container waited behind. quiet spans
 // the pauses between the reads of a burst (a mount, then an exec), so
-// the prefetch does not slip in between them; the gate starts closed
+// the prefetch does not slip in between them (in the test VM they were
+// up to about 5 s apart, and 2 s let it in); the gate starts closed
 // for quiet too, since the first reads come a moment after the attach.
 // Measured in the test VM (docs/benchmarks.md): a container's start
 // read only chunks the in-order prefetch had already fetched, and still

@@ -36,7 +36,7 @@ type Config struct {
 	Prefetch int
 	// PrefetchQuiet is how long the origin must have had no read before
 	// its prefetch starts another chunk, and how long after the attach
-	// the prefetch starts (0: 2s; negative: no wait). Reads waiting for
+	// the prefetch starts (0: 5s; negative: no wait). Reads waiting for
 	// chunks always hold the prefetch back; reads served from the cache
 	// at most max(30s, PrefetchQuiet) at a time (gate.go).
 	PrefetchQuiet time.Duration
@@ -74,7 +74,7 @@ func (c *Config) defaults() error {
 	}
 	switch {
 	case c.PrefetchQuiet == 0:
-		c.PrefetchQuiet = 2 * time.Second
+		c.PrefetchQuiet = 5 * time.Second
 	case c.PrefetchQuiet < 0:
 		c.PrefetchQuiet = 0
 	}
