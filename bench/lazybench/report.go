@@ -60,7 +60,7 @@ func (r *results) markdown(o options) string {
 		return strings.Join(l, ", ")
 	}
 	fmt.Fprintf(&b, "| cold read of %s (%d MiB), fully imported base | %.0f MB/s | | %s MB/s |\n", bigFile, r.bigSize>>20, fullMB, rd(r.fullRead))
-	fmt.Fprintf(&b, "| read after the start, fresh lazy base (prefetch running: mostly from the cache) | %.0f MB/s | | %s MB/s |\n", lazyMB, rd(r.lazyRead))
+	fmt.Fprintf(&b, "| read after the start, fresh lazy base (default config; the chunks before the read are in the note below) | %.0f MB/s | | %s MB/s |\n", lazyMB, rd(r.lazyRead))
 	fmt.Fprintf(&b, "| lazy / full read rate | %.2f× | | |\n", lazyMB/fullMB)
 	if len(r.held) > 0 {
 		held, coldMB := median(r.held, tot), median(r.coldRead, mbps)
