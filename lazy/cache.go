@@ -35,6 +35,8 @@ type cache struct {
 	// prefetch together, hence the memory they hold (a chunk and its
 	// compressed object each).
 	fetches chan struct{}
+	// demand holds the prefetch back while reads wait (gate.go).
+	demand *gate
 
 	mu      sync.Mutex
 	flights map[int]*flight
@@ -64,6 +66,7 @@ func newCache(base context.Context, f *os.File, man *blockimage.Manifest, bm *bi
 		f: f, man: man, bm: bm, store: cfg.Store, prefix: cfg.Prefix,
 		base: base, timeout: cfg.ReadTimeout,
 		fetches: make(chan struct{}, cfg.MaxFetches),
+		demand:  newGate(cfg.PrefetchQuiet),
 		flights: map[int]*flight{},
 	}
 	for i, ch := range man.Chunks {
@@ -87,6 +90,7 @@ func (c *cache) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	end := off + min(int64(len(p)), size-off)
+	c.demand.touch()
 	ctx, cancel := context.WithTimeout(c.base, c.timeout)
 	defer cancel()
 	if err := c.ensureRange(ctx, off, end); err != nil {
@@ -105,11 +109,22 @@ func (c *cache) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// ensureRange fetches the missing chunks that overlap [off, end).
+// ensureRange fetches the missing chunks that overlap [off, end),
+// holding the prefetch back while it waits for any.
 func (c *cache) ensureRange(ctx context.Context, off, end int64) error {
 	chunks := c.man.Chunks
 	i := sort.Search(len(chunks), func(i int) bool { return chunks[i].End() > off })
+	waiting := false
+	defer func() {
+		if waiting {
+			c.demand.leave()
+		}
+	}()
 	for ; i < len(chunks) && chunks[i].Offset < end; i++ {
+		if !waiting && !c.bm.has(i) {
+			waiting = true
+			c.demand.enter()
+		}
 		if err := c.ensure(ctx, i, false); err != nil {
 			return err
 		}

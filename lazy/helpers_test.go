@@ -208,6 +208,8 @@ func (a *fakeAttach) config(dir string, st blockimage.Store) lazy.Config {
 	return lazy.Config{
 		Dir: dir, Store: st, Prefix: prefix,
 		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
+		// Short, so the prefetch of these small images is not held long.
+		PrefetchQuiet: 10 * time.Millisecond,
 		AttachServed: func(_ context.Context, size int64, r io.ReaderAt) (lazy.Device, error) {
 			a.mu.Lock()
 			defer a.mu.Unlock()

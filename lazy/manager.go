@@ -36,6 +36,12 @@ type Config struct {
 	// Prefetch is how many chunks the background prefetch of an origin
 	// fetches at once (0: 4).
 	Prefetch int
+	// PrefetchQuiet is how long the origin must have had no read before
+	// its prefetch starts another chunk, and how long after the attach
+	// the prefetch starts (0: 5s; negative: no wait). Reads waiting for
+	// chunks always hold the prefetch back; reads served from the cache
+	// at most max(30s, PrefetchQuiet) at a time (gate.go).
+	PrefetchQuiet time.Duration
 	// MaxFetches bounds an origin's chunk fetches in flight, on demand
 	// and prefetch together, and so the memory they hold: two chunk
 	// buffers each (0: Prefetch+8).
@@ -68,6 +74,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Prefetch <= 0 {
 		c.Prefetch = 4
+	}
+	switch {
+	case c.PrefetchQuiet == 0:
+		c.PrefetchQuiet = 5 * time.Second
+	case c.PrefetchQuiet < 0:
+		c.PrefetchQuiet = 0
 	}
 	if c.MaxFetches <= 0 {
 		c.MaxFetches = c.Prefetch + 8

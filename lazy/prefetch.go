@@ -8,8 +8,8 @@ import (
 	"sync"
 )
 
-// prefetch fetches every missing chunk, in order, on Prefetch workers.
-// A chunk that fails is left for the next pass (after run's backoff)
+// prefetch fetches every missing chunk, in order, on Prefetch workers,
+// each of which lets reads waiting for chunks go first (gate.go). A chunk that fails is left for the next pass (after run's backoff)
 // while the others go on; the first failure is returned. Reads on demand
 // share the fetches: a chunk either asks for is fetched once.
 func (o *origin) prefetch(ctx context.Context) error {
@@ -33,6 +33,9 @@ func (o *origin) prefetch(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				if err := o.cache.demand.wait(ctx); err != nil {
+					return
+				}
 				if err := o.cache.ensure(ctx, i, true); err != nil {
 					once.Do(func() { first = err })
 					mu.Lock()

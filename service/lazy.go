@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/containerd/log"
 
@@ -38,20 +39,30 @@ func openOrigins(ctx context.Context, cfg config.Config, switchTo func(ctx conte
 		return nil, fmt.Errorf("lazy origins: %w", err)
 	}
 	m, err := lazy.Open(ctx, lazy.Config{
-		Dir:          cfg.Lazy.CacheDir,
-		Store:        blockimage.NewS3Store(client),
-		Prefix:       cfg.S3.BlockPrefix,
-		Prefetch:     cfg.Lazy.Prefetch,
-		ReadTimeout:  cfg.Lazy.ReadTimeout.Duration(),
-		AttachServed: attachServed,
-		AttachFile:   attachFile,
-		OnSwitch:     switchTo,
+		Dir:           cfg.Lazy.CacheDir,
+		Store:         blockimage.NewS3Store(client),
+		Prefix:        cfg.S3.BlockPrefix,
+		Prefetch:      cfg.Lazy.Prefetch,
+		ReadTimeout:   cfg.Lazy.ReadTimeout.Duration(),
+		PrefetchQuiet: prefetchQuiet(cfg.Lazy),
+		AttachServed:  attachServed,
+		AttachFile:    attachFile,
+		OnSwitch:      switchTo,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lazy origins in %s: %w", cfg.Lazy.CacheDir, err)
 	}
 	log.G(ctx).Infof("lazy origins: %d under %s", len(m.Status()), cfg.Lazy.CacheDir)
 	return m, nil
+}
+
+// prefetchQuiet is [lazy] prefetch_quiet for lazy.Config, where 0 is
+// the default and no wait is negative.
+func prefetchQuiet(l config.Lazy) time.Duration {
+	if d := l.PrefetchQuiet.Duration(); d > 0 {
+		return d
+	}
+	return -1
 }
 
 // attachServed serves an origin over the kernel's NBD driver.

@@ -94,7 +94,7 @@ type env struct {
 	daemonLog             string
 }
 
-func newEnv(dir, bin, tools string, g *gateway) (*env, error) {
+func newEnv(dir, bin, tools string, g *gateway, prefetch int) (*env, error) {
 	e := &env{dir: dir, bin: bin, tools: tools,
 		path:    tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		cfgPath: filepath.Join(dir, "flyio.toml"), sock: filepath.Join(dir, "containerd.sock"),
@@ -118,8 +118,10 @@ region = %q
 endpoint = %q
 path_style = true
 block_prefix = "blocks/"
+[lazy]
+prefetch = %d
 `, filepath.Join(dir, "flyio"), filepath.Join(dir, "snapshotter.sock"), filepath.Join(dir, "admin.sock"),
-		os.Getpid(), e.sock, namespace, g.bucket, g.region, g.endpoint)
+		os.Getpid(), e.sock, namespace, g.bucket, g.region, g.endpoint, prefetch)
 	if err := os.WriteFile(e.cfgPath, []byte(toml), 0o644); err != nil {
 		return nil, err
 	}
@@ -219,16 +221,7 @@ func waitFor(what string, timeout time.Duration, p *exec.Cmd, ready func() bool)
 // the snapshotter while it shuts down), then removes the pool as
 // test/harness's RemovePool does. Best effort: the VM is thrown away.
 func (e *env) stop(ctx context.Context) {
-	for _, p := range []*exec.Cmd{e.ctrd, e.daemon} {
-		if p == nil || p.Process == nil {
-			continue
-		}
-		p.Process.Signal(syscall.SIGTERM)
-		for i := 0; i < 300 && p.ProcessState == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-		p.Process.Kill()
-	}
+	e.stopProcs()
 	p := e.cfg.Pool
 	pc := dmpool.Config{Name: p.Name, DataFile: p.DataFile, MetadataFile: p.MetadataFile,
 		DataSize: int64(p.DataSize), MetadataSize: int64(p.MetadataSize), BlockSize: uint32(p.BlockSize)}
@@ -250,6 +243,39 @@ func (e *env) stop(ctx context.Context) {
 	if err := pool.Remove(ctx); err != nil {
 		logf("tear-down: %v", err)
 	}
+}
+
+// stopProcs stops containerd, then the daemon.
+func (e *env) stopProcs() {
+	for _, p := range []*exec.Cmd{e.ctrd, e.daemon} {
+		if p == nil || p.Process == nil {
+			continue
+		}
+		p.Process.Signal(syscall.SIGTERM)
+		for i := 0; i < 300 && p.ProcessState == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.Process.Kill()
+	}
+}
+
+// restartWith stops containerd and the daemon, adds lines to the
+// daemon's config file's last section ([lazy]) and starts both again on
+// the same pool.
+func (e *env) restartWith(lines string) error {
+	e.stopProcs()
+	f, err := os.OpenFile(e.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(lines); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return e.start()
 }
 
 // run runs name with args and returns the combined output; the error

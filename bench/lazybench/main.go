@@ -55,7 +55,7 @@ const (
 type options struct {
 	dir, bin, tools, versitygw, busybox, out string
 	size, bigSize                            int64
-	n                                        int
+	n, prefetch                              int
 }
 
 func main() {
@@ -66,9 +66,10 @@ func main() {
 	flag.StringVar(&o.versitygw, "versitygw", "", "versitygw binary (default: in -tools)")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the image's rootfs")
 	flag.StringVar(&o.out, "out", "", "also write the report here")
-	flag.Int64Var(&o.size, "size", 200<<20, "bytes of file content in the image (uncompressed; compresses about 2:1)")
+	flag.Int64Var(&o.size, "size", 400<<20, "bytes of file content in the image (uncompressed; compresses about 2:1)")
 	flag.Int64Var(&o.bigSize, "big", 64<<20, "bytes of each large file (the one read is one of them)")
 	flag.IntVar(&o.n, "n", 3, "rounds of each import; medians are reported")
+	flag.IntVar(&o.prefetch, "prefetch", 4, "the daemon's [lazy] prefetch")
 	flag.Parse()
 	if o.versitygw == "" {
 		o.versitygw = filepath.Join(o.tools, "versitygw")
@@ -103,7 +104,7 @@ func run(o options) error {
 		return err
 	}
 	defer gw.stop()
-	e, err := newEnv(o.dir, bin, o.tools, gw)
+	e, err := newEnv(o.dir, bin, o.tools, gw, o.prefetch)
 	if err != nil {
 		return err
 	}

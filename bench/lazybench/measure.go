@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,14 @@ type read struct {
 }
 
 type results struct {
-	full, block, lazy   []start
-	fullRead, lazyRead  []read
+	full, block, lazy  []start
+	fullRead, lazyRead []read
+	// held: lazy starts and reads with the prefetch held off
+	// (prefetch_quiet of an hour), so the read is cold: every chunk it
+	// needs comes from S3 on demand.
+	held                []start
+	coldRead            []read
+	coldNote            []string // on-demand and prefetched chunks after each cold read
 	bigSize             int64
 	originsAfterDelete  []string // what status listed after each lazy delete
 	lazyOriginAtStart   []string // the origin's chunks as each lazy start printed
@@ -129,7 +136,54 @@ func measure(ctx context.Context, e *env, o options) (*results, error) {
 		return nil, err
 	}
 	res.originsAfterDelete = append(res.originsAfterDelete, originsLine(st.Origins))
+	if err := coldRounds(ctx, e, o, res); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// coldRounds restarts the daemon with the prefetch held off and, for -n
+// rounds, times a lazy start and then the read of the big file: nothing
+// but what the start read is in the cache, so the read is served from
+// S3 on demand (checked: the prefetch fetched nothing).
+func coldRounds(ctx context.Context, e *env, o options, res *results) error {
+	if err := e.restartWith("prefetch_quiet = \"3600s\"\n"); err != nil {
+		return fmt.Errorf("restarting with the prefetch held off: %w", err)
+	}
+	for i := 0; i < o.n; i++ {
+		s, out, err := timedStart(e, fmt.Sprintf("held%d", i), "--s3-key", key, "--lazy")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "usable now") {
+			return fmt.Errorf("process-image --lazy did not make a lazy base:\n%s", out)
+		}
+		res.held = append(res.held, s)
+		r, err := readBig(ctx, e, fmt.Sprintf("rcold%d", i), "x")
+		if err != nil {
+			return err
+		}
+		after, err := lazyOrigin(ctx, e)
+		if err != nil {
+			return err
+		}
+		note := fmt.Sprintf("%d/%d chunks before the read (%d prefetched), %d fetched on demand by it, %d prefetched after",
+			r.before.ChunksPresent, r.before.ChunksTotal, r.before.Prefetched, after.OnDemandFetches-r.before.OnDemandFetches, after.Prefetched)
+		logf("held %d: start %s (process-image %s); cold read of %s in %.2fs: %s", i, s.total.Round(time.Millisecond),
+			s.imp.Round(time.Millisecond), bigFile, r.secs, note)
+		if after.ReadErrors > 0 {
+			return fmt.Errorf("the lazy origin answered %d reads with I/O errors (last: %s)", after.ReadErrors, after.LastError)
+		}
+		if after.Prefetched > 0 {
+			return fmt.Errorf("the prefetch fetched %d chunks with prefetch_quiet an hour: the cold read is not cold", after.Prefetched)
+		}
+		res.coldRead = append(res.coldRead, r)
+		res.coldNote = append(res.coldNote, note)
+		if err := e.deleteImage(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // timedStart drops the page cache, runs process-image with args and
@@ -137,6 +191,13 @@ func measure(ctx context.Context, e *env, o options) (*results, error) {
 func timedStart(e *env, cid string, args ...string) (start, string, error) {
 	dropCaches()
 	t0 := time.Now()
+	if slices.Contains(args, "--lazy") {
+		tl := watch(e, t0, 250*time.Millisecond)
+		defer func() {
+			tl.stop()
+			logf("%s timeline (t:present(on demand/prefetched)): %s", cid, tl)
+		}()
+	}
 	out, err := e.fim(append([]string{"process-image"}, args...)...)
 	if err != nil {
 		return start{}, out, err
